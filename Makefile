@@ -1,0 +1,45 @@
+# Two commands do everything on a fresh machine: `make figures` and `make test`.
+# Every target depends on the virtual environment, which is (re)built only when requirements.txt changes.
+PYTHON  ?= python3
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PROFILE ?= tiny
+CLUSTER ?= none
+RUNS    ?= runs
+DATA    ?= data
+DEVICE  ?= auto
+FIGURE_ARGS = --profile $(PROFILE) --cluster $(CLUSTER) --runs-dir $(RUNS) --data-dir $(DATA) --device $(DEVICE)
+
+.PHONY: install figures test bench list clean-figures FORCE
+.DEFAULT_GOAL := figures
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --upgrade pip >/dev/null
+	$(VENV)/bin/pip install -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+figures: $(VENV)/.installed
+	$(PY) -m figures all $(FIGURE_ARGS)
+
+fig-%: $(VENV)/.installed FORCE
+	$(PY) -m figures $@ $(FIGURE_ARGS)
+
+tab-%: $(VENV)/.installed FORCE
+	$(PY) -m figures $@ $(FIGURE_ARGS)
+
+list: $(VENV)/.installed
+	$(PY) -m figures list
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q tests
+
+bench: $(VENV)/.installed
+	$(PY) -m common.bench
+
+clean-figures:
+	rm -rf figures/out/$(PROFILE)
+
+FORCE:

@@ -1,0 +1,50 @@
+"""The execution-only settings every script shares, and the entry point that turns a script into a command."""
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from dataclasses import dataclass
+
+from common import config as C
+from common.errors import Diverged, UserError
+from common.store import execute
+
+
+@dataclass
+class Runtime:
+    """How a run executes; none of these fields is part of the run's identity (its hash)."""
+
+    device: str = C.opt("auto", "where to compute: auto (cuda if available), cpu, cuda, cuda:N", hash=False)
+    data_dir: str = C.opt("data", "folder that holds the datasets", hash=False)
+    download: bool = C.opt(False, "download a missing dataset when the dataset has a downloader", hash=False)
+    runs_dir: str = C.opt("runs", "root of the run store", hash=False)
+    workers: int = C.opt(4, "DataLoader workers for folder datasets (ImageNet, Tiny-ImageNet)", hash=False)
+    progress: str = C.opt("auto", "progress display: auto (a bar on a terminal, lines otherwise), bar, lines, off",
+                          choices=("auto", "bar", "lines", "off"), hash=False)
+
+
+def runtime_of(cfg) -> dict:
+    """The Runtime fields of a config, to hand to a dependency's config."""
+    return {name: getattr(cfg, name) for name in Runtime.__dataclass_fields__}
+
+
+def main(module_name: str, argv=None) -> int:
+    """Parse the command line of script ``module_name``, compute the run (or read it), print its metrics."""
+    module = importlib.import_module(module_name)
+    try:
+        cfg = C.parse_args(module.Config, argv, description=(module.__doc__ or "").strip(),
+                           presets=getattr(module, "PRESETS", None), prog=f"python -m {module_name}")
+        result = execute(module, cfg)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Diverged as exc:
+        print(f"error: run failed: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print("interrupted: the run resumes from its last checkpoint when started again", file=sys.stderr)
+        return 130
+    summary = {k: v for k, v in result.items() if not isinstance(v, (list, dict))}
+    print(json.dumps(summary, sort_keys=True))
+    return 0

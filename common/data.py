@@ -1,0 +1,523 @@
+"""Datasets: loading, splitting, batching and (deterministic) augmentation.
+
+Every dataset is turned into a :class:`Data` holding a ``train``, optional ``val`` and
+``test`` :class:`Split`.  A split is iterated one epoch at a time with
+``split.epoch(e)``, yielding ``(x, y)`` batches already on the run's device.
+
+Two kinds of split exist:
+
+* :class:`TensorSplit` keeps the whole dataset as a tensor on the device (digits,
+  CIFAR).  Shuffling and augmentation (random crop with zero padding + horizontal
+  flip) are done on the device, vectorized over the batch.
+* :class:`LoaderSplit` decodes JPEG files with a ``DataLoader`` (Tiny-ImageNet,
+  ImageNet).
+
+Determinism: all training randomness of epoch ``e`` comes from a private
+``torch.Generator`` seeded from ``(seed, e)``, never from the global RNG, so a run
+resumed at epoch ``e`` sees exactly the batches an uninterrupted run would see.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from common.errors import DatasetMissing, UserError
+
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+# Seed of the validation carve-out: fixed, so every run seed sees the same split.
+VAL_SPLIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    num_classes: int
+    input_shape: tuple[int, int, int]  # (C, H, W)
+
+
+def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+    """A CPU generator seeded from ``(seed, epoch, stream)`` through a hash (SeedSequence),
+    so that nearby seeds/epochs give unrelated streams."""
+    mixed = np.random.SeedSequence([seed % 2**64, epoch % 2**64, stream]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(mixed))
+
+
+# --------------------------------------------------------------------------- splits
+
+
+class Split:
+    """An iterable of ``(x, y)`` batches on the device; ``epoch(e)`` is one pass."""
+
+    num_samples: int
+    batch_size: int
+
+    def __len__(self) -> int:
+        """Batches per epoch (the last one may be smaller)."""
+        return math.ceil(self.num_samples / self.batch_size)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        raise NotImplementedError
+
+    def take(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        """The samples at ``indices`` (positions in this split), un-augmented, on the device."""
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return self.epoch(0)
+
+
+def crop_flip(x: Tensor, pad: int, offsets: Tensor, flips: Tensor) -> Tensor:
+    """Per-sample random crop + horizontal flip of a batch, as one gather.
+
+    ``x`` is (B, C, H, W) raw pixels; it is zero-padded by ``pad`` on every side, the
+    H x W window at ``offsets[b] = (top, left)`` of the padded image is cut out and,
+    where ``flips[b]``, mirrored left-right.  Same result as torchvision's
+    ``RandomCrop((H, W), padding=pad)`` followed by ``RandomHorizontalFlip``.
+    """
+    b, c, h, w = x.shape
+    dev = x.device
+    xp = F.pad(x, (pad, pad, pad, pad)) if pad else x  # zero padding of the raw pixels
+    hp, wp = h + 2 * pad, w + 2 * pad
+    ar_h = torch.arange(h, device=dev)
+    ar_w = torch.arange(w, device=dev)
+    rows = offsets[:, 0, None] + ar_h  # (B, H) source rows in the padded image
+    cols = offsets[:, 1, None] + torch.where(flips[:, None], w - 1 - ar_w, ar_w)  # (B, W)
+    # One gather over the flattened padded images (much faster than 4-way advanced indexing).
+    src = (rows[:, :, None] * wp + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
+    return xp.reshape(b, c, hp * wp).gather(2, src).view(b, c, h, w)
+
+
+class TensorSplit(Split):
+    """A split held entirely as tensors on the device.
+
+    ``x`` is either ready-to-use float data (``mean``/``std`` None) or raw uint8
+    pixels, which are converted per batch to ``(x / 255 - mean) / std``.  A training
+    split is reshuffled every epoch and, if ``pad``/``flip`` are set, augmented.
+    """
+
+    def __init__(self, x: Tensor, y: Tensor, *, batch_size: int, train: bool, seed: int = 0,
+                 pad: int = 0, flip: bool = False, mean=None, std=None):
+        self.x, self.y = x, y
+        self.num_samples = len(y)
+        self.batch_size = batch_size
+        self.train, self.seed = train, seed
+        self.pad, self.flip = (pad, flip) if train else (0, False)
+        self.mean = self.std = None
+        if mean is not None:
+            shape = (1, -1, 1, 1)
+            self.mean = torch.tensor(mean, dtype=torch.float32, device=x.device).view(shape)
+            self.std = torch.tensor(std, dtype=torch.float32, device=x.device).view(shape)
+
+    def _normalize(self, x: Tensor) -> Tensor:
+        if self.mean is None:
+            return x
+        # Same float ops as torchvision's ToTensor + Normalize.
+        return x.float().div_(255).sub_(self.mean).div_(self.std)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        n, dev = self.num_samples, self.x.device
+        offsets = flips = None
+        if self.train:
+            # Draw the whole epoch's randomness at once on the CPU (device-independent),
+            # then move it to the device in one transfer.
+            g = epoch_generator(self.seed, epoch)
+            order = torch.randperm(n, generator=g)
+            if self.pad or self.flip:
+                offsets = torch.randint(0, 2 * self.pad + 1, (n, 2), generator=g)
+                flips = torch.rand(n, generator=g) < 0.5 if self.flip else torch.zeros(n, dtype=torch.bool)
+                offsets, flips = offsets.to(dev), flips.to(dev)
+            order = order.to(dev)
+        for start in range(0, n, self.batch_size):
+            sl = slice(start, start + self.batch_size)
+            if self.train:
+                idx = order[sl]
+                xb, yb = self.x[idx], self.y[idx]
+                if offsets is not None:
+                    xb = crop_flip(xb, self.pad, offsets[sl], flips[sl])
+            else:
+                xb, yb = self.x[sl], self.y[sl]
+            yield self._normalize(xb), yb
+
+    def take(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        indices = indices.to(self.x.device)
+        return self._normalize(self.x[indices]), self.y[indices]
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Images listed as ``(path, label)``; items are addressed by ``(index, aug_seed)``.
+
+    ``aug_seed >= 0`` runs the (random) transform under a private RNG seeded with it,
+    so augmentation is reproducible whatever the number of workers and leaves the
+    global RNG of the calling process untouched; ``aug_seed < 0`` means no seeding
+    (for deterministic eval transforms).
+    """
+
+    def __init__(self, samples: list[tuple[str, int]], transform: Callable):
+        self.samples, self.transform = samples, transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, int]:
+        from PIL import Image
+
+        index, aug_seed = key
+        path, label = self.samples[index]
+        with open(path, "rb") as f:
+            img = Image.open(f).convert("RGB")
+        if aug_seed < 0:
+            return self.transform(img), label
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(aug_seed)  # CPU only: CUDA RNG untouched
+            return self.transform(img), label
+
+
+class _KeySampler(torch.utils.data.Sampler):
+    """Yields ``(index, aug_seed)`` keys for one epoch of an :class:`ImageFiles`."""
+
+    def __init__(self, keys: list[tuple[int, int]]):
+        self.keys = keys
+
+    def __iter__(self):
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+class LoaderSplit(Split):
+    """A split decoded from image files by a ``DataLoader`` with ``workers`` processes.
+
+    ``dataset`` applies this split's transform (augmenting for training); ``plain``
+    holds the same samples with the eval transform (used by :meth:`take`).
+    """
+
+    def __init__(self, dataset: ImageFiles, plain: ImageFiles, *, batch_size: int, train: bool,
+                 seed: int, workers: int, device: torch.device):
+        self.dataset, self.plain = dataset, plain
+        self.num_samples = len(dataset)
+        self.batch_size = batch_size
+        self.train, self.seed = train, seed
+        self.workers, self.device = workers, device
+
+    def _batches(self, dataset: ImageFiles, keys: list[tuple[int, int]], epoch: int):
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=self.batch_size, sampler=_KeySampler(keys),
+            num_workers=self.workers, pin_memory=self.device.type == "cuda", drop_last=False,
+            # Worker base seeds come from here (the transforms themselves are seeded per sample).
+            generator=epoch_generator(self.seed, epoch, stream=1),
+        )
+        for x, y in loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        n = self.num_samples
+        if self.train:
+            g = epoch_generator(self.seed, epoch)
+            order = torch.randperm(n, generator=g).tolist()
+            seeds = torch.randint(0, 2**62, (n,), generator=g).tolist()
+            keys = list(zip(order, seeds))
+        else:
+            keys = [(i, -1) for i in range(n)]
+        return self._batches(self.dataset, keys, epoch)
+
+    def take(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        xs, ys = zip(*self._batches(self.plain, [(int(i), -1) for i in indices], 0))
+        return torch.cat(xs), torch.cat(ys)
+
+
+# --------------------------------------------------------------------------- Data
+
+
+@dataclass
+class Data:
+    info: DatasetInfo
+    train: Split
+    val: Split | None
+    test: Split
+
+    def sample(self, n: int, seed: int) -> tuple[Tensor, Tensor]:
+        """``n`` distinct training samples (seeded, without replacement), not augmented."""
+        total = self.train.num_samples
+        if not 1 <= n <= total:
+            raise UserError(f"cannot draw {n} samples from the {self.info.name} training set, "
+                            f"which has {total}; ask for between 1 and {total}")
+        indices = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n]
+        return self.train.take(indices)
+
+
+def carve_val(labels: np.ndarray, val_size: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Split training positions into (train, val) with a fixed seed, independent of the
+    run seed: stratified by label when possible, otherwise uniformly at random."""
+    n = len(labels)
+    if not 0 < val_size < n:
+        raise UserError(f"--val-size {val_size} is out of range for {name}, whose training set has "
+                        f"{n} samples; use a value between 1 and {n - 1} (or 0 for no validation split)")
+    from sklearn.model_selection import train_test_split
+
+    positions = np.arange(n)
+    try:
+        train, val = train_test_split(positions, test_size=val_size, random_state=VAL_SPLIT_SEED,
+                                      stratify=labels)
+    except ValueError:  # too few samples per class (or val_size < num_classes) to stratify
+        perm = np.random.default_rng(VAL_SPLIT_SEED).permutation(n)
+        train, val = perm[val_size:], perm[:val_size]
+    return np.sort(train), np.sort(val)
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The arguments of :func:`load_dataset` passed on to a dataset's loader."""
+
+    root: Path
+    download: bool
+    device: torch.device
+    batch_size: int
+    eval_batch_size: int
+    seed: int
+    val_size: int
+    workers: int
+
+
+def _tensor_data(info: DatasetInfo, o: _Options, x_train: Tensor, y_train: Tensor, x_test: Tensor,
+                 y_test: Tensor, **aug) -> Data:
+    """Data made of TensorSplits (moved to the device); ``aug`` holds pad/flip/mean/std."""
+    norm = {k: aug[k] for k in ("mean", "std") if k in aug}
+    to = lambda t: t.to(o.device)  # noqa: E731
+    val = None
+    if o.val_size:
+        tr, va = (torch.from_numpy(i) for i in carve_val(y_train.numpy(), o.val_size, info.name))
+        val = TensorSplit(to(x_train[va]), to(y_train[va]), batch_size=o.eval_batch_size, train=False, **norm)
+        x_train, y_train = x_train[tr], y_train[tr]
+    train = TensorSplit(to(x_train), to(y_train), batch_size=o.batch_size, train=True, seed=o.seed, **aug)
+    test = TensorSplit(to(x_test), to(y_test), batch_size=o.eval_batch_size, train=False, **norm)
+    return Data(info, train, val, test)
+
+
+def _file_data(info: DatasetInfo, o: _Options, train_samples, test_samples, train_tf, eval_tf) -> Data:
+    """Data made of LoaderSplits over ``(path, label)`` lists."""
+    labels = [label for _, label in list(train_samples) + list(test_samples)]
+    if labels and not 0 <= min(labels) <= max(labels) < info.num_classes:
+        raise UserError(f"{info.name} has labels outside 0..{info.num_classes - 1} "
+                        f"(more than {info.num_classes} classes?); check the dataset folder")
+    split = lambda samples, tf, train, bs: LoaderSplit(  # noqa: E731
+        ImageFiles(samples, tf), ImageFiles(samples, eval_tf), batch_size=bs, train=train,
+        seed=o.seed, workers=o.workers, device=o.device)
+    val = None
+    if o.val_size:
+        tr, va = carve_val(np.array([lab for _, lab in train_samples]), o.val_size, info.name)
+        val = split([train_samples[i] for i in va], eval_tf, False, o.eval_batch_size)
+        train_samples = [train_samples[i] for i in tr]
+    train = split(train_samples, train_tf, True, o.batch_size)
+    test = split(test_samples, eval_tf, False, o.eval_batch_size)
+    return Data(info, train, val, test)
+
+
+def _missing(what: str, expected: str, hint: str = "pass --download or point --data-dir at the folder that holds it"):
+    return DatasetMissing(f"{what} not found: expected {expected}; {hint}")
+
+
+# --------------------------------------------------------------------------- digits
+
+
+def _load_digits(info: DatasetInfo, o: _Options) -> Data:
+    """scikit-learn's bundled 8x8 digits with a fixed stratified 1437/360 train/test split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32).div_(16).unsqueeze(1)  # (N, 1, 8, 8)
+    y = torch.tensor(digits.target, dtype=torch.long)
+    tr, te = train_test_split(np.arange(len(y)), test_size=360, random_state=0, stratify=digits.target)
+    tr, te = torch.from_numpy(np.sort(tr)), torch.from_numpy(np.sort(te))
+    # Standardize with the statistics of the whole 1437-sample training portion (before
+    # any validation carve-out, so they do not depend on --val-size).
+    mean, std = x[tr].mean(), x[tr].std()
+    x = (x - mean) / std
+    return _tensor_data(info, o, x[tr], y[tr], x[te], y[te])
+
+
+# --------------------------------------------------------------------------- CIFAR
+
+
+def _read_cifar_batches(files: list[Path], label_key: bytes) -> tuple[Tensor, Tensor]:
+    """Concatenate official CIFAR python pickle batches into uint8 (N, 3, 32, 32) + labels."""
+    xs, ys = [], []
+    for path in files:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        try:
+            data, labels = batch[b"data"], batch[label_key]
+        except (KeyError, TypeError):
+            raise UserError(f"{path} is not a CIFAR python batch (no b'data'/{label_key!r} entries); "
+                            f"re-extract the official archive there") from None
+        # Each row holds the R, G and B planes, each 32x32 row-major.
+        xs.append(np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(labels, dtype=np.int64))
+    return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
+
+
+def _cifar_loader(title: str, folder: str, train_files: list[str], test_file: str, label_key: bytes,
+                  tv_class: str, mean, std):
+    def load(info: DatasetInfo, o: _Options) -> Data:
+        base = o.root / folder
+        paths = [base / f for f in train_files + [test_file]]
+        if not all(p.is_file() for p in paths) and o.download:
+            import torchvision.datasets
+
+            try:
+                getattr(torchvision.datasets, tv_class)(str(o.root), train=True, download=True)
+            except Exception as e:  # network or disk problem: report it on one line
+                msg = " ".join(str(e).split())
+                raise UserError(f"downloading {title} into {o.root} failed ({type(e).__name__}: {msg}); "
+                                f"fetch it by hand or point --data-dir at a copy") from None
+        if not all(p.is_file() for p in paths):
+            sep = " and " if len(paths) == 2 else " ... "
+            raise _missing(title, f"{paths[0]}{sep}{paths[-1].name}")
+        x_train, y_train = _read_cifar_batches(paths[:-1], label_key)
+        x_test, y_test = _read_cifar_batches(paths[-1:], label_key)
+        return _tensor_data(info, o, x_train, y_train, x_test, y_test, pad=4, flip=True, mean=mean, std=std)
+
+    return load
+
+
+# --------------------------------------------------------------------------- Tiny-ImageNet / ImageNet
+
+
+def _image_transforms(train_size: int, mean, std, *, imagenet: bool):
+    import torchvision.transforms as T
+
+    norm = [T.ToTensor(), T.Normalize(mean, std)]
+    if imagenet:
+        train = T.Compose([T.RandomResizedCrop(train_size), T.RandomHorizontalFlip(), *norm])
+        test = T.Compose([T.Resize(256), T.CenterCrop(train_size), *norm])
+    else:
+        train = T.Compose([T.RandomCrop(train_size, padding=4), T.RandomHorizontalFlip(), *norm])
+        test = T.Compose(norm)
+    return train, test
+
+
+def _load_tinyimagenet(info: DatasetInfo, o: _Options) -> Data:
+    """Tiny-ImageNet in its official layout (nothing moved); the official val set is the test split."""
+    base = o.root / "tiny-imagenet-200"
+    needed = [base / "wnids.txt", base / "train", base / "val" / "val_annotations.txt"]
+    for p in needed:
+        if not p.exists():
+            hint = ("it cannot be downloaded automatically: " if o.download else "") + \
+                "unzip tiny-imagenet-200.zip into --data-dir, or point --data-dir at the folder that holds it"
+            raise _missing("Tiny-ImageNet", f"{p} (official layout: wnids.txt, train/, val/ in {base})", hint)
+    wnids = sorted(w for w in (base / "wnids.txt").read_text().split() if w)
+    index = {w: i for i, w in enumerate(wnids)}
+
+    train = []
+    for w in wnids:
+        folder = base / "train" / w / "images"
+        if not folder.is_dir():
+            raise _missing("Tiny-ImageNet", f"{folder} (class listed in {base / 'wnids.txt'})",
+                           "re-extract the official archive")
+        train += [(str(folder / f), index[w]) for f in sorted(os.listdir(folder)) if f.lower().endswith(".jpeg")]
+
+    test = []
+    for line in (base / "val" / "val_annotations.txt").read_text().splitlines():
+        fields = line.split("\t")
+        if len(fields) < 2:
+            continue
+        if fields[1] not in index:
+            raise UserError(f"{base}/val/val_annotations.txt names class {fields[1]} missing from "
+                            f"wnids.txt; re-extract the official archive")
+        test.append((str(base / "val" / "images" / fields[0]), index[fields[1]]))
+
+    train_tf, eval_tf = _image_transforms(64, IMAGENET_MEAN, IMAGENET_STD, imagenet=False)
+    return _file_data(info, o, train, test, train_tf, eval_tf)
+
+
+def _load_imagenet(info: DatasetInfo, o: _Options) -> Data:
+    """ImageNet as ``root/imagenet/{train,val}/<wnid>/*.JPEG`` (val sorted into class folders)."""
+    from torchvision.datasets import ImageFolder
+
+    base = o.root / "imagenet"
+    for split in ("train", "val"):
+        if not (base / split).is_dir():
+            hint = ("it cannot be downloaded automatically: " if o.download else "") + \
+                "put the ILSVRC-2012 train and val images there (val sorted into class folders) " \
+                "or point --data-dir at the folder that holds it"
+            raise _missing("ImageNet", f"{base}/train/<wnid>/*.JPEG and {base}/val/<wnid>/*.JPEG", hint)
+    try:
+        train, val = ImageFolder(str(base / "train")), ImageFolder(str(base / "val"))
+    except (FileNotFoundError, OSError) as e:
+        raise _missing("ImageNet", f"{base}/{{train,val}}/<wnid>/*.JPEG",
+                       f"found no images ({' '.join(str(e).split())})") from None
+    if train.class_to_idx != val.class_to_idx:
+        raise UserError(f"{base}/train and {base}/val hold different class folders; "
+                        f"sort the val images into the same <wnid> folders as train")
+    train_tf, eval_tf = _image_transforms(224, IMAGENET_MEAN, IMAGENET_STD, imagenet=True)
+    return _file_data(info, o, train.samples, val.samples, train_tf, eval_tf)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    info: DatasetInfo
+    load: Callable[[DatasetInfo, _Options], Data]
+
+
+_CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)]
+
+DATASETS: dict[str, DatasetSpec] = {
+    "digits": DatasetSpec(DatasetInfo("digits", 10, (1, 8, 8)), _load_digits),
+    "cifar10": DatasetSpec(
+        DatasetInfo("cifar10", 10, (3, 32, 32)),
+        _cifar_loader("CIFAR-10", "cifar-10-batches-py", _CIFAR10_FILES, "test_batch", b"labels",
+                      "CIFAR10", CIFAR10_MEAN, CIFAR10_STD)),
+    "cifar100": DatasetSpec(
+        DatasetInfo("cifar100", 100, (3, 32, 32)),
+        _cifar_loader("CIFAR-100", "cifar-100-python", ["train"], "test", b"fine_labels",
+                      "CIFAR100", CIFAR100_MEAN, CIFAR100_STD)),
+    "tinyimagenet": DatasetSpec(DatasetInfo("tinyimagenet", 200, (3, 64, 64)), _load_tinyimagenet),
+    "imagenet": DatasetSpec(DatasetInfo("imagenet", 1000, (3, 224, 224)), _load_imagenet),
+}
+
+
+def _spec(name: str) -> DatasetSpec:
+    spec = DATASETS.get(name)
+    if spec is None:
+        raise UserError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    return spec
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """Classes and input shape of a dataset, without reading any file."""
+    return _spec(name).info
+
+
+def load_dataset(name: str, *, root: str = "data", download: bool = False, device="cpu",
+                 batch_size: int = 128, eval_batch_size: int = 512, seed: int = 0, val_size: int = 0,
+                 workers: int = 4) -> Data:
+    """Load dataset ``name`` from ``root`` into train/val/test splits on ``device``.
+
+    ``val_size > 0`` carves a validation split of that many samples out of the training
+    set (same split for every ``seed``); ``seed`` only drives shuffling/augmentation.
+    """
+    spec = _spec(name)
+    if batch_size < 1 or eval_batch_size < 1:
+        raise UserError(f"batch sizes must be positive (got {batch_size} and {eval_batch_size})")
+    if val_size < 0:
+        raise UserError(f"--val-size must be >= 0 (got {val_size})")
+    opts = _Options(Path(root), download, torch.device(device), batch_size, eval_batch_size,
+                    seed, val_size, max(0, workers))
+    return spec.load(spec.info, opts)

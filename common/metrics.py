@@ -1,0 +1,118 @@
+"""Model cost metrics: parameter counts, FLOPs (dense and sparsity-aware) and CPU latency.
+
+FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` -- no per-layer formulas here.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from contextlib import contextmanager
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+@contextmanager
+def _eval_mode(model: nn.Module):
+    """Put every submodule in eval mode, then restore each one's own train/eval flag."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes.items():
+            m.train(training)
+
+
+def _effective(module: nn.Module, name: str) -> torch.Tensor:
+    """The tensor the module computes with: ``torch.nn.utils.prune`` keeps the dense
+    values in ``<name>_orig`` and a ``<name>_mask`` buffer; the product is ``module.<name>``."""
+    if name.endswith("_orig") and hasattr(module, name[: -len("_orig")] + "_mask"):
+        return getattr(module, name[: -len("_orig")])
+    return getattr(module, name)
+
+
+def count_params(model: nn.Module) -> dict:
+    """``{"params": total parameter entries, "nonzero_params": nonzero entries}``.
+
+    Shared parameters are counted once. For modules pruned with ``torch.nn.utils.prune``
+    the nonzero count uses the masked weight, not the dense ``weight_orig``.
+    """
+    total = nonzero = 0
+    seen = set()
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            total += p.numel()
+            nonzero += int(torch.count_nonzero(_effective(module, name).detach()))
+    return {"params": total, "nonzero_params": nonzero}
+
+
+def flops(model: nn.Module, input_shape, device="cpu") -> dict:
+    """FLOPs of one forward pass on a batch of one input of shape ``input_shape`` (C, H, W).
+
+    Counted by ``FlopCounterMode``, which reports 2 x multiply-accumulates for convolutions
+    and matrix products (bias adds, BN, activations and pooling are not counted); the numbers
+    are returned as the counter gives them, so ``flops / 2`` is the MAC count.
+
+    Returns ``{"flops": dense count, "effective_flops": count with every Conv2d / Linear's
+    FLOPs scaled by the nonzero fraction of its weight}``; all other ops stay dense. Masked
+    weights must be zero in the weight tensor itself (or applied via ``torch.nn.utils.prune``).
+    A physically smaller model (channels removed) is simply measured again.
+
+    Runs in eval mode without gradients (no BN statistic updates) and restores the model's
+    train/eval flags afterwards. ``model`` must already live on ``device``.
+    """
+    x = torch.zeros(1, *input_shape, device=device)
+    counter = FlopCounterMode(display=False)
+    with _eval_mode(model), torch.no_grad(), counter:
+        model(x)
+    counts = counter.get_flop_counts()
+    dense = counter.get_total_flops()
+
+    # FlopCounterMode attributes ops to modules by dotted name, rooted at the class name of
+    # `model` (e.g. "ResNet.layers.0.0.conv1"); use it to find each weighted layer's share.
+    root = type(model).__name__
+    effective, attributed = dense, 0
+    for name, module in model.named_modules():
+        if not isinstance(module, (nn.Conv2d, nn.Linear)):
+            continue
+        layer = sum(counts.get(f"{root}.{name}" if name else root, {}).values())
+        weight = module.weight.detach()
+        density = int(torch.count_nonzero(weight)) / weight.numel()
+        effective -= layer * (1.0 - density)
+        attributed += layer
+    if dense and not attributed and any(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules()):
+        raise RuntimeError("FlopCounterMode attributed no FLOPs to any Conv2d/Linear; module naming changed?")
+    return {"flops": int(dense), "effective_flops": int(round(effective))}
+
+
+def latency_ms(model: nn.Module, input_shape, batch_size: int = 1, repeats: int = 30,
+               warmup: int = 5, threads: int | None = None) -> float:
+    """Median CPU wall time (milliseconds) of one forward pass in eval mode without gradients.
+
+    ``threads`` temporarily sets ``torch.set_num_threads`` (default: leave it as is). A model
+    that is not on the CPU is measured on a CPU copy; the model's train/eval flags are restored.
+    """
+    if any(t.device.type != "cpu" for t in [*model.parameters(), *model.buffers()]):
+        model = copy.deepcopy(model).cpu()
+    x = torch.randn(batch_size, *input_shape)
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    times = []
+    try:
+        with _eval_mode(model), torch.no_grad():
+            for i in range(warmup + repeats):
+                start = time.perf_counter()
+                model(x)
+                if i >= warmup:
+                    times.append((time.perf_counter() - start) * 1e3)
+    finally:
+        torch.set_num_threads(old_threads)
+    return float(statistics.median(times))

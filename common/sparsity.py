@@ -1,0 +1,234 @@
+"""One sparsity mechanism for every method: prunable weights, masks, top-k selection, block and structured views.
+
+- ``prunable(model, exclude)``: the Conv2d/Linear weights a method may prune, in module order.
+- ``Masks``: 0/1 masks (one per prunable weight) with the enforcement that keeps pruned weights exactly zero through
+  SGD momentum, Adam moments and weight decay: gradients are masked before each step, weights after it, and the
+  optimizer's state is masked whenever the masks change.
+- ``global_topk`` / ``layerwise_topk``: keep the largest scores (magnitude or any other score).
+- ``BlockView``: a weight seen as BxB tiles of its (H*W*Cin) x Cout matrix (Linear: in x out), zero-padded.
+- ``filter_norms`` / ``channel_norms`` + ``expand_structured``: filter (output channel) and input-channel views.
+- ``report``: exact sparsity, per layer and global, over prunable weights and over all parameters.
+"""
+from __future__ import annotations
+
+import fnmatch
+import math
+
+import torch
+from torch import nn
+
+from common.errors import UserError
+
+PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
+
+
+def check_sparsity(sparsity: float, name: str = "sparsity") -> None:
+    if not (0.0 <= sparsity < 1.0) or math.isnan(sparsity):
+        raise UserError(f"--{name} {sparsity} is outside [0, 1); give the fraction of weights to remove, e.g. 0.9")
+
+
+# ------------------------------------------------------------------------------------------------ prunable weights
+def prunable(model: nn.Module, exclude=("last",)) -> dict[str, nn.Parameter]:
+    """The prunable weights ``{module_name + '.weight': parameter}`` of every Conv2d/Linear, in module order.
+
+    ``exclude`` holds ``"first"`` (the first Conv2d/Linear), ``"last"`` (the last one: the classifier), and/or
+    module-name patterns (fnmatch, e.g. ``"layer4.*"``).
+    """
+    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
+    if not layers:
+        return {}
+    skip = set()
+    for rule in exclude:
+        if rule == "first":
+            skip.add(layers[0][0])
+        elif rule == "last":
+            skip.add(layers[-1][0])
+        else:
+            skip.update(name for name, _ in layers if fnmatch.fnmatchcase(name, rule))
+    return {f"{name}.weight": m.weight for name, m in layers if name not in skip}
+
+
+# ------------------------------------------------------------------------------------------------ top-k
+def _num_to_prune(sparsity: float, numel: int) -> int:
+    # Python's round(), as torch.nn.utils.prune does, so that our masks equal its masks.
+    return round(sparsity * numel)
+
+
+def global_topk(scores: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
+    """Masks keeping the largest scores over all tensors together; ``round(sparsity * total)`` entries are pruned."""
+    names = list(scores)
+    flat = torch.cat([scores[n].detach().reshape(-1) for n in names])
+    keep = torch.ones_like(flat, dtype=torch.bool)
+    k = _num_to_prune(sparsity, flat.numel())
+    if k > 0:
+        keep[torch.topk(flat, k, largest=False).indices] = False
+    out, start = {}, 0
+    for n in names:
+        numel = scores[n].numel()
+        out[n] = keep[start:start + numel].view_as(scores[n])
+        start += numel
+    return out
+
+
+def layerwise_topk(scores: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
+    """Masks keeping the largest scores of each tensor separately (a uniform ratio per layer)."""
+    return {n: global_topk({n: s}, sparsity)[n] for n, s in scores.items()}
+
+
+def topk(scores: dict[str, torch.Tensor], sparsity: float, scope: str) -> dict[str, torch.Tensor]:
+    if scope == "global":
+        return global_topk(scores, sparsity)
+    if scope == "layer":
+        return layerwise_topk(scores, sparsity)
+    raise UserError(f"unknown pruning scope '{scope}'; choose global or layer")
+
+
+def magnitudes(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {n: p.detach().abs() for n, p in params.items()}
+
+
+# ------------------------------------------------------------------------------------------------ masks
+class Masks:
+    """0/1 masks over a set of prunable weights, kept in the weights' dtype so one fused multiply enforces them."""
+
+    def __init__(self, params: dict[str, nn.Parameter]):
+        self.params = params
+        self.masks = {n: torch.ones_like(p, memory_format=torch.preserve_format).detach() for n, p in params.items()}
+        self._refresh()
+
+    def _refresh(self):
+        self._p = [self.params[n] for n in self.masks]
+        self._m = [self.masks[n] for n in self.masks]
+
+    @torch.no_grad()
+    def set(self, masks: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Install new masks, zero the pruned weights, and mask the optimizer's per-weight state (momentum, moments)."""
+        for n, m in masks.items():
+            self.masks[n].copy_(m)
+        self._refresh()
+        self.apply()
+        if optimizer is not None:
+            self.mask_optimizer_state(optimizer)
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """Zero the pruned weights (call after every optimizer step)."""
+        torch._foreach_mul_(self._p, self._m)
+
+    @torch.no_grad()
+    def mask_grads(self) -> None:
+        """Zero the gradients of pruned weights (call before every optimizer step)."""
+        grads = [p.grad for p in self._p if p.grad is not None]
+        if len(grads) == len(self._p):
+            torch._foreach_mul_(grads, self._m)
+        else:
+            for p, m in zip(self._p, self._m):
+                if p.grad is not None:
+                    p.grad.mul_(m)
+
+    @torch.no_grad()
+    def mask_optimizer_state(self, optimizer: torch.optim.Optimizer) -> None:
+        for p, m in zip(self._p, self._m):
+            for value in optimizer.state.get(p, {}).values():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    value.mul_(m)
+
+    def density(self) -> float:
+        kept = sum(float(m.sum()) for m in self._m)
+        return kept / max(1, sum(m.numel() for m in self._m))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {n: m.clone() for n, m in self.masks.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        missing = set(self.masks) ^ set(state)
+        if missing:
+            raise UserError(f"saved masks do not match this model's prunable layers: {sorted(missing)[:3]}")
+        self.set(state)
+
+
+# ------------------------------------------------------------------------------------------------ block views
+class BlockView:
+    """A weight as a matrix of BxB tiles: conv (Cout, Cin, H, W) -> (H*W*Cin) x Cout; linear (out, in) -> in x out.
+
+    The matrix is zero-padded to multiples of B, so edge blocks are smaller in effect; ``n_blocks`` counts all tiles.
+    """
+
+    def __init__(self, shape: torch.Size, block: int):
+        if block < 1:
+            raise UserError(f"block size {block} must be a positive integer")
+        self.shape, self.block = tuple(shape), block
+        if len(self.shape) == 4:
+            cout, cin, h, w = self.shape
+            self.rows, self.cols = h * w * cin, cout
+        elif len(self.shape) == 2:
+            self.rows, self.cols = self.shape[1], self.shape[0]
+        else:
+            raise UserError(f"cannot view a weight of shape {self.shape} as blocks (Conv2d or Linear only)")
+        self.grid = (math.ceil(self.rows / block), math.ceil(self.cols / block))
+        self.n_blocks = self.grid[0] * self.grid[1]
+
+    def to_matrix(self, w: torch.Tensor) -> torch.Tensor:
+        return w.permute(2, 3, 1, 0).reshape(self.rows, self.cols) if w.dim() == 4 else w.t()
+
+    def from_matrix(self, m: torch.Tensor) -> torch.Tensor:
+        if len(self.shape) == 4:
+            cout, cin, h, w = self.shape
+            return m.reshape(h, w, cin, cout).permute(3, 2, 0, 1)
+        return m.t()
+
+    def tiles(self, w: torch.Tensor) -> torch.Tensor:
+        """(grid_rows, B, grid_cols, B) zero-padded tiles of the weight's matrix."""
+        b, (gr, gc) = self.block, self.grid
+        m = torch.nn.functional.pad(self.to_matrix(w), (0, gc * b - self.cols, 0, gr * b - self.rows))
+        return m.reshape(gr, b, gc, b)
+
+    def norms(self, w: torch.Tensor) -> torch.Tensor:
+        """Frobenius norm of every block: shape ``grid``."""
+        return self.tiles(w).pow(2).sum(dim=(1, 3)).sqrt()
+
+    def expand(self, block_values: torch.Tensor) -> torch.Tensor:
+        """Broadcast one value per block (shape ``grid``) to a tensor of the weight's shape."""
+        b = self.block
+        m = block_values.repeat_interleave(b, 0).repeat_interleave(b, 1)[: self.rows, : self.cols]
+        return self.from_matrix(m).contiguous()
+
+
+# ------------------------------------------------------------------------------------------------ structured views
+def filter_norms(w: torch.Tensor) -> torch.Tensor:
+    """L2 norm of each filter (output channel)."""
+    return w.reshape(w.shape[0], -1).norm(dim=1)
+
+
+def channel_norms(w: torch.Tensor) -> torch.Tensor:
+    """L2 norm of each input channel's slice."""
+    return w.transpose(0, 1).reshape(w.shape[1], -1).norm(dim=1)
+
+
+def expand_structured(values: torch.Tensor, shape: torch.Size, dim: int) -> torch.Tensor:
+    """Broadcast one value per filter (dim 0) or input channel (dim 1) to a weight's shape."""
+    view = [1] * len(shape)
+    view[dim] = -1
+    return values.reshape(view).expand(shape).contiguous()
+
+
+# ------------------------------------------------------------------------------------------------ reports
+@torch.no_grad()
+def report(model: nn.Module, params: dict[str, torch.Tensor]) -> dict:
+    """Exact sparsity: per prunable layer, over all prunable weights, and over every parameter of the model."""
+    layers = []
+    for n, p in params.items():
+        nnz = int(torch.count_nonzero(p))
+        layers.append({"layer": n, "shape": list(p.shape), "numel": p.numel(), "nonzero": nnz,
+                       "sparsity": 1.0 - nnz / p.numel()})
+    pr_total = sum(x["numel"] for x in layers)
+    pr_nnz = sum(x["nonzero"] for x in layers)
+    all_total = sum(p.numel() for p in model.parameters())
+    all_nnz = sum(int(torch.count_nonzero(p)) for p in model.parameters())
+    return {
+        "sparsity": 1.0 - pr_nnz / max(1, pr_total),            # over prunable weights
+        "sparsity_all_params": 1.0 - all_nnz / max(1, all_total),
+        "prunable_params": pr_total, "nonzero_prunable_params": pr_nnz,
+        "params": all_total, "nonzero_params": all_nnz,
+        "layers": layers,
+    }

@@ -1,0 +1,47 @@
+"""python -m figures NAME [NAME ...] | all | list  [--profile tiny|paper] [--cluster none|local|slurm]"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from common.errors import Diverged, UserError
+from figures import FIGURES
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m figures", description=__doc__)
+    parser.add_argument("names", nargs="+", help="figure/table targets (fig-..., tab-...), 'all', or 'list'")
+    parser.add_argument("--profile", default="tiny", help="tiny (digits, minutes on a laptop) or paper")
+    parser.add_argument("--cluster", default="none", choices=("none", "local", "slurm"),
+                        help="where missing runs are computed: in this process, local processes, or a Slurm array")
+    parser.add_argument("--runs-dir", default="runs", help="root of the run store")
+    parser.add_argument("--data-dir", default="data", help="folder that holds the datasets")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--progress", default="off", choices=("off", "lines", "bar", "auto"),
+                        help="per-epoch output of each run")
+    args = parser.parse_args(argv)
+    if args.names == ["list"]:
+        from figures.pipeline import figure_module
+
+        for name in FIGURES:
+            print(f"{name:28s} {figure_module(name).PAPER}")
+        return 0
+    names = list(FIGURES) if args.names == ["all"] else args.names
+    runtime = {"runs_dir": args.runs_dir, "data_dir": args.data_dir, "device": args.device,
+               "progress": args.progress}
+    from figures.pipeline import make
+
+    try:
+        for name in names:
+            make(name, args.profile, args.cluster, runtime)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Diverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

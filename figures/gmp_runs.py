@@ -1,0 +1,33 @@
+"""The GMP figures' profile tables: which models, datasets and recipes each profile runs, and the seeds.
+
+tiny:  digits, LeNet-300-100 MLP (dense ~97%); 30 pruning epochs = 2 stabilization + 14 pruning + 14 fine-tuning,
+       like the blog's ImageNet run scaled down (2 + 35 + ~20 of 60).
+paper: the SparseML-style ResNet-50 ImageNet recipe and our CIFAR-10 ResNet-20/56 recipe (gmp.prune PRESETS).
+"""
+from __future__ import annotations
+
+from common import config as C
+from gmp import prune
+
+SCRIPT = prune.SCRIPT
+SEEDS = (0, 1, 2)
+SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
+
+SETUPS = {
+    "tiny": [{"dataset": "digits", "model": "mlp", "pretrain.epochs": 30, "pretrain.lr": 0.05}],
+    "paper": [{"preset": "cifar10-resnet20"}, {"preset": "cifar10-resnet56"}, {"preset": "imagenet-resnet50"}],
+}
+
+
+def config(setup: dict, **overrides) -> prune.Config:
+    setup = dict(setup)
+    return C.build(prune.Config, prune.PRESETS, setup.pop("preset", None), **setup, **overrides)
+
+
+def grid(profile: str, sparsities=SPARSITIES, seeds=SEEDS, **overrides) -> list[tuple[str, prune.Config]]:
+    return [(SCRIPT, config(setup, target_sparsity=s, seed=seed, **overrides))
+            for setup in SETUPS[profile] for s in sparsities for seed in seeds]
+
+
+def setup_label(row) -> str:
+    return f"{row['config.model']} / {row['config.dataset']}"

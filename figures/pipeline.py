@@ -1,0 +1,88 @@
+"""Make a figure: compute the runs it needs that are missing, then draw it from the run store.
+
+A figure module defines:
+  ``PAPER``                       what it reproduces (e.g. "Zhu & Gupta, Fig. 2");
+  ``runs(profile) -> [(script, cfg)]``  every run it reads, as (script module name, config) rows of a profile table;
+  ``draw(df, profile, base) -> [paths]`` drawing from ``collect()`` rows of exactly those runs, to ``base.*``.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from pathlib import Path
+
+from common import config as C
+from common.errors import Diverged, UserError
+from common.store import Run, collect, execute
+from figures import FIGURES
+
+PROFILES = ("tiny", "paper")
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def figure_module(name: str):
+    if name not in FIGURES:
+        raise UserError(f"unknown figure '{name}'; choose one of: {', '.join(FIGURES)}")
+    return importlib.import_module(FIGURES[name])
+
+
+def planned_runs(name: str, profile: str, runtime: dict) -> list[tuple[str, object]]:
+    """The (script, config) pairs a figure reads, with execution settings (device, runs dir, ...) applied."""
+    if profile not in PROFILES:
+        raise UserError(f"unknown profile '{profile}'; choose one of: {', '.join(PROFILES)}")
+    rows, seen = [], set()
+    for script, cfg in figure_module(name).runs(profile):
+        cfg = C.replace(cfg, **runtime)
+        key = (script, Run(script, cfg).hash)
+        if key not in seen:
+            seen.add(key)
+            rows.append((script, cfg))
+    return rows
+
+
+def missing_runs(rows):
+    return [(s, c) for s, c in rows if not Run(s, c).done]
+
+
+def compute_in_process(rows) -> list[str]:
+    """Compute runs one after another in this process; returns the failures (one line each)."""
+    failures = []
+    for i, (script, cfg) in enumerate(rows, 1):
+        t0 = time.time()
+        try:
+            result = execute(script, cfg)
+        except Diverged as exc:
+            failures.append(f"{script} {Run(script, cfg).dir}: {exc}")
+            print(f"  [{i}/{len(rows)}] {script} {Run(script, cfg).hash} FAILED: {exc}", flush=True)
+            continue
+        metric = next((f"{k} {result[k]:.4f}" for k in ("test_acc", "val_loss") if k in result), "")
+        print(f"  [{i}/{len(rows)}] {script} {Run(script, cfg).hash} {time.time() - t0:.1f}s {metric}", flush=True)
+    return failures
+
+
+def make(name: str, profile: str = "tiny", cluster: str = "none", runtime: dict | None = None,
+         out_root: Path = OUT) -> list[Path]:
+    runtime = dict(runtime or {})
+    rows = planned_runs(name, profile, runtime)
+    todo = missing_runs(rows)
+    print(f"{name} [{profile}]: {len(rows)} runs, {len(todo)} to compute", flush=True)
+    if todo:
+        if cluster == "none":
+            failures = compute_in_process(todo)
+        else:
+            from figures.launch import launch  # local process pool or Slurm job array
+
+            failures = launch(todo, cluster)
+            if failures is None:  # submitted to a cluster: draw once the jobs are done
+                return []
+        if failures:
+            raise Diverged(f"{len(failures)} run(s) failed, figure not drawn: " + "; ".join(failures[:3]))
+    hashes = {Run(s, c).hash for s, c in rows}
+    runs_dir = runtime.get("runs_dir", "runs")
+    df = collect(runs_dir)
+    df = df[df["hash"].isin(hashes)].reset_index(drop=True) if len(df) else df
+    paths = figure_module(name).draw(df, profile, out_root / profile / name)
+    for p in paths:
+        print(f"  wrote {p}")
+    return paths

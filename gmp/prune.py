@@ -1,0 +1,197 @@
+"""Gradual magnitude pruning (Zhu & Gupta 2017) in three stages, and its one-shot baseline.
+
+    python -m gmp.prune --target-sparsity 0.9                 # GMP on the digits CNN (tiny profile)
+    python -m gmp.prune --method oneshot --target-sparsity 0.9
+    python -m gmp.prune --preset imagenet-resnet50            # the SparseML-style ResNet-50 recipe
+
+GMP, starting from a trained dense model (Neural Magic's description of the stages):
+  1. stabilization  (``stabilize_epochs``): train dense with a fresh optimizer at the pruning learning rate;
+  2. pruning        (``prune_epochs``):     every ``update_every`` the masks are recomputed by magnitude so that the
+                    sparsity follows the cubic schedule s_t = s_f + (s_i - s_f)(1 - (t - t0)/(n dt))^3;
+  3. fine-tuning    (the remaining epochs): masks frozen at s_f, the LR decays, optionally without weight decay.
+One-shot baseline: the dense model is pruned to s_f by magnitude at step 0, then trained for the same epochs with the
+same learning rates; only the sparsity schedule differs.
+Pruned weights stay exactly zero: gradients are masked before each step, weights after it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from common import config as C
+from common import sparsity as S
+from common.cli import Runtime
+from common.data import dataset_info, load_dataset
+from common.errors import UserError
+from common.metrics import count_params, flops
+from common.models import check_model
+from common.pretrain import load_dense
+from common.store import Run
+from common.train import (LRSchedule, Optim, Progress, Recipe, evaluate, lr_at, make_optimizer, resolve_device,
+                          resumable_epochs, train_epoch)
+from gmp.schedule import PruningSteps
+
+SCRIPT = "gmp.prune"
+
+
+@dataclass
+class Config(Runtime):
+    method: str = C.opt("gmp", "gmp (cubic gradual schedule) or oneshot (prune to the target at step 0)",
+                        choices=("gmp", "oneshot"))
+    dataset: str = C.opt("digits", "dataset name")
+    model: str = C.opt("cnn", "model name")
+    seed: int = C.opt(0, "random seed (dense training, data order)")
+    pretrain: Recipe = C.opt(Recipe(epochs=30, lr=0.05), "recipe of the dense model this run starts from")
+    target_sparsity: float = C.opt(0.9, "final sparsity s_f over the prunable weights, in [0, 1)")
+    initial_sparsity: float = C.opt(0.05, "sparsity s_i of the first update of the pruning stage")
+    scope: str = C.opt("layer", "magnitude ranking per layer (uniform sparsity) or global", choices=("layer", "global"))
+    exclude: tuple[str, ...] = C.opt(("last",), "layers never pruned: first, last, or module-name patterns")
+    epochs: int = C.opt(30, "total epochs of the pruning run (all three stages)")
+    stabilize_epochs: int = C.opt(2, "stage 1 length in epochs")
+    prune_epochs: int = C.opt(14, "stage 2 length in epochs; fine-tuning gets the rest")
+    update_every: float = C.opt(1.0, "mask update frequency in the pruning stage, in update_unit")
+    update_unit: str = C.opt("epochs", "unit of update_every (epochs allows fractions such as 0.4)",
+                             choices=("epochs", "steps"))
+    optim: Optim = C.opt(Optim(), "optimizer of the pruning run")
+    stabilize_lr: LRSchedule = C.opt(LRSchedule(lr=0.01, schedule="constant"), "LR schedule of stage 1")
+    prune_lr: LRSchedule = C.opt(LRSchedule(lr=0.01, schedule="constant"), "LR schedule of stage 2")
+    finetune_lr: LRSchedule = C.opt(LRSchedule(lr=0.01, schedule="multistep", milestones=(5.0, 10.0)),
+                                    "LR schedule of stage 3 (default: /10 twice, like the blog's ImageNet run)")
+    finetune_weight_decay: Optional[float] = C.opt(None, "weight decay during fine-tuning (None: keep optim's)")
+
+
+PRESETS = {
+    # SparseML's ResNet-50 ImageNet GMP recipe (PAPERS.md): 90 epochs, cubic 0.05 -> s_f over epochs 0-40 with an
+    # update every 0.4 epoch, lr 0.0028 (their bs 256 value, ours to keep) with steps at 43 and 60.
+    "imagenet-resnet50": {
+        "dataset": "imagenet", "model": "resnet50", "pretrain.epochs": 90, "pretrain.lr": 0.1,
+        "pretrain.weight_decay": 1e-4, "pretrain.batch_size": 256, "pretrain.schedule": "multistep",
+        "pretrain.milestones": (30.0, 60.0, 80.0), "target_sparsity": 0.88, "initial_sparsity": 0.05,
+        "exclude": ("first", "last"), "epochs": 90, "stabilize_epochs": 0, "prune_epochs": 40,
+        "update_every": 0.4, "optim.batch_size": 256, "optim.weight_decay": 1e-4,
+        "stabilize_lr.lr": 0.0028, "prune_lr.lr": 0.0028, "prune_lr.schedule": "constant",
+        "finetune_lr.lr": 0.0028, "finetune_lr.schedule": "multistep", "finetune_lr.milestones": (3.0, 20.0),
+    },
+    # CIFAR-10 ResNet-20/56 (our choice; the blog gives no CIFAR recipe): 200-epoch dense model, then 100 epochs:
+    # 2 stabilization, 48 pruning (update every epoch), 50 fine-tuning with cosine decay from 0.05.
+    "cifar10-resnet20": {
+        "dataset": "cifar10", "model": "resnet20", "pretrain.epochs": 200, "pretrain.lr": 0.1,
+        "pretrain.weight_decay": 1e-4, "target_sparsity": 0.9, "exclude": ("first", "last"), "epochs": 100,
+        "stabilize_epochs": 2, "prune_epochs": 48, "optim.weight_decay": 1e-4, "stabilize_lr.lr": 0.05,
+        "prune_lr.lr": 0.05, "finetune_lr.lr": 0.05, "finetune_lr.schedule": "cosine", "finetune_lr.milestones": (),
+    },
+}
+PRESETS["cifar10-resnet56"] = dict(PRESETS["cifar10-resnet20"], model="resnet56")
+
+
+def validate(cfg: Config) -> None:
+    dataset_info(cfg.dataset)  # unknown names fail here, before anything is computed
+    check_model(cfg.model)
+    S.check_sparsity(cfg.target_sparsity, "target-sparsity")
+    S.check_sparsity(cfg.initial_sparsity, "initial-sparsity")
+    if cfg.initial_sparsity > cfg.target_sparsity:
+        raise UserError(f"--initial-sparsity {cfg.initial_sparsity} exceeds --target-sparsity {cfg.target_sparsity}")
+    if min(cfg.epochs, cfg.stabilize_epochs, cfg.prune_epochs) < 0 or cfg.epochs < 1:
+        raise UserError("epochs and stage lengths must be non-negative (and --epochs at least 1)")
+    if cfg.stabilize_epochs + cfg.prune_epochs > cfg.epochs:
+        raise UserError(f"stages exceed the total: stabilize {cfg.stabilize_epochs} + prune {cfg.prune_epochs} "
+                        f"epochs > --epochs {cfg.epochs}; shorten a stage or raise --epochs")
+    if cfg.method == "gmp" and cfg.prune_epochs < 1:
+        raise UserError("--prune-epochs must be at least 1 for gmp (use --method oneshot to prune at once)")
+    if not cfg.update_every > 0:
+        raise UserError(f"--update-every {cfg.update_every} must be positive (masks are updated every N steps/epochs)")
+
+
+def pruning_steps(cfg: Config, steps_per_epoch: int) -> PruningSteps:
+    """t0, dt and n of the cubic schedule, in optimizer steps."""
+    per = steps_per_epoch if cfg.update_unit == "epochs" else 1
+    dt = max(1, round(cfg.update_every * per))
+    stage = cfg.prune_epochs * steps_per_epoch
+    if dt > stage:
+        raise UserError(f"--update-every gives {dt} steps between updates, longer than the pruning stage "
+                        f"({stage} steps); lower it or lengthen --prune-epochs")
+    return PruningSteps(t0=cfg.stabilize_epochs * steps_per_epoch, dt=dt, n=stage // dt)
+
+
+def stage_at(cfg: Config, t_epochs: float) -> tuple[str, LRSchedule, float, float]:
+    """(stage name, its LR schedule, epochs into the stage, stage length) at fractional epoch ``t_epochs``."""
+    bounds = [("stabilize", cfg.stabilize_lr, cfg.stabilize_epochs),
+              ("prune", cfg.prune_lr, cfg.prune_epochs),
+              ("finetune", cfg.finetune_lr, cfg.epochs - cfg.stabilize_epochs - cfg.prune_epochs)]
+    start = 0.0
+    for name, sched, length in bounds:
+        if t_epochs < start + length or name == "finetune":
+            return name, sched, t_epochs - start, length
+        start += length
+    raise AssertionError("unreachable")
+
+
+def lr_of(cfg: Config, t_epochs: float) -> float:
+    _, sched, into, length = stage_at(cfg, t_epochs)
+    return lr_at(sched, into, length)
+
+
+def compute(cfg: Config, run: Run) -> dict:
+    device = resolve_device(cfg.device)
+    # The trained dense model theta (its own run in the store, trained once and shared by every pruning run).
+    model, dense = load_dense(cfg, device)
+    data = load_dataset(cfg.dataset, root=cfg.data_dir, download=cfg.download, device=device,
+                        batch_size=cfg.optim.batch_size, seed=cfg.seed, workers=cfg.workers)
+    steps = len(data.train)
+    params = S.prunable(model, cfg.exclude)
+    masks = S.Masks(params)
+    optimizer = make_optimizer(model.parameters(), cfg.optim, cfg.stabilize_lr.lr)  # a fresh optimizer (stage 1)
+    plan = pruning_steps(cfg, steps) if cfg.method == "gmp" else None
+
+    def target_at(t: int) -> float | None:
+        """The sparsity the masks must have from step t on, if step t is a mask update."""
+        if plan is None:
+            return cfg.target_sparsity if t == 0 else None
+        return plan.sparsity(t, cfg.initial_sparsity, cfg.target_sparsity) if plan.is_update(t) else None
+
+    def update_masks(t: int) -> None:
+        s_t = target_at(t)
+        if s_t is None:
+            return
+        masks.set(S.topk(S.magnitudes(params), s_t, cfg.scope), optimizer)
+        run.log(event="prune", step=t, target_sparsity=s_t, sparsity=1.0 - masks.density(), lr=lr_of(cfg, t / steps),
+                layer_sparsity={n: 1.0 - float(m.mean()) for n, m in masks.masks.items()})
+
+    def after_step(step: int) -> None:
+        masks.apply()
+        update_masks(step + 1)  # masks for the next step
+
+    progress = Progress(cfg.progress)
+    state = {"model": model, "optimizer": optimizer, "masks": masks}
+    for epoch in resumable_epochs(run, cfg.epochs, state):
+        if epoch == 0:
+            update_masks(0)
+        stage = stage_at(cfg, epoch)[0]
+        wd = cfg.finetune_weight_decay if stage == "finetune" and cfg.finetune_weight_decay is not None \
+            else cfg.optim.weight_decay
+        for group in optimizer.param_groups:
+            group["weight_decay"] = wd
+        stats = train_epoch(model, data.train, epoch, optimizer, first_step=epoch * steps,
+                            lr_of_step=lambda s: lr_of(cfg, s / steps), before_step=lambda s: masks.mask_grads(),
+                            after_step=after_step, progress=progress, desc=f"{cfg.method} {epoch + 1}/{cfg.epochs}")
+        test = evaluate(model, data.test)
+        run.log(epoch=epoch + 1, step=(epoch + 1) * steps, stage=stage, train_loss=stats["loss"],
+                train_acc=stats["acc"], test_acc=test["acc"], sparsity=1.0 - masks.density(),
+                lr=lr_of(cfg, epoch), weight_decay=wd)
+        progress.line(f"[{cfg.method}] epoch {epoch + 1}/{cfg.epochs} {stage:9s} loss {stats['loss']:.4f} "
+                      f"test {test['acc']:.4f} sparsity {1.0 - masks.density():.4f}")
+
+    test = evaluate(model, data.test)
+    rep = S.report(model, params)
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, run.dir / "model.pt")
+    return {"test_acc": test["acc"], "test_loss": test["loss"], "dense_test_acc": dense["test_acc"],
+            "steps_per_epoch": steps, **{k: rep[k] for k in ("sparsity", "sparsity_all_params")},
+            **count_params(model), **flops(model, data.info.input_shape), "layers": rep["layers"]}
+
+
+if __name__ == "__main__":
+    from common.cli import main
+
+    raise SystemExit(main(SCRIPT))

@@ -1,0 +1,424 @@
+"""Tests of common/data.py on tiny datasets written in their real on-disk formats."""
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image
+
+from common.data import (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, DATASETS, IMAGENET_MEAN,
+                         IMAGENET_STD, DatasetInfo, crop_flip, dataset_info, load_dataset)
+from common.errors import DatasetMissing, UserError
+
+# ----------------------------------------------------------------------------- writers
+
+
+def cifar_images(n: int, labels: np.ndarray) -> np.ndarray:
+    """uint8 (n, 3, 32, 32): R = 20 * label, G = index % 256, B = index // 256 (+ 100),
+    plus a per-position pattern in the first row so the plane layout is checkable."""
+    x = np.zeros((n, 3, 32, 32), np.uint8)
+    x[:, 0] = (20 * labels)[:, None, None]
+    x[:, 1] = (np.arange(n) % 256)[:, None, None]
+    x[:, 2] = (100 + np.arange(n) // 256)[:, None, None]
+    x[:, 0, 0, :] = np.arange(32) * 3  # R plane, row 0: 0, 3, ..., 93
+    return x
+
+
+def write_cifar_batch(path: Path, x: np.ndarray, labels: np.ndarray, label_key: bytes) -> None:
+    """An official-format python pickle batch: N x 3072 uint8 rows of R, G, B planes."""
+    batch = {b"batch_label": b"test", b"data": x.reshape(len(x), 3072), label_key: labels.tolist(),
+             b"filenames": [b"img_%d.png" % i for i in range(len(x))]}
+    if label_key == b"fine_labels":
+        batch[b"coarse_labels"] = (labels // 5).tolist()
+    with open(path, "wb") as f:
+        pickle.dump(batch, f)
+
+
+@pytest.fixture
+def cifar10_root(tmp_path):
+    """CIFAR-10 with 5 training batches of 12 images (60 total) and 20 test images."""
+    base = tmp_path / "cifar-10-batches-py"
+    base.mkdir()
+    labels = np.arange(60) % 10
+    x = cifar_images(60, labels)
+    for i in range(5):
+        sl = slice(12 * i, 12 * (i + 1))
+        write_cifar_batch(base / f"data_batch_{i + 1}", x[sl], labels[sl], b"labels")
+    test_labels = (np.arange(20) * 3) % 10
+    write_cifar_batch(base / "test_batch", cifar_images(20, test_labels), test_labels, b"labels")
+    return tmp_path
+
+
+@pytest.fixture
+def cifar100_root(tmp_path):
+    base = tmp_path / "cifar-100-python"
+    base.mkdir()
+    labels = (np.arange(40) * 7) % 100
+    write_cifar_batch(base / "train", cifar_images(40, labels % 13), labels, b"fine_labels")
+    write_cifar_batch(base / "test", cifar_images(10, labels[:10] % 13), labels[:10], b"fine_labels")
+    return tmp_path
+
+
+COLOURS = [(220, 30, 30), (30, 220, 30), (30, 30, 220)]
+
+
+def write_jpeg(path: Path, colour, size) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path, quality=95)
+
+
+@pytest.fixture
+def tiny_root(tmp_path):
+    """Tiny-ImageNet tree with 3 classes (wnids.txt deliberately unsorted): 4 train + 2 val images each."""
+    base = tmp_path / "tiny-imagenet-200"
+    wnids = ["n03000000", "n01000000", "n02000000"]  # sorted order -> labels 2, 0, 1
+    base.mkdir()
+    (base / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    lines = []
+    for w in wnids:
+        label = sorted(wnids).index(w)
+        for k in range(4):
+            write_jpeg(base / "train" / w / "images" / f"{w}_{k}.JPEG", COLOURS[label], (64, 64))
+        (base / "train" / w / f"{w}_boxes.txt").write_text("")
+        for k in range(2):
+            name = f"val_{label * 2 + k}.JPEG"
+            write_jpeg(base / "val" / "images" / name, COLOURS[label], (64, 64))
+            lines.append(f"{name}\t{w}\t0\t0\t63\t63")
+    (base / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    return tmp_path
+
+
+@pytest.fixture
+def imagenet_root(tmp_path):
+    base = tmp_path / "imagenet"
+    for label, w in enumerate(["n01", "n02", "n03"]):
+        for k in range(2):
+            write_jpeg(base / "train" / w / f"{w}_{k}.JPEG", COLOURS[label], (300, 260))
+        write_jpeg(base / "val" / w / f"val_{w}.JPEG", COLOURS[label], (260, 300))
+    return tmp_path
+
+
+def collect(split, epoch=0):
+    xs, ys = zip(*split.epoch(epoch))
+    return torch.cat(xs), torch.cat(ys)
+
+
+def raw(x, mean, std):
+    """Undo normalization: back to 0..255 pixel values."""
+    return (x * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]) * 255
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_registry_and_info():
+    assert set(DATASETS) == {"digits", "cifar10", "cifar100", "tinyimagenet", "imagenet"}
+    assert dataset_info("digits") == DatasetInfo("digits", 10, (1, 8, 8))
+    assert dataset_info("cifar100").num_classes == 100
+    assert dataset_info("tinyimagenet").input_shape == (3, 64, 64)
+    assert dataset_info("imagenet") == DatasetInfo("imagenet", 1000, (3, 224, 224))
+
+
+def test_unknown_dataset():
+    for call in (lambda: dataset_info("mnist"), lambda: load_dataset("mnist")):
+        with pytest.raises(UserError) as e:
+            call()
+        assert "mnist" in str(e.value) and "cifar10" in str(e.value) and "digits" in str(e.value)
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("cifar10", "cifar-10-batches-py/data_batch_1"),
+    ("cifar100", "cifar-100-python/train"),
+    ("tinyimagenet", "tiny-imagenet-200/wnids.txt"),
+    ("imagenet", "imagenet/train"),
+])
+def test_missing_dataset(tmp_path, name, expected):
+    with pytest.raises(DatasetMissing) as e:
+        load_dataset(name, root=str(tmp_path))
+    msg = str(e.value)
+    assert str(tmp_path / expected) in msg and "\n" not in msg
+    if name == "cifar10":
+        assert "test_batch" in msg
+
+
+def test_cifar_download_uses_torchvision_then_own_reader(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    calls = []
+
+    def fake_cifar10(root, train, download):  # stands in for the network download
+        calls.append((root, download))
+        base = Path(root) / "cifar-10-batches-py"
+        base.mkdir()
+        labels = np.arange(10)
+        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+            write_cifar_batch(base / name, cifar_images(10, labels), labels, b"labels")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", fake_cifar10)
+    data = load_dataset("cifar10", root=str(tmp_path), download=True)
+    assert calls == [(str(tmp_path), True)] and data.train.num_samples == 50
+    load_dataset("cifar10", root=str(tmp_path), download=True)  # files present: no second download
+    assert len(calls) == 1
+
+    def failing(root, train, download):
+        raise OSError("no route\nto host")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", failing)
+    with pytest.raises(UserError) as e:
+        load_dataset("cifar100", root=str(tmp_path), download=True)
+    assert "CIFAR-100" in str(e.value) and "no route to host" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["tinyimagenet", "imagenet"])
+def test_missing_undownloadable(tmp_path, name):
+    with pytest.raises(UserError) as e:
+        load_dataset(name, root=str(tmp_path), download=True)
+    assert "cannot be downloaded" in str(e.value) and str(tmp_path) in str(e.value)
+
+
+# ----------------------------------------------------------------------------- digits
+
+
+def test_digits_split_fixed_and_stratified():
+    a = load_dataset("digits", seed=0, batch_size=100)
+    b = load_dataset("digits", seed=1, batch_size=100)
+    assert (a.train.num_samples, a.test.num_samples, a.val) == (1437, 360, None)
+    assert len(a.train) == 15 and len(a.test) == 1
+    xa, ya = collect(a.test)
+    xb, yb = collect(b.test)
+    assert xa.shape == (360, 1, 8, 8) and xa.dtype == torch.float32
+    assert torch.equal(xa, xb) and torch.equal(ya, yb)  # test split independent of the seed
+    assert set(torch.bincount(ya, minlength=10).tolist()) <= {35, 36, 37}  # stratified
+    # The training set is the same for both seeds (only its order differs) and is standardized.
+    ta, la = collect(a.train)
+    tb, lb = collect(b.train)
+    assert not torch.equal(la, lb)
+    key = lambda x: sorted(map(tuple, x.flatten(1).tolist()))  # noqa: E731
+    assert key(ta) == key(tb)
+    assert abs(ta.mean().item()) < 1e-4 and abs(ta.std().item() - 1) < 1e-3
+
+
+def test_digits_val_carve():
+    a = load_dataset("digits", seed=0, val_size=100)
+    b = load_dataset("digits", seed=5, val_size=100)
+    assert (a.train.num_samples, a.val.num_samples, a.test.num_samples) == (1337, 100, 360)
+    assert all(torch.equal(u, v) for u, v in zip(collect(a.val), collect(b.val)))
+    assert torch.bincount(collect(a.val)[1], minlength=10).min() >= 9  # stratified
+    with pytest.raises(UserError):
+        load_dataset("digits", val_size=1437)
+
+
+def test_determinism_and_sample():
+    a = load_dataset("digits", seed=3, batch_size=64)
+    b = load_dataset("digits", seed=3, batch_size=64)  # e.g. a resumed run
+    for (xa, ya), (xb, yb) in zip(a.train.epoch(4), b.train.epoch(4)):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert all(torch.equal(u, v) for u, v in zip(collect(a.train, 7), collect(b.train, 7)))
+    assert not torch.equal(collect(a.train, 7)[1], collect(a.train, 8)[1])
+    x, y = a.sample(50, seed=1)
+    assert x.shape == (50, 1, 8, 8) and y.shape == (50,)
+    x2, _ = a.sample(50, seed=1)
+    assert torch.equal(x, x2)
+    with pytest.raises(UserError) as e:
+        a.sample(1438, seed=0)
+    assert "1438" in str(e.value) and "1437" in str(e.value)
+
+
+# ----------------------------------------------------------------------------- CIFAR
+
+
+def test_cifar10_load_layout_labels_normalization(cifar10_root):
+    data = load_dataset("cifar10", root=str(cifar10_root), batch_size=16, eval_batch_size=8)
+    assert (data.train.num_samples, data.test.num_samples, len(data.train), len(data.test)) == (60, 20, 4, 3)
+    x, y = collect(data.test)
+    assert x.shape == (20, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.long
+    assert torch.equal(y, torch.tensor((np.arange(20) * 3) % 10))
+    # A known pixel: exactly (v / 255 - mean) / std.
+    expected = (20 * y[5].item() / 255 - CIFAR10_MEAN[0]) / CIFAR10_STD[0]
+    assert x[5, 0, 10, 10].item() == pytest.approx(expected, abs=1e-6)
+    r = raw(x, CIFAR10_MEAN, CIFAR10_STD).round()
+    assert torch.equal(r[:, 0, 5, 5], 20 * y.float())  # labels matched to images
+    assert torch.equal(r[:, 1, 0, 0], torch.arange(20).float())  # order kept
+    assert torch.equal(r[0, 0, 0], torch.arange(32).float() * 3)  # plane/row-major layout
+
+
+def test_cifar_train_labels_survive_augmentation(cifar10_root):
+    data = load_dataset("cifar10", root=str(cifar10_root), batch_size=16, seed=1)
+    x, y = collect(data.train, 2)
+    r = raw(x, CIFAR10_MEAN, CIFAR10_STD).round()
+    # The centre pixel is never in the padding: its colour still encodes label and index.
+    assert torch.equal(r[:, 0, 16, 16], 20 * y.float())
+    assert sorted(r[:, 1, 16, 16].long().tolist()) == list(range(60))  # every sample once
+
+
+def test_cifar_crop_zero_pads_raw_pixels(tmp_path):
+    base = tmp_path / "cifar-10-batches-py"
+    base.mkdir()
+    x = np.full((64, 3, 32, 32), 255, np.uint8)
+    labels = np.zeros(64, np.int64)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        write_cifar_batch(base / name, x, labels, b"labels")
+    data = load_dataset("cifar10", root=str(tmp_path), batch_size=100)
+    xb, _ = next(data.train.epoch(0))
+    zero = torch.tensor([-m / s for m, s in zip(CIFAR10_MEAN, CIFAR10_STD)])[:, None, None]
+    full = torch.tensor([(1 - m) / s for m, s in zip(CIFAR10_MEAN, CIFAR10_STD)])[:, None, None]
+    is_zero = torch.isclose(xb, zero.expand(3, 32, 32), atol=1e-6)
+    assert torch.all(is_zero | torch.isclose(xb, full.expand(3, 32, 32), atol=1e-6))
+    padded = 0
+    for m in is_zero[:, 0]:
+        rows, cols = m.all(1), m.all(0)
+        # Zeros form a border of <= 4 rows on one side and <= 4 columns on one side.
+        assert torch.equal(m, rows[:, None] | cols[None, :])
+        top, bottom = int(rows[:4].sum()), int(rows[-4:].sum())
+        left, right = int(cols[:4].sum()), int(cols[-4:].sum())
+        assert rows.sum() == top + bottom and cols.sum() == left + right
+        assert top * bottom == 0 and left * right == 0
+        padded += bool(rows.any() or cols.any())
+    assert padded > 32  # P(no padding) = 1/81 per sample
+
+
+def test_crop_flip_matches_torchvision():
+    img = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    for (i, j), flip in [((0, 0), False), ((8, 3), True), ((4, 4), False), ((2, 7), True)]:
+        ref = TF.crop(TF.pad(img, 4), i, j, 32, 32)
+        ref = TF.hflip(ref) if flip else ref
+        out = crop_flip(img[None], 4, torch.tensor([[i, j]]), torch.tensor([flip]))
+        assert torch.equal(out[0], ref)
+
+
+def test_cifar_flips_happen(tmp_path):
+    base = tmp_path / "cifar-10-batches-py"
+    base.mkdir()
+    x = np.zeros((40, 3, 32, 32), np.uint8)
+    x[:] = (np.arange(32) * 8)[None, None, None, :]  # horizontal ramp
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        write_cifar_batch(base / name, x, np.zeros(40, np.int64), b"labels")
+    data = load_dataset("cifar10", root=str(tmp_path), batch_size=200)
+    xb, _ = next(data.train.epoch(0))
+    row = xb[:, 0, 16, 12:20]  # never padded (offsets <= 4 px)
+    increasing = (row.diff(dim=1) > 0).all(1)
+    decreasing = (row.diff(dim=1) < 0).all(1)
+    assert torch.all(increasing | decreasing)
+    assert 40 < increasing.sum() < 160  # p = 0.5 each over 200 samples
+
+
+def test_cifar_determinism_and_val(cifar10_root):
+    def load(seed, **kw):
+        return load_dataset("cifar10", root=str(cifar10_root), batch_size=16, seed=seed, **kw)
+
+    a, b = load(0), load(0)
+    for (xa, ya), (xb, yb) in zip(a.train.epoch(3), b.train.epoch(3)):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert not torch.equal(collect(a.train, 3)[0], collect(a.train, 4)[0])
+    assert not torch.equal(collect(a.train, 3)[0], collect(load(1).train, 3)[0])
+
+    v0, v1 = load(0, val_size=20), load(1, val_size=20)
+    assert (v0.train.num_samples, v0.val.num_samples) == (40, 20)
+    xv, yv = collect(v0.val)
+    assert torch.equal(xv, collect(v1.val)[0])  # same carve for every seed
+    assert torch.bincount(yv, minlength=10).tolist() == [2] * 10  # stratified
+    ident = lambda x: raw(x, CIFAR10_MEAN, CIFAR10_STD)[:, 1, 16, 16].round().long().tolist()  # noqa: E731
+    val_ids, train_ids = ident(xv), ident(collect(v0.train)[0])
+    assert val_ids == sorted(val_ids)  # eval split: fixed order, not augmented
+    assert sorted(val_ids + train_ids) == list(range(60))
+
+
+def test_cifar_sample(cifar10_root):
+    data = load_dataset("cifar10", root=str(cifar10_root), val_size=10)
+    x, y = data.sample(50, seed=0)
+    r = raw(x, CIFAR10_MEAN, CIFAR10_STD).round()
+    assert len(set(r[:, 1, 0, 5].long().tolist())) == 50  # distinct samples
+    assert torch.equal(r[:, 0, 5, 5], 20 * y.float())
+    assert torch.equal(r[:, 0, 0], (torch.arange(32).float() * 3).expand(50, 32))  # not augmented
+    with pytest.raises(UserError) as e:
+        data.sample(51, seed=0)
+    assert "51" in str(e.value) and "50" in str(e.value)
+
+
+def test_cifar100(cifar100_root):
+    data = load_dataset("cifar100", root=str(cifar100_root), batch_size=8)
+    x, y = collect(data.test)
+    assert x.shape == (10, 3, 32, 32)
+    assert torch.equal(y, torch.tensor((np.arange(10) * 7) % 100))
+    r = raw(x, CIFAR100_MEAN, CIFAR100_STD).round()
+    assert torch.equal(r[:, 0, 5, 5], 20 * (y % 13).float())
+    xt, yt = collect(data.train)
+    assert xt.shape == (40, 3, 32, 32) and sorted(yt.tolist()) == sorted(((np.arange(40) * 7) % 100).tolist())
+
+
+# ----------------------------------------------------------------------------- Tiny-ImageNet / ImageNet
+
+
+def colour_of(x):
+    """Centre pixel colour (0..255) of normalized ImageNet-statistics images."""
+    c = x.shape[-1] // 2
+    return raw(x, IMAGENET_MEAN, IMAGENET_STD)[:, :, c, c]
+
+
+def check_colours(x, y):
+    expected = torch.tensor(COLOURS, dtype=torch.float32)[y]
+    assert (colour_of(x) - expected).abs().max() < 6  # JPEG tolerance
+
+
+def test_tinyimagenet(tiny_root):
+    data = load_dataset("tinyimagenet", root=str(tiny_root), batch_size=5, eval_batch_size=4, workers=0)
+    assert (data.train.num_samples, data.test.num_samples, len(data.train), len(data.test)) == (12, 6, 3, 2)
+    x, y = collect(data.test)
+    assert x.shape == (6, 3, 64, 64) and y.dtype == torch.long
+    assert torch.equal(y, torch.tensor([2, 2, 0, 0, 1, 1]))  # annotation order, sorted-wnid labels
+    check_colours(x, y)
+    xt, yt = collect(data.train, 1)
+    assert xt.shape == (12, 3, 64, 64) and sorted(yt.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
+    check_colours(xt, yt)
+    # Deterministic per (seed, epoch), whatever the number of workers; epochs differ.
+    again = load_dataset("tinyimagenet", root=str(tiny_root), batch_size=5, workers=1)
+    xa, ya = collect(again.train, 1)
+    assert torch.equal(xt, xa) and torch.equal(yt, ya)
+    assert not torch.equal(yt, collect(data.train, 2)[1])
+    # Carving and sampling.
+    v = load_dataset("tinyimagenet", root=str(tiny_root), val_size=3, workers=0)
+    assert (v.train.num_samples, v.val.num_samples) == (9, 3)
+    assert sorted(collect(v.val)[1].tolist()) == [0, 1, 2]
+    xs, ys = v.sample(9, seed=0)
+    assert xs.shape == (9, 3, 64, 64) and sorted(ys.tolist()) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    check_colours(xs, ys)
+
+
+def test_tinyimagenet_padding_is_zero(tmp_path):
+    base = tmp_path / "tiny-imagenet-200"
+    base.mkdir()
+    (base / "wnids.txt").write_text("n01\n")
+    for k in range(8):
+        write_jpeg(base / "train" / "n01" / "images" / f"n01_{k}.JPEG", (255, 255, 255), (64, 64))
+    write_jpeg(base / "val" / "images" / "val_0.JPEG", (255, 255, 255), (64, 64))
+    (base / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn01\t0\t0\t1\t1\n")
+    data = load_dataset("tinyimagenet", root=str(tmp_path), batch_size=8, workers=0)
+    x, _ = collect(data.train)
+    zero = -IMAGENET_MEAN[0] / IMAGENET_STD[0]
+    corners = x[:, 0, [0, 0, -1, -1], [0, -1, 0, -1]]
+    assert torch.isclose(corners, torch.tensor(zero), atol=1e-5).any()
+
+
+def test_imagenet(imagenet_root):
+    data = load_dataset("imagenet", root=str(imagenet_root), batch_size=4, eval_batch_size=2, workers=0)
+    assert (data.train.num_samples, data.test.num_samples) == (6, 3)
+    x, y = collect(data.test)
+    assert x.shape == (3, 3, 224, 224) and torch.equal(y, torch.tensor([0, 1, 2]))
+    check_colours(x, y)
+    xt, yt = collect(data.train, 0)
+    assert xt.shape == (6, 3, 224, 224) and sorted(yt.tolist()) == [0, 0, 1, 1, 2, 2]
+    check_colours(xt, yt)
+    assert all(torch.equal(u, v) for u, v in zip(collect(data.train, 0), collect(data.train, 0)))
+
+
+def test_global_rng_untouched(imagenet_root):
+    data = load_dataset("imagenet", root=str(imagenet_root), batch_size=4, workers=0)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    collect(data.train, 0)
+    load_dataset("digits").train.epoch(0).__next__()
+    assert torch.equal(torch.rand(3), expected)

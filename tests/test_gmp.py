@@ -1,0 +1,104 @@
+import json
+
+import pytest
+import torch
+from torch import nn
+from torch.ao.pruning import CubicSL, WeightNormSparsifier
+
+from common.store import collect
+from gmp.schedule import PruningSteps, cubic_sparsity
+from tests.conftest import one_error_line, run_cli
+
+FAST = ["--model", "mlp", "--pretrain.epochs", "3", "--epochs", "6", "--stabilize-epochs", "1",
+        "--prune-epochs", "3", "--progress", "off"]
+
+
+@pytest.mark.parametrize("s_i,s_f,t0,dt,n", [(0.05, 0.9, 3, 2, 5), (0.0, 0.98, 0, 1, 40), (0.2, 0.5, 10, 7, 3)])
+def test_cubic_schedule_equals_torch_cubicsl_at_every_step(s_i, s_f, t0, dt, n):
+    model = nn.Sequential(nn.Linear(4, 4))
+    sparsifier = WeightNormSparsifier(sparsity_level=s_f)
+    sparsifier.prepare(model, [{"tensor_fqn": "0.weight"}])
+    scheduler = CubicSL(sparsifier, init_sl=s_i, init_t=t0, delta_t=dt, total_t=n, initially_zero=True)
+    for t in range(t0 + n * dt + 10):
+        assert cubic_sparsity(t, s_i, s_f, t0, n, dt) == pytest.approx(scheduler.get_last_sl()[0], abs=1e-12), t
+        sparsifier.step()
+        scheduler.step()
+
+
+def test_update_points():
+    plan = PruningSteps(t0=24, dt=12, n=14)
+    updates = [t for t in range(400) if plan.is_update(t)]
+    assert updates == list(range(24, 24 + 15 * 12, 12))
+    assert plan.sparsity(updates[0], 0.05, 0.9) == pytest.approx(0.05)
+    assert plan.sparsity(updates[-1], 0.05, 0.9) == pytest.approx(0.9)
+
+
+def test_gmp_and_oneshot_end_to_end(runs):
+    for method in ("gmp", "oneshot"):
+        proc = run_cli("gmp.prune", *FAST, "--method", method, "--target-sparsity", "0.8", "--runs-dir", runs)
+        assert proc.returncode == 0, proc.stderr
+    df = collect(runs, "gmp.prune")
+    assert set(df["config.method"]) == {"gmp", "oneshot"}
+    assert (df["sparsity"].sub(0.8).abs() < 1e-4).all()
+    assert (df["test_acc"] > 0.5).all()
+    (dense,) = list((runs / "common.pretrain").iterdir())  # both reused the one dense model
+    gmp_dir = df[df["config.method"] == "gmp"]["run_dir"].iloc[0]
+    log = [json.loads(x) for x in open(f"{gmp_dir}/log.jsonl")]
+    prunes = [r for r in log if r.get("event") == "prune"]
+    assert len(prunes) == 4 and prunes[0]["step"] == 12 and prunes[-1]["target_sparsity"] == pytest.approx(0.8)
+    weights = torch.load(f"{gmp_dir}/model.pt", weights_only=True)
+    assert float((weights["1.weight"] == 0).float().mean()) == pytest.approx(0.8, abs=1e-3)
+    again = run_cli("gmp.prune", *FAST, "--method", "gmp", "--target-sparsity", "0.8", "--runs-dir", runs)
+    assert again.returncode == 0 and json.loads(again.stdout)["hash"] == df[df["config.method"] == "gmp"]["hash"].iloc[0]
+
+
+def test_no_weight_decay_in_finetuning_is_logged(runs):
+    proc = run_cli("gmp.prune", *FAST, "--finetune-weight-decay", "0", "--runs-dir", runs)
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = (runs / "gmp.prune").iterdir()
+    epochs = [json.loads(x) for x in open(run_dir / "log.jsonl") if '"epoch"' in x]
+    assert [e["weight_decay"] for e in epochs] == [5e-4] * 4 + [0.0] * 2
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--target-sparsity", "1.0"], r"--target-sparsity 1.0 is outside [0, 1)"),
+    (["--target-sparsity", "-0.2"], r"outside [0, 1)"),
+    (["--stabilize-epochs", "5", "--prune-epochs", "30", "--epochs", "20"], "stages exceed the total"),
+    (["--update-every", "0"], "--update-every 0.0 must be positive"),
+    (["--model", "nope"], "unknown model 'nope'; choose one of"),
+    (["--dataset", "nope"], "unknown dataset"),
+    (["--method", "magic"], "--method 'magic' is not one of"),
+])
+def test_bad_input_is_one_line_and_nothing_is_done(runs, args, message):
+    proc = run_cli("gmp.prune", "--runs-dir", runs, *args)
+    assert proc.returncode == 2
+    assert message in one_error_line(proc)
+    assert not list(runs.glob("*/*/result.json"))
+
+
+def test_missing_dataset_names_the_expected_folder(tmp_path, runs):
+    proc = run_cli("gmp.prune", "--dataset", "cifar10", "--model", "resnet20", "--data-dir", tmp_path / "nodata",
+                   "--runs-dir", runs)
+    assert proc.returncode == 2
+    line = one_error_line(proc)
+    assert "CIFAR-10 not found" in line and str(tmp_path / "nodata") in line and "--download" in line
+    assert not list(runs.glob("*/*/result.json"))
+
+
+def test_nan_loss_records_a_failed_run(runs):
+    proc = run_cli("gmp.prune", *FAST, "--pretrain.lr", "1e30", "--runs-dir", runs)
+    assert proc.returncode == 3
+    assert "run failed: training loss became" in one_error_line(proc)
+    (run_dir,) = (runs / "common.pretrain").iterdir()
+    assert not (run_dir / "result.json").exists()
+    assert "lower the learning rate" in json.loads((run_dir / "failed.json").read_text())["reason"]
+
+
+def test_corrupt_checkpoint_reruns_from_scratch(runs):
+    ok = run_cli("common.pretrain", "--model", "mlp", "--train.epochs", "2", "--runs-dir", runs)
+    (run_dir,) = (runs / "common.pretrain").iterdir()
+    (run_dir / "result.json").unlink()
+    (run_dir / "checkpoint.pt").write_bytes(b"\x80\x02not a checkpoint")
+    proc = run_cli("common.pretrain", "--model", "mlp", "--train.epochs", "2", "--runs-dir", runs)
+    assert proc.returncode == 0 and "corrupt or truncated" in proc.stderr and "Traceback" not in proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1])["test_acc"] == json.loads(ok.stdout.splitlines()[-1])["test_acc"]

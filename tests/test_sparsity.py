@@ -1,0 +1,133 @@
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from common import sparsity as S
+from common.errors import UserError
+from common.models import build_model
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return build_model("cnn", 10, (1, 8, 8))
+
+
+def test_prunable_exclusions():
+    m = _model()
+    names = list(S.prunable(m, exclude=()))
+    assert len(names) == 4  # 3 convs + the classifier
+    assert list(S.prunable(m, ("last",))) == names[:-1]
+    assert list(S.prunable(m, ("first", "last"))) == names[1:-1]
+    assert list(S.prunable(m, (names[1].rsplit(".", 1)[0],))) == [n for i, n in enumerate(names) if i != 1]
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.9, 0.99])
+def test_global_topk_equals_torch_global_unstructured(sparsity):
+    ours, ref = _model(1), _model(1)
+    params = S.prunable(ours, exclude=())
+    masks = S.global_topk(S.magnitudes(params), sparsity)
+    modules = [(mod, "weight") for mod in ref.modules() if isinstance(mod, (nn.Conv2d, nn.Linear))]
+    torch_prune.global_unstructured(modules, pruning_method=torch_prune.L1Unstructured, amount=sparsity)
+    for (name, mask), (mod, _) in zip(masks.items(), modules):
+        assert torch.equal(mask, mod.weight_mask.bool()), name
+
+
+def test_layerwise_topk_has_uniform_ratio():
+    params = S.prunable(_model(), exclude=())
+    masks = S.layerwise_topk(S.magnitudes(params), 0.75)
+    for n, m in masks.items():
+        assert int((~m).sum()) == round(0.75 * m.numel()), n
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_pruned_weights_stay_exactly_zero_through_momentum_and_weight_decay(optimizer):
+    torch.manual_seed(0)
+    model = _model()
+    params = S.prunable(model, exclude=())
+    opt = (torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4) if optimizer == "sgd"
+           else torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=5e-4))
+    x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    masks = S.Masks(params)
+    for step in range(50):  # momentum builds up on every weight before the pruning at step 10
+        if step == 10:
+            masks.set(S.global_topk(S.magnitudes(params), 0.8), opt)
+            pruned = {n: ~m.bool() for n, m in masks.masks.items()}
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        masks.mask_grads()
+        opt.step()
+        masks.apply()
+        if step >= 10:
+            for n, p in params.items():
+                assert torch.count_nonzero(p[pruned[n]]) == 0, (step, n)
+    assert abs((1 - masks.density()) - 0.8) < 1e-3
+
+
+def test_masks_state_roundtrip():
+    params = S.prunable(_model(), exclude=())
+    masks = S.Masks(params)
+    masks.set(S.layerwise_topk(S.magnitudes(params), 0.5))
+    other = S.Masks(S.prunable(_model(2), exclude=()))
+    other.load_state_dict(masks.state_dict())
+    assert all(torch.equal(masks.masks[n], other.masks[n]) for n in masks.masks)
+    with pytest.raises(UserError, match="do not match"):
+        S.Masks(S.prunable(_model(), exclude=("last",))).load_state_dict(masks.state_dict())
+
+
+@pytest.mark.parametrize("shape,block", [((8, 3, 3, 3), 4), ((5, 7, 3, 3), 4), ((10, 13), 3), ((6, 4), 8)])
+def test_block_view_layout_and_roundtrip(shape, block):
+    w = torch.randn(shape)
+    view = S.BlockView(w.shape, block)
+    m = view.to_matrix(w)
+    if w.dim() == 4:  # (H*W*Cin) x Cout: row index = (h, w, cin), column = cout
+        cout, cin, kh, kw = shape
+        assert m.shape == (kh * kw * cin, cout)
+        assert m[(1 * kw + 2) * cin + 1, 3] == w[3, 1, 1, 2]
+    else:
+        assert torch.equal(m, w.t())
+    assert torch.equal(view.from_matrix(m), w)
+    norms = view.norms(w)
+    assert norms.shape == view.grid and view.n_blocks == norms.numel()
+    # the norm of every tile equals the norm of the weights that the tile's expanded mask selects
+    for r in range(view.grid[0]):
+        for c in range(view.grid[1]):
+            one = torch.zeros(view.grid)
+            one[r, c] = 1
+            sel = view.expand(one).bool()
+            assert torch.allclose(w[sel].norm(), norms[r, c], atol=1e-6)
+    assert view.expand(torch.ones(view.grid)).shape == w.shape
+
+
+def test_block_size_zero_is_an_error():
+    with pytest.raises(UserError, match="block size"):
+        S.BlockView((4, 4), 0)
+
+
+def test_structured_views():
+    w = torch.randn(6, 4, 3, 3)
+    assert torch.allclose(S.filter_norms(w), torch.stack([w[i].norm() for i in range(6)]))
+    assert torch.allclose(S.channel_norms(w), torch.stack([w[:, j].norm() for j in range(4)]))
+    keep = torch.tensor([1.0, 0, 1, 0])
+    mask = S.expand_structured(keep, w.shape, dim=1)
+    assert torch.equal(mask[:, 1], torch.zeros(6, 3, 3)) and torch.equal(mask[:, 2], torch.ones(6, 3, 3))
+
+
+def test_report_is_exact():
+    model = _model()
+    params = S.prunable(model, exclude=("last",))
+    masks = S.Masks(params)
+    masks.set(S.global_topk(S.magnitudes(params), 0.9))
+    rep = S.report(model, params)
+    total = sum(p.numel() for p in params.values())
+    assert rep["prunable_params"] == total
+    assert rep["nonzero_prunable_params"] == total - round(0.9 * total)
+    assert rep["sparsity"] == pytest.approx(round(0.9 * total) / total, abs=0)
+    assert rep["params"] == sum(p.numel() for p in model.parameters())
+    assert len(rep["layers"]) == len(params)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan")])
+def test_sparsity_outside_unit_interval(bad):
+    with pytest.raises(UserError, match=r"outside \[0, 1\)"):
+        S.check_sparsity(bad)
