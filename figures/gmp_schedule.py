@@ -36,20 +36,23 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
     epochs = log[log["epoch"].notna()].copy()
     epochs["steps_in_epoch"] = int(row["steps_per_epoch"])
     layers = pd.DataFrame(list(prunes["layer_sparsity"]), index=prunes.index)
+    end = int(epochs["step"].max())  # hold the last values to the end of training
+    steps = pd.concat([prunes["step"], pd.Series([end])], ignore_index=True)
+    held = lambda values: pd.concat([values, values.iloc[-1:]], ignore_index=True)  # noqa: E731
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
     _shade(ax1, epochs)
-    ax1.step(prunes["step"], 100 * prunes["target_sparsity"], where="post", color="k", lw=2,
+    ax1.step(steps, 100 * held(prunes["target_sparsity"]), where="post", color="k", lw=2,
              label="cubic target s_t (all prunable)")
     for i, name in enumerate(layers.columns):
-        ax1.step(prunes["step"], 100 * layers[name], where="post", lw=1, color=f"C{i}", label=name)
+        ax1.step(steps, 100 * held(layers[name]), where="post", lw=1, color=f"C{i}", label=f"layer {name}")
     ax1.set(xlabel="optimizer step", ylabel="sparsity (%)", title=f"sparsity, {gmp_runs.setup_label(row)}")
-    ax1.legend(fontsize=7)
+    ax1.legend(fontsize=7, loc="lower right")
     _shade(ax2, epochs)
-    lr = pd.concat([pd.DataFrame({"step": [0], "lr": [epochs["lr"].iloc[0]]}),
-                    pd.DataFrame({"step": epochs["step"] - epochs["steps_in_epoch"], "lr": epochs["lr"]})])
+    lr = pd.concat([pd.DataFrame({"step": epochs["step"] - epochs["steps_in_epoch"], "lr": epochs["lr"]}),
+                    pd.DataFrame({"step": [end], "lr": [epochs["lr"].iloc[-1]]})])
     ax2.step(lr["step"], lr["lr"], where="post", color="C3", lw=2, label="learning rate")
     ax2.set(xlabel="optimizer step", ylabel="learning rate", yscale="log", title="learning rate")
-    ax2.legend(fontsize=7)
+    ax2.legend(fontsize=7, loc="lower left")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
     table = prunes[["step", "target_sparsity", "sparsity", "lr"]].join(layers.add_prefix("sparsity:"))

@@ -32,13 +32,13 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
     for ax, setup in zip(axes[0], setups):
         for method, label in (("gmp", "GMP (cubic)"), ("oneshot", "one-shot + fine-tune")):
             s = stats[(stats["setup"] == setup) & (stats["config.method"] == method)]
-            band(ax, 100 * s["config.target_sparsity"], s["mean"], s["std"], label, COLORS[method])
+            band(ax, 100 * s["config.target_sparsity"], s, label, COLORS[method])
         d = dense[dense["setup"] == setup].iloc[0]
         ax.axhline(d["mean"], color=COLORS["dense"], ls="--", lw=1, label=f"dense ({d['mean']:.2f}%)")
         if profile == "paper" and "imagenet" in setup and REFERENCE.exists():
             ref = pd.read_csv(REFERENCE)
             ax.plot(ref["sparsity"], ref["top1"], "k^", ms=5, label="Gale et al. 2019 (magnitude)")
-        ax.set(title=setup, xlabel="sparsity of prunable weights (%)", ylabel="test accuracy (%)")
+        ax.set(title=setup, xlabel="sparsity of prunable weights (%)", ylabel="test accuracy (%), seeds: mean, min-max")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     csv = stats.rename(columns={"config.method": "method", "config.target_sparsity": "sparsity",

@@ -68,7 +68,7 @@ def mean_spread(df: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
     return out
 
 
-def band(ax, x, mean, std, label: str, color=None, marker="o"):
-    """A mean curve with a shaded +-1 std band."""
-    ax.plot(x, mean, marker=marker, ms=4, label=label, color=color)
-    ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=color, linewidth=0)
+def band(ax, x, stats: pd.DataFrame, label: str, color=None, marker="o"):
+    """The mean over seeds as a curve, their min-max range shaded (``stats`` from ``mean_spread``)."""
+    ax.plot(x, stats["mean"], marker=marker, ms=4, label=label, color=color)
+    ax.fill_between(x, stats["min"], stats["max"], alpha=0.2, color=color, linewidth=0)

@@ -47,17 +47,17 @@ class Config(Runtime):
     target_sparsity: float = C.opt(0.9, "final sparsity s_f over the prunable weights, in [0, 1)")
     initial_sparsity: float = C.opt(0.05, "sparsity s_i of the first update of the pruning stage")
     scope: str = C.opt("layer", "magnitude ranking per layer (uniform sparsity) or global", choices=("layer", "global"))
-    exclude: tuple[str, ...] = C.opt(("last",), "layers never pruned: first, last, or module-name patterns")
-    epochs: int = C.opt(30, "total epochs of the pruning run (all three stages)")
-    stabilize_epochs: int = C.opt(2, "stage 1 length in epochs")
-    prune_epochs: int = C.opt(14, "stage 2 length in epochs; fine-tuning gets the rest")
+    exclude: tuple[str, ...] = C.opt(("first", "last"), "layers never pruned: first, last, or module-name patterns")
+    epochs: int = C.opt(20, "total epochs of the pruning run (all three stages)")
+    stabilize_epochs: int = C.opt(1, "stage 1 length in epochs")
+    prune_epochs: int = C.opt(9, "stage 2 length in epochs; fine-tuning gets the rest")
     update_every: float = C.opt(1.0, "mask update frequency in the pruning stage, in update_unit")
     update_unit: str = C.opt("epochs", "unit of update_every (epochs allows fractions such as 0.4)",
                              choices=("epochs", "steps"))
     optim: Optim = C.opt(Optim(), "optimizer of the pruning run")
     stabilize_lr: LRSchedule = C.opt(LRSchedule(lr=0.01, schedule="constant"), "LR schedule of stage 1")
     prune_lr: LRSchedule = C.opt(LRSchedule(lr=0.01, schedule="constant"), "LR schedule of stage 2")
-    finetune_lr: LRSchedule = C.opt(LRSchedule(lr=0.01, schedule="multistep", milestones=(5.0, 10.0)),
+    finetune_lr: LRSchedule = C.opt(LRSchedule(lr=0.01, schedule="multistep", milestones=(4.0, 7.0)),
                                     "LR schedule of stage 3 (default: /10 twice, like the blog's ImageNet run)")
     finetune_weight_decay: Optional[float] = C.opt(None, "weight decay during fine-tuning (None: keep optim's)")
 

@@ -9,7 +9,7 @@ from common.store import collect
 from gmp.schedule import PruningSteps, cubic_sparsity
 from tests.conftest import one_error_line, run_cli
 
-FAST = ["--model", "mlp", "--pretrain.epochs", "3", "--epochs", "6", "--stabilize-epochs", "1",
+FAST = ["--model", "mlp", "--exclude", "last", "--pretrain.epochs", "3", "--epochs", "6", "--stabilize-epochs", "1",
         "--prune-epochs", "3", "--progress", "off"]
 
 
