@@ -116,13 +116,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def _add_fields(parser, cls, prefix=""):
+def _add_fields(parser, cls, prefix="", group=None):
     hints = typing.get_type_hints(cls)
+    group = group or parser
     for f in fields(cls):
         tp = hints[f.name]
         name = prefix + f.name
-        if is_dataclass(tp):
-            _add_fields(parser, tp, name + ".")
+        if is_dataclass(tp):  # a nested config: its own section of --help
+            _add_fields(parser, tp, name + ".", parser.add_argument_group(name, f.metadata.get("help")))
             continue
         default = f.default if f.default is not MISSING else f.default_factory()
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
@@ -130,7 +131,7 @@ def _add_fields(parser, cls, prefix=""):
         choices = f.metadata.get("choices")
         if choices:
             help_text += f" {{{', '.join(map(str, choices))}}}"
-        parser.add_argument(
+        group.add_argument(
             "--" + name.replace("_", "-"), dest=name, type=_converter(tp), default=argparse.SUPPRESS,
             metavar=tp.__name__.upper() if isinstance(tp, type) else "VALUE",
             help=f"{help_text} (default: {shown})",
@@ -152,7 +153,8 @@ def parse_args(cls, argv=None, description: str = "", presets: dict | None = Non
 
     ``presets`` maps a name to a dict of (dotted) overrides; ``--preset NAME`` applies one before the flags.
     """
-    parser = _Parser(prog=prog, description=description)
+    parser = _Parser(prog=prog, description=description, usage="%(prog)s [--preset NAME] [--option VALUE ...]",
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     if presets:
         parser.add_argument("--preset", choices=sorted(presets), default=None,
                             help="start from a named table of settings (e.g. a paper setup); flags override it")

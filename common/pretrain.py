@@ -11,8 +11,8 @@ import torch
 
 from common import config as C
 from common.cli import Runtime, runtime_of
-from common.data import dataset_info, load_dataset
-from common.models import build_model
+from common.data import DATASETS, dataset_info, load_dataset
+from common.models import MODELS, build_model
 from common.store import Run, execute
 from common.train import (Progress, Recipe, evaluate, lr_at, make_optimizer, prepare_model, resolve_device,
                           resumable_epochs, train_epoch)
@@ -22,8 +22,8 @@ SCRIPT = "common.pretrain"
 
 @dataclass
 class Config(Runtime):
-    dataset: str = C.opt("digits", "dataset name (digits, cifar10, cifar100, tinyimagenet, imagenet)")
-    model: str = C.opt("cnn", "model name (mlp, cnn, resnet8, resnet20/32/56, resnet18, vgg16_bn, vgg19_bn, resnet50)")
+    dataset: str = C.opt("digits", "dataset", choices=DATASETS)
+    model: str = C.opt("cnn", "model", choices=MODELS)
     seed: int = C.opt(0, "random seed (initialization and data order)")
     train: Recipe = C.opt(Recipe(epochs=30, lr=0.05), "the training recipe")
 

@@ -25,9 +25,9 @@ def config(setup: dict, **overrides) -> prune.Config:
     return C.build(prune.Config, prune.PRESETS, setup.pop("preset", None), **setup, **overrides)
 
 
-def grid(profile: str, sparsities=SPARSITIES, seeds=SEEDS, **overrides) -> list[tuple[str, prune.Config]]:
+def grid(profile: str, sparsities=None, seeds=None, **overrides) -> list[tuple[str, prune.Config]]:
     return [(SCRIPT, config(setup, target_sparsity=s, seed=seed, **overrides))
-            for setup in SETUPS[profile] for s in sparsities for seed in seeds]
+            for setup in SETUPS[profile] for s in (sparsities or SPARSITIES) for seed in (seeds or SEEDS)]
 
 
 def setup_label(row) -> str:

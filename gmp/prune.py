@@ -23,10 +23,10 @@ import torch
 from common import config as C
 from common import sparsity as S
 from common.cli import Runtime
-from common.data import dataset_info, load_dataset
+from common.data import DATASETS, dataset_info, load_dataset
 from common.errors import UserError
 from common.metrics import count_params, flops
-from common.models import check_model
+from common.models import MODELS, check_model
 from common.pretrain import load_dense
 from common.store import Run
 from common.train import (LRSchedule, Optim, Progress, Recipe, evaluate, lr_at, make_optimizer, resolve_device,
@@ -40,8 +40,8 @@ SCRIPT = "gmp.prune"
 class Config(Runtime):
     method: str = C.opt("gmp", "gmp (cubic gradual schedule) or oneshot (prune to the target at step 0)",
                         choices=("gmp", "oneshot"))
-    dataset: str = C.opt("digits", "dataset name")
-    model: str = C.opt("cnn", "model name")
+    dataset: str = C.opt("digits", "dataset", choices=DATASETS)
+    model: str = C.opt("cnn", "model", choices=MODELS)
     seed: int = C.opt(0, "random seed (dense training, data order)")
     pretrain: Recipe = C.opt(Recipe(epochs=30, lr=0.05), "recipe of the dense model this run starts from")
     target_sparsity: float = C.opt(0.9, "final sparsity s_f over the prunable weights, in [0, 1)")

@@ -65,8 +65,8 @@ def test_no_weight_decay_in_finetuning_is_logged(runs):
     (["--target-sparsity", "-0.2"], r"outside [0, 1)"),
     (["--stabilize-epochs", "5", "--prune-epochs", "30", "--epochs", "20"], "stages exceed the total"),
     (["--update-every", "0"], "--update-every 0.0 must be positive"),
-    (["--model", "nope"], "unknown model 'nope'; choose one of"),
-    (["--dataset", "nope"], "unknown dataset"),
+    (["--model", "nope"], "--model 'nope' is not one of: mlp, cnn"),
+    (["--dataset", "nope"], "--dataset 'nope' is not one of: digits"),
     (["--method", "magic"], "--method 'magic' is not one of"),
 ])
 def test_bad_input_is_one_line_and_nothing_is_done(runs, args, message):
