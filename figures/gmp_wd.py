@@ -25,18 +25,21 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
     wd = df["config.finetune_weight_decay"]
     df = df.assign(setup=df.apply(gmp_runs.setup_label, axis=1), accuracy=100 * df["test_acc"],
                    finetune_wd=wd.where(wd.notna(), df["config.optim.weight_decay"]).astype(float))
-    stats = mean_spread(df, ["setup", "finetune_wd", "config.target_sparsity"], "accuracy")
-    setups = list(dict.fromkeys(df["setup"]))
-    fig, axes = plt.subplots(1, len(setups), figsize=(5 * len(setups), 3.8), squeeze=False)
-    for ax, setup in zip(axes[0], setups):
-        for i, (value, s) in enumerate(stats[stats["setup"] == setup].groupby("finetune_wd")):
-            label = "no weight decay in fine-tuning" if value == 0 else f"weight decay {value:g} kept"
-            band(ax, 100 * s["config.target_sparsity"], s, label, f"C{2 + i}")
-        ax.set(title=setup, xlabel="sparsity of prunable weights (%)", ylabel="test accuracy (%), seeds: mean, min-max")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    # accuracy and (more sensitive) test loss, with and without weight decay in fine-tuning, mean over seeds
     df["loss"] = df["test_loss"]
+    setups = list(dict.fromkeys(df["setup"]))
+    fig, axes = plt.subplots(len(setups), 2, figsize=(10, 3.8 * len(setups)), squeeze=False)
+    for row, setup in zip(axes, setups):
+        for ax, value, ylabel in ((row[0], "accuracy", "test accuracy (%)"), (row[1], "loss", "test loss")):
+            stats = mean_spread(df[df["setup"] == setup], ["finetune_wd", "config.target_sparsity"], value)
+            for i, (wd, s) in enumerate(stats.groupby("finetune_wd")):
+                label = "no weight decay in fine-tuning" if wd == 0 else f"weight decay {wd:g} kept"
+                band(ax, 100 * s["config.target_sparsity"], s, label, f"C{2 + i}", marker="os"[i])
+                ax.lines[-1].set_linestyle("--" if wd == 0 else "-")
+            ax.set(title=f"{setup}: {value}", xlabel="sparsity of prunable weights (%)",
+                   ylabel=f"{ylabel}, seeds: mean, min-max")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    # accuracy and (more sensitive) test loss, with and without weight decay in fine-tuning, mean over seeds
     wide = df.pivot_table(index=["setup", "config.target_sparsity"], columns="finetune_wd",
                           values=["accuracy", "loss"], aggfunc="mean")
     wd_kept = max(c for c in wide.columns.levels[1] if c != 0)
