@@ -29,13 +29,10 @@ def runtime_of(cfg) -> dict:
     return {name: getattr(cfg, name) for name in Runtime.__dataclass_fields__}
 
 
-def main(module_name: str, argv=None) -> int:
-    """Parse the command line of script ``module_name``, compute the run (or read it), print its metrics."""
-    module = importlib.import_module(module_name)
+def exit_code(action) -> int:
+    """Run ``action()``; a user mistake or a failed run ends in one ``error:`` line and a non-zero status."""
     try:
-        cfg = C.parse_args(module.Config, argv, description=(module.__doc__ or "").strip(),
-                           presets=getattr(module, "PRESETS", None), prog=f"python -m {module_name}")
-        result = execute(module, cfg)
+        action()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -43,8 +40,19 @@ def main(module_name: str, argv=None) -> int:
         print(f"error: run failed: {exc}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
-        print("interrupted: the run resumes from its last checkpoint when started again", file=sys.stderr)
+        print("interrupted: a run resumes from its last checkpoint when started again", file=sys.stderr)
         return 130
-    summary = {k: v for k, v in result.items() if not isinstance(v, (list, dict))}
-    print(json.dumps(summary, sort_keys=True))
     return 0
+
+
+def main(module_name: str, argv=None) -> int:
+    """Parse the command line of script ``module_name``, compute the run (or read it), print its metrics."""
+    module = importlib.import_module(module_name)
+
+    def action():
+        cfg = C.parse_args(module.Config, argv, description=(module.__doc__ or "").strip(),
+                           presets=getattr(module, "PRESETS", None), prog=f"python -m {module_name}")
+        result = execute(module, cfg)
+        print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}, sort_keys=True))
+
+    return exit_code(action)

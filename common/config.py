@@ -109,7 +109,7 @@ def _converter(tp):
     return tp
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse whose errors are one line (``error: ...``) and exit 2, like every other user mistake here."""
 
     def error(self, message):
@@ -153,7 +153,7 @@ def parse_args(cls, argv=None, description: str = "", presets: dict | None = Non
 
     ``presets`` maps a name to a dict of (dotted) overrides; ``--preset NAME`` applies one before the flags.
     """
-    parser = _Parser(prog=prog, description=description, usage="%(prog)s [--preset NAME] [--option VALUE ...]",
+    parser = OneLineParser(prog=prog, description=description, usage="%(prog)s [--preset NAME] [--option VALUE ...]",
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     if presets:
         parser.add_argument("--preset", choices=sorted(presets), default=None,

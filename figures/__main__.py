@@ -1,15 +1,12 @@
 """python -m figures NAME [NAME ...] | all | list  [--profile tiny|paper] [--cluster none|local]"""
 from __future__ import annotations
 
-import argparse
-import sys
-
-from common.errors import Diverged, UserError
+from common.config import OneLineParser
 from figures import FIGURES
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m figures", description=__doc__)
+    parser = OneLineParser(prog="python -m figures", description=__doc__)
     parser.add_argument("names", nargs="+", help="figure/table targets (fig-..., tab-...), 'all', or 'list'")
     parser.add_argument("--profile", default="tiny", help="tiny (digits, minutes on a laptop) or paper")
     parser.add_argument("--cluster", default="none", choices=("none", "local"),
@@ -29,18 +26,10 @@ def main(argv=None) -> int:
     names = list(FIGURES) if args.names == ["all"] else args.names
     runtime = {"runs_dir": args.runs_dir, "data_dir": args.data_dir, "device": args.device,
                "progress": args.progress}
+    from common.cli import exit_code
     from figures.pipeline import make
 
-    try:
-        for name in names:
-            make(name, args.profile, args.cluster, runtime)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Diverged as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
-    return 0
+    return exit_code(lambda: [make(name, args.profile, args.cluster, runtime) for name in names])
 
 
 if __name__ == "__main__":

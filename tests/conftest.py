@@ -27,5 +27,17 @@ def one_error_line(proc: subprocess.CompletedProcess) -> str:
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny forward passes gain nothing from more threads, and spinning OpenMP workers
+    make the tests many times slower when the 2 cores are shared with other jobs."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def runs(tmp_path) -> Path:
     return tmp_path / "runs"

@@ -9,14 +9,7 @@ from common.metrics import count_params, flops, latency_ms
 from common.models import build_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny forward passes gain nothing from more threads, and spinning OpenMP workers
-    make the tests many times slower when the 2 cores are shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def zero_half(weight):

@@ -8,14 +8,7 @@ from common.errors import UserError
 from common.models import MODELS, BasicBlock, build_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny forward passes gain nothing from more threads, and spinning OpenMP workers
-    make the tests many times slower when the 2 cores are shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 DIGITS, CIFAR, TINY, IMAGENET = (1, 8, 8), (3, 32, 32), (3, 64, 64), (3, 224, 224)
 
