@@ -36,8 +36,10 @@ list: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
 
+# common/bench.py first, then every <folder>/bench.py (each prints ratios measured in its own single process)
 bench: $(VENV)/.installed
 	$(PY) -m common.bench
+	@for f in */bench.py; do m=$${f%/bench.py}; [ "$$m" = common ] || $(PY) -m $$m.bench || exit 1; done
 
 clean-figures:
 	rm -rf figures/out/$(PROFILE)

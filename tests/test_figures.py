@@ -2,7 +2,8 @@
 import pandas as pd
 import pytest
 
-from figures import gmp_runs, gmp_wd, pipeline
+from figures import fig_gmp_wd as gmp_wd
+from figures import gmp_runs, pipeline
 from tests.conftest import one_error_line, run_cli
 
 SMALL = {"model": "mlp", "exclude": ("last",), "pretrain.epochs": 3, "epochs": 4, "stabilize_epochs": 1,
