@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 from dataclasses import dataclass
 
@@ -50,6 +51,10 @@ def main(module_name: str, argv=None) -> int:
     module = importlib.import_module(module_name)
 
     def action():
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: join its process group
+            from common import distributed
+
+            distributed.init_from_env()
         cfg = C.parse_args(module.Config, argv, description=(module.__doc__ or "").strip(),
                            presets=getattr(module, "PRESETS", None), prog=f"python -m {module_name}")
         result = execute(module, cfg)

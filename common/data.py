@@ -19,6 +19,7 @@ resumed at epoch ``e`` sees exactly the batches an uninterrupted run would see.
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import pickle
@@ -490,6 +491,9 @@ DATASETS: dict[str, DatasetSpec] = {
                       "CIFAR100", CIFAR100_MEAN, CIFAR100_STD)),
     "tinyimagenet": DatasetSpec(DatasetInfo("tinyimagenet", 200, (3, 64, 64)), _load_tinyimagenet),
     "imagenet": DatasetSpec(DatasetInfo("imagenet", 1000, (3, 224, 224)), _load_imagenet),
+    # Criteo TSV (common/criteo.py): 39 features per example, one logit (click); imported only when used
+    "criteo": DatasetSpec(DatasetInfo("criteo", 1, (1, 1, 39)),
+                          lambda info, o: importlib.import_module("common.criteo").load(info, o)),
 }
 
 

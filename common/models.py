@@ -12,6 +12,7 @@ relies on:
 
 from __future__ import annotations
 
+import importlib
 import math
 import operator
 from typing import Callable
@@ -229,6 +230,9 @@ MODELS: dict[str, Callable[[int, tuple[int, int, int]], nn.Module]] = {
     "vgg16_bn": _vgg(16),
     "vgg19_bn": _vgg(19),
     "resnet50": resnet50,
+    # SequentialAttention++'s Criteo model: embeddings (39 x 10) -> 400 -> 400 -> 400 -> 1 (common/criteo.py)
+    "criteo_mlp": lambda num_classes, input_shape: importlib.import_module("common.criteo").CriteoNet(
+        num_classes, input_shape),
 }
 
 

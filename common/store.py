@@ -171,21 +171,29 @@ def execute(module, cfg) -> dict:
     if validate is not None:
         validate(cfg)
     run = run_for(module, cfg)
+    ddp = sys.modules.get("common.distributed")
+    if ddp is not None and ddp.active():  # several DDP ranks: rank 0 writes the store, the others compute along
+        return ddp.execute(module, cfg, run, compute_and_store)
     if run.done:
         return run.result()
     with run.lock():
         if run.done:  # finished by another process while we waited for the lock
             return run.result()
-        if not (run.dir / "config.json").exists():
-            atomic_write_json(run.dir / "config.json", {"script": run.script, "config": C.to_dict(cfg, True)})
-        try:
-            result = module.compute(cfg, run)
-        except Diverged as exc:
-            run.fail(str(exc))
-            with contextlib.suppress(FileNotFoundError):
-                run.checkpoint_path.unlink()  # a diverged state is not worth resuming from
-            raise
-        return run.finish(result)
+        return compute_and_store(module, cfg, run)
+
+
+def compute_and_store(module, cfg, run: Run) -> dict:
+    """Compute ``run`` (its lock held) and store its result; a diverged run is recorded as failed."""
+    if not (run.dir / "config.json").exists():
+        atomic_write_json(run.dir / "config.json", {"script": run.script, "config": C.to_dict(cfg, True)})
+    try:
+        result = module.compute(cfg, run)
+    except Diverged as exc:
+        run.fail(str(exc))
+        with contextlib.suppress(FileNotFoundError):
+            run.checkpoint_path.unlink()  # a diverged state is not worth resuming from
+        raise
+    return run.finish(result)
 
 
 # ---------------------------------------------------------------------------------------------------- collect

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from common import config as C
+from common import distributed
 from common.errors import Diverged, UserError
 
 
@@ -37,12 +38,12 @@ class LRSchedule:
     """A learning-rate schedule over a stretch of training whose length the caller supplies."""
 
     lr: float = C.opt(0.05, "learning rate at the start (after warm-up)")
-    schedule: str = C.opt("cosine", "LR shape", choices=("constant", "cosine", "linear", "multistep"))
+    schedule: str = C.opt("cosine", "LR shape", choices=("constant", "cosine", "linear", "multistep", "exponential"))
     warmup_epochs: float = C.opt(0.0, "linear warm-up from ~0 to lr over this many epochs")
     milestones: tuple[float, ...] = C.opt((), "multistep: epochs (from the start of this stretch) where lr is "
                                               "multiplied by gamma, comma-separated")
     gamma: float = C.opt(0.1, "multistep decay factor")
-    final_lr: float = C.opt(0.0, "cosine/linear: learning rate at the end")
+    final_lr: float = C.opt(0.0, "cosine/linear/exponential: learning rate at the end")
 
 
 @dataclass
@@ -66,6 +67,8 @@ def lr_at(sched: LRSchedule, t: float, length: float) -> float:
         return sched.lr + (sched.final_lr - sched.lr) * progress
     if sched.schedule == "multistep":
         return sched.lr * sched.gamma ** sum(t >= m for m in sched.milestones)
+    if sched.schedule == "exponential":  # lr * (final_lr / lr)^progress: geometric decay from lr to final_lr
+        return sched.lr * (sched.final_lr / sched.lr) ** progress
     raise UserError(f"unknown LR schedule '{sched.schedule}'")
 
 
@@ -156,13 +159,17 @@ def train_epoch(model: nn.Module, split, epoch: int, optimizer: torch.optim.Opti
     batches = split.epoch(epoch)
     if progress is not None:
         batches = progress.wrap(batches, len(split), desc)
+    net = distributed.wrap(model)  # DistributedDataParallel across ranks; the model itself in one process
     for x, y in batches:
+        scale = None
+        if net is not model:  # this rank's shard of the global batch (common.distributed)
+            x, y, scale = distributed.shard(x, y)
         set_lr(optimizer, lr_of_step(step))
         with autocast(device):
-            out = model(_to_input(x, device))
+            out = net(_to_input(x, device))
             loss = loss_fn(out, y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if scale is None else loss * scale).backward()
         if before_step is not None:
             before_step(step)
         optimizer.step()
@@ -173,6 +180,8 @@ def train_epoch(model: nn.Module, split, epoch: int, optimizer: torch.optim.Opti
             correct += (out.detach().argmax(1) == y).sum()
         seen += y.shape[0]
         step += 1
+    if net is not model:  # the epoch's statistics over every rank's shards (one reduction per epoch)
+        total_loss, correct, seen = distributed.all_sum(total_loss, correct, seen)
     loss_value = float(total_loss) / max(seen, 1)
     if not math.isfinite(loss_value):
         raise Diverged(f"training loss became {loss_value} in epoch {epoch + 1}; lower the learning rate")

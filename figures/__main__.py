@@ -1,4 +1,4 @@
-"""python -m figures NAME [NAME ...] | all | list  [--profile tiny|paper] [--cluster none|local]"""
+"""python -m figures NAME [NAME ...] | all | list  [--profile tiny|paper] [--cluster none|local|slurm]"""
 from __future__ import annotations
 
 from common.config import OneLineParser
@@ -9,8 +9,9 @@ def main(argv=None) -> int:
     parser = OneLineParser(prog="python -m figures", description=__doc__)
     parser.add_argument("names", nargs="+", help="figure/table targets (fig-..., tab-...), 'all', or 'list'")
     parser.add_argument("--profile", default="tiny", help="tiny (digits, minutes on a laptop) or paper")
-    parser.add_argument("--cluster", default="none", choices=("none", "local"),
-                        help="where missing runs are computed: in this process, or a pool of local processes")
+    parser.add_argument("--cluster", default="none", choices=("none", "local", "slurm"),
+                        help="where missing runs are computed: in this process, a pool of local processes, or "
+                             "submitted as a Slurm job array (resources: slurm/resources.toml, PRUNING_SLURM_*)")
     parser.add_argument("--runs-dir", default="runs", help="root of the run store")
     parser.add_argument("--data-dir", default="data", help="folder that holds the datasets")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")

@@ -2,6 +2,8 @@
 
 ``local``: a pool of worker processes, as many as there are cores (at most one per run), each limited to its share
 of the cores' threads so that the pool does not oversubscribe the CPU.
+``slurm``: one job array (``slurm.submit``), at most ``max_parallel`` jobs at once, resources from the resource file
+and ``PRUNING_SLURM_*`` variables; it prints the job ids and the log folder and returns without waiting.
 """
 from __future__ import annotations
 
@@ -30,8 +32,10 @@ def _execute(script: str, cfg) -> tuple[str, str | None]:
 
 def launch(rows, cluster: str) -> list[str] | None:
     """Compute ``rows`` on ``cluster``; returns the failures, or None when the runs were only submitted."""
+    if cluster == "slurm":
+        return submit_to_slurm(rows)
     if cluster != "local":
-        raise UserError(f"unknown cluster '{cluster}'; choose none or local")
+        raise UserError(f"unknown cluster '{cluster}'; choose none, local or slurm")
     cores = os.cpu_count() or 1
     workers = max(1, min(cores, len(rows)))
     failures = []
@@ -45,3 +49,25 @@ def launch(rows, cluster: str) -> list[str] | None:
             if failure:
                 failures.append(failure)
     return failures
+
+
+def submit_to_slurm(rows) -> None:
+    """Submit ``rows`` as one Slurm job array; the figure is drawn by the next ``make`` once the jobs are done."""
+    from slurm import resources
+    from slurm.submit import require_sbatch, submit_runs
+
+    require_sbatch()
+    res = resources.resolve()
+    jobs, folder, already = submit_runs(rows, res, "figure")
+    if already:
+        print(f"  {len(already)} run(s) already queued or running (jobs {', '.join(sorted(set(already.values())))}); "
+              "not submitted again", flush=True)
+    if not jobs:
+        return None
+    array = jobs[0].job_id.split("_")[0]
+    print(f"  submitted {len(jobs)} run(s) as Slurm job {'array ' if len(jobs) > 1 else ''}{array} "
+          f"(at most {res.max_parallel} at once; partition {res.partition or 'default'}, {res.gpus} GPU(s), "
+          f"{res.time} min per job, {res.max_requeues} requeues)", flush=True)
+    print(f"  logs: {folder}", flush=True)
+    print(f"  follow with: squeue -j {array}; run the same make target again once they are done to draw", flush=True)
+    return None

@@ -1,0 +1,61 @@
+"""BiP's cost per iteration against a dense SGD step of the same model and batch (python -m bip.bench).
+
+One BiP iteration = a lower step (1 forward + 1 backward + SGD on theta) and an upper step (1 forward + 1 backward +
+SGD on the scores + the global top-k), so the floor is about 2x; the goal is <= 2.2x (the official code's 4 forwards
+and 3 backwards cost about 3.3x). Hydra's score step and the top-k alone are reported too.
+"""
+from __future__ import annotations
+
+import torch
+
+from bip.prune import BiLevelSteps
+from bip.scores import ScoredWeights
+from common import sparsity as S
+from common.bench import RepeatedBatches, interleaved, report
+from common.models import build_model
+from common.train import Optim, make_optimizer, train_epoch
+
+
+def step_ratios(model_name: str, shape, steps: int, batch_size: int = 128, sparsity: float = 0.9,
+                rounds: int = 9) -> dict:
+    data = RepeatedBatches(shape, 10, batch_size, steps)
+    device = torch.device("cpu")
+
+    def dense():
+        torch.manual_seed(0)
+        model = build_model(model_name, 10, shape)
+        opt = make_optimizer(model.parameters(), Optim(), 0.01)
+        return lambda: train_epoch(model, data, 0, opt, lr_of_step=lambda s: 0.01, first_step=0)
+
+    def bilevel(upper_only: bool = False):
+        torch.manual_seed(0)
+        model = build_model(model_name, 10, shape)
+        w = ScoredWeights(S.prunable(model, ()), sparsity)
+        others = [p for p in model.parameters() if all(p is not z for z in w.z)]
+        step = BiLevelSteps(model, w, make_optimizer(w.theta + others, Optim(), 0.01),
+                            make_optimizer([w.score_param], Optim(weight_decay=0.0), 0.1), 1e-4, device)
+
+        def run():
+            model.train()
+            for x, y in data.epoch(0):
+                if not upper_only:
+                    step.lower(x, y, 0.01)
+                step.upper(x, y, 0.1)
+        return run
+
+    t = interleaved({"dense": dense(), "bip": bilevel(), "hydra": bilevel(upper_only=True)}, rounds)
+    return {"bip": t["bip"] / t["dense"], "hydra": t["hydra"] / t["dense"]}
+
+
+def main() -> None:
+    print(f"bip benchmarks (torch {torch.__version__}, {torch.get_num_threads()} threads, cpu)")
+    cases = [("cnn", (1, 8, 8), 8, 9, "<= 2.2"), ("resnet20", (3, 32, 32), 2, 5, "<= 2.2"),
+             ("mlp", (1, 8, 8), 40, 9, "info: per-step Python overhead dominates")]
+    for name, shape, steps, rounds, goal in cases:
+        r = step_ratios(name, shape, steps, rounds=rounds)
+        report(f"BiP iteration / dense SGD step, {name} {shape[1]}x{shape[2]} (bs 128)", r["bip"], goal)
+        report(f"Hydra score step / dense SGD step, {name} {shape[1]}x{shape[2]} (bs 128)", r["hydra"], "info")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""The magnitude baselines of the BiP paper: IMP (iterative) and OMP (one-shot), with weight rewinding.
+
+    python -m bip.magnitude --method imp --target-sparsity 0.893      # 10 rounds of 20%, every round a point
+    python -m bip.magnitude --method omp --target-sparsity 0.893      # one prune, one round of retraining
+    python -m bip.magnitude --method imp --rewind-epoch none           # no rewinding: fine-tune between rounds
+
+IMP (Frankle & Carbin 2019; Ma et al. 2021's global variant), from the trained dense model:
+  for round r = 1, 2, ...:  prune ``rate`` of the remaining weights by global magnitude (sparsity 1 - (1-rate)^r,
+                            the last round clipped to the target); rewind the surviving weights (and every other
+                            parameter) to the dense training's epoch k (k = 0: the lottery-ticket reset; none: keep
+                            the current weights); retrain ``epochs`` with the mask fixed; report the round.
+OMP: one round, pruning the dense model straight to the target.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from bip.base import Base, Level, accuracies, check_rewind, data_of, method_start, prunable_of, validate_base
+from bip.rewind import load_rewind
+from common import config as C
+from common import sparsity as S
+from common.errors import UserError
+from common.metrics import count_params, flops
+from common.pretrain import load_dense
+from common.store import Run
+from common.train import Progress, lr_at, make_optimizer, resolve_device, resumable_epochs, train_epoch
+
+SCRIPT = "bip.magnitude"
+
+
+@dataclass
+class Config(Base):
+    method: str = C.opt("imp", "imp (iterative rounds) or omp (one shot)", choices=("imp", "omp"))
+    rate: float = C.opt(0.2, "IMP: fraction of the remaining weights pruned per round")
+    max_rounds: int = C.opt(30, "IMP: most rounds allowed to reach the target sparsity")
+    scope: str = C.opt("global", "magnitude ranking over all layers together or per layer", choices=("global", "layer"))
+    epochs: int = C.opt(10, "retraining epochs per round")
+    batch_size: int = C.opt(128, "batch size")
+    train: Level = C.opt(Level(lr=0.01, schedule="cosine"), "optimizer and LR schedule of each round's retraining")
+    rewind_epoch: Optional[int] = C.opt(None, "rewind to the dense training's weights of this epoch after each prune "
+                                              "(0: initialization); none: keep the weights (fine-tuning)")
+
+
+PRESETS = {
+    # Ma et al. (2021) as cited by the BiP paper: global IMP, 20%/round, 160 epochs/round, lr 0.1 with /10 at 80 and
+    # 120, bs 64; rewinding to an early epoch (ours: epoch 2 of the 200-epoch dense run).
+    f"{ds}-{m}": {"dataset": ds, "model": m, "pretrain.epochs": 200, "pretrain.lr": 0.1, "pretrain.weight_decay": 1e-4,
+                  "epochs": 160, "batch_size": 64, "train.lr": 0.1, "train.schedule": "multistep",
+                  "train.milestones": (80.0, 120.0), "rewind_epoch": 2, "val_size": 1000}
+    for ds, m in [("cifar10", "resnet18"), ("cifar10", "resnet20"), ("cifar10", "resnet56"), ("cifar10", "vgg16_bn"),
+                  ("cifar100", "resnet18"), ("cifar100", "resnet20")]
+}
+PRESETS["tinyimagenet-resnet18"] = dict(PRESETS["cifar10-resnet18"], dataset="tinyimagenet")
+# ImageNet ResNet-50 (ours: the paper gives no IMP recipe for it): 60-epoch rounds, bs 256, lr 0.1 cosine, rewind 2.
+PRESETS["imagenet-resnet50"] = {"dataset": "imagenet", "model": "resnet50", "pretrain.epochs": 90, "pretrain.lr": 0.1,
+                                "pretrain.weight_decay": 1e-4, "pretrain.batch_size": 256,
+                                "pretrain.schedule": "multistep", "pretrain.milestones": (30.0, 60.0, 80.0),
+                                "epochs": 60, "batch_size": 256, "train.lr": 0.1, "rewind_epoch": 2,
+                                "val_size": 10000}
+
+
+def round_sparsities(cfg: Config) -> list[float]:
+    """Target sparsity after each round: 1 - (1 - rate)^r, the last one clipped to the target (OMP: one round)."""
+    if cfg.method == "omp" or cfg.target_sparsity == 0:
+        return [cfg.target_sparsity]
+    needed = math.ceil(math.log(1.0 - cfg.target_sparsity) / math.log(1.0 - cfg.rate) - 1e-9)
+    if needed > cfg.max_rounds:
+        raise UserError(f"IMP at {cfg.rate:g} per round needs {needed} rounds to reach --target-sparsity "
+                        f"{cfg.target_sparsity}, more than --max-rounds {cfg.max_rounds}; raise --max-rounds or --rate")
+    return [min(1.0 - (1.0 - cfg.rate) ** r, cfg.target_sparsity) for r in range(1, needed + 1)]
+
+
+def validate(cfg: Config) -> None:
+    validate_base(cfg)
+    if not 0 < cfg.rate < 1:
+        raise UserError(f"--rate {cfg.rate} must be in (0, 1): the fraction of remaining weights pruned per round")
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise UserError("--epochs and --batch-size must be at least 1")
+    check_rewind(cfg.rewind_epoch, cfg.pretrain)
+    round_sparsities(cfg)
+    if cfg.scope == "layer":
+        from bip.scores import check_layerwise
+
+        check_layerwise(prunable_of(cfg), "unstructured", cfg.target_sparsity, "target-sparsity")
+
+
+def compute(cfg: Config, run: Run) -> dict:
+    device = resolve_device(cfg.device)
+    model, dense = load_dense(cfg, device)
+    rewind = load_rewind(cfg, cfg.rewind_epoch) if cfg.rewind_epoch is not None else None
+    data = data_of(cfg, device, cfg.batch_size)
+    steps = len(data.train)
+    params = prunable_of(cfg, model)
+    masks = S.Masks(params)
+    targets = round_sparsities(cfg)
+    optimizer = make_optimizer(model.parameters(), cfg.train, cfg.train.lr)
+    progress = Progress(cfg.progress)
+    state = {"model": model, "optimizer": optimizer, "masks": masks}
+    t_start = None
+    for epoch in resumable_epochs(run, len(targets) * cfg.epochs, state):
+        t_start = method_start(run) if t_start is None else t_start
+        r, e = divmod(epoch, cfg.epochs)
+        if e == 0:  # a new round: prune by magnitude, rewind, fresh optimizer
+            masks.set(S.topk(S.magnitudes(params), targets[r], cfg.scope))
+            if rewind is not None:
+                model.load_state_dict({k: v.to(device) for k, v in rewind.items()})
+                masks.apply()
+            optimizer = state["optimizer"] = make_optimizer(model.parameters(), cfg.train, cfg.train.lr)
+        stats = train_epoch(model, data.train, epoch, optimizer, first_step=epoch * steps,
+                            lr_of_step=lambda s: lr_at(cfg.train, s / steps - r * cfg.epochs, cfg.epochs),
+                            before_step=lambda s: masks.mask_grads(), after_step=lambda s: masks.apply(),
+                            progress=progress, desc=f"{cfg.method} round {r + 1} {e + 1}/{cfg.epochs}")
+        if e + 1 < cfg.epochs:
+            continue
+        acc = accuracies(model, data)
+        run.log(event="round", round=r + 1, target_sparsity=targets[r], sparsity=1.0 - masks.density(),
+                train_loss=stats["loss"], method_time=run.elapsed() - t_start, **acc)
+        progress.line(f"[{cfg.method}] round {r + 1}/{len(targets)} sparsity {1.0 - masks.density():.4f} "
+                      f"test {acc['test_acc']:.4f}")
+
+    points = [{k: rec[k] for k in ("round", "target_sparsity", "sparsity", "test_acc", "val_acc", "method_time")
+               if k in rec} for rec in run.logs if rec.get("event") == "round"]
+    rep = S.report(model, params)
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, run.dir / "model.pt")
+    final = {**accuracies(model, data), "sparsity": 1.0 - masks.density(),
+             "method_time": run.elapsed() - method_start(run)}
+    return {**final, "final_test_acc": final["test_acc"], "dense_test_acc": dense["test_acc"], "rounds": len(targets),
+            "steps_per_epoch": steps, "weight_sparsity": rep["sparsity"], **count_params(model),
+            **flops(model, data.info.input_shape), "layers": rep["layers"], "points": points}
+
+
+if __name__ == "__main__":
+    from common.cli import main
+
+    raise SystemExit(main(SCRIPT))

@@ -1,0 +1,190 @@
+"""BiP: model pruning as bi-level optimization (Zhang et al., NeurIPS 2022, Algorithm A1), and the Hydra baseline.
+
+    python -m bip.prune --target-sparsity 0.9                    # BiP, digits MLP, global unstructured
+    python -m bip.prune --model cnn --structure filter --exclude first --target-sparsity 0.5
+    python -m bip.prune --ig none                                # ablation: upper step = plain straight-through
+    python -m bip.prune --method hydra                           # scores only (weights frozen), then fine-tuning
+    python -m bip.prune --preset cifar10-resnet18 --data-dir /datasets
+
+    min_{m in S} l(m (.) theta*(m))   s.t.   theta*(m) = argmin_theta l(m (.) theta) + gamma/2 ||theta||^2
+
+Algorithm A1, from the pretrained dense theta and scores m_0 = c|theta| (bip/scores.py), every iteration t on a batch:
+  lower:  theta_{t+1} = theta_t - beta * grad_theta l(top-k(m_t) (.) theta_t)           (K steps, default 1)
+  upper:  m_{t+1} = m_t - alpha * [grad_m l - (1/gamma) grad_z l (.) grad_theta l] at z = top-k(m_t) (.) theta_{t+1}
+  project: the binary mask top-k(m_{t+1}) and z for the next lower step.
+Each step is one forward and one backward pass; the two levels have their own optimizers and LR schedules.
+Hydra: upper steps only (grad_m l, weights frozen) for ``epochs``, then ``finetune_epochs`` of lower steps with the
+mask fixed. The final model is evaluated with its binary mask, after the last epoch (no model selection; the test
+set is evaluated once, at the end). Each epoch logs the fraction of mask entries that differ from the magnitude mask
+and ig_ratio = ||(1/gamma) grad_z (.) grad_theta|| / ||grad_m l|| on the epoch's last batch (how much the IG term
+weighs against the straight-through gradient; computed with the configured gamma even under --ig none).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from bip.base import Base, Level, accuracies, data_of, forward_loss, method_start, prunable_of, validate_base
+from bip.scores import STRUCTURES, ScoredWeights, check_layerwise
+from common import config as C
+from common import sparsity as S
+from common.errors import Diverged, UserError
+from common.metrics import count_params, flops
+from common.pretrain import load_dense
+from common.store import Run
+from common.train import Progress, lr_at, make_optimizer, resolve_device, resumable_epochs, set_lr
+
+SCRIPT = "bip.prune"
+
+
+@dataclass
+class Config(Base):
+    method: str = C.opt("bip", "bip (bi-level) or hydra (scores only, then fine-tuning)", choices=("bip", "hydra"))
+    structure: str = C.opt("unstructured", "what a mask entry covers: a weight, a filter or an input channel",
+                           choices=STRUCTURES)
+    scope: str = C.opt("global", "unstructured top-k over all layers together or per layer (filter/channel: always "
+                                 "per layer)", choices=("global", "layer"))
+    epochs: int = C.opt(10, "BiP epochs (one lower step per batch); hydra: score epochs")
+    lower_steps: int = C.opt(1, "K: lower-level steps per upper-level step")
+    batch_size: int = C.opt(128, "batch size of both levels")
+    lower: Level = C.opt(Level(lr=0.01, schedule="cosine"), "lower level: SGD on the weights (paper: lr 0.01)")
+    upper: Level = C.opt(Level(lr=0.1, schedule="cosine", weight_decay=0.0),
+                         "upper level: SGD on the mask scores (paper: lr 0.1)")
+    ig: str = C.opt("paper", "implicit-gradient term: paper (closed form) or none", choices=("paper", "none"))
+    gamma: float = C.opt(1e4, "lower-level regularization gamma; the IG term is scaled by 1/gamma "
+                              "(the configs' lr2 = 1/gamma = 1e-4)")
+    score_init: float = C.opt(1.0, "scores start as this constant times |theta| (first mask = magnitude mask)")
+    finetune_epochs: int = C.opt(10, "hydra only: epochs of weight training with the mask fixed")
+
+
+PRESETS = {
+    # The paper's CIFAR setups (PAPERS.md): dense 200 epochs (SGD 0.1 cosine, wd 1e-4), BiP 100 epochs, bs 128,
+    # lower lr 0.01 / upper lr 0.1 (paper text), 1/gamma = 1e-4, wd 1e-4, every conv and linear layer pruned.
+    f"{ds}-{m}": {"dataset": ds, "model": m, "pretrain.epochs": 200, "pretrain.lr": 0.1,
+                  "pretrain.weight_decay": 1e-4, "epochs": 100, "finetune_epochs": 100, "val_size": 1000}
+    for ds, m in [("cifar10", "resnet18"), ("cifar10", "resnet20"), ("cifar10", "resnet56"), ("cifar10", "vgg16_bn"),
+                  ("cifar100", "resnet18"), ("cifar100", "resnet20")]
+}
+PRESETS["tinyimagenet-resnet18"] = dict(PRESETS["cifar10-resnet18"], dataset="tinyimagenet")
+PRESETS["imagenet-resnet50"] = {"dataset": "imagenet", "model": "resnet50", "pretrain.epochs": 90,
+                                "pretrain.lr": 0.1, "pretrain.weight_decay": 1e-4, "pretrain.batch_size": 256,
+                                "pretrain.schedule": "multistep", "pretrain.milestones": (30.0, 60.0, 80.0),
+                                "epochs": 60, "finetune_epochs": 60, "batch_size": 256, "val_size": 10000}
+
+
+def validate(cfg: Config) -> None:
+    validate_base(cfg)
+    if not cfg.gamma > 0:
+        raise UserError(f"--gamma {cfg.gamma} must be positive (the lower level's regularization; the IG term "
+                        f"is -(1/gamma) grad_z (.) grad_theta); use e.g. 1e4, or --ig none to drop the term")
+    if cfg.epochs < 1 or cfg.lower_steps < 1 or cfg.finetune_epochs < 0 or cfg.batch_size < 1:
+        raise UserError("--epochs, --lower-steps and --batch-size must be at least 1 (--finetune-epochs >= 0)")
+    structured = cfg.structure != "unstructured"
+    if structured and not _has_conv(cfg):
+        raise UserError(f"--structure {cfg.structure} prunes conv filters/channels, but model {cfg.model} has no "
+                        f"prunable conv layer; use --structure unstructured or a conv model (e.g. --model cnn)")
+    params = prunable_of(cfg, conv_only=structured)
+    if structured or cfg.scope == "layer":
+        check_layerwise(params, cfg.structure, cfg.target_sparsity, "target-sparsity")
+
+
+def _has_conv(cfg: Config) -> bool:
+    try:
+        return bool(prunable_of(cfg, conv_only=True))
+    except UserError:
+        return False
+
+
+class BiLevelSteps:
+    """The two steps of Algorithm A1 on one batch, each one forward and one backward pass, no host sync."""
+
+    def __init__(self, model, w: ScoredWeights, opt_theta, opt_m, inv_gamma: float, device):
+        self.model, self.w, self.opt_theta, self.opt_m = model, w, opt_theta, opt_m
+        self.inv_gamma, self.device = inv_gamma, device
+
+    def lower(self, x, y, lr: float) -> torch.Tensor:
+        """theta_{t+1} = theta_t - beta grad_theta l(top-k(m_t) (.) theta_t)   (and the unpruned params' SGD step)."""
+        set_lr(self.opt_theta, lr)
+        loss, _ = forward_loss(self.model, x, y, self.device)
+        self.opt_theta.zero_grad(set_to_none=True)
+        for z in self.w.z:
+            z.grad = None
+        loss.backward()
+        self.w.set_theta_grads([z.grad for z in self.w.z])        # grad_theta l = mask (.) grad_z l
+        self.opt_theta.step()
+        self.w.write_weights()                                     # z = mask (.) theta_{t+1}
+        return loss.detach()
+
+    def upper(self, x, y, lr: float) -> torch.Tensor:
+        """m_{t+1} = m_t - alpha [grad_m l - (1/gamma) grad_z l (.) grad_theta l], then the mask top-k(m_{t+1})."""
+        set_lr(self.opt_m, lr)
+        loss, _ = forward_loss(self.model, x, y, self.device)
+        grad_z = torch.autograd.grad(loss, self.w.z)
+        self.w.set_score_grads(list(grad_z), self.inv_gamma)
+        self.opt_m.step()
+        self.w.project()
+        return loss.detach()
+
+
+def compute(cfg: Config, run: Run) -> dict:
+    device = resolve_device(cfg.device)
+    model, dense = load_dense(cfg, device)                                       # pretrained theta
+    data = data_of(cfg, device, cfg.batch_size)
+    steps = len(data.train)
+    params = prunable_of(cfg, model, conv_only=cfg.structure != "unstructured")
+    w = ScoredWeights(params, cfg.target_sparsity, cfg.structure, cfg.scope, cfg.score_init)   # m_0, top-k(m_0)
+    first_masks = [m.clone() for m in w.masks]                                  # the magnitude mask
+    others = [p for p in model.parameters() if all(p is not z for z in w.z)]   # biases, BN: trained with theta
+    opt_theta = make_optimizer(w.theta + others, cfg.lower, cfg.lower.lr)
+    opt_m = make_optimizer([w.score_param], cfg.upper, cfg.upper.lr)
+    inv_gamma = 1.0 / cfg.gamma if cfg.ig == "paper" and cfg.method == "bip" else 0.0
+    step = BiLevelSteps(model, w, opt_theta, opt_m, inv_gamma, device)
+    total = cfg.epochs + (cfg.finetune_epochs if cfg.method == "hydra" else 0)
+    progress = Progress(cfg.progress)
+
+    state = {"model": model, "scores": w, "opt_theta": opt_theta, "opt_m": opt_m}
+    t_start = None
+    for epoch in resumable_epochs(run, total, state):
+        t_start = method_start(run) if t_start is None else t_start
+        phase = "finetune" if epoch >= cfg.epochs else cfg.method
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        for i, (x, y) in enumerate(data.train.epoch(epoch)):
+            t = epoch + i / steps
+            if phase == "finetune":
+                loss_sum += step.lower(x, y, lr_at(cfg.lower, t - cfg.epochs, cfg.finetune_epochs)) * y.shape[0]
+                continue
+            if phase == "bip":                                                   # A1: lower level, K steps
+                loss_sum += step.lower(x, y, lr_at(cfg.lower, t, cfg.epochs)) * y.shape[0]
+            if phase == "hydra" or (epoch * steps + i + 1) % cfg.lower_steps == 0:  # A1: upper level at theta_{t+1}
+                w.keep_last = i == steps - 1                                     # for the logged ig_ratio
+                upper_loss = step.upper(x, y, lr_at(cfg.upper, t, cfg.epochs))
+                if phase == "hydra":
+                    loss_sum += upper_loss * y.shape[0]
+        train_loss = float(loss_sum) / data.train.num_samples
+        if not torch.isfinite(torch.tensor(train_loss)):
+            raise Diverged(f"training loss became {train_loss} in epoch {epoch + 1}; lower the learning rates")
+        changed = sum(float((m != m0).sum()) for m, m0 in zip(w.masks, first_masks)) / sum(m.numel() for m in w.masks)
+        ig_ratio = w.ig_ratio(1.0 / cfg.gamma) if phase != "finetune" and w.keep_last else None
+        run.log(epoch=epoch + 1, phase=phase, train_loss=train_loss, sparsity=1.0 - w.density(),
+                mask_changed=changed, ig_ratio=ig_ratio)
+        progress.line(f"[{cfg.method}] epoch {epoch + 1}/{total} {phase:8s} loss {train_loss:.4f} "
+                      f"sparsity {1.0 - w.density():.4f} mask changed {changed:.4f} (vs magnitude mask)")
+
+    method_time = run.elapsed() - method_start(run)
+    rep = S.report(model, params)
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, run.dir / "model.pt")
+    torch.save(w.mask_dict(), run.dir / "masks.pt")
+    ig = [r["ig_ratio"] for r in run.logs if r.get("ig_ratio") is not None]
+    return {**accuracies(model, data), "dense_test_acc": dense["test_acc"], "method_time": method_time,
+            "mask_changed": changed, "ig_ratio": sum(ig) / len(ig) if ig else None,
+            "steps_per_epoch": steps, "sparsity": 1.0 - w.density(), "weight_sparsity": rep["sparsity"],
+            "sparsity_all_params": rep["sparsity_all_params"], **count_params(model),
+            **flops(model, data.info.input_shape), "layers": rep["layers"]}
+
+
+if __name__ == "__main__":
+    from common.cli import main
+
+    raise SystemExit(main(SCRIPT))

@@ -1,0 +1,80 @@
+"""The dense model's weights at epoch k of its training: the rewinding point of IMP, OMP and retrained BiP masks.
+
+    python -m bip.rewind --model mlp --epoch 3
+
+The dense run (``common.pretrain``) keeps only its final weights, so this script replays the same recipe -- same seed,
+initialization, data order and LR schedule over the full length -- and stops after ``epoch`` epochs. On CPU the replay
+is exact (a test checks that epoch = all epochs gives the stored dense model bit for bit). Epoch 0 is the
+initialization (the lottery-ticket reset).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from common import config as C
+from common.cli import Runtime
+from common.data import DATASETS, dataset_info, load_dataset
+from common.errors import UserError
+from common.models import MODELS, build_model, check_model
+from common.store import Run, execute
+from common.train import Recipe, lr_at, make_optimizer, prepare_model, resolve_device, train_epoch
+
+SCRIPT = "bip.rewind"
+
+
+@dataclass
+class Config(Runtime):
+    dataset: str = C.opt("digits", "dataset", choices=DATASETS)
+    model: str = C.opt("mlp", "model", choices=MODELS)
+    seed: int = C.opt(0, "random seed of the dense training")
+    pretrain: Recipe = C.opt(Recipe(epochs=30, lr=0.05), "recipe of the dense training being replayed")
+    epoch: int = C.opt(0, "stop after this many epochs (0: the initialization)")
+
+
+def validate(cfg: Config) -> None:
+    dataset_info(cfg.dataset)
+    check_model(cfg.model)
+    if not 0 <= cfg.epoch <= cfg.pretrain.epochs:
+        raise UserError(f"--epoch {cfg.epoch} is outside the dense training (0..{cfg.pretrain.epochs} epochs)")
+
+
+def compute(cfg: Config, run: Run) -> dict:
+    # The same sequence of operations as common.pretrain.compute, cut after cfg.epoch epochs.
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    recipe = cfg.pretrain
+    data = load_dataset(cfg.dataset, root=cfg.data_dir, download=cfg.download, device=device,
+                        batch_size=recipe.batch_size, seed=cfg.seed, workers=cfg.workers)
+    model = prepare_model(build_model(cfg.model, data.info.num_classes, data.info.input_shape), device)
+    optimizer = make_optimizer(model.parameters(), recipe, recipe.lr)
+    steps = len(data.train)
+    for epoch in range(cfg.epoch):
+        train_epoch(model, data.train, epoch, optimizer, first_step=epoch * steps,
+                    lr_of_step=lambda s: lr_at(recipe, s / steps, recipe.epochs))
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, run.dir / "model.pt")
+    return {"epoch": cfg.epoch}
+
+
+def rewind_config(cfg, epoch: int) -> Config:
+    """The snapshot a method config (dataset/model/seed/pretrain) rewinds to."""
+    from common.cli import runtime_of
+
+    return Config(dataset=cfg.dataset, model=cfg.model, seed=cfg.seed, pretrain=cfg.pretrain, epoch=epoch,
+                  **runtime_of(cfg))
+
+
+def load_rewind(cfg, epoch: int) -> dict[str, torch.Tensor]:
+    """State dict of the dense model after ``epoch`` epochs (computed once, then read from the store)."""
+    import sys
+
+    rcfg = rewind_config(cfg, epoch)
+    execute(sys.modules[__name__], rcfg)
+    return torch.load(Run(SCRIPT, rcfg).dir / "model.pt", map_location="cpu", weights_only=True)
+
+
+if __name__ == "__main__":
+    from common.cli import main
+
+    raise SystemExit(main(SCRIPT))

@@ -1,0 +1,171 @@
+"""The upper-level variable of BiP and Hydra: mask scores m, projected to a binary mask by a hard top-k.
+
+Three tensors per prunable weight, none sharing storage with another:
+  theta  the weights (the lower-level variable), kept dense: a pruned weight keeps its value and can come back;
+  m      the scores (the upper-level variable), initialized from |theta| of the pretrained model times a constant,
+         so that the first mask is the global magnitude mask;
+  z      the model's own weight tensor, always z = top-k(m) (.) theta: the forward pass of the model computes with it,
+         so one backward pass gives grad_z l, from which every gradient of the algorithm follows (straight-through
+         top-k: dz/dm = theta, dz/dtheta = top-k(m)):
+             grad_theta l = top-k(m) (.) grad_z l
+             grad_m l     = theta (.) grad_z l
+             IG term      = -(1/gamma) grad_z l (.) grad_theta l            (the paper's closed-form implicit gradient)
+Projections: unstructured = global top-k over all prunable scores (or per layer with scope=layer); filter / channel =
+the L2 norm of each filter's / input channel's scores, the same keep ratio in every layer.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from common import sparsity as S
+from common.errors import UserError
+
+STRUCTURES = ("unstructured", "filter", "channel")
+
+
+def kept_units(shape, structure: str, sparsity: float) -> int:
+    """Units (weights, filters or input channels) a layer keeps under a uniform per-layer ratio."""
+    if structure == "unstructured":
+        units = int(torch.Size(shape).numel())
+    else:
+        units = shape[0] if structure == "filter" else shape[1]
+    return units - round(sparsity * units)
+
+
+def check_layerwise(params: dict[str, torch.Tensor], structure: str, sparsity: float, flag: str) -> None:
+    """A uniform per-layer ratio must leave every layer at least one weight / filter / channel."""
+    unit = {"unstructured": "weights", "filter": "filters", "channel": "input channels"}[structure]
+    for name, p in params.items():
+        if kept_units(p.shape, structure, sparsity) < 1:
+            count = p.numel() if structure == "unstructured" else p.shape[0 if structure == "filter" else 1]
+            raise UserError(f"--{flag} {sparsity} leaves layer {name} ({count} {unit}) with none under a per-layer "
+                            f"ratio; lower the sparsity or leave the layer dense with --exclude")
+
+
+def _keep_largest(units: list[torch.Tensor], sparsity: float) -> list[torch.Tensor]:
+    """Hard top-k over a list of score tensors taken together: the round(sparsity * n) smallest become 0.
+
+    A threshold from ``kthvalue`` (linear time, no host sync, the same cost at every sparsity); scores tied with the
+    threshold are all pruned, so with ties the sparsity can exceed the target by the tie count (continuous scores
+    have none in practice; ``sparsity`` in the result is the one measured).
+    """
+    flat = torch.cat([u.reshape(-1) for u in units])
+    n_prune = round(sparsity * flat.numel())
+    if n_prune == 0:
+        return [torch.ones_like(u) for u in units]
+    threshold = torch.kthvalue(flat, n_prune).values
+    return [(u > threshold).to(u.dtype) for u in units]
+
+
+class ScoredWeights:
+    """theta, scores and binary masks of a set of prunable weights; the model's weights hold z = mask (.) theta."""
+
+    def __init__(self, params: dict[str, nn.Parameter], sparsity: float, structure: str = "unstructured",
+                 scope: str = "global", init_scale: float = 1.0):
+        if structure not in STRUCTURES:
+            raise UserError(f"unknown structure '{structure}'; choose one of: {', '.join(STRUCTURES)}")
+        self.names = list(params)
+        self.z = [params[n] for n in self.names]
+        self.sparsity, self.structure, self.scope = sparsity, structure, scope
+        self.keep_last = False  # keep the last upper step's grad_z for ig_ratio (set on a logging step only)
+        with torch.no_grad():
+            self.theta = [p.detach().clone().requires_grad_(True) for p in self.z]
+            # scores and masks live in one flat buffer each (per-layer views), so the global top-k and the score
+            # optimizer touch one tensor instead of one per layer
+            self.score_param = torch.cat([p.detach().abs().reshape(-1) for p in self.z]).mul_(init_scale)
+            self.score_param.requires_grad_(True)
+            self.flat_mask = torch.ones_like(self.score_param).detach()
+            self.scores = self._views(self.score_param.detach())
+            self.masks = self._views(self.flat_mask)
+        self.project()
+
+    def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        out, start = [], 0
+        for p in self.z:
+            out.append(flat[start:start + p.numel()].view(p.shape))
+            start += p.numel()
+        return out
+
+    # ------------------------------------------------------------------------------------------ projection
+    @torch.no_grad()
+    def project(self) -> None:
+        """masks = top-k(m), then z = masks (.) theta."""
+        if self.structure == "unstructured" and self.scope == "global":
+            n_prune = round(self.sparsity * self.flat_mask.numel())
+            if n_prune > 0:  # one threshold over the flat scores (the same rule as _keep_largest)
+                flat = self.score_param.detach()
+                self.flat_mask.copy_(flat > torch.kthvalue(flat, n_prune).values)
+        elif self.structure == "unstructured":
+            for mask, s in zip(self.masks, self.scores):
+                mask.copy_(_keep_largest([s], self.sparsity)[0])
+        else:
+            dim = 0 if self.structure == "filter" else 1
+            norm = S.filter_norms if dim == 0 else S.channel_norms
+            for mask, s in zip(self.masks, self.scores):
+                mask.copy_(S.expand_structured(_keep_largest([norm(s)], self.sparsity)[0], s.shape, dim))
+        self.write_weights()
+
+    @torch.no_grad()
+    def write_weights(self) -> None:
+        for z, theta, mask in zip(self.z, self.theta, self.masks):
+            torch.mul(theta, mask, out=z.data)
+
+    # ------------------------------------------------------------------------------------------ gradients
+    @torch.no_grad()
+    def set_theta_grads(self, grad_z: list[torch.Tensor]) -> None:
+        """grad_theta l = mask (.) grad_z l (computed in place: grad_z is not used afterwards)."""
+        torch._foreach_mul_(grad_z, self.masks)
+        for theta, g in zip(self.theta, grad_z):
+            theta.grad = g
+
+    @torch.no_grad()
+    def set_score_grads(self, grad_z: list[torch.Tensor], inv_gamma: float = 0.0) -> None:
+        """grad_m l = theta (.) grad_z l (straight-through), minus (1/gamma) grad_z l (.) grad_theta l if inv_gamma > 0.
+
+        grad_theta l = mask (.) grad_z l, so the sum is grad_z (.) (theta - (1/gamma) mask (.) grad_z), in place.
+        """
+        self._last_grad_z = [g.clone() for g in grad_z] if self.keep_last else None
+        if inv_gamma > 0:
+            factor = torch._foreach_mul(grad_z, self.masks)
+            torch._foreach_mul_(factor, -inv_gamma)
+            torch._foreach_add_(factor, self.theta)
+        else:
+            factor = self.theta
+        if self.score_param.grad is None:
+            self.score_param.grad = torch.zeros_like(self.score_param)
+        for g, f, out in zip(grad_z, factor, self.score_grads()):
+            torch.mul(g, f, out=out)
+
+    def score_grads(self) -> list[torch.Tensor]:
+        """Per-layer views of the scores' gradient."""
+        return self._views(self.score_param.grad)
+
+    @torch.no_grad()
+    def ig_ratio(self, inv_gamma: float) -> float:
+        """||(1/gamma) grad_z (.) grad_theta|| / ||grad_m|| of the last upper step (a host sync: logging only)."""
+        gz = self._last_grad_z
+        if gz is None:
+            raise RuntimeError("ig_ratio needs keep_last = True before the upper step")
+        ig = sum(float((inv_gamma * m * g * g).pow(2).sum()) for g, m in zip(gz, self.masks)) ** 0.5
+        ste = sum(float((g * t).pow(2).sum()) for g, t in zip(gz, self.theta)) ** 0.5
+        return ig / max(ste, 1e-30)
+
+    # ------------------------------------------------------------------------------------------ state
+    def density(self) -> float:
+        return float(self.flat_mask.sum()) / max(1, self.flat_mask.numel())
+
+    def mask_dict(self) -> dict[str, torch.Tensor]:
+        return {n: m.detach().cpu().clone() for n, m in zip(self.names, self.masks)}
+
+    def state_dict(self) -> dict:
+        return {"theta": [t.detach().clone() for t in self.theta], "scores": self.score_param.detach().clone(),
+                "masks": self.flat_mask.clone()}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        for dst, src in zip(self.theta, state["theta"]):
+            dst.copy_(src)
+        self.score_param.copy_(state["scores"])
+        self.flat_mask.copy_(state["masks"])
+        self.write_weights()

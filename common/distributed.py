@@ -1,0 +1,189 @@
+"""Data-parallel training across processes (DistributedDataParallel), for the runs that need several GPUs.
+
+Where the ranks come from:
+- ``torchrun --nproc-per-node N -m <script> ...`` sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT;
+  ``init_from_env()`` (called by ``common.cli.main``) joins that group;
+- under Slurm, ``slurm.jobs.Job`` runs one task per GPU and opens ``group(...)`` with the ranks of submitit's job
+  environment.
+The backend is nccl on CUDA and gloo on CPU (PRUNING_DDP_BACKEND=gloo forces gloo). With one process (the default
+everywhere) nothing here does anything.
+
+What changes in a distributed run (and nothing else does):
+- each rank trains on its shard of every global batch (``shard``: rank r takes rows r, r + W, ...), the model is
+  wrapped in DDP (``wrap``), which averages gradients, so a step equals the single-process step on the global batch;
+- only rank 0 writes the run store (config, logs, checkpoints, result); the other ranks compute the same thing and
+  wait at the end (``common.store.execute``).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def backend() -> str:
+    return "nccl" if torch.cuda.is_available() and os.environ.get("PRUNING_DDP_BACKEND", "") != "gloo" else "gloo"
+
+
+def init_from_env() -> bool:
+    """Join the process group torchrun describes in the environment; False when there is none (one process)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or active():
+        return active()
+    if torch.cuda.is_available() and backend() == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend())
+    return True
+
+
+@contextlib.contextmanager
+def group(rank_: int, world: int, local_rank: int, master: str, port: int | None = None):
+    """One process group for the block (no-op for a single process): the Slurm tasks of one job."""
+    if world <= 1:
+        yield
+        return
+    job = int("".join(c for c in os.environ.get("SLURM_JOB_ID", "0") if c.isdigit()) or 0)
+    os.environ.update(RANK=str(rank_), WORLD_SIZE=str(world), LOCAL_RANK=str(local_rank), MASTER_ADDR=master,
+                      MASTER_PORT=str(port or 20000 + job % 20000))
+    init_from_env()
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+_wrapped: dict[int, nn.Module] = {}
+
+
+def wrap(model: nn.Module) -> nn.Module:
+    """The model wrapped in DDP (made once per model, so every rank builds it at the same point of its first
+    epoch), or the model itself in a single process. Parameters are shared: optimizers and masks see no change."""
+    if not active():
+        return model
+    key = id(model)
+    ddp = _wrapped.get(key)
+    if ddp is None or ddp.module is not model:
+        device = next(model.parameters()).device
+        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        _wrapped[key] = ddp
+    return ddp
+
+
+def shard(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """This rank's rows of a global batch (rank r takes r, r + W, ...) and the factor for its mean loss.
+
+    DDP averages gradients over the W ranks; scaling rank r's mean loss by n_r * W / n makes that average the
+    gradient of the mean loss over the whole global batch of n rows, also when n is not divisible by W.
+    """
+    r, w = dist.get_rank(), dist.get_world_size()
+    n = y.shape[0]
+    x, y = x[r::w], y[r::w]
+    return x, y, y.shape[0] * w / n
+
+
+def all_sum(*values):
+    """The sums over ranks of scalar tensors / numbers (one collective); numbers come back as Python numbers."""
+    device = next((v.device for v in values if torch.is_tensor(v)), torch.device("cpu"))
+    if backend() == "nccl" and device.type != "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    packed = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device) for v in values])
+    dist.all_reduce(packed)
+    out = []
+    for v, total in zip(values, packed):
+        if torch.is_tensor(v):
+            out.append(total.to(v.dtype).to(v.device))
+        else:
+            out.append(type(v)(total.item()))
+    return tuple(out)
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+# ---------------------------------------------------------------------------------------------------- the store
+def _decide(done: bool | None) -> bool:
+    """Rank 0's decision (is the run already done?) broadcast to every rank."""
+    box = [done]
+    dist.broadcast_object_list(box, src=0)
+    return bool(box[0])
+
+
+def execute(module, cfg, run, compute_and_store) -> dict:
+    """``common.store.execute`` with several ranks: rank 0 takes the run's lock, decides, computes and writes;
+    the other ranks compute alongside it (the collectives keep them in step) through a run that writes nothing."""
+    if rank() == 0:
+        if run.done:
+            _decide(True)
+            return run.result()
+        with run.lock():
+            if _decide(run.done):
+                return run.result()
+            result = compute_and_store(module, cfg, run)
+        barrier()  # result.json is written
+        return result
+    if not _decide(None):
+        with tempfile.TemporaryDirectory(prefix=f"rank{rank()}-") as scratch:
+            module.compute(cfg, WorkerRun(run, Path(scratch)))
+        barrier()
+    return run.result()
+
+
+def _worker_run_class():
+    from common.store import Run
+
+    class WorkerRun(Run):
+        """The run as a rank > 0 sees it: it reads rank 0's checkpoint to resume; logs stay in memory, and what a
+        script writes into ``run.dir`` (model.pt) goes to a scratch folder that is thrown away."""
+
+        def __init__(self, run, scratch: Path):
+            super().__init__(run.script, run.cfg, run.root)
+            self.shared, self.dir = run.dir, scratch
+
+        @property
+        def checkpoint_path(self) -> Path:
+            return self.shared / "checkpoint.pt"
+
+        def log(self, **record) -> None:
+            record.setdefault("time", round(self.elapsed(), 3))
+            self.logs.append(record)
+
+        def save_checkpoint(self, state: dict) -> None:
+            pass
+
+        def load_checkpoint(self):
+            if not self.checkpoint_path.exists():
+                return None
+            try:
+                state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+                self.logs, self._elapsed_before = list(state.pop("_logs")), float(state.pop("_elapsed"))
+            except Exception:  # noqa: BLE001 - rank 0 reports the corrupt file and restarts; so do we
+                return None
+            return state
+
+    return WorkerRun
+
+
+def WorkerRun(run, scratch: Path):  # noqa: N802 - a class made on first use (common.store imports nothing here)
+    return _worker_run_class()(run, scratch)

@@ -1,0 +1,123 @@
+"""The BiP figures' profile tables: setups (model, dataset, epochs), the sparsity grid, the seeds, each method's config.
+
+tiny:  digits with the MLP (64-300-100-10, 10 epochs per method) and the 3-conv CNN (5 epochs per method: the CNN
+       step is ~10x the MLP's); the grid is the paper's, remaining fraction 0.8^n, at every other n up to 94.5%.
+       The same epochs E everywhere: BiP runs E epochs, OMP retrains E, every IMP round retrains E, Hydra trains
+       scores E then fine-tunes E; retrained BiP masks (Fig. 9) also get E.
+paper: the presets of bip.prune / bip.magnitude (PAPERS.md's models, datasets and hyperparameters), n = 1..20.
+Every method prunes every conv and linear layer (global unstructured, as the paper); structured pruning leaves the
+first conv dense (its single / three input channels cannot be thinned at a uniform ratio).
+"""
+from __future__ import annotations
+
+from common import config as C
+from common.pretrain import dense_config
+
+SEEDS = (0, 1, 2)
+GRID_N = {"tiny": (1, 3, 5, 7, 9, 11, 13), "paper": tuple(range(1, 21))}
+STRUCTURED = {"tiny": (0.3, 0.5, 0.7, 0.9), "paper": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)}
+REWIND_FRACTIONS = (0.05, 0.1, 0.5, 0.75, 1.0)
+REWIND_SPARSITIES = tuple(round(1 - 0.8 ** n, 6) for n in (1, 5, 9))   # 20%, 67.2%, 86.6% as in the paper's Fig. 9
+IG_SPARSITIES = tuple(round(1 - 0.8 ** n, 6) for n in (5, 11))          # 67.2%, 91.4%
+GAMMAS = (1e4, 1.0, 1e-2, 1e-3, 1e-4)                                    # 1e4: the configs' 1/gamma = 1e-4
+
+# name -> (preset or None, overrides, epochs E)
+SETUPS = {
+    "tiny": {"mlp / digits": (None, {"model": "mlp"}, 10), "cnn / digits": (None, {"model": "cnn"}, 5)},
+    "paper": {f"{m} / {ds}": (f"{ds}-{m}", {}, None) for ds, m in [
+        ("cifar10", "resnet18"), ("cifar10", "resnet20"), ("cifar10", "resnet56"), ("cifar10", "vgg16_bn"),
+        ("cifar100", "resnet18"), ("cifar100", "resnet20"), ("tinyimagenet", "resnet18"),
+        ("imagenet", "resnet50")]},
+}
+IMP_ONLY = {"resnet50 / imagenet"}  # Fig. 6's ImageNet panel shows IMP and BiP only
+# the setups of the other figures (names of SETUPS[profile])
+STRUCTURED_SETUPS = {"tiny": ("cnn / digits",), "paper": ("resnet18 / cifar10", "vgg16_bn / cifar10")}
+REWIND_SETUPS = {"tiny": ("mlp / digits", "cnn / digits"),
+                 "paper": ("resnet20 / cifar10", "resnet18 / cifar10", "resnet18 / cifar100")}
+IG_SETUPS = {"tiny": ("mlp / digits", "cnn / digits"), "paper": ("resnet20 / cifar10",)}
+
+
+def sparsities(profile: str) -> list[float]:
+    return [round(1 - 0.8 ** n, 6) for n in GRID_N[profile]]
+
+
+def setups(profile: str, only=None) -> dict:
+    return {k: v for k, v in SETUPS[profile].items() if only is None or k in only}
+
+
+def prune_config(setup, method: str = "bip", **overrides):
+    from bip import prune
+
+    preset, base, epochs = setup
+    extra = {"epochs": epochs, "finetune_epochs": epochs} if epochs else {}
+    return C.build(prune.Config, prune.PRESETS, preset, **base, **extra, method=method, **overrides)
+
+
+def magnitude_config(setup, method: str = "imp", **overrides):
+    from bip import magnitude
+
+    preset, base, epochs = setup
+    return C.build(magnitude.Config, magnitude.PRESETS, preset, **base, **({"epochs": epochs} if epochs else {}),
+                   method=method, **overrides)
+
+
+def retrain_config(setup, **overrides):
+    from bip import retrain
+
+    preset, base, epochs = setup
+    extra = {"epochs": epochs, "finetune_epochs": epochs, "retrain_epochs": epochs, "retrain.lr": 0.05} \
+        if epochs else {}
+    return C.build(retrain.Config, retrain.PRESETS, preset, **base, **extra, **overrides)
+
+
+def trajectory(profile: str, methods=("bip", "hydra", "imp", "omp"), only=None) -> list:
+    """Every Fig. 6 run: BiP/Hydra/OMP at each grid point (from the dense model), IMP as one chain per seed."""
+    rows = []
+    for name, setup in setups(profile, only).items():
+        for seed in SEEDS:
+            for s in sparsities(profile):
+                for m in ("bip", "hydra"):
+                    if m in methods and (m == "bip" or name not in IMP_ONLY):
+                        rows.append(("bip.prune", prune_config(setup, m, target_sparsity=s, seed=seed)))
+                if "omp" in methods and name not in IMP_ONLY:
+                    rows.append(("bip.magnitude", magnitude_config(setup, "omp", target_sparsity=s, seed=seed)))
+            if "imp" in methods:
+                rows.append(("bip.magnitude", magnitude_config(setup, "imp", target_sparsity=max(sparsities(profile)),
+                                                               seed=seed)))
+    return rows
+
+
+def dense_runs(rows) -> list:
+    """The dense model each run starts from (its result holds the dense training's wall time)."""
+    return [("common.pretrain", dense_config(cfg)) for _, cfg in rows]
+
+
+def setup_label(row) -> str:
+    return f"{row['config.model']} / {row['config.dataset']}"
+
+
+def method_label(row) -> str:
+    return row["config.method"]
+
+
+def tidy(df):
+    """collect() rows -> setup, method, x (sparsity %, the grid value), acc (test %), dense (%), time (s)."""
+    import numpy as np
+
+    df = df[df["script"] != "common.pretrain"].copy()
+    target = df["target_sparsity"] if "target_sparsity" in df else np.nan
+    grid = pd_where(target, df["config.target_sparsity"])
+    return df.assign(setup=df.apply(setup_label, axis=1), method=df["config.method"], x=(100 * grid).round(2),
+                     acc=100 * df["test_acc"], dense=100 * df["dense_test_acc"], time=df["method_time"])
+
+
+def pd_where(primary, fallback):
+    import pandas as pd
+
+    if not isinstance(primary, pd.Series):
+        return fallback
+    return primary.where(primary.notna(), fallback)
+
+
+LABELS = {"bip": "BiP", "hydra": "Hydra", "imp": "IMP", "omp": "OMP", "dense": "dense"}
+COLORS = {"bip": "C3", "hydra": "C2", "imp": "C0", "omp": "C1", "dense": "k"}

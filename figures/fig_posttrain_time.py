@@ -1,0 +1,52 @@
+"""Calibration time of the post-training method against the time of L1-norm pruning + retraining, at equal channel
+ratios (the seed's W2 / appendix A.1 question: what does skipping retraining save?).
+
+Bars: wall time of each method from the dense model to the pruned model (ours: grouping, phase 1, removal, phase 2;
+L1: ranking, removal, retraining with labels), both in the same process conditions. The CSV also has both top-1s
+and the time ratio (goal at the tiny profile: calibration < 5% of L1 + retraining).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from figures import posttrain_runs as P
+from figures.plot import save_csv, save_figure
+
+PAPER = "post-training structured pruning: calibration time vs L1-norm + retraining time (appendix A.1, seed W2)"
+
+
+def runs(profile: str):
+    setup = P.TIME_SETUP[profile]
+    return [P.row(setup, method=m, ratio=r) for r in P.TIME_RATIOS[profile] for m in ("ours", "l1")]
+
+
+def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
+    g = df.groupby(["config.ratio", "config.method"]).agg(time=("method_time", "mean"), top1=("test_acc", "mean"))
+    t = g["time"].unstack("config.method")
+    acc = 100 * g["top1"].unstack("config.method")
+    csv = pd.DataFrame({"ratio": t.index, "calibration_s": t["ours"].values, "l1_retrain_s": t["l1"].values,
+                        "time_ratio": (t["ours"] / t["l1"]).values, "top1_ours": acc["ours"].values,
+                        "top1_l1_retrain": acc["l1"].values,
+                        "retrain_epochs": int(df["config.retrain.epochs"].iloc[0]),
+                        "samples": int(df["config.samples"].iloc[0])})
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    x = np.arange(len(csv))
+    ax.bar(x - 0.2, csv["calibration_s"], 0.4, color="C0", label=f"ours: calibration on {csv['samples'][0]} samples")
+    ax.bar(x + 0.2, csv["l1_retrain_s"], 0.4, color="C1",
+           label=f"L1-norm + {csv['retrain_epochs'][0]} epochs retraining")
+    for i, r in csv.iterrows():  # each bar: the top-1 it reached
+        ax.annotate(f"{r['top1_ours']:.1f}%", (x[i] - 0.2, r["calibration_s"]), ha="center", va="bottom", fontsize=7)
+        ax.annotate(f"{r['top1_l1_retrain']:.1f}%", (x[i] + 0.2, r["l1_retrain_s"]), ha="center", va="bottom",
+                    fontsize=7)
+    ax.set_yscale("log")
+    ax.set_xticks(x, [f"{100 * r:.0f}%\n(time ratio {100 * t:.1f}%)" for r, t in zip(csv["ratio"], csv["time_ratio"])])
+    ax.set(title=f"{P.setup_label(df.iloc[0])}: time to a pruned model", xlabel="channels removed",
+           ylabel="wall time (s, log); labels: top-1")
+    ax.grid(alpha=0.3, axis="y", which="both")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.margins(y=0.35)
+    return [*save_figure(fig, base), save_csv(csv, base)]

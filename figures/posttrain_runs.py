@@ -1,0 +1,52 @@
+"""The post-training pruning figures' profile tables: models, ratios, sample counts and calibration draws per profile.
+
+tiny:  digits (1437 training samples), the 3-conv CNN and the narrow residual ResNet-8 (projection shortcuts, so the
+       channels joined by every residual add are one group), channel ratio 0.5, 128 calibration samples (9% of the
+       training set), 20 + 10 epochs; L1 + retraining: 100 epochs with labels (the paper's length).
+paper: PAPERS.md's setups (posttrain.prune PRESETS): CIFAR-10/100 ResNet-56 / ResNet-50 / VGG-19 at ratio 0.5
+       (VGG-19 on CIFAR-100: 0.4) with 512 samples, ImageNet ResNet-50 at 0.3 with 2048 samples; Fig. 5 on
+       CIFAR-100 ResNet-18.
+"""
+from __future__ import annotations
+
+from common import config as C
+from posttrain import prune
+
+SCRIPT = prune.SCRIPT
+METHODS = ("ours", "holistic", "layerwise", "none", "l1")
+LABELS = {"ours": "ours (penalty + balanced)", "holistic": "holistic, unbalanced (gAP-like)",
+          "layerwise": "layer-wise (AdaPrune-like)", "none": "no reconstruction", "l1": "L1-norm + retraining"}
+DRAWS = {"tiny": (0, 1, 2), "paper": (0,)}  # calibration draws (sample_seed) per reconstruction run
+
+SETUPS = {
+    "tiny": [{"model": "cnn"}, {"model": "resnet8"}],
+    "paper": [{"preset": p} for p in ("cifar10-resnet56", "cifar10-resnet50", "cifar10-vgg19", "cifar100-resnet56",
+                                      "cifar100-resnet50", "cifar100-vgg19", "imagenet-resnet50")],
+}
+# Fig. 4 (samples), Fig. 5 (ratios), Fig. 6 (balance) and the time figure use one setup each.
+SAMPLES = {"tiny": (16, 32, 64, 128, 256), "paper": (128, 512, 1024, 2048, 5120)}
+SAMPLES_SETUP = {"tiny": {"model": "cnn"}, "paper": {"preset": "imagenet-resnet50", "ratio": 0.2}}
+SAMPLE_DRAWS = tuple(range(10))
+RATIOS = {"tiny": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7), "paper": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)}
+ABLATION_SETUP = {"tiny": {"model": "resnet8"}, "paper": {"preset": "cifar100-resnet18"}}
+BALANCE_SETUP = {"tiny": {"model": "resnet8"}, "paper": {"preset": "imagenet-resnet50"}}
+TIME_RATIOS = {"tiny": (0.3, 0.5, 0.7), "paper": (0.3, 0.5)}
+TIME_SETUP = {"tiny": {"model": "cnn"}, "paper": {"preset": "cifar10-resnet56"}}
+
+
+def config(setup: dict, **overrides) -> prune.Config:
+    setup = dict(setup, **overrides)
+    return C.build(prune.Config, prune.PRESETS, setup.pop("preset", None), **setup)
+
+
+def row(setup: dict, **overrides) -> tuple[str, prune.Config]:
+    return SCRIPT, config(setup, **overrides)
+
+
+def draws(profile: str, method: str) -> tuple[int, ...]:
+    """Calibration draws of a method: L1 + retraining uses no calibration samples, so one run."""
+    return (0,) if method == "l1" else DRAWS[profile]
+
+
+def setup_label(r) -> str:
+    return f"{r['config.model']} / {r['config.dataset']}"

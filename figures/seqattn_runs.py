@@ -1,0 +1,66 @@
+"""The SequentialAttention++ figures' profile tables: setups, block sizes, sparsities, seeds per profile.
+
+tiny:  digits, the LeNet-300-100 MLP (64-300-100-10; the classifier left dense), 30 epochs from scratch, SGD 0.05
+       cosine, the paper's ImageNet phase layout scaled to 360 steps; block sizes 1/2/4/8 (both hidden layers have
+       >= 100 blocks at every one of them), sparsities 80/90/95%, 3 seeds.
+paper: ResNet-50 ImageNet (Table 1: block sizes 8/16/32/64 at 70/80/90/95%) and Criteo (Table 2: block sizes
+       5/10/20 at 90/99%), the seqattn.prune presets; one seed each (the paper reports single runs).
+"""
+from __future__ import annotations
+
+from common import config as C
+from seqattn import oneshot, prune
+
+SCRIPT = prune.SCRIPT
+ONESHOT = oneshot.SCRIPT
+METHODS = ("magnitude", "powerprop", "acdc", "sapp")
+LABELS = {"magnitude": "block magnitude", "powerprop": "block PowerProp", "acdc": "ACDC",
+          "sapp": "SequentialAttention++"}
+COLORS = {"magnitude": "C7", "powerprop": "C2", "acdc": "C1", "sapp": "C0"}
+
+SEEDS = {"tiny": (0, 1, 2), "paper": (0,)}
+# (setup overrides, block sizes, sparsities, methods) per profile
+SETUPS = {
+    "tiny": [({"dataset": "digits", "model": "mlp"}, (1, 2, 4, 8), (0.8, 0.9, 0.95), METHODS)],
+    "paper": [({"preset": "imagenet-resnet50"}, (8, 16, 32, 64), (0.7, 0.8, 0.9, 0.95), ("acdc", "sapp")),
+              ({"preset": "criteo"}, (5, 10, 20), (0.9, 0.99), METHODS)],
+}
+# the single setting of the curves / schedule figures and the ablations (paper: 32x32 blocks at 90%)
+FOCUS = {"tiny": {"block": 4, "sparsity": 0.9}, "paper": {"block": 32, "sparsity": 0.9}}
+CURVE_EVERY = {"tiny": 4, "paper": 500}
+
+
+def config(setup: dict, **overrides) -> prune.Config:
+    setup = dict(setup)
+    return C.build(prune.Config, prune.PRESETS, setup.pop("preset", None), **setup, **overrides)
+
+
+def grid(profile: str, methods=None, blocks=None, sparsities=None, seeds=None, setups=None, **overrides):
+    """(script, config) rows: every setup x method x block x sparsity x seed of the profile."""
+    rows = []
+    for setup, setup_blocks, setup_sparsities, setup_methods in (setups or SETUPS[profile]):
+        for method in (methods or setup_methods):
+            for block in (blocks or setup_blocks):
+                for s in (sparsities or setup_sparsities):
+                    for seed in (seeds or SEEDS[profile]):
+                        rows.append((SCRIPT, config(setup, method=method, block=block, sparsity=s, seed=seed,
+                                                    **overrides)))
+    return rows
+
+
+def focus(profile: str, methods=("acdc", "sapp"), seeds=None, **overrides):
+    """The curves / schedule runs: the first setup of the profile at its focus block size and sparsity."""
+    setup = SETUPS[profile][0]
+    return grid(profile, methods=methods, seeds=seeds, setups=[setup], blocks=(FOCUS[profile]["block"],),
+                sparsities=(FOCUS[profile]["sparsity"],), curve_every=CURVE_EVERY[profile], **overrides)
+
+
+def setup_label(row) -> str:
+    return f"{row['config.model']} / {row['config.dataset']}"
+
+
+def metric(df):
+    """(column, label, higher is better) of the setup: test accuracy (%), or the loss for Criteo."""
+    if (df["config.dataset"] == "criteo").all():
+        return "test_loss", "eval loss (BCE)", False
+    return "accuracy", "test accuracy (%)", True

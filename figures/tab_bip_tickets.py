@@ -1,0 +1,44 @@
+"""BiP paper, Table 1: the sparsest "winning ticket" per method and setup -- the highest grid sparsity whose test
+accuracy (mean over seeds) is at least the dense model's (mean over the same seeds). At the paper profile the
+paper's tickets are listed beside ours.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from figures import bip_runs as R
+from figures.plot import mean_spread, save_table
+
+PAPER = "BiP (Zhang et al. 2022) Table 1: sparsest winning tickets"
+REFERENCE = Path(__file__).resolve().parent / "reference" / "bip_table1.csv"
+
+
+def runs(profile: str):
+    return R.trajectory(profile)
+
+
+def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
+    df = R.tidy(df)
+    stats = mean_spread(df, ["setup", "method", "x"], "acc")
+    dense = mean_spread(df.drop_duplicates(["setup", "config.seed"]), ["setup"], "dense").set_index("setup")["mean"]
+    ref = pd.read_csv(REFERENCE) if profile == "paper" else None
+    rows = []
+    for (setup, method), s in stats.groupby(["setup", "method"], sort=False):
+        wins = s[s["mean"] >= dense[setup]]
+        best = wins.loc[wins["x"].idxmax()] if len(wins) else None
+        row = {"setup": setup, "dense acc (%)": round(dense[setup], 2), "method": R.LABELS[method],
+               "sparsest ticket (%)": round(best["x"], 1) if best is not None else "none",
+               "its acc (%)": round(best["mean"], 2) if best is not None else "-"}
+        if ref is not None:
+            r = ref[(ref["setup"] == setup) & (ref["method"] == method)]
+            row["paper ticket"] = f"{r['sparsity'].iloc[0]}% ({r['accuracy'].iloc[0]})" if len(r) else "-"
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    order = {m: i for i, m in enumerate(["IMP", "OMP", "Hydra", "BiP"])}
+    table = table.sort_values(["setup", "method"], key=lambda c: c.map(order) if c.name == "method" else c)
+    caption = ("Sparsest winning ticket: highest grid sparsity with mean test accuracy >= the dense model's "
+               f"(seeds: {len(R.SEEDS)}; grid: remaining 0.8^n, n in {list(R.GRID_N[profile])}; IMP's rounds give every "
+               f"n up to {max(R.GRID_N[profile])})")
+    return save_table(table, base, caption)

@@ -1,0 +1,229 @@
+"""Post-training structured pruning without retraining (two-phase reconstruction), and its baselines.
+
+    python -m posttrain.prune --ratio 0.5 --samples 128                 # ours, digits CNN (tiny profile)
+    python -m posttrain.prune --model resnet8 --method layerwise        # a baseline, on the narrow residual net
+    python -m posttrain.prune --checkpoint my_model.pt --model cnn      # start from a given state_dict
+    python -m posttrain.prune --preset cifar10-resnet56 --data-dir /datasets
+
+Algorithm (ours), from a trained dense model theta and n unlabeled training samples:
+  1. grouping + importance: Torch-Pruning's dependency groups, group L2 importance (mean-normalized), one global
+     channel ratio, the classifier excluded  ->  the channels to remove (``posttrain/groups.py``);
+  2. phase 1: reconstruct every conv/linear/BN output of the teacher (theta, eval mode) with the per-layer
+     normalized holistic loss while a growing sparsity penalty drives the to-be-removed slices to ~0;
+  3. phase 2: remove the channels physically, then recalibrate the kept outputs against the teacher with balanced
+     per-layer learning rates lr/N ... lr/1 (``posttrain/reconstruct.py``).
+Baselines (--method): none (remove, no reconstruction), layerwise (each layer fitted to the teacher on its own,
+AdaPrune-like), holistic (phase 2 only, one learning rate, no penalty: gAP-like), l1 (Li et al.'s L1-norm filter
+ranking, the same ratio in every layer, then full retraining with labels for --retrain.epochs).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import torch
+import torch_pruning as tp
+
+from common import config as C
+from common.cli import Runtime
+from common.data import DATASETS, dataset_info, load_dataset
+from common.errors import UserError
+from common.metrics import count_params, flops, latency_ms
+from common.models import MODELS, build_model, check_model
+from common.pretrain import load_dense
+from common.store import Run
+from common.train import (Progress, Recipe, evaluate, lr_at, make_optimizer, prepare_model, resolve_device,
+                          resumable_epochs, train_epoch)
+from posttrain import groups as G
+from posttrain import reconstruct as R
+
+SCRIPT = "posttrain.prune"
+METHODS = ("ours", "none", "layerwise", "holistic", "l1")
+
+
+@dataclass
+class Config(Runtime):
+    method: str = C.opt("ours", "ours (penalty + balanced two-phase reconstruction), none, layerwise (AdaPrune-like), "
+                                "holistic (gAP-like), l1 (L1-norm + retraining with labels)", choices=METHODS)
+    dataset: str = C.opt("digits", "dataset", choices=DATASETS)
+    model: str = C.opt("cnn", "model", choices=MODELS)
+    seed: int = C.opt(0, "seed of the dense model (and of L1 retraining's data order)")
+    pretrain: Recipe = C.opt(Recipe(epochs=30, lr=0.05), "recipe of the dense model from the run store")
+    checkpoint: str = C.opt("", "start from this state_dict file instead of the store's dense model")
+    ratio: float = C.opt(0.5, "fraction of all prunable channels to remove (global), in [0, 1)")
+    ignore: tuple[str, ...] = C.opt((), "layer-name patterns (fnmatch) whose output channels are never removed, "
+                                        "besides the classifier's (option-A ResNets: conv1,layers.*.conv2)")
+    samples: int = C.opt(128, "number of unlabeled calibration samples drawn from the training set")
+    sample_seed: int = C.opt(0, "seed of the calibration draw (without replacement, no augmentation)")
+    batch_size: int = C.opt(32, "calibration batch size")
+    lr: float = C.opt(3e-3, "Adam learning rate of both phases (phase 2: of the last layer when balanced)")
+    phase1_epochs: int = C.opt(10, "phase 1 epochs (growing sparsity penalty); 0 skips it")
+    phase2_epochs: int = C.opt(10, "phase 2 epochs (recalibration after removal)")
+    penalty: float = C.opt(0.02, "lambda_0: sparsity penalty coefficient in phase 1's first epoch")
+    penalty_growth: float = C.opt(0.02, "delta: added to the penalty coefficient every phase 1 epoch")
+    balanced: bool = C.opt(True, "phase 2 per-layer learning rates lr/N ... lr/1 (false: one lr for every layer)")
+    retrain: Recipe = C.opt(Recipe(epochs=100, lr=0.01), "l1 baseline: retraining with labels on the full training set")
+    latency_batch: int = C.opt(64, "batch size of the CPU latency measurement")
+
+
+PRESETS = {
+    # PAPERS.md: CIFAR ResNet-56 / ResNet-50 / VGG-19 at channel ratio 0.5 (VGG-19 on CIFAR-100: 0.4), 512 samples,
+    # 20 + 10 epochs, Adam 1e-3; the dense models use the 200-epoch CIFAR recipe (no official checkpoints exist).
+    # resnet56 has option-A (zero-padding) shortcuts, which Torch-Pruning cannot follow: its residual widths (stem and
+    # every block's conv2) stay and the blocks' inner channels are pruned. ResNet-50 is torchvision's (ImageNet stem).
+    "cifar10-resnet56": {"dataset": "cifar10", "model": "resnet56", "ignore": ("conv1", "layers.*.conv2"),
+                         "ratio": 0.5, "samples": 512},
+    "cifar10-resnet50": {"dataset": "cifar10", "model": "resnet50", "ratio": 0.5, "samples": 512},
+    "cifar10-vgg19": {"dataset": "cifar10", "model": "vgg19_bn", "ratio": 0.5, "samples": 512},
+    "cifar100-resnet56": {"dataset": "cifar100", "model": "resnet56", "ignore": ("conv1", "layers.*.conv2"),
+                          "ratio": 0.5, "samples": 512},
+    "cifar100-resnet50": {"dataset": "cifar100", "model": "resnet50", "ratio": 0.5, "samples": 512},
+    "cifar100-vgg19": {"dataset": "cifar100", "model": "vgg19_bn", "ratio": 0.4, "samples": 512},
+    # Fig. 5's CIFAR-100 ResNet-18 (the CIFAR variant with projection shortcuts).
+    "cifar100-resnet18": {"dataset": "cifar100", "model": "resnet18", "ratio": 0.5, "samples": 512},
+    # ImageNet ResNet-50 (torchvision), ratio 0.2 / 0.3, 2048 samples; dense model: the 90-epoch step recipe.
+    "imagenet-resnet50": {"dataset": "imagenet", "model": "resnet50", "ratio": 0.3, "samples": 2048},
+}
+_PAPER_CALIBRATION = {"phase1_epochs": 20, "phase2_epochs": 10, "lr": 1e-3, "batch_size": 64}
+_CIFAR_DENSE = {"pretrain.epochs": 200, "pretrain.lr": 0.1, "pretrain.weight_decay": 1e-4,
+                "retrain.epochs": 100, "retrain.lr": 0.01, "retrain.weight_decay": 1e-4, **_PAPER_CALIBRATION}
+for _name, _p in PRESETS.items():
+    if _name.startswith("cifar"):
+        _p.update(_CIFAR_DENSE)
+PRESETS["imagenet-resnet50"].update({
+    "pretrain.epochs": 90, "pretrain.lr": 0.1, "pretrain.weight_decay": 1e-4, "pretrain.batch_size": 256,
+    "pretrain.schedule": "multistep", "pretrain.milestones": (30.0, 60.0, 80.0), "retrain.epochs": 100,
+    "retrain.lr": 0.01, "retrain.weight_decay": 1e-4, "retrain.batch_size": 256, **_PAPER_CALIBRATION})
+
+
+def validate(cfg: Config) -> None:
+    dataset_info(cfg.dataset)
+    check_model(cfg.model)
+    if not 0.0 <= cfg.ratio < 1.0:
+        raise UserError(f"--ratio {cfg.ratio} is outside [0, 1); give the fraction of channels to remove, e.g. 0.5")
+    if cfg.samples < 1:
+        raise UserError(f"--samples {cfg.samples} must be at least 1 (unlabeled calibration samples)")
+    if min(cfg.phase1_epochs, cfg.phase2_epochs, cfg.retrain.epochs) < 0 or cfg.batch_size < 1 or not cfg.lr > 0:
+        raise UserError("epochs must be >= 0, --batch-size >= 1 and --lr > 0")
+
+
+# ---------------------------------------------------------------------------------------------------- the model
+def dense_model(cfg: Config, device, info):
+    """The trained dense model theta: the given checkpoint, or the store's dense run (trained once, shared)."""
+    if not cfg.checkpoint:
+        return load_dense(cfg, device)
+    model = build_model(cfg.model, info.num_classes, info.input_shape)
+    try:
+        state = torch.load(cfg.checkpoint, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"--checkpoint {cfg.checkpoint}: no such file") from None
+    except Exception as exc:  # noqa: BLE001 - unreadable file
+        raise UserError(f"--checkpoint {cfg.checkpoint} is not a readable torch state_dict ({type(exc).__name__})") \
+            from None
+    state = state.get("model", state) if isinstance(state, dict) else state
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        first = str(exc).splitlines()
+        detail = (first[1].strip() if len(first) > 1 else first[0] if first else "")[:160]
+        raise UserError(f"--checkpoint {cfg.checkpoint} does not match --model {cfg.model} ({detail}); "
+                        f"pass the --model the checkpoint was trained as") from None
+    return prepare_model(model, device), None
+
+
+def costs(model, input_shape) -> dict:
+    return {"params": count_params(model)["params"], "flops": flops(model, input_shape)["flops"]}
+
+
+def channels(model) -> int:
+    return sum(m.weight.shape[0] for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+
+
+# ---------------------------------------------------------------------------------------------------- methods
+def calibrate(cfg: Config, teacher, student, x, run) -> tuple[list[dict], G.Plan, R.TeacherOutputs]:
+    """Steps 1-3 for the reconstruction methods (``student`` is a copy of ``teacher``; it is pruned in place).
+    Returns phase 2's per-layer update sizes, the plan and the teacher's outputs on the samples."""
+    plan = G.plan(student, x[:1], cfg.ratio, "group-l2", "global", cfg.ignore)                         # step 1
+    teacher = R.TeacherOutputs(teacher, x, plan.kept)  # its outputs on the samples, over the channels that stay
+    if cfg.method == "ours" and cfg.phase1_epochs > 0:                                       # phase 1
+        R.reconstruct(student, teacher, x, epochs=cfg.phase1_epochs, lr=cfg.lr, batch_size=cfg.batch_size,
+                      seed=cfg.sample_seed, kept=plan.kept, penalty=plan.slices(), lambda0=cfg.penalty,
+                      growth=cfg.penalty_growth, log=run.log, phase="phase1")
+    plan.remove()                                                                            # phase 2: prune ...
+    before = {n: m.weight.detach().clone() for n, m in student.named_modules()
+              if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
+    if cfg.method != "none" and cfg.phase2_epochs > 0:                                       # ... and recalibrate
+        R.reconstruct(student, teacher, x, epochs=cfg.phase2_epochs, lr=cfg.lr, batch_size=cfg.batch_size,
+                      seed=cfg.sample_seed, kept=plan.kept, balanced=cfg.method == "ours" and cfg.balanced,
+                      layerwise=cfg.method == "layerwise", log=run.log, phase="phase2")
+    return R.update_sizes(before, student), plan, teacher
+
+
+def l1_retrain(cfg: Config, student, data, run) -> None:
+    """Li et al. 2017: remove the smallest-L1 filters, the same ratio in every layer, then retrain with labels."""
+    G.plan(student, data.sample(1, 0)[0], cfg.ratio, "l1", "layer", cfg.ignore).remove()
+    optimizer = make_optimizer(student.parameters(), cfg.retrain, cfg.retrain.lr)
+    steps = len(data.train)
+    progress = Progress(cfg.progress)
+    for epoch in resumable_epochs(run, cfg.retrain.epochs, {"model": student, "optimizer": optimizer}):
+        stats = train_epoch(student, data.train, epoch, optimizer, first_step=epoch * steps,
+                            lr_of_step=lambda s: lr_at(cfg.retrain, s / steps, cfg.retrain.epochs))
+        run.log(phase="retrain", epoch=epoch + 1, train_loss=stats["loss"], train_acc=stats["acc"])
+        progress.line(f"[l1 retrain] epoch {epoch + 1}/{cfg.retrain.epochs} loss {stats['loss']:.4f}")
+
+
+def speedup(dense, pruned, input_shape, batch: int) -> tuple[float, float]:
+    """Median CPU latencies (ms) of dense and pruned, measured alternately three times each (median of medians)."""
+    d, p = [], []
+    for _ in range(3):
+        d.append(latency_ms(dense, input_shape, batch_size=batch, repeats=10, warmup=2, threads=1))
+        p.append(latency_ms(pruned, input_shape, batch_size=batch, repeats=10, warmup=2, threads=1))
+    return sorted(d)[1], sorted(p)[1]
+
+
+def compute(cfg: Config, run: Run) -> dict:
+    device = resolve_device(cfg.device)
+    info = dataset_info(cfg.dataset)
+    data = load_dataset(cfg.dataset, root=cfg.data_dir, download=cfg.download, device=device,
+                        batch_size=cfg.retrain.batch_size, seed=cfg.seed, workers=cfg.workers)
+    x, _ = data.sample(cfg.samples, cfg.sample_seed)  # n distinct unlabeled samples; labels are never used
+    # the architecture must be traceable by Torch-Pruning: checked before any dense training
+    G.check_traceable(build_model(cfg.model, info.num_classes, info.input_shape), x[:1].cpu(), cfg.ratio, cfg.ignore)
+    teacher, _ = dense_model(cfg, device, info)
+    teacher.eval().requires_grad_(False)
+    dense_acc = evaluate(teacher, data.test)["acc"]
+    student = copy.deepcopy(teacher).requires_grad_(True)
+    torch.manual_seed(cfg.seed)
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # one-time lazy imports stay out of the timings below
+
+    start = time.perf_counter()
+    updates, retrain_time = [], 0.0
+    if cfg.method == "l1":
+        l1_retrain(cfg, student, data, run)
+        loss_after = None
+    else:
+        updates, plan, targets = calibrate(cfg, teacher, student, x, run)
+        loss_after = R.calibration_loss(student, targets, x, plan.kept)
+    method_time = time.perf_counter() - start
+    if cfg.method == "l1":
+        retrain_time = method_time
+
+    test = evaluate(student, data.test)
+    dense_cost, pruned_cost = costs(teacher, info.input_shape), costs(student, info.input_shape)
+    lat_dense, lat_pruned = speedup(teacher, student, info.input_shape, cfg.latency_batch)
+    torch.save(tp.state_dict(student), run.dir / "model.pt")  # the pruned architecture + weights (tp.load_state_dict)
+    return {"test_acc": test["acc"], "test_loss": test["loss"], "dense_test_acc": dense_acc,
+            "params": pruned_cost["params"], "flops": pruned_cost["flops"],
+            "dense_params": dense_cost["params"], "dense_flops": dense_cost["flops"],
+            "RP": dense_cost["params"] / pruned_cost["params"], "RF": dense_cost["flops"] / pruned_cost["flops"],
+            "channels": channels(student), "dense_channels": channels(teacher),
+            "method_time": method_time, "retrain_time": retrain_time,
+            "latency_dense_ms": lat_dense, "latency_pruned_ms": lat_pruned, "speedup": lat_dense / lat_pruned,
+            "calib_loss": loss_after, "updates": updates}
+
+
+if __name__ == "__main__":
+    from common.cli import main
+
+    raise SystemExit(main(SCRIPT))

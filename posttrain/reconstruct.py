@@ -1,0 +1,198 @@
+"""Layer reconstruction against the original model (the teacher) on a few unlabeled calibration samples.
+
+Holistic loss, normalized per layer (every conv / linear / BatchNorm output l of the student S and teacher T):
+
+    L_rec = sum_l || S_l - T_l[:, kept_l] ||^2 / || T_l[:, kept_l] ||^2                              (eq. 2)
+
+Phase 1 (before pruning, the student still has every channel): Adam on L_rec over the channels that will stay, while
+a growing sparsity penalty (lambda_j / 2) ||W_P||^2 pulls the to-be-removed slices W_P (their conv/linear rows and
+columns, BN gamma/beta) to zero, lambda_j = lambda_0 + j * delta at epoch j. The penalty's gradient step
+W_P <- W_P - lambda_j W_P is applied after every Adam step, decoupled from Adam (as AdamW applies weight decay):
+Adam divides each coordinate's gradient by its own running scale, so a penalty added to the loss would move W_P by
+~lr per step whatever lambda is, and the growing coefficient would have no effect. The kept channels meanwhile take
+over what the shrinking ones carried, so removing them afterwards loses little.
+Phase 2 (after pruning): Adam on L_rec over the kept channels; with balanced updates the layer at depth k of N gets
+learning rate lr / (N - k + 1): the first layer (whose weights receive the gradient of every later layer's error)
+takes the smallest steps, the last one lr / 1.
+Layer-wise reconstruction (the AdaPrune-like baseline) detaches every layer's input, so each layer is fitted to the
+teacher's output on its own.
+
+BatchNorm: teacher and student both run in eval mode, so BN uses the dense model's running statistics (sliced to
+the kept channels by the removal) and never re-estimates them on the few calibration samples; the affine gamma/beta
+are learned like every other parameter.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from common.errors import Diverged
+from posttrain.groups import RECORDED
+
+
+@contextmanager
+def recording(model: nn.Module, detach_inputs: bool = False):
+    """Collect ``{layer name: output}`` of every recorded layer during a forward pass (optionally cut each
+    layer's input from the graph, so that every layer's error only reaches its own parameters)."""
+    outputs: dict[str, torch.Tensor] = {}
+    hooks = []
+    for name, m in model.named_modules():
+        if isinstance(m, RECORDED):
+            # clone: a following ReLU(inplace=True) must not overwrite the recorded BN output
+            hooks.append(m.register_forward_hook(
+                lambda mod, inp, out, name=name: outputs.__setitem__(name, out.clone())))
+            if detach_inputs:
+                hooks.append(m.register_forward_pre_hook(lambda mod, inp: tuple(x.detach() for x in inp)))
+    try:
+        yield outputs
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def holistic_loss(student: dict, target: dict, norm: dict, kept: dict, unpruned: bool = False) -> torch.Tensor:
+    """Eq. 2: sum over layers of ||S_l - T_l||^2 / ||T_l||^2, where ``target`` already holds the teacher's kept
+    channels and ``norm`` their squared norms (``unpruned``: the student still has every channel; select the kept
+    ones of its outputs too)."""
+    total = 0.0
+    for name, s in student.items():
+        if unpruned and name in kept:
+            s = s.index_select(1, kept[name].to(s.device))
+        total = total + (s - target[name]).pow(2).sum() / norm[name].clamp_min(1e-12)
+    return total
+
+
+def layer_order(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.Module]]:
+    """The layers that own parameters (conv / linear / BN), in the order the forward pass runs them."""
+    order, hooks = [], []
+    for name, m in model.named_modules():
+        if isinstance(m, RECORDED):
+            hooks.append(m.register_forward_hook(lambda mod, i, o, name=name: order.append((name, mod))))
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return list(dict.fromkeys(order))
+
+
+def balanced_groups(model: nn.Module, example: torch.Tensor, lr: float, balanced: bool) -> list[dict]:
+    """One Adam parameter group per layer; balanced: lr / N for the first of N layers ... lr / 1 for the last."""
+    if not balanced:
+        return [{"params": list(model.parameters()), "lr": lr}]
+    layers = layer_order(model, example)
+    n = len(layers)
+    groups = [{"params": list(m.parameters(recurse=False)), "lr": lr / (n - k), "name": name}
+              for k, (name, m) in enumerate(layers)]
+    seen = {id(p) for g in groups for p in g["params"]}
+    rest = [p for p in model.parameters() if id(p) not in seen]
+    if rest:
+        groups.append({"params": rest, "lr": lr, "name": "other"})
+    return groups
+
+
+def batches(n: int, batch_size: int, epoch: int, seed: int):
+    """Indices of the calibration samples in a fresh seeded order each epoch."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+    for i in range(0, n, batch_size):
+        yield order[i:i + batch_size]
+
+
+class TeacherOutputs:
+    """The teacher's outputs on the calibration samples, restricted to the kept channels, with their squared norms:
+    computed once and kept when they fit in ``budget_bytes`` (the samples are fixed and never augmented), else
+    recomputed for every batch."""
+
+    def __init__(self, teacher: nn.Module, x: torch.Tensor, kept: dict, budget_bytes: float = 2**30, chunk: int = 256):
+        self.teacher, self.x, self.kept = teacher.eval(), x, kept
+        with torch.no_grad(), recording(teacher) as out:
+            teacher(x[:1])
+        per_sample = sum(t.numel() * t.element_size() for t in out.values())
+        self.cache = None
+        if per_sample * len(x) <= budget_bytes:
+            parts = [self._run(x[i:i + chunk]) for i in range(0, len(x), chunk)]
+            self.cache = {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
+            self.sample_norms = {name: t.flatten(1).pow(2).sum(1) for name, t in self.cache.items()}
+
+    @torch.no_grad()
+    def _run(self, xb) -> dict:
+        with recording(self.teacher) as out:
+            self.teacher(xb)
+        return {name: t.index_select(1, self.kept[name].to(t.device)) if name in self.kept else t
+                for name, t in out.items()}
+
+    def __call__(self, idx: torch.Tensor) -> tuple[dict, dict]:
+        """(kept teacher outputs, their squared norms) for the samples at ``idx``."""
+        idx = idx.to(self.x.device)
+        if self.cache is None:
+            target = self._run(self.x[idx])
+            return target, {name: t.pow(2).sum() for name, t in target.items()}
+        return ({name: t[idx] for name, t in self.cache.items()},
+                {name: n[idx].sum() for name, n in self.sample_norms.items()})
+
+
+def reconstruct(student: nn.Module, teacher: TeacherOutputs, x: torch.Tensor, *, epochs: int, lr: float,
+                batch_size: int, seed: int, kept: dict, balanced: bool = False, layerwise: bool = False,
+                penalty: list | None = None, lambda0: float = 0.0, growth: float = 0.0, log=None,
+                phase: str = "") -> list[dict]:
+    """Adam on the reconstruction loss; with ``penalty`` slices (phase 1, the student still has every channel)
+    the growing sparsity penalty shrinks them after every step. Returns the per-epoch log."""
+    student.eval()
+    optimizer = torch.optim.Adam(balanced_groups(student, x[:1], lr, balanced), foreach=True)
+    records = []
+    for epoch in range(epochs):
+        lam = min(1.0, lambda0 + epoch * growth)  # lambda_j, j = epoch
+        total = torch.zeros((), device=x.device)
+        for idx in batches(len(x), batch_size, epoch, seed):
+            target, norm = teacher(idx)
+            with recording(student, detach_inputs=layerwise) as s_out:
+                student(x[idx.to(x.device)])
+            loss = holistic_loss(s_out, target, norm, kept, unpruned=bool(penalty))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if penalty:
+                with torch.no_grad():  # W_P <- W_P - lambda_j * W_P: the penalty's step, decoupled from Adam
+                    for p, m in penalty:
+                        p.sub_(lam * p * m)
+            total += loss.detach() * len(idx)
+        rec = float(total) / len(x)
+        if not math.isfinite(rec):
+            raise Diverged(f"{phase} reconstruction loss became {rec} in epoch {epoch + 1}; lower --lr")
+        record = {"phase": phase, "epoch": epoch + 1, "rec_loss": rec}
+        if penalty:
+            with torch.no_grad():
+                norm = float(sum((p * m).pow(2).sum() for p, m in penalty)) ** 0.5
+            record.update(penalty_coef=lam, pruned_norm=norm)
+        records.append(record)
+        if log is not None:
+            log(**record)
+    return records
+
+
+@torch.no_grad()
+def calibration_loss(student: nn.Module, teacher: TeacherOutputs, x: torch.Tensor, kept: dict,
+                     unpruned: bool = False, batch_size: int = 256) -> float:
+    """Mean holistic loss of ``student`` over the calibration samples (no update)."""
+    student.eval()
+    total = 0.0
+    for idx in torch.arange(len(x)).split(batch_size):
+        with recording(student) as s_out:
+            student(x[idx.to(x.device)])
+        total += float(holistic_loss(s_out, *teacher(idx), kept, unpruned)) * len(idx)
+    return total / len(x)
+
+
+def update_sizes(before: dict, model: nn.Module) -> list[dict]:
+    """Per layer, in forward order: ||W_after - W_before|| / ||W_before|| of its weight (Fig. 6's update magnitude)."""
+    out = []
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and name in before:
+            w0, w1 = before[name], m.weight.detach()
+            out.append({"layer": name, "update": float((w1 - w0).norm() / w0.norm().clamp_min(1e-12)),
+                        "abs_update": float((w1 - w0).norm())})
+    return out

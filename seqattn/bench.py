@@ -1,0 +1,41 @@
+"""SequentialAttention++ step cost, measured in this one process (python -m seqattn.bench; part of make bench).
+
+A SA++ training step computes W_eff = W (.) expand(A (.) Mask), A = n * softmax(L), for every block-sparsified layer
+(forward and backward), and the optimizer also updates the logits; top-k runs only at mask updates, never per step.
+Ratio: SA++ step (sparsification-phase state: mask applied) / dense step of the same model; goal <= 1.3.
+"""
+from __future__ import annotations
+
+import torch
+
+from common.bench import RepeatedBatches, interleaved, report
+from common.models import build_model
+from common.train import Optim, make_optimizer, train_epoch
+from seqattn.attention import Reparam
+from seqattn.blocks import BlockLayers, block_topk
+
+
+def sapp_step_ratio(model_name: str, shape, steps: int, block: int, batch_size: int = 128) -> float:
+    data = RepeatedBatches(shape, 10, batch_size, steps)
+
+    def trainer(sapp: bool):
+        torch.manual_seed(0)
+        model = build_model(model_name, 10, shape)
+        if sapp:
+            reparam = Reparam(model, BlockLayers(model, block, ("last",), 100), "attention", clip=(0.1, 10.0))
+            reparam.set_masks(block_topk(reparam.attention(), 0.9, "layer"), applied=True)
+        opt = make_optimizer(model.parameters(), Optim(), 0.01)
+        return lambda: train_epoch(model, data, 0, opt, lr_of_step=lambda s: 0.01, first_step=0)
+
+    t = interleaved({"dense": trainer(False), "sapp": trainer(True)})
+    return t["sapp"] / t["dense"]
+
+
+def main() -> None:
+    print(f"seqattn benchmarks (torch {torch.__version__}, {torch.get_num_threads()} threads, cpu)")
+    report("SA++ / dense training step, digits cnn B=4 (bs 128)", sapp_step_ratio("cnn", (1, 8, 8), 12, 4), "<= 1.3")
+    report("SA++ / dense training step, digits mlp B=4 (bs 128)", sapp_step_ratio("mlp", (1, 8, 8), 24, 4), "<= 1.3")
+
+
+if __name__ == "__main__":
+    main()

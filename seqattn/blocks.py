@@ -1,0 +1,101 @@
+"""The block-sparsified layers of a model: which weights are candidates, their BxB block grids, block masks.
+
+A weight is seen through ``common.sparsity.BlockView`` as a (H*W*Cin) x Cout matrix (Linear: in x out) cut into BxB
+tiles. A layer takes part only when its grid has at least ``min_blocks`` tiles (the paper leaves layers with fewer
+than 100 blocks dense). One value per block (a score, a 0/1 mask, an attention weight) is a tensor of the grid's shape;
+``expand`` broadcasts it to the weight's shape.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from common import sparsity as S
+from common.errors import UserError
+
+
+def exact(view: S.BlockView) -> bool:
+    """Whether the blocks tile the weight exactly (no padding): then scaling is a broadcast over a view."""
+    return view.rows % view.block == 0 and view.cols % view.block == 0 and (
+        len(view.shape) == 2 or view.shape[1] % view.block == 0)
+
+
+def scale_blocks(view: S.BlockView, w: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """w (.) expand(values). When the blocks tile w exactly, values are repeated along the input dimension only and
+    broadcast over the B output rows of each block (a contiguous inner loop: about the cost of one multiply)."""
+    if not exact(view):
+        return w * expand(view, values)
+    b, (gr, gc) = view.block, view.grid
+    if w.dim() == 2:  # (out, in) = (gc*B, gr*B): weight[o, i] is in block (i // B, o // B)
+        rows = values.t().repeat_interleave(b, dim=1)                     # (gc, in)
+        return (w.view(gc, b, -1) * rows[:, None]).view(w.shape)
+    cout, cin, h, k = w.shape  # matrix row (h, w, cin) -> block row (h, w, cin // B)
+    rows = values.view(h, k, cin // b, gc).permute(3, 2, 0, 1).repeat_interleave(b, dim=1)  # (gc, cin, h, k)
+    return (w.view(gc, b, cin, h, k) * rows[:, None]).view(w.shape)
+
+
+def block_sum(view: S.BlockView, t: torch.Tensor) -> torch.Tensor:
+    """Sum of ``t`` (a weight-shaped tensor) over every block: shape ``view.grid`` (the adjoint of ``expand``)."""
+    if not exact(view):
+        return view.tiles(t).sum(dim=(1, 3))
+    b, (gr, gc) = view.block, view.grid
+    if t.dim() == 2:
+        return t.view(gc, b, -1).sum(dim=1).view(gc, gr, b).sum(dim=2).t()
+    cout, cin, h, k = t.shape
+    per = t.view(gc, b, cin, h, k).sum(dim=1).view(gc, cin // b, b, h, k).sum(dim=2)  # (gc, cin/B, h, k)
+    return per.permute(2, 3, 1, 0).reshape(gr, gc)
+
+
+def expand(view: S.BlockView, values: torch.Tensor) -> torch.Tensor:
+    """One value per block (shape ``view.grid``) as a tensor of the weight's shape (differentiable, no copies kept)."""
+    b, (gr, gc) = view.block, view.grid
+    m = values[:, None, :, None].expand(gr, b, gc, b).reshape(gr * b, gc * b)[: view.rows, : view.cols]
+    return view.from_matrix(m)
+
+
+class BlockLayers:
+    """The candidate weights ``{name: parameter}`` of a model and one ``BlockView`` each, for block size ``block``."""
+
+    def __init__(self, model: nn.Module, block: int, exclude=("last",), min_blocks: int = 100):
+        check_block(model, block, exclude, min_blocks)
+        self.block = block
+        self.views, self.params, self.modules = {}, {}, {}
+        modules = dict(model.named_modules())
+        for name, p in S.prunable(model, exclude).items():
+            view = S.BlockView(p.shape, block)
+            if view.n_blocks >= min_blocks:
+                self.views[name], self.params[name] = view, p
+                self.modules[name] = modules[name.rsplit(".", 1)[0]]
+
+    def names(self) -> list[str]:
+        return list(self.views)
+
+    def ones(self, device) -> dict[str, torch.Tensor]:
+        return {n: torch.ones(v.grid, device=device) for n, v in self.views.items()}
+
+
+def check_block(model: nn.Module, block: int, exclude, min_blocks: int) -> None:
+    """A block size must be positive and leave at least one candidate layer with ``min_blocks`` blocks."""
+    if block < 1:
+        raise UserError(f"--block {block} must be a positive block size (1 = unstructured), e.g. --block 8")
+    params = S.prunable(model, exclude)
+    if not params:
+        raise UserError(f"no prunable layer is left after --exclude {','.join(exclude)}; exclude fewer layers")
+    views = [S.BlockView(p.shape, block) for p in params.values()]
+    if all(block > min(v.rows, v.cols) for v in views):
+        largest = max(min(v.rows, v.cols) for v in views)
+        raise UserError(f"--block {block} is larger than every prunable layer (the largest fits {largest}x{largest} "
+                        f"blocks); choose --block {largest} or less")
+    if all(v.n_blocks < min_blocks for v in views):
+        most = max(v.n_blocks for v in views)
+        raise UserError(f"with --block {block} no prunable layer has --min-blocks {min_blocks} blocks (the largest "
+                        f"has {most}); lower --block or --min-blocks")
+
+
+def block_topk(scores: dict[str, torch.Tensor], sparsity: float, scope: str,
+               within: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """0/1 block masks keeping the highest scores (per layer or global). With ``within``, blocks already removed
+    (mask 0) stay removed: they rank below every live block (backward elimination)."""
+    if within is not None:
+        scores = {n: s.masked_fill(within[n] == 0, float("-inf")) for n, s in scores.items()}
+    return {n: m.float() for n, m in S.topk(scores, sparsity, scope).items()}

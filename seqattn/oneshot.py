@@ -1,0 +1,134 @@
+"""One-shot block pruning of a trained dense model: softmax-attention scores vs magnitude scores (paper Fig. 2a).
+
+    python -m seqattn.oneshot --score attention --block 4      # every sparsity of --sparsities in one run
+    python -m seqattn.oneshot --score magnitude --block 4
+
+- ``attention``: the dense model is trained with the SequentialAttention++ reparameterization W (.) A,
+  A = n_blocks * softmax(L / T), one logit per block (mask never applied), then the blocks with the lowest A are
+  removed (W_eff = W (.) A (.) Mask).
+- ``magnitude``: the plain dense model of ``common.pretrain`` (same recipe, seed and data order) is pruned by the
+  Frobenius norm of each block.
+Both then fine-tune for ``finetune.epochs`` (0: none) with the mask frozen. One run reports every sparsity as a point.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from common import config as C
+from common import sparsity as S
+from common.cli import Runtime
+from common.data import DATASETS, dataset_info, load_dataset
+from common.errors import UserError
+from common.models import MODELS, build_model, check_model
+from common.pretrain import load_dense
+from common.store import Run
+from common.train import (Progress, Recipe, evaluate, lr_at, make_optimizer, prepare_model, resolve_device,
+                          resumable_epochs, train_epoch)
+from seqattn.attention import Reparam
+from seqattn.blocks import BlockLayers, block_topk, check_block
+from seqattn.prune import loss_of
+
+SCRIPT = "seqattn.oneshot"
+
+
+@dataclass
+class Config(Runtime):
+    score: str = C.opt("attention", "block scores: softmax attention of a model trained with it, or block magnitude "
+                                    "of a plainly trained model", choices=("attention", "magnitude"))
+    dataset: str = C.opt("digits", "dataset", choices=DATASETS)
+    model: str = C.opt("mlp", "model", choices=MODELS)
+    seed: int = C.opt(0, "random seed (initialization and data order)")
+    block: int = C.opt(4, "block size B (1 = unstructured)")
+    sparsities: tuple[float, ...] = C.opt((0.5, 0.7, 0.8, 0.9, 0.95, 0.98), "sparsities to prune to, one point each")
+    scope: str = C.opt("layer", "uniform sparsity per layer or one global ranking", choices=("layer", "global"))
+    exclude: tuple[str, ...] = C.opt(("last",), "layers never pruned: first, last, or module-name patterns")
+    min_blocks: int = C.opt(100, "layers with fewer blocks stay dense")
+    temperature: float = C.opt(1.0, "attention: softmax temperature T")
+    pretrain: Recipe = C.opt(Recipe(epochs=30, lr=0.05), "dense training recipe (both scores)")
+    finetune: Recipe = C.opt(Recipe(epochs=3, lr=0.01, schedule="cosine"), "fine-tuning after pruning (epochs 0: "
+                                                                            "none); its optimizer and LR schedule")
+
+
+def validate(cfg: Config) -> None:
+    info = dataset_info(cfg.dataset)
+    check_model(cfg.model)
+    if not cfg.sparsities:
+        raise UserError("--sparsities is empty; give e.g. --sparsities 0.5,0.9")
+    for s in cfg.sparsities:
+        S.check_sparsity(s, "sparsities")
+    if not cfg.temperature > 0:
+        raise UserError(f"--temperature {cfg.temperature} must be > 0")
+    with torch.device("meta"):
+        check_block(build_model(cfg.model, info.num_classes, info.input_shape), cfg.block, cfg.exclude,
+                    cfg.min_blocks)
+
+
+def _reparam(cfg: Config, model, kind: str) -> Reparam:
+    return Reparam(model, BlockLayers(model, cfg.block, cfg.exclude, cfg.min_blocks), kind,
+                   temperature=cfg.temperature, clip=None)
+
+
+def _train(model, data, optimizer, recipe: Recipe, epochs, loss_fn, progress, desc):
+    steps = len(data.train)
+    for epoch in epochs:
+        stats = train_epoch(model, data.train, epoch, optimizer, first_step=epoch * steps, loss_fn=loss_fn,
+                            lr_of_step=lambda s: lr_at(recipe, s / steps, recipe.epochs), progress=progress,
+                            desc=f"{desc} {epoch + 1}/{recipe.epochs}")
+        yield epoch, stats
+
+
+def compute(cfg: Config, run: Run) -> dict:
+    device = resolve_device(cfg.device)
+    info = dataset_info(cfg.dataset)
+    loss_fn = loss_of(info.num_classes)
+    progress = Progress(cfg.progress)
+    kind = "attention" if cfg.score == "attention" else "mask"
+    # The trained dense model: with the attention reparameterization (trained here), or plain (common.pretrain).
+    if cfg.score == "magnitude":
+        model, _ = load_dense(cfg, device)
+        model.train()
+        _reparam(cfg, model, kind)
+    torch.manual_seed(cfg.seed)
+    data = load_dataset(cfg.dataset, root=cfg.data_dir, download=cfg.download, device=device,
+                        batch_size=cfg.pretrain.batch_size, seed=cfg.seed, workers=cfg.workers)
+    if cfg.score == "attention":
+        model = prepare_model(build_model(cfg.model, info.num_classes, info.input_shape), device)
+        _reparam(cfg, model, kind)
+        optimizer = make_optimizer(model.parameters(), cfg.pretrain, cfg.pretrain.lr)  # weight decay on L too
+        for epoch, stats in _train(model, data, optimizer, cfg.pretrain,
+                                   resumable_epochs(run, cfg.pretrain.epochs, {"model": model, "optimizer": optimizer}),
+                                   loss_fn, progress, "dense+attention"):
+            run.log(epoch=epoch + 1, train_loss=stats["loss"], train_acc=stats["acc"])
+    dense_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    dense = evaluate(model, data.test, loss_fn)
+
+    points = []
+    for s in cfg.sparsities:
+        torch.manual_seed(cfg.seed)
+        pruned = prepare_model(build_model(cfg.model, info.num_classes, info.input_shape), device)
+        reparam = _reparam(cfg, pruned, kind)
+        pruned.load_state_dict(dense_state)
+        scores = reparam.attention() if cfg.score == "attention" else reparam.effective_norms()
+        reparam.set_masks(block_topk(scores, s, cfg.scope), applied=True, zero_weights=cfg.score == "magnitude")
+        before = evaluate(pruned, data.test, loss_fn)
+        if cfg.finetune.epochs > 0:
+            optimizer = make_optimizer(pruned.parameters(), cfg.finetune, cfg.finetune.lr)
+            for _ in _train(pruned, data, optimizer, cfg.finetune, range(cfg.finetune.epochs), loss_fn, progress,
+                            f"finetune s={s}"):
+                pass
+        reparam.fold()
+        after = evaluate(pruned, data.test, loss_fn)
+        rep = S.report(pruned, {n: reparam.layers.modules[n].weight for n in reparam.layers.names()})
+        points.append({"sparsity": s, "test_acc": after["acc"], "test_loss": after["loss"],
+                       "test_acc_no_finetune": before["acc"], "block_sparsity": rep["sparsity"]})
+        run.log(event="point", **points[-1])
+        progress.line(f"[oneshot {cfg.score} B={cfg.block}] s={s} acc {before['acc']:.4f} -> {after['acc']:.4f}")
+    return {"dense_test_acc": dense["acc"], "dense_test_loss": dense["loss"], "points": points}
+
+
+if __name__ == "__main__":
+    from common.cli import main
+
+    raise SystemExit(main(SCRIPT))

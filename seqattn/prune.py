@@ -1,0 +1,243 @@
+"""SequentialAttention++ block sparsification (Yasuda et al.), and its baselines ACDC, block magnitude, block PowerProp.
+
+    python -m seqattn.prune --method sapp --block 4 --sparsity 0.9      # tiny profile: digits MLP, 30 epochs
+    python -m seqattn.prune --method acdc --block 1 --sparsity 0.9      # unstructured ACDC
+    python -m seqattn.prune --preset imagenet-resnet50 --block 32 --sparsity 0.9 --data-dir /datasets
+    python -m seqattn.prune --preset criteo --method powerprop --block 10 --sparsity 0.99
+
+Algorithm 1 (SequentialAttention++), for every block-sparsified layer (a weight with >= ``min_blocks`` BxB blocks):
+  1. logits L, one per block; attention A = n_blocks * softmax(L / T); the layer computes W_eff = W (.) A (.) Mask;
+  2. phases of the ACDC-derived layout (``seqattn.phases``), the optimizer reset at every boundary:
+     dense        Mask tracked (top-k of A at the phase's end, logged) but not applied;
+     sparsify     Mask applied; the lowest-attention blocks are removed (W_b = 0, ``zero_pruned``) gradually,
+                  to the sparsity s(1-e^{-ct})/(1-e^{-c}) at t in (0, 1] of the phase;
+     sparse       Mask frozen;
+     and a final sparse (fine-tuning) phase;
+  3. the model keeps W_eff: exactly zero pruned blocks.
+Baselines on the same layer set, block views and training budget:
+  acdc       dense warm-up, alternating sparse (top-k block magnitude, weights zeroed) / dense (momentum reset),
+             final sparse phase;
+  magnitude  dense training, keep the blocks with the largest Frobenius norm, fine-tune (final sparse phase);
+  powerprop  dense training with each block multiplied by ||W_b||^(alpha-1), then block magnitude pruning, fine-tune.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from common import config as C
+from common import sparsity as S
+from common.cli import Runtime
+from common.data import DATASETS, dataset_info, load_dataset
+from common.errors import UserError
+from common.metrics import count_params, flops
+from common.models import MODELS, build_model, check_model
+from common.store import Run
+from common.train import (LRSchedule, Optim, Progress, evaluate, lr_at, make_optimizer, prepare_model,
+                          resolve_device, resumable_epochs, train_epoch)
+from seqattn import phases as P
+from seqattn.attention import Reparam, clip_range
+from seqattn.blocks import BlockLayers, block_topk, check_block, expand
+
+SCRIPT = "seqattn.prune"
+KIND = {"sapp": "attention", "acdc": "mask", "magnitude": "mask", "powerprop": "power"}
+
+
+@dataclass
+class Config(Runtime):
+    method: str = C.opt("sapp", "sapp (SequentialAttention++), acdc, magnitude or powerprop", choices=tuple(KIND))
+    dataset: str = C.opt("digits", "dataset", choices=DATASETS)
+    model: str = C.opt("mlp", "model", choices=MODELS)
+    seed: int = C.opt(0, "random seed (initialization and data order)")
+    block: int = C.opt(4, "block size B: BxB tiles of each weight seen as (H*W*Cin) x Cout; 1 = unstructured")
+    sparsity: float = C.opt(0.9, "target sparsity s: fraction of blocks removed in each block-sparsified layer")
+    scope: str = C.opt("layer", "uniform sparsity per layer (paper default) or one global ranking",
+                       choices=("layer", "global"))
+    exclude: tuple[str, ...] = C.opt(("last",), "layers never pruned: first, last, or module-name patterns")
+    min_blocks: int = C.opt(100, "layers with fewer blocks than this stay dense (paper: 100)")
+    epochs: int = C.opt(30, "training epochs (all phases; every method trains from scratch for this long)")
+    optim: Optim = C.opt(Optim(), "optimizer")
+    lr: LRSchedule = C.opt(LRSchedule(lr=0.05, schedule="cosine"), "LR schedule over the whole run (not reset "
+                                                                     "at phase boundaries)")
+    phases: tuple[float, ...] = C.opt(P.IMAGENET, "ACDC skeleton: fractions of all steps alternating "
+                                                  "dense,sparse,...,dense,sparse (last = final sparse phase)")
+    sparsify_share: float = C.opt(0.5, "sapp: share of each ACDC sparse phase that becomes a sparsification phase")
+    sparsification: bool = C.opt(True, "sapp: gradual sparsification phases (false: masks set at once, ablation)")
+    c: float = C.opt(4.0, "sapp: steepness c of the exponential sparsification schedule")
+    mask_updates: int = C.opt(10, "sapp: mask updates per sparsification phase (evenly spaced)")
+    short_dense_steps: int = C.opt(0, "ablation: dense phases after the first last only this many steps (0: off)")
+    attention: str = C.opt("softmax", "sapp: A = n * softmax(L/T) (mean 1) or unnormalized exp(L/T)",
+                           choices=("softmax", "unnormalized"))
+    temperature: float = C.opt(1.0, "sapp: softmax temperature T")
+    clip: str = C.opt("relative", "sapp: attention clipping, relative: A in [d, 1/d] with d = 1 - s; literal: "
+                                  "[n d, n/d] as the paper's text reads; none", choices=("relative", "literal", "none"))
+    logit_weight_decay: Optional[float] = C.opt(None, "sapp: weight decay of the logits (None: optim.weight_decay)")
+    reset_optimizer: str = C.opt("auto", "optimizer state reset: at every phase boundary, when dense training "
+                                         "resumes (restore), never; auto: phase for sapp/magnitude/powerprop, "
+                                         "restore for acdc", choices=("auto", "phase", "restore", "never"))
+    zero_pruned: bool = C.opt(True, "hard pruning: set the pruned blocks of W itself to zero when masks are installed "
+                                    "(restored blocks restart from 0, as in ACDC); false: W kept, only W_eff masked")
+    alpha: float = C.opt(2.0, "powerprop: exponent alpha (each block scaled by ||W_b||^(alpha-1))")
+    curve_every: int = C.opt(0, "log the training accuracy every this many steps (0: once per epoch)")
+
+
+PRESETS = {
+    # Paper Table 1: ResNet-50 ImageNet, 90 epochs, SGD, cosine, batch size 2048, lr 0.8 (PAPERS.md); the ACDC
+    # skeleton of Kuznedelev 2023b. Ours: momentum 0.9, weight decay 1e-4, every layer a candidate.
+    "imagenet-resnet50": {"dataset": "imagenet", "model": "resnet50", "epochs": 90, "optim.batch_size": 2048,
+                          "optim.weight_decay": 1e-4, "lr.lr": 0.8, "lr.schedule": "cosine", "lr.warmup_epochs": 5.0,
+                          "phases": P.IMAGENET, "exclude": ()},
+    # Paper Table 2: Criteo, 390 -> 400 -> 400 -> 400 -> 1, only the first dense layer block-sparsified; Adam,
+    # lr 2e-2 decaying exponentially to 3e-4, 25 epochs, batch size 32768; 20% dense, 10 sparse-dense, 20% sparse.
+    "criteo": {"dataset": "criteo", "model": "criteo_mlp", "epochs": 25, "optim.optimizer": "adam",
+               "optim.batch_size": 32768, "optim.weight_decay": 0.0, "lr.lr": 2e-2, "lr.schedule": "exponential",
+               "lr.final_lr": 3e-4, "phases": P.CRITEO, "exclude": ("net.[1-9]*",), "min_blocks": 100},
+}
+
+
+def validate(cfg: Config) -> None:
+    info = dataset_info(cfg.dataset)
+    check_model(cfg.model)
+    S.check_sparsity(cfg.sparsity, "sparsity")
+    P.check_skeleton(cfg.phases)
+    for name, value in (("c", cfg.c), ("temperature", cfg.temperature), ("alpha", cfg.alpha)):
+        if not value > 0:
+            raise UserError(f"--{name} {value} must be > 0")
+    if not 0.0 < cfg.sparsify_share <= 1.0:
+        raise UserError(f"--sparsify-share {cfg.sparsify_share} must be in (0, 1]")
+    if cfg.epochs < 1 or cfg.mask_updates < 1 or cfg.min_blocks < 1:
+        raise UserError("--epochs, --mask-updates and --min-blocks must be at least 1")
+    with torch.device("meta"):  # shapes only: no memory, no time
+        model = build_model(cfg.model, info.num_classes, info.input_shape)
+    check_block(model, cfg.block, cfg.exclude, cfg.min_blocks)
+
+
+def loss_of(num_classes: int):
+    """Cross-entropy for classifiers; binary cross-entropy with logits for one-logit models (Criteo)."""
+    if num_classes > 1:
+        return torch.nn.functional.cross_entropy
+
+    def bce(out, y, reduction="mean"):
+        return torch.nn.functional.binary_cross_entropy_with_logits(out.reshape(-1), y.float(), reduction=reduction)
+    return bce
+
+
+def reparametrize(cfg: Config, model, kind: str) -> Reparam:
+    layers = BlockLayers(model, cfg.block, cfg.exclude, cfg.min_blocks)
+    return Reparam(model, layers, kind, attention=cfg.attention, temperature=cfg.temperature, alpha=cfg.alpha,
+                   clip=lambda n: clip_range(cfg.clip, n, 1.0 - cfg.sparsity))
+
+
+def compute(cfg: Config, run: Run) -> dict:
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    data = load_dataset(cfg.dataset, root=cfg.data_dir, download=cfg.download, device=device,
+                        batch_size=cfg.optim.batch_size, seed=cfg.seed, workers=cfg.workers)
+    model = prepare_model(build_model(cfg.model, data.info.num_classes, data.info.input_shape), device)
+    loss_fn = loss_of(data.info.num_classes)
+    # 1. One scale per block of every candidate layer: W_eff = W (.) S (.) Mask (S = A for SA++).
+    reparam = reparametrize(cfg, model, KIND[cfg.method])
+    logits = reparam.logits()
+    others = [p for p in model.parameters() if all(p is not q for q in logits)]
+    groups = [{"params": others}] + ([{"params": logits, "weight_decay": cfg.logit_weight_decay}]
+                                     if logits and cfg.logit_weight_decay is not None else
+                                     [{"params": logits}] if logits else [])
+    optimizer = make_optimizer(groups, cfg.optim, cfg.lr.lr)  # weight decay applies to the logits too
+    steps = len(data.train)
+    total = cfg.epochs * steps
+    # 2. The phase layout in steps.
+    plan = P.Plan(P.layout(cfg.method, cfg.phases, cfg.sparsify_share, cfg.sparsification), total,
+                  sparsity=cfg.sparsity, c=cfg.c, updates=cfg.mask_updates, short_dense_steps=cfg.short_dense_steps)
+    reset = cfg.reset_optimizer if cfg.reset_optimizer != "auto" else ("restore" if cfg.method == "acdc" else "phase")
+    hard = cfg.zero_pruned  # pruning sets W_b = 0 (true) or only masks W_eff (false)
+
+    def scores() -> dict[str, torch.Tensor]:
+        """Block importance: the attention A (SA++) or the Frobenius norm of each block of W_eff (baselines)."""
+        return reparam.attention() if cfg.method == "sapp" else reparam.effective_norms()
+
+    @torch.no_grad()
+    def install(masks: dict[str, torch.Tensor]) -> None:
+        reparam.set_masks(masks, applied=True, zero_weights=hard)
+        for name, m in masks.items():  # pruned weights get no momentum / Adam moments either
+            w = reparam.layers.params[name]
+            for value in optimizer.state.get(w, {}).values():
+                if torch.is_tensor(value) and value.shape == w.shape:
+                    value.mul_(expand(reparam.layers.views[name], m).to(value.dtype))
+
+    def masked_fraction() -> float:
+        masks = reparam.masks()
+        return 1.0 - sum(float(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
+
+    def begin(t: int) -> None:
+        """Whatever starts at step t: a phase boundary and/or a mask update of a sparsification phase."""
+        phase = plan.starts(t)
+        if phase is not None:
+            previous = plan.phase_at(t - 1).kind if t > 0 else None
+            if t > 0 and (reset == "phase" or (reset == "restore" and phase.kind == "dense")):
+                optimizer.state.clear()  # paper: resetting the optimizer between phases is crucial
+            if phase.kind == "dense":
+                if previous is not None and cfg.method == "sapp":  # the mask is tracked but not applied
+                    tracked = block_topk(scores(), cfg.sparsity, cfg.scope)
+                    kept = {n: m for n, m in reparam.masks().items()}
+                    same = sum(float((tracked[n] * kept[n]).sum()) for n in kept)
+                    run.log(event="track", step=t, kept_blocks_still_selected=same / max(1.0, sum(
+                        float(m.sum()) for m in kept.values())))
+                reparam.apply(False)
+            elif phase.kind == "sparsify":
+                reparam.set_masks(reparam.layers.ones(device), applied=True)  # start from all blocks
+            elif phase.kind == "sparse" and previous != "sparsify":  # ACDC / magnitude / no-sparsification: at once
+                install(block_topk(scores(), cfg.sparsity, cfg.scope))
+                run.log(event="prune", step=t, target_sparsity=cfg.sparsity, sparsity=masked_fraction())
+            run.log(event="phase", step=t, phase=phase.kind, end=phase.end)
+        target = plan.targets.get(t)
+        if target is not None:  # remove the lowest-attention blocks among those still present
+            install(block_topk(scores(), target, cfg.scope, within=reparam.masks()))
+            run.log(event="prune", step=t, target_sparsity=target, sparsity=masked_fraction())
+
+    def after_step(t: int) -> None:
+        if cfg.curve_every and (t + 1) % cfg.curve_every == 0:
+            run.log(event="curve", step=t + 1, phase=plan.phase_at(t).kind,
+                    train_acc=evaluate(model, data.train, loss_fn)["acc"])
+        if t + 1 < total:
+            begin(t + 1)
+
+    progress = Progress(cfg.progress)
+    state = {"model": model, "optimizer": optimizer, "reparam": reparam}
+    for epoch in resumable_epochs(run, cfg.epochs, state):
+        if epoch == 0:
+            begin(0)
+        stats = train_epoch(model, data.train, epoch, optimizer, first_step=epoch * steps,
+                            lr_of_step=lambda s: lr_at(cfg.lr, s / steps, cfg.epochs), after_step=after_step,
+                            loss_fn=loss_fn, progress=progress, desc=f"{cfg.method} {epoch + 1}/{cfg.epochs}")
+        test = evaluate(model, data.test, loss_fn)
+        phase = plan.phase_at((epoch + 1) * steps - 1).kind
+        run.log(epoch=epoch + 1, step=(epoch + 1) * steps, phase=phase, train_loss=stats["loss"],
+                train_acc=stats["acc"], test_acc=test["acc"], test_loss=test["loss"],
+                applied_sparsity=masked_fraction() if any(s.applied for s in reparam.scales.values()) else 0.0,
+                lr=lr_at(cfg.lr, epoch + 1, cfg.epochs))
+        progress.line(f"[{cfg.method}] epoch {epoch + 1}/{cfg.epochs} {phase:8s} loss {stats['loss']:.4f} "
+                      f"test acc {test['acc']:.4f} loss {test['loss']:.4f}")
+
+    # 3. The final model computes with W_eff: fold the scales and the mask into the weights.
+    block_sparsity = masked_fraction()
+    candidates = reparam.layers.names()
+    reparam.fold()
+    test = evaluate(model, data.test, loss_fn)
+    rep = S.report(model, S.prunable(model, ()))
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, run.dir / "model.pt")
+    layers = [dict(x, block_sparsified=x["layer"] in candidates) for x in rep["layers"]]
+    return {"test_acc": test["acc"], "test_loss": test["loss"], "block_sparsity": block_sparsity,
+            "candidate_sparsity": 1.0 - sum(x["nonzero"] for x in layers if x["block_sparsified"])
+            / sum(x["numel"] for x in layers if x["block_sparsified"]),
+            "steps_per_epoch": steps, "total_steps": total, "sparsity": rep["sparsity"],
+            "sparsity_all_params": rep["sparsity_all_params"], **count_params(model),
+            **flops(model, data.info.input_shape, device), "layers": layers,
+            "phases": [{"kind": p.kind, "start": p.start, "end": p.end} for p in plan.phases]}
+
+
+if __name__ == "__main__":
+    from common.cli import main
+
+    raise SystemExit(main(SCRIPT))

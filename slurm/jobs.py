@@ -1,0 +1,48 @@
+"""The callable a Slurm job runs: one run of the store, checkpointable so that it survives timeouts and preemption.
+
+On the job's time-limit warning or a preemption signal (USR2, ``signal_delay_s`` before the end), submitit calls
+``checkpoint()``; it hands back the same job, which Slurm requeues. The requeued job calls ``execute`` again, and the
+store resumes the run from its last checkpoint (written every epoch); after ``max_requeues`` requeues the job gives
+up (the run keeps its checkpoint; submitting again resumes it). ``execute`` returns a finished run without computing
+anything and holds the run's lock, so two jobs never compute the same run.
+With several tasks (one per GPU) every task joins one DistributedDataParallel process group; rank 0 writes the store.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import submitit
+
+
+class Job(submitit.helpers.Checkpointable):
+    def __init__(self, script: str, cfg, max_requeues: int = 3):
+        self.script, self.cfg = script, cfg
+        self.max_requeues, self.requeues = max_requeues, 0
+
+    def __call__(self) -> dict:
+        import torch
+
+        from common import distributed
+        from common.store import Run, execute
+
+        env = submitit.JobEnvironment()
+        torch.set_num_threads(max(1, int(os.environ.get("SLURM_CPUS_PER_TASK", "1"))))
+        run = Run(self.script, self.cfg)
+        code = Path(sys.modules["common.store"].__file__).resolve().parents[1]
+        print(f"job {env.job_id} task {env.global_rank}/{env.num_tasks} requeue {self.requeues}: "
+              f"{self.script} {run.dir} ({'done' if run.done else 'computing'}); code {code}", flush=True)
+        with distributed.group(env.global_rank, env.num_tasks, env.local_rank, env.hostnames[0]):
+            result = execute(self.script, self.cfg)
+        print(f"job {env.job_id}: finished {run.dir}", flush=True)
+        return {k: v for k, v in result.items() if not isinstance(v, (list, dict))}
+
+    def checkpoint(self, *args, **kwargs):
+        """Requeue (the run store holds the state) unless this job has been requeued ``max_requeues`` times."""
+        if self.requeues >= self.max_requeues:
+            print(f"not requeued: {self.requeues} requeues already (max_requeues); submit again to resume",
+                  file=sys.stderr, flush=True)
+            return None
+        self.requeues += 1
+        return submitit.helpers.DelayedSubmission(self)

@@ -1,0 +1,52 @@
+"""Code snapshots: a queued job runs the code as it was when it was submitted.
+
+Every ``.py`` file of the repository (the git work tree's tracked and untracked-but-not-ignored files, or a walk of
+the source folders when git is absent) is copied into ``<log root>/code/<content hash>/``. Jobs start in that
+folder, so ``python -m submitit...`` imports ``common``, the method folders and ``slurm`` from the copy; editing the
+checkout afterwards changes nothing in jobs already queued. Identical code gives the same folder (reused).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SKIP_DIRS = {"runs", "data", "slurm_logs", "__pycache__", "out", "node_modules"}
+
+
+def source_files(root: Path = ROOT) -> list[str]:
+    """Repository-relative paths of the Python sources a job may import."""
+    try:
+        listed = subprocess.run(["git", "-C", str(root), "ls-files", "-co", "--exclude-standard", "-z"],
+                                capture_output=True, check=True, timeout=60).stdout.decode().split("\0")
+        files = [p for p in listed if p.endswith(".py") and (root / p).is_file()]
+    except (OSError, subprocess.SubprocessError):
+        files = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS]
+            rel = Path(dirpath).relative_to(root)
+            files += [str(rel / f) for f in filenames if f.endswith(".py")]
+    return sorted(files)
+
+
+def snapshot(dest_root: Path, root: Path = ROOT) -> Path:
+    """Copy the sources into ``dest_root/<hash>`` (once per distinct content) and return that folder."""
+    files = source_files(root)
+    digest = hashlib.sha256()
+    for rel in files:
+        digest.update(rel.encode() + b"\0" + (root / rel).read_bytes() + b"\0")
+    dest = Path(dest_root) / digest.hexdigest()[:16]
+    if dest.exists():
+        return dest
+    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+    for rel in files:
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, tmp / rel)
+    try:
+        os.replace(tmp, dest)
+    except OSError:  # another submission made the same snapshot meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest

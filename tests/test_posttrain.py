@@ -1,0 +1,172 @@
+"""Post-training structured pruning: grouping, importance, the two phases, the command line and its errors."""
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from common.models import build_model
+from common.store import collect
+from posttrain import groups as G
+from posttrain import reconstruct as R
+from tests.conftest import one_error_line, run_cli
+
+X = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+FAST = ["--model", "mlp", "--pretrain.epochs", "3", "--samples", "64", "--phase1-epochs", "3", "--phase2-epochs", "2",
+        "--retrain.epochs", "2", "--progress", "off"]
+
+
+def trained_like(name: str) -> nn.Module:
+    """A model with non-trivial BN statistics and affine parameters (as after training)."""
+    torch.manual_seed(0)
+    model = build_model(name, 10, (1, 8, 8))
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def test_residual_channels_are_one_group_and_removal_gives_a_smaller_dense_model(one_thread):
+    model = trained_like("resnet8")
+    plan = G.plan(model, X[:1], 0.5)
+    kept = plan.kept
+    # the add of the stage-2 block joins its conv2/bn2 branch with its projection shortcut: same channels kept
+    assert torch.equal(kept["layers.1.0.bn2"], kept["layers.1.0.shortcut.1"])
+    assert torch.equal(kept["layers.1.0.conv2"], kept["layers.1.0.shortcut.0"])
+    assert "fc" not in kept  # the classifier's outputs are never pruned
+    total = sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
+    before = sum(p.numel() for p in model.parameters())
+    plan.remove()
+    removed = total - sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert removed / total == pytest.approx(0.5, abs=0.05)  # one global channel ratio
+    assert model.layers[1][0].bn2.num_features == len(kept["layers.1.0.bn2"])
+    assert sum(p.numel() for p in model.parameters()) < 0.5 * before
+    assert model(X).shape == (64, 10)
+
+
+def test_group_importance_is_mean_squared_l2_over_the_group_mean_normalized():
+    model = trained_like("cnn")
+    conv0, bn0, conv1 = model[0], model[1], model[3]
+    per_layer = [conv0.weight.flatten(1).pow(2).sum(1), bn0.weight.pow(2),
+                 conv1.weight.transpose(0, 1).flatten(1).pow(2).sum(1)]
+    expected = torch.stack(per_layer).mean(0)
+    expected = expected / expected.mean()
+    import torch_pruning as tp
+
+    dg = tp.DependencyGraph().build_dependency(model, example_inputs=X[:1])
+    group = dg.get_pruning_group(conv0, tp.prune_conv_out_channels, list(range(32)))
+    assert torch.allclose(G.importance("group-l2")(group), expected, rtol=1e-5)
+
+
+def test_phase1_penalty_shrinks_the_channels_to_remove_and_teacher_stays_in_eval(one_thread):
+    teacher = trained_like("cnn").requires_grad_(False)
+    stats = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student = copy.deepcopy(teacher).requires_grad_(True)
+    plan = G.plan(student, X[:1], 0.5)
+    with torch.no_grad():
+        norm0 = float(sum((p * m).pow(2).sum() for p, m in plan.slices())) ** 0.5
+    targets = R.TeacherOutputs(teacher, X, plan.kept)
+    log = R.reconstruct(student, targets, X, epochs=8, lr=3e-3, batch_size=16, seed=0, kept=plan.kept,
+                        penalty=plan.slices(), lambda0=0.05, growth=0.05)
+    assert log[-1]["pruned_norm"] < 0.01 * norm0  # the to-be-removed slices are ~0 before removal
+    assert [r["penalty_coef"] for r in log][:3] == pytest.approx([0.05, 0.10, 0.15])
+    # removal now changes the kept outputs little, unlike removal straight from the dense model
+    before = R.calibration_loss(student, targets, X, plan.kept, unpruned=True)
+    plan.remove()
+    after = R.calibration_loss(student, targets, X, plan.kept)
+    assert after == pytest.approx(before, rel=0.05, abs=1e-3)
+    direct = copy.deepcopy(teacher)
+    direct_plan = G.plan(direct, X[:1], 0.5)
+    direct_plan.remove()
+    assert after < 0.5 * R.calibration_loss(direct, targets, X, direct_plan.kept)
+    for k, v in teacher.state_dict().items():  # eval-mode teacher: BN running statistics untouched
+        assert torch.equal(v, stats[k]), k
+
+
+def test_balanced_learning_rates_go_from_lr_over_n_to_lr_in_forward_order():
+    model = trained_like("resnet8")
+    groups = R.balanced_groups(model, X[:1], 1.0, balanced=True)
+    names = [g["name"] for g in groups]
+    n = len(names)
+    assert names[0] == "conv1" and names[-1] == "fc"
+    assert [g["lr"] for g in groups] == pytest.approx([1.0 / (n - k) for k in range(n)])
+    assert R.balanced_groups(model, X[:1], 1.0, balanced=False)[0]["lr"] == 1.0
+
+
+def test_layerwise_reconstruction_cuts_every_layer_off_from_later_errors():
+    model = trained_like("cnn")
+    with R.recording(model, detach_inputs=True) as out:
+        model(X[:4])
+    out["8"].pow(2).sum().backward()  # the last BN's output error ...
+    assert model[8].weight.grad is not None  # ... reaches the BN's own parameters only
+    assert all(model[i].weight.grad is None for i in (0, 1, 3, 4, 7))
+
+
+def test_methods_end_to_end(runs, one_thread):
+    proc = run_cli("posttrain.prune", *FAST, "--ratio", "0.5", "--runs-dir", runs)  # ours, as a user runs it
+    assert proc.returncode == 0, proc.stderr
+    from common import config as C
+    from common.store import execute
+    from posttrain import prune
+
+    for method in ("none", "layerwise", "holistic", "l1"):  # the baselines, in this process (same code path)
+        execute(prune, C.parse_args(prune.Config, [*FAST, "--method", method, "--runs-dir", str(runs)]))
+    df = collect(runs, "posttrain.prune").set_index("config.method")
+    assert (df["RP"] > 1.5).all() and (df["RF"] > 1.5).all() and (df["speedup"] > 0).all()
+    assert df.loc["ours", "test_acc"] > df.loc["none", "test_acc"]
+    assert df.loc["ours", "method_time"] > 0 and df.loc["l1", "retrain_time"] > 0
+    log = [json.loads(x) for x in open(f"{df.loc['ours', 'run_dir']}/log.jsonl")]
+    assert [r["phase"] for r in log] == ["phase1"] * 3 + ["phase2"] * 2
+    assert len(list((runs / "common.pretrain").iterdir())) == 1  # every method reused one dense model
+    model = build_model("mlp", 10, (1, 8, 8))
+    import torch_pruning as tp
+
+    pruned = tp.load_state_dict(model, torch.load(f"{df.loc['ours', 'run_dir']}/model.pt", weights_only=False))
+    assert pruned(X).shape == (64, 10) and sum(p.numel() for p in pruned.parameters()) == df.loc["ours", "params"]
+
+
+def test_bad_ratio_is_one_line(runs):
+    proc = run_cli("posttrain.prune", *FAST, "--ratio", "1.0", "--runs-dir", runs)
+    assert proc.returncode == 2 and "--ratio 1.0 is outside [0, 1)" in one_error_line(proc)
+    assert not runs.exists()
+
+
+def test_more_samples_than_the_training_set_is_one_line(runs):
+    proc = run_cli("posttrain.prune", *FAST, "--samples", "5000", "--runs-dir", runs)
+    line = one_error_line(proc)
+    assert proc.returncode == 2 and "cannot draw 5000 samples" in line and "1437" in line
+    assert not list(runs.glob("*/*/result.json"))
+
+
+def test_untraceable_model_names_the_layer(runs):
+    proc = run_cli("posttrain.prune", *FAST, "--model", "resnet20", "--runs-dir", runs)
+    line = one_error_line(proc)
+    assert proc.returncode == 2 and "Torch-Pruning cannot trace" in line and "layers.1.0.shortcut" in line
+    assert not list(runs.glob("*/*/result.json"))  # nothing trained, nothing done
+
+
+def test_checkpoint_of_another_architecture_is_one_line(runs, tmp_path):
+    path = tmp_path / "mlp.pt"
+    torch.save(build_model("mlp", 10, (1, 8, 8)).state_dict(), path)
+    proc = run_cli("posttrain.prune", *FAST, "--model", "cnn", "--checkpoint", path, "--runs-dir", runs)
+    line = one_error_line(proc)
+    assert proc.returncode == 2 and "does not match --model cnn" in line
+    assert not list(runs.glob("*/*/result.json"))
+    ok = run_cli("posttrain.prune", *FAST, "--checkpoint", path, "--runs-dir", runs)  # the matching --model mlp
+    assert ok.returncode == 0, ok.stderr
+    assert not (runs / "common.pretrain").exists()  # the given weights were used, no dense model trained
+
+
+def test_calibration_draw_is_seeded_without_replacement_and_unaugmented():
+    from common.data import load_dataset
+
+    data = load_dataset("digits")
+    a, _ = data.sample(512, seed=3)
+    assert torch.equal(a, data.sample(512, seed=3)[0]) and not torch.equal(a, data.sample(512, seed=4)[0])
+    everything, _ = data.sample(data.train.num_samples, seed=3)  # drawing all of them gives a permutation ...
+    rows = sorted(tuple(r.tolist()) for r in everything.flatten(1))
+    assert rows == sorted(tuple(r.tolist()) for r in data.train.x.flatten(1))  # ... of the raw, unaugmented images

@@ -1,0 +1,216 @@
+"""Slurm: resource settings, code snapshots and one-line errors (always), then real jobs on a real cluster.
+
+The cluster tests use the Slurm cluster that answers ``sinfo`` (CI brings up a single-node one with
+``slurm/local_cluster.py up --install`` in ``.ci/run``); as root with the packages installed they start it themselves
+and stop afterwards only what they started. Without either they skip.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from common import config as C
+from common import pretrain
+from common.errors import UserError
+from common.store import Run, execute, read_log
+from slurm import local_cluster, resources, snapshot
+from tests.conftest import one_error_line, run_cli
+
+TINY = ["--model", "mlp", "--train.epochs", "3", "--progress", "off"]
+
+
+# ---------------------------------------------------------------------------------------------------- no cluster
+def test_resources_layer_file_then_environment_then_flags(tmp_path):
+    f = tmp_path / "res.toml"
+    f.write_text('partition = "gpu"\ntime = 240\ngpus = 4\nmem = "64G"\n')
+    res = resources.resolve(f, env={"PRUNING_SLURM_TIME": "30", "PRUNING_SLURM_QOS": "high"}, gpus=2)
+    assert (res.partition, res.time, res.gpus, res.mem, res.qos, res.cpus) == ("gpu", 30, 2, "64G", "high", 1)
+    assert res.tasks_per_node == 2
+    assert resources.resolve(None, env={}) == resources.Resources()
+    with pytest.raises(UserError, match="PRUNING_SLURM_GPUS: 'gpus' must be a whole number"):
+        resources.resolve(f, env={"PRUNING_SLURM_GPUS": "four"})
+
+
+def test_malformed_resource_config_is_one_line_error(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("partition = gpu\n")  # an unquoted string is not TOML
+    proc = run_cli("slurm.submit", "--resources", bad, "common.pretrain", *TINY, "--runs-dir", tmp_path / "runs")
+    assert proc.returncode == 2 and "malformed resource config" in one_error_line(proc)
+    bad.write_text('[paper]\ngpus = 4\n')
+    proc = run_cli("slurm.submit", "--resources", bad, "common.pretrain", *TINY, "--runs-dir", tmp_path / "runs")
+    assert proc.returncode == 2 and "unknown key 'paper' (a [section]?)" in one_error_line(proc)
+    bad.write_text('time = "two hours"\n')
+    with pytest.raises(UserError, match="'time' must be a whole number"):
+        resources.resolve(bad, env={})
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cluster_slurm_without_sbatch_is_one_line_error(tmp_path):
+    env = {"PATH": str(tmp_path / "empty-bin")}  # no sbatch (nor anything else) on PATH
+    proc = run_cli("figures", "fig-gmp-schedule", "--cluster", "slurm", "--runs-dir", tmp_path / "runs", env=env)
+    assert proc.returncode == 2 and "needs Slurm's sbatch on PATH" in one_error_line(proc)
+    proc = run_cli("slurm.submit", "common.pretrain", *TINY, "--runs-dir", tmp_path / "runs", env=env)
+    assert proc.returncode == 2 and "needs Slurm's sbatch on PATH" in one_error_line(proc)
+    assert not list((tmp_path / "runs").rglob("result.json"))
+
+
+def test_snapshot_freezes_the_code_at_submission(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "pkg" / "mod.py").write_text("VALUE = 1\n")
+    (repo / "notes.txt").write_text("not code\n")
+    first = snapshot.snapshot(tmp_path / "code", root=repo)
+    assert (first / "pkg" / "mod.py").read_text() == "VALUE = 1\n" and not (first / "notes.txt").exists()
+    (repo / "pkg" / "mod.py").write_text("VALUE = 2\n")  # editing the checkout after submitting
+    assert (first / "pkg" / "mod.py").read_text() == "VALUE = 1\n"
+    second = snapshot.snapshot(tmp_path / "code", root=repo)
+    assert second != first and (second / "pkg" / "mod.py").read_text() == "VALUE = 2\n"
+    assert snapshot.snapshot(tmp_path / "code", root=repo) == second  # same code, same folder
+
+
+# ---------------------------------------------------------------------------------------------------- the cluster
+@pytest.fixture(scope="module")
+def cluster():
+    if local_cluster.usable():
+        yield
+        return
+    if os.geteuid() != 0 or shutil.which("slurmctld") is None:
+        pytest.skip("no Slurm cluster answers sinfo; start one with `python3 slurm/local_cluster.py up --install`")
+    folder = Path(os.environ.get("PRUNING_SLURM_DIR", "/var/tmp/pruning-slurm"))
+    local_cluster.up(folder, do_install=False)
+    yield
+    local_cluster.down(folder)
+
+
+@pytest.fixture
+def logs(tmp_path, monkeypatch):
+    folder = tmp_path / "slurm_logs"
+    monkeypatch.setenv("PRUNING_SLURM_LOGS", str(folder))
+    return folder
+
+
+def job_id(proc) -> str:
+    return re.search(r"submitted job (\d+)", proc.stdout).group(1)
+
+
+def local_result(args, runs: Path):
+    """The same run computed in this process, uninterrupted, one thread (as the job)."""
+    cfg = C.parse_args(pretrain.Config, [*args, "--runs-dir", str(runs)])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return execute(pretrain, cfg), Run(pretrain.SCRIPT, cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def same_model(a: Run, b: Run) -> bool:
+    ma, mb = (torch.load(r.dir / "model.pt", weights_only=True) for r in (a, b))
+    return ma.keys() == mb.keys() and all(torch.allclose(ma[k], mb[k], atol=1e-6) for k in ma)
+
+
+def test_submitted_run_completes_and_equals_the_local_run(cluster, logs, tmp_path):
+    proc = run_cli("slurm.submit", "--wait", "--time", "5", "common.pretrain", *TINY,
+                   "--runs-dir", tmp_path / "slurm-runs", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"logs: {logs}" in proc.stdout
+    remote = next((tmp_path / "slurm-runs" / "common.pretrain").iterdir())
+    out = next(logs.glob(f"*/{job_id(proc)}_0_log.out")).read_text()
+    assert f"code {logs / 'code'}" in out  # the job ran the snapshot, not the checkout
+    result, local = local_result(TINY, tmp_path / "local-runs")
+    assert remote.name == local.hash
+    slurm_result = json.loads((remote / "result.json").read_text())
+    assert slurm_result["test_acc"] == result["test_acc"]
+    assert slurm_result["test_loss"] == pytest.approx(result["test_loss"], rel=1e-6)
+    assert same_model(Run(pretrain.SCRIPT, local.cfg, tmp_path / "slurm-runs"), local)
+    again = run_cli("slurm.submit", "common.pretrain", *TINY, "--runs-dir", tmp_path / "slurm-runs")
+    assert again.returncode == 0 and "already done, nothing submitted" in again.stdout
+
+
+def test_unknown_partition_and_gpus_without_gpus_are_one_line_errors(cluster, logs, tmp_path):
+    args = ["common.pretrain", *TINY, "--runs-dir", tmp_path / "runs"]
+    proc = run_cli("slurm.submit", "--partition", "no-such-partition", *args)
+    line = one_error_line(proc)
+    assert proc.returncode == 2 and "sbatch refused the job" in line and "partition" in line.lower()
+    proc = run_cli("slurm.submit", "--gpus", "1", *args)
+    line = one_error_line(proc)
+    assert proc.returncode == 2 and "which has no GPUs" in line and "gpus = 0" in line
+    assert not list((tmp_path / "runs").rglob("result.json"))
+
+
+def submit_between_time_limit_checks() -> None:
+    """slurmctld checks time limits (and sends the --signal warnings) every 30 s from its start; a job that starts
+    within a second of a check can miss its warning, so wait until we are mid-way between two checks."""
+    conf = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True).stdout
+    boot = re.search(r"BOOT_TIME\s*=\s*(\S+)", conf)
+    if boot:
+        phase = (time.time() - time.mktime(time.strptime(boot.group(1), "%Y-%m-%dT%H:%M:%S"))) % 30
+        if not 8 <= phase <= 22:
+            time.sleep((15 - phase) % 30)
+
+
+def test_run_longer_than_its_time_limit_is_requeued_and_resumes_to_the_same_result(cluster, logs, tmp_path):
+    # 1-minute limit with the warning 55 s before it: slurmctld delivers USR2 on its next 30-s check, 5-35 s into
+    # each job (we submit mid-way between two checks: 8-22 s); the run needs longer (~35 s on an idle core), so it is
+    # cut at least once. A requeued job waits for its old credential to expire before it starts again
+    # (local_cluster.py: cred_expire=10 s), so each later leg computes ~15 s.
+    args = ["--model", "mlp", "--train.epochs", "500", "--train.batch-size", "16", "--progress", "off"]
+    submit_between_time_limit_checks()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "slurm.submit", "--wait", "--time", "1",
+         "--signal-delay-s", "55", "--max-requeues", "12", "common.pretrain", *args,
+         "--runs-dir", str(tmp_path / "slurm-runs")],
+        cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
+    first = proc.stdout.readline()
+    job = re.search(r"submitted job (\d+)", first).group(1)
+    try:
+        result, local = local_result(args, tmp_path / "local-runs")  # meanwhile, the uninterrupted run
+        out, err = proc.communicate(timeout=900)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, first + out + err
+    log = next(logs.glob(f"*/{job}_0_log.out")).read_text()
+    legs = re.findall(r"requeue (\d+):", log)
+    assert len(legs) >= 2 and legs[:2] == ["0", "1"], log  # cut by the time limit, requeued, started again
+    remote = tmp_path / "slurm-runs" / "common.pretrain" / local.hash
+    assert [r["epoch"] for r in read_log(remote)] == list(range(1, 501))  # resumed, no epoch lost or repeated
+    slurm_result = json.loads((remote / "result.json").read_text())
+    assert slurm_result["test_acc"] == result["test_acc"]
+    assert slurm_result["test_loss"] == pytest.approx(result["test_loss"], rel=1e-6)
+    assert same_model(Run(pretrain.SCRIPT, local.cfg, tmp_path / "slurm-runs"), local)
+
+
+def test_figure_job_array_completes_then_the_figure_is_drawn(cluster, logs, tmp_path, monkeypatch, capsys):
+    from figures import fig_gmp_wd, gmp_runs, pipeline
+
+    small = {"model": "mlp", "exclude": ("last",), "pretrain.epochs": 3, "epochs": 4, "stabilize_epochs": 1,
+             "prune_epochs": 2, "finetune_lr.milestones": (1.0,)}
+    monkeypatch.setitem(gmp_runs.SETUPS, "tiny", [small])
+    monkeypatch.setattr(gmp_runs, "SEEDS", (0, 1))
+    monkeypatch.setattr(fig_gmp_wd, "SPARSITIES", (0.9,))
+    monkeypatch.setenv("PRUNING_SLURM_MAX_PARALLEL", "2")
+    monkeypatch.setenv("PRUNING_SLURM_TIME", "10")
+    runtime = {"runs_dir": str(tmp_path / "runs"), "progress": "off"}
+    out = tmp_path / "out"
+    assert pipeline.make("fig-gmp-wd", "tiny", "slurm", runtime, out_root=out) == []  # submitted, not drawn
+    printed = capsys.readouterr().out
+    assert re.search(r"submitted 4 run\(s\) as Slurm job array \d+ \(at most 2 at once", printed)
+    assert f"logs: {logs}" in printed
+    rows = pipeline.planned_runs("fig-gmp-wd", "tiny", runtime)
+    deadline = time.time() + 300
+    while pipeline.missing_runs(rows) and time.time() < deadline:
+        time.sleep(2)
+    assert not pipeline.missing_runs(rows), printed
+    paths = pipeline.make("fig-gmp-wd", "tiny", "slurm", runtime, out_root=out)  # everything done: drawn
+    assert {p.suffix for p in paths} == {".png", ".pdf", ".csv"}
+    assert "4 runs, 0 to compute" in capsys.readouterr().out
