@@ -157,20 +157,23 @@ def check_traceable(model: nn.Module, example: torch.Tensor, ratio: float = 0.5,
 
 def _channel_changing_ops(model, example, names) -> list[str]:
     """Parameter-free leaf modules (other than Flatten) whose output has a different channel count than the input."""
-    found, hooks = [], []
-    for m in model.modules():
-        if next(m.children(), None) is None and not any(True for _ in m.parameters(recurse=False)) \
-                and not isinstance(m, nn.Flatten):
-            hooks.append(m.register_forward_hook(
-                lambda mod, inp, out: found.append(names[mod])
-                if inp and inp[0].dim() > 1 and out.dim() > 1 and inp[0].shape[1] != out.shape[1] else None))
+    found = []
+    leaves = [m for m in model.modules() if next(m.children(), None) is None
+              and not any(True for _ in m.parameters(recurse=False)) and not isinstance(m, nn.Flatten)]
+    forward_with_hooks(model, example, leaves, lambda mod, inp, out: found.append(names[mod])
+                       if inp and inp[0].dim() > 1 and out.dim() > 1 and inp[0].shape[1] != out.shape[1] else None)
+    return list(dict.fromkeys(found))
+
+
+def forward_with_hooks(model: nn.Module, example: torch.Tensor, modules, hook) -> None:
+    """One no-grad forward pass of ``example`` with ``hook`` attached to ``modules`` (removed afterwards)."""
+    handles = [m.register_forward_hook(hook) for m in modules]
     try:
         with torch.no_grad():
             model(example)
     finally:
-        for h in hooks:
+        for h in handles:
             h.remove()
-    return list(dict.fromkeys(found))
 
 
 def _run_and_name(model, example, names):

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from common.errors import Diverged
-from posttrain.groups import RECORDED
+from posttrain.groups import RECORDED, forward_with_hooks
 
 
 @contextmanager
@@ -67,16 +67,9 @@ def holistic_loss(student: dict, target: dict, norm: dict, kept: dict, unpruned:
 
 def layer_order(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.Module]]:
     """The layers that own parameters (conv / linear / BN), in the order the forward pass runs them."""
-    order, hooks = [], []
-    for name, m in model.named_modules():
-        if isinstance(m, RECORDED):
-            hooks.append(m.register_forward_hook(lambda mod, i, o, name=name: order.append((name, mod))))
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in hooks:
-            h.remove()
+    names = {m: n for n, m in model.named_modules() if isinstance(m, RECORDED)}
+    order = []
+    forward_with_hooks(model, example, list(names), lambda mod, i, o: order.append((names[mod], mod)))
     return list(dict.fromkeys(order))
 
 

@@ -38,6 +38,24 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def one_thread_pretrain(args, runs_dir):
+    """A ``common.pretrain`` run computed in this process with one thread (as a 1-CPU job computes it):
+    (its result, its ``Run``)."""
+    import torch
+
+    from common import config as C
+    from common import pretrain
+    from common.store import Run, execute
+
+    cfg = C.parse_args(pretrain.Config, [*args, "--runs-dir", str(runs_dir)])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return execute(pretrain, cfg), Run(pretrain.SCRIPT, cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def runs(tmp_path) -> Path:
     return tmp_path / "runs"

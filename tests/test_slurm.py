@@ -18,12 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from common import config as C
 from common import pretrain
 from common.errors import UserError
-from common.store import Run, execute, read_log
+from common.store import Run, read_log
 from slurm import local_cluster, resources, snapshot
-from tests.conftest import one_error_line, run_cli
+from tests.conftest import one_error_line, one_thread_pretrain, run_cli
 
 TINY = ["--model", "mlp", "--train.epochs", "3", "--progress", "off"]
 
@@ -104,13 +103,7 @@ def job_id(proc) -> str:
 
 def local_result(args, runs: Path):
     """The same run computed in this process, uninterrupted, one thread (as the job)."""
-    cfg = C.parse_args(pretrain.Config, [*args, "--runs-dir", str(runs)])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return execute(pretrain, cfg), Run(pretrain.SCRIPT, cfg)
-    finally:
-        torch.set_num_threads(threads)
+    return one_thread_pretrain(args, runs)
 
 
 def same_model(a: Run, b: Run) -> bool:

@@ -11,10 +11,8 @@ import re
 import pytest
 import torch
 
-from common import config as C
-from common import pretrain
-from common.store import Run, execute, read_log
-from tests.conftest import run_cli
+from common.store import read_log
+from tests.conftest import one_thread_pretrain, run_cli
 from tests.test_slurm import cluster, logs  # noqa: F401 - the cluster fixtures
 
 # 1437 training samples in batches of 128: the last batch (29) is not divisible by 2 ranks, on purpose
@@ -24,13 +22,7 @@ ARGS = ["--model", "mlp", "--train.epochs", "3", "--device", "cpu", "--progress"
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
     """The run computed by one process, one thread."""
-    cfg = C.parse_args(pretrain.Config, [*ARGS, "--runs-dir", str(tmp_path_factory.mktemp("single"))])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return execute(pretrain, cfg), Run(pretrain.SCRIPT, cfg)
-    finally:
-        torch.set_num_threads(threads)
+    return one_thread_pretrain(ARGS, tmp_path_factory.mktemp("single"))
 
 
 def assert_matches(run_dir, single):
