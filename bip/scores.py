@@ -58,6 +58,46 @@ def _keep_largest(units: list[torch.Tensor], sparsity: float) -> list[torch.Tens
     return [(u > threshold).to(u.dtype) for u in units]
 
 
+class Threshold:
+    """The exact ``kthvalue(flat, n_prune)`` of scores that change a little at every step, found near the last one.
+
+    Selection over all n scores (``torch.kthvalue``) costs many dense passes on a CPU, at every BiP iteration. The new
+    threshold lies close to the previous one, so: count the scores at or below the lower edge ``a`` of a band around
+    the previous threshold (L of them), gather the scores inside the band (a, b], and if the n_prune-th smallest score
+    falls in it (L < n_prune <= L + |band|), select it there: kthvalue(band, n_prune - L). The result is the same
+    value ``torch.kthvalue`` returns, hence the same mask; a band that misses it is widened (or, as a last resort, the
+    full selection runs). On CUDA the full selection is used (it needs no host synchronization).
+    """
+
+    def __init__(self):
+        self.value: torch.Tensor | None = None
+        self.width = 0.0
+
+    def __call__(self, flat: torch.Tensor, n_prune: int) -> torch.Tensor:
+        if flat.is_cuda or self.value is None:
+            return self._full(flat, n_prune)
+        centre = float(self.value)
+        width = self.width
+        for _ in range(4):
+            a, b = centre - width, centre + width
+            below = int((flat <= a).sum())
+            if below < n_prune:
+                band = flat[(flat > a) & (flat <= b)]
+                if n_prune <= below + band.numel():
+                    self.value = torch.kthvalue(band, n_prune - below).values
+                    self.width = max(width / 2, abs(float(self.value) - centre) * 4, 1e-12)
+                    return self.value
+            width *= 8
+        return self._full(flat, n_prune)
+
+    def _full(self, flat: torch.Tensor, n_prune: int) -> torch.Tensor:
+        self.value = torch.kthvalue(flat, n_prune).values
+        if not flat.is_cuda:  # start with a band holding ~1% of the scores around the threshold
+            q = torch.quantile(flat[:: max(1, flat.numel() // 4096)].float(), torch.tensor([0.495, 0.505]))
+            self.width = max(float(q[1] - q[0]), 1e-12)
+        return self.value
+
+
 class ScoredWeights:
     """theta, scores and binary masks of a set of prunable weights; the model's weights hold z = mask (.) theta."""
 
@@ -69,6 +109,7 @@ class ScoredWeights:
         self.z = [params[n] for n in self.names]
         self.sparsity, self.structure, self.scope = sparsity, structure, scope
         self.keep_last = False  # keep the last upper step's grad_z for ig_ratio (set on a logging step only)
+        self.threshold = Threshold()
         with torch.no_grad():
             self.theta = [p.detach().clone().requires_grad_(True) for p in self.z]
             # scores and masks live in one flat buffer each (per-layer views), so the global top-k and the score
@@ -93,9 +134,9 @@ class ScoredWeights:
         """masks = top-k(m), then z = masks (.) theta."""
         if self.structure == "unstructured" and self.scope == "global":
             n_prune = round(self.sparsity * self.flat_mask.numel())
-            if n_prune > 0:  # one threshold over the flat scores (the same rule as _keep_largest)
+            if n_prune > 0:  # one threshold over the flat scores (the rule of _keep_largest, found incrementally)
                 flat = self.score_param.detach()
-                self.flat_mask.copy_(flat > torch.kthvalue(flat, n_prune).values)
+                self.flat_mask.copy_(flat > self.threshold(flat, n_prune))
         elif self.structure == "unstructured":
             for mask, s in zip(self.masks, self.scores):
                 mask.copy_(_keep_largest([s], self.sparsity)[0])

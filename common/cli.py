@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from common import config as C
 from common.errors import Diverged, UserError
-from common.store import execute
+from common.store import Run, execute
 
 
 @dataclass
@@ -23,6 +23,8 @@ class Runtime:
     workers: int = C.opt(4, "DataLoader workers for folder datasets (ImageNet, Tiny-ImageNet)", hash=False)
     progress: str = C.opt("auto", "progress display: auto (a bar on a terminal, lines otherwise), bar, lines, off",
                           choices=("auto", "bar", "lines", "off"), hash=False)
+    export: bool = C.opt(False, "once the run is done (or read from the store), write its final model for use without "
+                                "this repository to <run>/export/ (see python -m common.export --help)", hash=False)
 
 
 def runtime_of(cfg) -> dict:
@@ -46,6 +48,16 @@ def exit_code(action) -> int:
     return 0
 
 
+def export(module, cfg) -> None:
+    """Write the finished run's export (by one process: rank 0 under torchrun)."""
+    ddp = sys.modules.get("common.distributed")
+    if ddp is not None and not ddp.is_main():
+        return
+    from common.export import export_run  # torch.export is loaded only when asked for
+
+    print(f"exported: {export_run(Run(module.SCRIPT, cfg).dir)}", file=sys.stderr)
+
+
 def main(module_name: str, argv=None) -> int:
     """Parse the command line of script ``module_name``, compute the run (or read it), print its metrics."""
     module = importlib.import_module(module_name)
@@ -58,6 +70,9 @@ def main(module_name: str, argv=None) -> int:
         cfg = C.parse_args(module.Config, argv, description=(module.__doc__ or "").strip(),
                            presets=getattr(module, "PRESETS", None), prog=f"python -m {module_name}")
         result = execute(module, cfg)
-        print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}, sort_keys=True))
+        print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}, sort_keys=True),
+              flush=True)
+        if cfg.export:
+            export(module, cfg)
 
     return exit_code(action)

@@ -135,6 +135,7 @@ def _add_fields(parser, cls, prefix="", group=None):
             "--" + name.replace("_", "-"), dest=name, type=_converter(tp), default=argparse.SUPPRESS,
             metavar=tp.__name__.upper() if isinstance(tp, type) else "VALUE",
             help=f"{help_text} (default: {shown})",
+            **({"nargs": "?", "const": True} if tp is bool else {}),  # a bare --flag means true
         )
 
 

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from common import sparsity as S
-from seqattn.blocks import BlockLayers, block_sum, expand, scale_blocks
+from seqattn.blocks import BlockLayers, block_sum, expand, expand_dense, scale_blocks
 
 
 def clip_range(mode: str, n_blocks: int, density: float) -> tuple[float, float] | None:
@@ -39,27 +39,27 @@ def clip_range(mode: str, n_blocks: int, density: float) -> tuple[float, float] 
 
 class _SoftmaxScale(torch.autograd.Function):
     """W_eff = W (.) expand(clamp(softmax(L / T), lo, hi) (.) n Mask) with a hand-written backward: the same
-    gradients as autograd, in a few fused operations per layer and step (the per-step cost of SA++)."""
+    gradients as autograd in fewer operations per layer and step (the per-step cost of SA++). The expanded scale is
+    materialized once and serves both W_eff and dW; the clamp's and the mask's gradient gates are one grid tensor."""
 
     @staticmethod
     def forward(ctx, w, logits, nmask, view, temperature, lo, hi):
-        p = torch.softmax(logits.reshape(-1) if temperature == 1.0 else logits.reshape(-1) / temperature,
-                          0).view_as(logits)
+        z = logits.view(-1) if temperature == 1.0 else logits.view(-1) / temperature
+        p = torch.softmax(z, 0)
         a = p if lo is None else p.clamp(lo, hi)
-        s = a * nmask
-        ctx.save_for_backward(w, p, s, nmask)
-        ctx.view, ctx.temperature, ctx.lo, ctx.hi = view, temperature, lo, hi
-        return scale_blocks(view, w, s)
+        s_full = expand_dense(view, a.view_as(nmask) * nmask)
+        ctx.save_for_backward(w, p, a, s_full, nmask)
+        ctx.view, ctx.temperature, ctx.clipped = view, temperature, lo is not None
+        return w * s_full
 
     @staticmethod
     def backward(ctx, g):
-        w, p, s, nmask = ctx.saved_tensors
-        view = ctx.view
-        grad_w = scale_blocks(view, g, s) if ctx.needs_input_grad[0] else None
-        ga = block_sum(view, g * w) * nmask                      # dLoss/da
-        if ctx.lo is not None:
-            ga = ga * ((p >= ctx.lo) & (p <= ctx.hi))             # clamp passes gradient only inside [lo, hi]
-        grad_l = p * (ga - (p * ga).sum())                        # softmax backward
+        w, p, a, s_full, nmask = ctx.saved_tensors
+        grad_w = g * s_full if ctx.needs_input_grad[0] else None
+        ga = (nmask * block_sum(ctx.view, g * w)).reshape(-1)        # dLoss/da
+        if ctx.clipped:
+            ga.masked_fill_(a != p, 0.0)                              # clamp passes gradient only inside [lo, hi]
+        grad_l = torch._softmax_backward_data(ga, p, 0, p.dtype).view_as(nmask)
         return grad_w, grad_l if ctx.temperature == 1.0 else grad_l / ctx.temperature, None, None, None, None, None
 
 

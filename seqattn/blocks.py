@@ -20,30 +20,39 @@ def exact(view: S.BlockView) -> bool:
         len(view.shape) == 2 or view.shape[1] % view.block == 0)
 
 
-def scale_blocks(view: S.BlockView, w: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """w (.) expand(values). When the blocks tile w exactly, values are repeated along the input dimension only and
-    broadcast over the B output rows of each block (a contiguous inner loop: about the cost of one multiply)."""
+def expand_dense(view: S.BlockView, values: torch.Tensor) -> torch.Tensor:
+    """expand(values) materialized contiguously in the weight's own layout (then w * it is one contiguous multiply,
+    and the same tensor serves the backward). Exact tilings: two broadcast copies, first along the input axis (a
+    small tensor), then over the B output rows of each block."""
     if not exact(view):
-        return w * expand(view, values)
+        return expand(view, values).contiguous()
     b, (gr, gc) = view.block, view.grid
-    if w.dim() == 2:  # (out, in) = (gc*B, gr*B): weight[o, i] is in block (i // B, o // B)
-        rows = values.t().repeat_interleave(b, dim=1)                     # (gc, in)
-        return (w.view(gc, b, -1) * rows[:, None]).view(w.shape)
-    cout, cin, h, k = w.shape  # matrix row (h, w, cin) -> block row (h, w, cin // B)
-    rows = values.view(h, k, cin // b, gc).permute(3, 2, 0, 1).repeat_interleave(b, dim=1)  # (gc, cin, h, k)
-    return (w.view(gc, b, cin, h, k) * rows[:, None]).view(w.shape)
+    if len(view.shape) == 2:  # (out, in) = (gc*B, gr*B): weight[o, i] is in block (i // B, o // B)
+        per = values.t()[:, :, None]                                              # (gc, in/B, 1)
+    else:                     # matrix row (h, w, cin) -> block row (h, w, cin // B)
+        cout, cin, h, k = view.shape
+        per = values.view(h, k, cin // b, gc).permute(3, 2, 0, 1)[:, :, None]    # (gc, cin/B, 1, h, k)
+    rows = per.expand(gc, per.shape[1], b, *per.shape[3:]).reshape(gc, -1)        # (gc, in * h * k)
+    return rows[:, None].expand(gc, b, rows.shape[1]).reshape(view.shape)
+
+
+def scale_blocks(view: S.BlockView, w: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """w (.) expand(values)."""
+    return w * expand_dense(view, values)
 
 
 def block_sum(view: S.BlockView, t: torch.Tensor) -> torch.Tensor:
-    """Sum of ``t`` (a weight-shaped tensor) over every block: shape ``view.grid`` (the adjoint of ``expand``)."""
+    """Sum of ``t`` (a weight-shaped tensor) over every block: shape ``view.grid`` (the adjoint of ``expand``).
+    Exact tilings first sum the B output rows of each block (contiguous), then the B inputs (a small mat-vec)."""
     if not exact(view):
         return view.tiles(t).sum(dim=(1, 3))
     b, (gr, gc) = view.block, view.grid
+    ones = t.new_ones(b)
     if t.dim() == 2:
-        return t.view(gc, b, -1).sum(dim=1).view(gc, gr, b).sum(dim=2).t()
+        return (t.view(gc, b, -1).sum(dim=1).view(gc, gr, b) @ ones).t()
     cout, cin, h, k = t.shape
-    per = t.view(gc, b, cin, h, k).sum(dim=1).view(gc, cin // b, b, h, k).sum(dim=2)  # (gc, cin/B, h, k)
-    return per.permute(2, 3, 1, 0).reshape(gr, gc)
+    per = t.view(gc, b, cin, h, k).sum(dim=1).view(gc, cin // b, b, h * k).transpose(2, 3) @ ones  # (gc, cin/B, hk)
+    return per.view(gc, cin // b, h, k).permute(2, 3, 1, 0).reshape(gr, gc)
 
 
 def expand(view: S.BlockView, values: torch.Tensor) -> torch.Tensor:

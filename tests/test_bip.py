@@ -161,3 +161,21 @@ def test_bad_input_is_one_line_and_nothing_is_done(runs, script, args, message):
     assert proc.returncode == 2
     assert message in one_error_line(proc)
     assert not list(runs.glob("*/*/result.json"))
+
+
+def test_incremental_threshold_equals_kthvalue_as_scores_drift():
+    """The projection's threshold, searched near the last one, is exactly torch.kthvalue's at every step (small
+    drifts, large jumps, ties) — so the mask is the exact global top-k."""
+    from bip.scores import Threshold
+
+    g = torch.Generator().manual_seed(0)
+    for n, sparsity in ((20000, 0.2), (20000, 0.91), (3000, 0.99)):
+        flat = torch.rand(n, generator=g)
+        k = round(sparsity * n)
+        threshold = Threshold()
+        for step in range(60):
+            scale = 0.5 if step % 17 == 5 else 1e-3             # now and then a jump far outside the band
+            flat = flat + scale * torch.randn(n, generator=g)
+            if step == 30:
+                flat[:500] = flat[k]                                # a block of ties at the threshold
+            assert torch.equal(threshold(flat, k), torch.kthvalue(flat, k).values), (n, sparsity, step)

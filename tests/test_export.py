@@ -1,0 +1,185 @@
+"""Export of a finished run's final model: loadable without this repository, with the run's accuracy and sparsity."""
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from common import config as C
+from common import export as E
+from common.errors import UserError
+from common.store import config_hash
+from tests.conftest import one_error_line, run_cli
+
+RUNS = {  # one run per kind of model: unstructured, block-sparse, structurally pruned (their dense runs come along)
+    "gmp.prune": ["--model", "mlp", "--exclude", "last", "--pretrain.epochs", "3", "--epochs", "4",
+                  "--stabilize-epochs", "1", "--prune-epochs", "2", "--target-sparsity", "0.8"],
+    "seqattn.prune": ["--model", "mlp", "--block", "4", "--sparsity", "0.8", "--epochs", "3"],
+    "posttrain.prune": ["--model", "cnn", "--pretrain.epochs", "2", "--samples", "64", "--phase1-epochs", "2",
+                        "--phase2-epochs", "1"],
+}
+
+# Runs in a fresh interpreter whose path holds no copy of this repository: plain torch only.
+LOAD = r"""
+import json, sys
+import torch
+try:
+    import common
+    sys.exit("the repository is importable")
+except ModuleNotFoundError:
+    pass
+x, y = torch.load(sys.argv[1], weights_only=True)
+out = {}
+for folder in sys.argv[2:]:
+    rep = json.load(open(f"{folder}/sparsity.json"))
+    program = torch.export.load(f"{folder}/{rep['file']}")
+    weights = program.state_dict
+    names = [layer["layer"] for layer in rep["layers"]]
+    nonzero = sum(int(torch.count_nonzero(weights[n])) for n in names)
+    with torch.no_grad():
+        acc = (program.module()(x).argmax(1) == y).sum().item() / len(y)
+    out[folder] = {"acc": acc, "sparsity": 1 - nonzero / sum(weights[n].numel() for n in names),
+                   "params": sum(p.numel() for p in program.parameters())}
+print(json.dumps(out))
+"""
+
+
+def _run_dir(stdout, runs):
+    result = json.loads(stdout.splitlines()[-1])
+    return runs / result["script"] / result["hash"]
+
+
+def _main(script, *args) -> tuple[int, str, str]:
+    """``python -m <script> <args>`` in this process with one thread (saves an interpreter start per run)."""
+    from common.cli import main
+
+    out, err, threads = io.StringIO(), io.StringIO(), torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(script, [str(a) for a in args])
+    finally:
+        torch.set_num_threads(threads)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Every script of RUNS run with --export, then all runs (dense ones by a glob) exported again by the command."""
+    from common.data import load_dataset
+
+    tmp = tmp_path_factory.mktemp("export")
+    runs = tmp / "runs"
+    dirs, first = {}, {}
+    for script, args in RUNS.items():  # the first one as a user runs it, the others in this process
+        args = [*args, "--progress", "off", "--runs-dir", runs, "--export"]
+        if script == "gmp.prune":
+            proc = run_cli(script, *args)
+            code, out, err = proc.returncode, proc.stdout, proc.stderr
+        else:
+            code, out, err = _main(script, *args)
+        assert code == 0, err
+        dirs[script] = _run_dir(out, runs)
+        assert f"exported: {dirs[script] / 'export'}" in err
+        first[script] = torch.load(dirs[script] / "export" / "state_dict.pt", weights_only=True)
+    dense = sorted((runs / "common.pretrain").iterdir())
+    assert len(dense) == 2  # the mlp of gmp.prune, the cnn of posttrain.prune
+    proc = run_cli("common.export", "--run", dirs["gmp.prune"], "--run", runs / "common.pretrain" / "*",
+                   "--run", f"{dirs['seqattn.prune']},{dirs['posttrain.prune']}")
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(line)["format"] for line in proc.stdout.splitlines()] == ["torch.export"] * 5
+    dirs.update({f"common.pretrain/{d.name}": d for d in dense})
+    test = load_dataset("digits", device="cpu").test
+    data = tmp / "digits_test.pt"
+    torch.save((test.x, test.y), data)  # digits are stored ready to use (no per-batch normalization)
+    assert test.mean is None
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", LOAD, data, *[d / "export" for d in dirs.values()]], cwd=tmp,
+                          env=clean, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    loaded = json.loads(proc.stdout)
+    return {name: {"dir": d, "result": json.loads((d / "result.json").read_text()), "first": first.get(name),
+                   "report": json.loads((d / "export" / "sparsity.json").read_text()),
+                   "loaded": loaded[str(d / "export")]} for name, d in dirs.items()}
+
+
+def test_exports_reload_without_the_repository_with_the_runs_accuracy_and_sparsity(exported):
+    for name, e in exported.items():
+        assert e["loaded"]["acc"] == e["result"]["test_acc"], name
+        assert e["report"]["format"] == "torch.export" and e["report"]["file"] == "model.pt2"
+        assert e["report"]["script"] == e["result"]["script"] and e["report"]["hash"] == e["result"]["hash"]
+        assert e["report"]["result"]["test_acc"] == e["result"]["test_acc"]
+        if name.startswith("common.pretrain"):  # dense: nothing pruned
+            assert e["loaded"]["sparsity"] == e["report"]["sparsity"] == 0.0
+        elif name != "posttrain.prune":
+            assert abs(e["loaded"]["sparsity"] - e["result"]["sparsity"]) < 1e-6, name
+            assert abs(e["report"]["sparsity"] - e["result"]["sparsity"]) < 1e-6, name
+            assert e["loaded"]["sparsity"] > 0.7
+    for name in ("gmp.prune", "seqattn.prune"):  # the same prunable layers as the run's own report
+        assert [x["layer"] for x in exported[name]["report"]["layers"]] == \
+               [x["layer"] for x in exported[name]["result"]["layers"]]
+
+
+def test_structured_export_is_the_physically_smaller_model(exported):
+    e = exported["posttrain.prune"]
+    rep, res = e["report"], e["result"]
+    assert rep["structured"] and e["loaded"]["params"] == rep["params"] == res["params"]
+    for key in ("flops", "dense_params", "dense_flops"):
+        assert rep[key] == res[key], key
+    assert rep["RP"] == pytest.approx(res["RP"], rel=1e-12) and rep["RF"] == pytest.approx(res["RF"], rel=1e-12)
+    assert rep["RP"] > 1.5 and rep["sparsity"] == 0.0
+
+
+def test_export_by_flag_and_by_command_write_the_same_weights(exported):
+    for name, e in exported.items():
+        if e["first"] is None:
+            continue
+        again = torch.load(e["dir"] / "export" / "state_dict.pt", weights_only=True)
+        assert again.keys() == e["first"].keys()
+        assert all(torch.equal(again[k], e["first"][k]) for k in again), name
+
+
+def test_export_flag_parses_bare_and_leaves_the_run_hash_alone():
+    from gmp import prune
+
+    plain = C.parse_args(prune.Config, [])
+    flagged = C.parse_args(prune.Config, ["--export"])
+    assert flagged.export is True and C.parse_args(prune.Config, ["--export", "false"]).export is False
+    assert config_hash(flagged) == config_hash(plain)
+
+
+def test_a_model_torch_export_cannot_capture_falls_back_to_torchscript(tmp_path, one_thread):
+    class Branchy(torch.nn.Module):  # data-dependent control flow: torch.export refuses it, tracing records a path
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(x) if x.sum() > -1e9 else -self.fc(x)
+
+    model = Branchy().eval()
+    with pytest.warns(torch.jit.TracerWarning):
+        name, fmt = E.save_program(model, torch.randn(2, 4), tmp_path)
+    assert (name, fmt) == ("model.torchscript.pt", "torchscript")
+    x = torch.randn(5, 4)
+    assert torch.equal(torch.jit.load(str(tmp_path / name))(x), model(x))
+
+
+def test_bad_runs_are_one_error_line(tmp_path, capsys):
+    assert E.main(["--run", str(tmp_path)]) == 2
+    assert "is not a finished run (no result.json" in capsys.readouterr().err
+    assert E.main(["--run", str(tmp_path / "nothing*")]) == 2
+    assert "matches no directory" in capsys.readouterr().err
+    runs = tmp_path / "runs"
+    code, out, err = _main("seqattn.oneshot", "--score", "magnitude", "--sparsities", "0.9", "--finetune.epochs", "0",
+                           "--pretrain.epochs", "1", "--progress", "off", "--runs-dir", runs, "--export")
+    assert code == 2 and "stores no final model (no model.pt)" in one_error_line(SimpleNamespace(stderr=err))
+    run_dir = _run_dir(out, runs)  # the run itself is done and its metrics were printed
+    assert (run_dir / "result.json").exists() and not (run_dir / "export").exists()
+    with pytest.raises(UserError, match="seqattn.oneshot run .* stores no final model"):
+        E.export_run(run_dir)
