@@ -1,0 +1,141 @@
+"""Cross-paper comparison (beyond the papers): structured and block pruning on one model and data set.
+
+BiP filter-wise / channel-wise (BiP paper), post-training structured pruning (ours of that paper), and the block
+methods of the SequentialAttention++ paper (SA++, ACDC, block magnitude; BxB blocks on the conv layers). Accuracy vs
+RP (parameters original / pruned: nonzero entries for masked models, so a zero block or filter counts as removed),
+vs RF (FLOPs original / pruned, zero weights not counted) and vs the measured CPU speedup of the final model
+(dense latency / pruned latency, one thread, batch 1 and batch 64; each a median of repeats, the dense model of the
+same seed measured alternately with it). Masked and block-sparse models
+run as dense tensors, so their measured speedup is ~1x: only post-training pruning removes channels physically.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+
+from common.data import dataset_info
+from common.metrics import latency_ms
+from common.models import build_model
+from figures import bip_runs as R
+from figures import compare_runs as X
+from figures.fig_compare import budget_label
+from figures.plot import save_csv, save_figure
+
+PAPER = ("Beyond the papers (cross-paper comparison, issue #7): BiP filter/channel, post-training pruning, "
+         "SA++ / ACDC / block magnitude with blocks")
+BATCHES = (1, 64)
+REPEATS = 15
+ROUNDS = 3
+COLUMNS = ["setup", "method", "label", "knob", "acc_mean", "acc_std", "acc_min", "acc_max", "seeds", "dense_acc",
+           "RP", "RF", "latency_b1_ms", "latency_b64_ms", "dense_latency_b1_ms", "dense_latency_b64_ms",
+           "speedup_b1", "speedup_b64", "dense_ep", "method_ep", "total_ep", "method_s", "dense_s", "total_s",
+           "budget"]
+
+
+def runs(profile: str):
+    return X.structured(profile)
+
+
+def load_model(row) -> torch.nn.Module:
+    """The final model of a run, from its ``model.pt`` (post-training: the physically smaller architecture)."""
+    info = dataset_info(row["config.dataset"])
+    model = build_model(row["config.model"], info.num_classes, info.input_shape)
+    state = torch.load(Path(row["run_dir"]) / "model.pt", map_location="cpu", weights_only=False)
+    if row["script"] == "posttrain.prune":
+        import torch_pruning as tp
+
+        tp.load_state_dict(model, state_dict=state)
+    else:
+        model.load_state_dict(state)
+    return model.eval()
+
+
+def latencies(model, dense, input_shape) -> dict:
+    """Median CPU latencies (ms, one thread) of ``model`` and the dense model at each batch size, measured alternately
+    ``ROUNDS`` times (median of the rounds' medians, so that load from other processes hits both alike)."""
+    out = {}
+    for b in BATCHES:
+        times = {"": [], "dense_": []}
+        for _ in range(ROUNDS):
+            for prefix, m in (("", model), ("dense_", dense)):
+                times[prefix].append(latency_ms(m, input_shape, batch_size=b, repeats=REPEATS, warmup=3, threads=1))
+        for prefix, values in times.items():
+            out[f"{prefix}latency_b{b}_ms"] = sorted(values)[len(values) // 2]
+        out[f"speedup_b{b}"] = out[f"dense_latency_b{b}_ms"] / out[f"latency_b{b}_ms"]
+    return out
+
+
+def reductions(row) -> dict:
+    """RP and RF of a run: post-training reports them (physical removal); masked models count nonzero weights."""
+    if row["script"] == "posttrain.prune":
+        return {"RP": row["RP"], "RF": row["RF"]}
+    return {"RP": row["params"] / row["nonzero_params"], "RF": row["flops"] / row["effective_flops"]}
+
+
+def tidy(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: setup, seed, method, knob (sparsity or channel ratio), acc, RP, RF, latencies, costs."""
+    dense = df[df["script"] == "common.pretrain"]
+    dense_rows = {(R.setup_label(r), r["config.seed"]): r.to_dict() for _, r in dense.iterrows()}
+    dense_models = {}
+    rows = []
+    for _, r in df[df["script"] != "common.pretrain"].iterrows():
+        r = r.to_dict()
+        setup, seed = R.setup_label(r), r["config.seed"]
+        shape = dataset_info(r["config.dataset"]).input_shape
+        d = dense_rows.get((setup, seed))
+        if (setup, seed) not in dense_models and d is not None:
+            dense_models[setup, seed] = load_model(d)
+        cost = X.epoch_equivalents(r)
+        method_s = X.method_seconds(r)
+        dense_s = d["wall_time"] if d is not None and cost["dense_ep"] else 0.0
+        knob = r.get("config.ratio") if r["script"] == "posttrain.prune" else \
+            r.get("config.target_sparsity") if r["script"] == "bip.prune" else r.get("config.sparsity")
+        lat = latencies(load_model(r), dense_models[setup, seed], shape)
+        rows.append({"setup": setup, "seed": seed, "method": X.method_of(r), "knob": float(knob),
+                     "acc": 100 * r["test_acc"], "dense_acc": 100 * d["test_acc"] if d is not None else float("nan"),
+                     **reductions(r), **lat,
+                     **cost, "method_s": method_s, "dense_s": dense_s, "total_s": method_s + dense_s})
+    return pd.DataFrame(rows)
+
+
+def summarize(t: pd.DataFrame) -> pd.DataFrame:
+    g = t.groupby(["setup", "method", "knob"], sort=False)
+    out = g["acc"].agg(acc_mean="mean", acc_std="std", acc_min="min", acc_max="max", seeds="count").reset_index()
+    out["acc_std"] = out["acc_std"].fillna(0.0)
+    numeric = [c for c in COLUMNS[9:-1] if c in t]
+    out = out.merge(g[numeric].mean().reset_index(), on=["setup", "method", "knob"])
+    out = out.merge(g["budget"].first().reset_index(), on=["setup", "method", "knob"])
+    out["label"] = out["method"].map(X.LABELS)
+    order = {m: i for i, m in enumerate(X.STRUCTURED_METHODS)}
+    out = out.assign(_o=out["method"].map(order)).sort_values(["setup", "_o", "knob"])
+    return out.reindex(columns=COLUMNS).reset_index(drop=True)
+
+
+def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
+    stats = summarize(tidy(df))
+    setups = list(dict.fromkeys(stats["setup"]))
+    panels = (("RP", "RP: parameters original / pruned (log)"), ("RF", "RF: FLOPs original / pruned (log)"),
+              ("speedup_b1", "measured CPU speedup, batch 1"), ("speedup_b64", "measured CPU speedup, batch 64"))
+    fig, axes = plt.subplots(len(setups), len(panels), figsize=(19, 4.2 * len(setups)), squeeze=False)
+    for row, setup in zip(axes, setups):
+        s = stats[stats["setup"] == setup]
+        for ax, (col, xlabel) in zip(row, panels):
+            for method in X.STRUCTURED_METHODS:
+                m = s[s["method"] == method].sort_values("knob")
+                if len(m):
+                    spread = [m["acc_mean"] - m["acc_min"], m["acc_max"] - m["acc_mean"]]
+                    ax.errorbar(m[col], m["acc_mean"], yerr=spread, marker="o", ms=4, capsize=2,
+                                color=X.COLORS[method], label=budget_label(m))
+            dense = s["dense_acc"].mean()
+            ax.axhline(dense, color="k", ls="--", lw=1, label=f"dense ({dense:.2f}%)")
+            ax.set(title=setup, xlabel=xlabel, ylabel="test accuracy (%)",
+                   xscale="log" if col in ("RP", "RF") else "linear")
+            ax.grid(alpha=0.3, which="both")
+        row[0].legend(fontsize=7, loc="lower left")
+    fig.suptitle("cross-paper comparison, structured / block (mean over seeds, min-max); masked and block-sparse "
+                 "models run dense, so their measured speedup is ~1x", fontsize=9)
+    fig.tight_layout()
+    return [*save_figure(fig, base), save_csv(stats, base)]
