@@ -39,6 +39,7 @@ def test_bip_figures_are_drawn_from_the_run_store(small_profile, tmp_path, one_t
     summary = pd.read_csv(out / "tiny" / "fig-bip-time-summary.csv")
     assert {"bip_time_max_over_min", "imp_over_bip", "row"} <= set(summary.columns)
     assert (summary["imp_over_bip"] > 0).all() and (summary["row"] == "to 89%").sum() == 2
+    assert (summary["imp_over_bip_fastest_seeds"] > 0).all()
     time = pd.read_csv(out / "tiny" / "fig-bip-time.csv")
     imp = time[(time["method"] == "imp") & (time["setup"] == "mlp / digits")].sort_values("sparsity")
     assert imp["time_mean"].is_monotonic_increasing  # cumulative over rounds
