@@ -136,8 +136,10 @@ def reconstruct(student: nn.Module, teacher: TeacherOutputs, x: torch.Tensor, *,
     the growing sparsity penalty shrinks them after every step. Returns the per-epoch log."""
     student.eval()
     groups = balanced_groups(student, x[:1], lr, balanced)
-    # one fused kernel per parameter group (CPU and CUDA since torch 2.4): the balanced groups are many and small
-    optimizer = torch.optim.Adam(groups, fused=True) if x.device.type in ("cpu", "cuda") else torch.optim.Adam(groups)
+    try:  # one fused kernel per parameter group: the balanced groups are many and small
+        optimizer = torch.optim.Adam(groups, fused=True)
+    except (RuntimeError, ValueError):  # a device or torch version without fused Adam
+        optimizer = torch.optim.Adam(balanced_groups(student, x[:1], lr, balanced), foreach=True)
     records = []
     for epoch in range(epochs):
         lam = min(1.0, lambda0 + epoch * growth)  # lambda_j, j = epoch
