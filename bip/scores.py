@@ -92,7 +92,7 @@ class Threshold:
 
     def _full(self, flat: torch.Tensor, n_prune: int) -> torch.Tensor:
         self.value = torch.kthvalue(flat, n_prune).values
-        if not flat.is_cuda:  # start with a band holding ~1% of the scores around the threshold
+        if not flat.is_cuda:  # a first band width: the spread of the middle 1% of the scores (then adapted per step)
             q = torch.quantile(flat[:: max(1, flat.numel() // 4096)].float(), torch.tensor([0.495, 0.505]))
             self.width = max(float(q[1] - q[0]), 1e-12)
         return self.value

@@ -40,7 +40,7 @@ def clip_range(mode: str, n_blocks: int, density: float) -> tuple[float, float] 
 class _SoftmaxScale(torch.autograd.Function):
     """W_eff = W (.) expand(clamp(softmax(L / T), lo, hi) (.) n Mask) with a hand-written backward: the same
     gradients as autograd in fewer operations per layer and step (the per-step cost of SA++). The expanded scale is
-    materialized once and serves both W_eff and dW; the clamp's and the mask's gradient gates are one grid tensor."""
+    materialized once and serves both W_eff and dW; the softmax backward is one kernel."""
 
     @staticmethod
     def forward(ctx, w, logits, nmask, view, temperature, lo, hi):
