@@ -33,8 +33,11 @@ tab-%: $(VENV)/.installed FORCE
 list: $(VENV)/.installed
 	$(PY) -m figures list
 
+# Two pytest workers, one file each at a time (module fixtures are built once), one BLAS/OpenMP thread per process:
+# the Slurm tests, which mostly wait on the cluster, run beside the rest of the suite.
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed
-	$(PY) -m pytest -q tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 # common/bench.py first, then every <folder>/bench.py (each prints ratios measured in its own single process)
 bench: $(VENV)/.installed

@@ -59,3 +59,9 @@ def one_thread_pretrain(args, runs_dir):
 @pytest.fixture
 def runs(tmp_path) -> Path:
     return tmp_path / "runs"
+
+
+def pytest_collection_modifyitems(items):
+    """The Slurm tests mostly wait on the cluster (requeue after a time limit takes minutes): under ``pytest -n 2``
+    they start first, so the other worker computes the rest of the suite meanwhile."""
+    items.sort(key=lambda item: 0 if item.module.__name__.startswith("test_slurm") else 1)
