@@ -88,11 +88,9 @@ def balanced_groups(model: nn.Module, example: torch.Tensor, lr: float, balanced
     return groups
 
 
-def batches(n: int, batch_size: int, epoch: int, seed: int):
-    """Indices of the calibration samples in a fresh seeded order each epoch."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
-    for i in range(0, n, batch_size):
-        yield order[i:i + batch_size]
+def sample_order(n: int, epoch: int, seed: int) -> torch.Tensor:
+    """The calibration samples in a fresh seeded order each epoch (batches are consecutive slices of it)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
 
 
 class TeacherOutputs:
@@ -127,6 +125,19 @@ class TeacherOutputs:
         return ({name: t[idx] for name, t in self.cache.items()},
                 {name: n[idx].sum() for name, n in self.sample_norms.items()})
 
+    def epoch(self, order: torch.Tensor, batch_size: int):
+        """(sample indices, targets, norms) of every batch of one epoch in ``order``: the cached outputs are put in
+        that order once per epoch (one gather per layer), and each batch is a slice of them."""
+        if self.cache is None:
+            for idx in order.split(batch_size):
+                yield (idx, *self(idx))
+            return
+        order = order.to(self.x.device)
+        targets = {name: t[order].split(batch_size) for name, t in self.cache.items()}
+        norms = {name: n[order].split(batch_size) for name, n in self.sample_norms.items()}
+        for i, idx in enumerate(order.split(batch_size)):
+            yield (idx, {name: t[i] for name, t in targets.items()}, {name: n[i].sum() for name, n in norms.items()})
+
 
 def reconstruct(student: nn.Module, teacher: TeacherOutputs, x: torch.Tensor, *, epochs: int, lr: float,
                 batch_size: int, seed: int, kept: dict, balanced: bool = False, layerwise: bool = False,
@@ -144,8 +155,8 @@ def reconstruct(student: nn.Module, teacher: TeacherOutputs, x: torch.Tensor, *,
     for epoch in range(epochs):
         lam = min(1.0, lambda0 + epoch * growth)  # lambda_j, j = epoch
         total = torch.zeros((), device=x.device)
-        for idx in batches(len(x), batch_size, epoch, seed):
-            target, norm = teacher(idx)
+        shrink = [1.0 - lam * m for _, m in penalty or ()]  # W_P <- W_P - lambda_j W_P as one multiply per tensor
+        for idx, target, norm in teacher.epoch(sample_order(len(x), epoch, seed), batch_size):
             with recording(student, detach_inputs=layerwise) as s_out:
                 student(x[idx.to(x.device)])
             loss = holistic_loss(s_out, target, norm, kept, unpruned=bool(penalty))
@@ -153,9 +164,9 @@ def reconstruct(student: nn.Module, teacher: TeacherOutputs, x: torch.Tensor, *,
             loss.backward()
             optimizer.step()
             if penalty:
-                with torch.no_grad():  # W_P <- W_P - lambda_j * W_P: the penalty's step, decoupled from Adam
-                    for p, m in penalty:
-                        p.sub_(lam * p * m)
+                with torch.no_grad():  # the penalty's step, decoupled from Adam
+                    for (p, _), f in zip(penalty, shrink):
+                        p.mul_(f)
             total += loss.detach() * len(idx)
         rec = float(total) / len(x)
         if not math.isfinite(rec):
