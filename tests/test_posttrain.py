@@ -87,6 +87,23 @@ def test_phase1_penalty_shrinks_the_channels_to_remove_and_teacher_stays_in_eval
         assert torch.equal(v, stats[k]), k
 
 
+def test_an_epochs_batches_of_cached_targets_equal_those_gathered_per_batch(one_thread):
+    teacher = trained_like("cnn").requires_grad_(False)
+    plan = G.plan(copy.deepcopy(teacher), X[:1], 0.5)
+    cached = R.TeacherOutputs(teacher, X, plan.kept)
+    uncached = R.TeacherOutputs(teacher, X, plan.kept, budget_bytes=0)  # recomputed for every batch
+    order = R.sample_order(len(X), epoch=3, seed=1)
+    sizes = []
+    for (i1, t1, n1), (i2, t2, n2) in zip(cached.epoch(order, 24), uncached.epoch(order, 24), strict=True):
+        assert torch.equal(i1, i2)
+        sizes.append(len(i1))
+        for name in t1:
+            assert torch.allclose(t1[name], t2[name], atol=1e-6), name
+            assert torch.allclose(n1[name], n2[name], rtol=1e-5), name
+    assert sum(sizes) == len(X) and sorted(torch.cat([i for i, *_ in cached.epoch(order, 24)]).tolist()) == \
+        list(range(len(X)))
+
+
 def test_balanced_learning_rates_go_from_lr_over_n_to_lr_in_forward_order():
     model = trained_like("resnet8")
     groups = R.balanced_groups(model, X[:1], 1.0, balanced=True)
