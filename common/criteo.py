@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from common.errors import DatasetMissing, UserError
+from common.store import atomic_write
 
 N_INT, N_CAT = 13, 26
 COLUMNS = 1 + N_INT + N_CAT
@@ -96,9 +97,7 @@ def load_tensors(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         return data["x"], data["y"]
     x, y = read_tsv(path)
     try:
-        tmp = cache.with_suffix(".tmp")
-        torch.save({"x": x, "y": y}, tmp)
-        tmp.replace(cache)
+        atomic_write(cache, lambda tmp: torch.save({"x": x, "y": y}, tmp))
     except OSError:
         pass  # a read-only dataset folder: parse again next time
     return x, y

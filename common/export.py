@@ -4,7 +4,7 @@
     python -m common.export --run 'runs/bip.prune/*' --run runs/posttrain.prune/<hash>
     python -m gmp.prune --target-sparsity 0.9 --export              # any script: export once the run is done
 
-Writes ``<run>/export/`` (each file atomically; ``sparsity.json`` last, so a complete export is one that has it):
+Writes ``<run>/export/`` (each file atomically, readable by all; ``sparsity.json`` last, so a complete export is one that has it):
 - ``model.pt2``      the model in eval mode as a ``torch.export`` program (batch size free):
                      ``torch.export.load(path).module()(x)``; masks are multiplied into the weights (pruned weights are
                      exactly zero) and a structurally pruned model is the physically smaller one. A model that
@@ -20,12 +20,9 @@ A run without a final model (``seqattn.oneshot`` keeps one model per sparsity as
 """
 from __future__ import annotations
 
-import contextlib
 import glob
 import json
-import os
 import pickle
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +34,7 @@ from common.data import dataset_info
 from common.errors import UserError
 from common.metrics import flops
 from common.models import build_model
+from common.store import atomic_write
 
 EXAMPLE_BATCH = 2  # torch.export specializes a batch of 1; the exported batch dimension is dynamic anyway
 
@@ -110,20 +108,6 @@ def prunable_params(model: torch.nn.Module, conf: dict, result: dict) -> dict[st
 
 
 # ---------------------------------------------------------------------------------------------------- writing
-def _atomic(path: Path, write) -> None:
-    """``write(tmp_path)``, then ``os.replace`` onto ``path``: readers see the old file or the complete new one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=f"-{path.name}")  # keeps the extension
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # an export is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def save_program(model: torch.nn.Module, example: torch.Tensor, out: Path) -> tuple[str, str]:
     """Write ``model`` with torch.export (dynamic batch), or torch.jit.trace when it cannot be exported: (file, format).
 
@@ -132,12 +116,12 @@ def save_program(model: torch.nn.Module, example: torch.Tensor, out: Path) -> tu
     try:
         program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
         name, fmt = "model.pt2", "torch.export"
-        _atomic(out / name, lambda tmp: torch.export.save(program, tmp))
+        atomic_write(out / name, lambda tmp: torch.export.save(program, tmp), mode=0o644)
         load = lambda p: torch.export.load(p).module()  # noqa: E731
     except Exception:  # noqa: BLE001 - any model torch.export cannot capture falls back to tracing
         traced = torch.jit.trace(model, example, check_trace=False)
         name, fmt = "model.torchscript.pt", "torchscript"
-        _atomic(out / name, lambda tmp: torch.jit.save(traced, tmp))
+        atomic_write(out / name, lambda tmp: torch.jit.save(traced, tmp), mode=0o644)
         load = torch.jit.load
     loaded = load(str(out / name))
     for n in (1, 3):
@@ -171,13 +155,14 @@ def export_run(run_dir) -> Path:
     (out / "sparsity.json").unlink(missing_ok=True)  # until the new export is complete
     with torch.no_grad():
         state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-        _atomic(out / "state_dict.pt", lambda tmp: torch.save(state, tmp))
+        atomic_write(out / "state_dict.pt", lambda tmp: torch.save(state, tmp), mode=0o644)
         name, fmt = save_program(model, torch.randn(EXAMPLE_BATCH, *input_shape), out)
         rep = report(run_dir, conf, result, model, original, structured, input_shape)
     for stale in {"model.pt2", "model.torchscript.pt"} - {name}:  # an earlier export's other format
         (out / stale).unlink(missing_ok=True)
     text = json.dumps({"file": name, "format": fmt, "torch": torch.__version__, **rep}, indent=1, sort_keys=True)
-    _atomic(out / "sparsity.json", lambda tmp: Path(tmp).write_text(text + "\n"))  # written last: export complete
+    # written last: an export that has it is complete
+    atomic_write(out / "sparsity.json", lambda tmp: Path(tmp).write_text(text + "\n"), mode=0o644)
     return out
 
 

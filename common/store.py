@@ -38,21 +38,34 @@ def config_hash(cfg) -> str:
     return hashlib.sha256(C.canonical_json(cfg).encode()).hexdigest()[:HASH_LEN]
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and ``os.replace``: readers see the old or the new file."""
+def atomic_write(path, write, mode: int | None = None) -> Path:
+    """``write(tmp)`` into a temporary file beside ``path`` (with the same extension, for writers that infer a format
+    from it), then ``os.replace`` it onto ``path``: readers see the old file or the complete new one. ``mode``: the
+    file's permissions (default: the temporary file's, owner-only)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as fh:
+        write(tmp)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """``text`` written atomically, and flushed to disk before it replaces the old file."""
+    def write(tmp):
+        with open(tmp, "w") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write)
 
 
 def atomic_write_json(path: Path, data) -> None:
@@ -100,15 +113,7 @@ class Run:
         import torch
 
         state = dict(state, _logs=self.logs, _elapsed=self.elapsed())
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".checkpoint.", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(state, tmp)
-            os.replace(tmp, self.checkpoint_path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
 
     def load_checkpoint(self) -> dict | None:
         """The last checkpoint, or None. A corrupt or truncated file is reported, removed, and the run restarts."""

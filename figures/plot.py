@@ -1,8 +1,6 @@
 """Shared drawing helpers: atomic writes of png/pdf/csv/md/tex, mean and spread over seeds, a consistent style."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -11,32 +9,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from common.store import atomic_write  # noqa: E402
+
 COLORS = {"gmp": "C0", "oneshot": "C1", "dense": "k"}
-
-
-def _atomic(path: Path, write) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_figure(fig, base: Path) -> list[Path]:
     """``base.png`` and ``base.pdf``, each written atomically."""
-    paths = [_atomic(base.with_suffix(ext), lambda p: fig.savefig(p, dpi=150, bbox_inches="tight"))
+    paths = [atomic_write(base.with_suffix(ext), lambda p: fig.savefig(p, dpi=150, bbox_inches="tight"))
              for ext in (".png", ".pdf")]
     plt.close(fig)
     return paths
 
 
 def save_csv(df: pd.DataFrame, base: Path) -> Path:
-    return _atomic(base.with_suffix(".csv"), lambda p: df.to_csv(p, index=False, float_format="%.6g"))
+    return atomic_write(base.with_suffix(".csv"), lambda p: df.to_csv(p, index=False, float_format="%.6g"))
 
 
 def save_table(df: pd.DataFrame, base: Path, caption: str = "") -> list[Path]:
@@ -53,7 +40,7 @@ def save_table(df: pd.DataFrame, base: Path, caption: str = "") -> list[Path]:
         Path(p).write_text("\\begin{tabular}{" + "l" * len(cols) + "}\n\\toprule\n" + " & ".join(map(str, cols))
                            + r" \\" + "\n\\midrule\n" + "\n".join(body) + "\n\\bottomrule\n\\end{tabular}\n")
 
-    return [_atomic(base.with_suffix(".md"), md), _atomic(base.with_suffix(".tex"), tex), save_csv(df, base)]
+    return [atomic_write(base.with_suffix(".md"), md), atomic_write(base.with_suffix(".tex"), tex), save_csv(df, base)]
 
 
 def _fmt(v) -> str:

@@ -44,7 +44,7 @@ def test_done_runs_are_not_recomputed_and_results_are_atomic(tmp_path):
     run = store.Run(Script.SCRIPT, cfg)
     assert run.dir == tmp_path / "fake.script" / store.config_hash(cfg)
     assert json.loads((run.dir / "config.json").read_text())["config"] == {"x": 3}
-    assert not list(run.dir.glob(".*.tmp"))
+    assert not list(run.dir.glob(".*"))  # no temporary file left behind
     assert store.read_log(run.dir)[0]["value"] == 3
 
 
