@@ -116,3 +116,16 @@ def latency_ms(model: nn.Module, input_shape, batch_size: int = 1, repeats: int 
     finally:
         torch.set_num_threads(old_threads)
     return float(statistics.median(times))
+
+
+
+def paired_latency_ms(models: dict, input_shape, batch_size: int = 1, rounds: int = 3, repeats: int = 10,
+                      warmup: int = 2, threads: int | None = 1) -> dict:
+    """``{name: median latency (ms)}`` of several models measured alternately, ``rounds`` times each (the median of
+    the rounds' ``latency_ms`` medians), so that load from other processes hits all of them alike."""
+    times = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            times[name].append(latency_ms(model, input_shape, batch_size=batch_size, repeats=repeats, warmup=warmup,
+                                          threads=threads))
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}

@@ -10,6 +10,7 @@ run as dense tensors, so their measured speedup is ~1x: only post-training pruni
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -17,8 +18,8 @@ import pandas as pd
 import torch
 
 from common.data import dataset_info
-from common.metrics import latency_ms
-from common.models import build_model
+from common.export import final_model
+from common.metrics import paired_latency_ms
 from figures import bip_runs as R
 from figures import compare_runs as X
 from figures.fig_compare import budget_label
@@ -41,16 +42,8 @@ def runs(profile: str):
 
 def load_model(row) -> torch.nn.Module:
     """The final model of a run, from its ``model.pt`` (post-training: the physically smaller architecture)."""
-    info = dataset_info(row["config.dataset"])
-    model = build_model(row["config.model"], info.num_classes, info.input_shape)
-    state = torch.load(Path(row["run_dir"]) / "model.pt", map_location="cpu", weights_only=False)
-    if row["script"] == "posttrain.prune":
-        import torch_pruning as tp
-
-        tp.load_state_dict(model, state_dict=state)
-    else:
-        model.load_state_dict(state)
-    return model.eval()
+    run_dir = Path(row["run_dir"])
+    return final_model(run_dir, json.loads((run_dir / "config.json").read_text()))[0]
 
 
 def latencies(model, dense, input_shape) -> dict:
@@ -58,12 +51,9 @@ def latencies(model, dense, input_shape) -> dict:
     ``ROUNDS`` times (median of the rounds' medians, so that load from other processes hits both alike)."""
     out = {}
     for b in BATCHES:
-        times = {"": [], "dense_": []}
-        for _ in range(ROUNDS):
-            for prefix, m in (("", model), ("dense_", dense)):
-                times[prefix].append(latency_ms(m, input_shape, batch_size=b, repeats=REPEATS, warmup=3, threads=1))
-        for prefix, values in times.items():
-            out[f"{prefix}latency_b{b}_ms"] = sorted(values)[len(values) // 2]
+        t = paired_latency_ms({"": model, "dense_": dense}, input_shape, batch_size=b, rounds=ROUNDS,
+                              repeats=REPEATS, warmup=3)
+        out.update({f"{prefix}latency_b{b}_ms": ms for prefix, ms in t.items()})
         out[f"speedup_b{b}"] = out[f"dense_latency_b{b}_ms"] / out[f"latency_b{b}_ms"]
     return out
 

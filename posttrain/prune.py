@@ -29,7 +29,7 @@ from common import config as C
 from common.cli import Runtime
 from common.data import DATASETS, dataset_info, load_dataset
 from common.errors import UserError
-from common.metrics import count_params, flops, latency_ms
+from common.metrics import count_params, flops, paired_latency_ms
 from common.models import MODELS, build_model, check_model
 from common.pretrain import load_dense
 from common.store import Run
@@ -173,15 +173,6 @@ def l1_retrain(cfg: Config, student, data, run) -> None:
         progress.line(f"[l1 retrain] epoch {epoch + 1}/{cfg.retrain.epochs} loss {stats['loss']:.4f}")
 
 
-def speedup(dense, pruned, input_shape, batch: int) -> tuple[float, float]:
-    """Median CPU latencies (ms) of dense and pruned, measured alternately three times each (median of medians)."""
-    d, p = [], []
-    for _ in range(3):
-        d.append(latency_ms(dense, input_shape, batch_size=batch, repeats=10, warmup=2, threads=1))
-        p.append(latency_ms(pruned, input_shape, batch_size=batch, repeats=10, warmup=2, threads=1))
-    return sorted(d)[1], sorted(p)[1]
-
-
 def compute(cfg: Config, run: Run) -> dict:
     device = resolve_device(cfg.device)
     info = dataset_info(cfg.dataset)
@@ -211,7 +202,8 @@ def compute(cfg: Config, run: Run) -> dict:
 
     test = evaluate(student, data.test)
     dense_cost, pruned_cost = costs(teacher, info.input_shape), costs(student, info.input_shape)
-    lat_dense, lat_pruned = speedup(teacher, student, info.input_shape, cfg.latency_batch)
+    lat = paired_latency_ms({"dense": teacher, "pruned": student}, info.input_shape, cfg.latency_batch)
+    lat_dense, lat_pruned = lat["dense"], lat["pruned"]
     torch.save(tp.state_dict(student), run.dir / "model.pt")  # the pruned architecture + weights (tp.load_state_dict)
     return {"test_acc": test["acc"], "test_loss": test["loss"], "dense_test_acc": dense_acc,
             "params": pruned_cost["params"], "flops": pruned_cost["flops"],

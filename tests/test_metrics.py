@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import prune
 
-from common.metrics import count_params, flops, latency_ms
+from common.metrics import count_params, flops, latency_ms, paired_latency_ms
 from common.models import build_model
 
 
@@ -105,3 +105,12 @@ def test_latency_is_positive_and_restores_state():
     ms = latency_ms(model, (1, 8, 8), batch_size=4, repeats=5, warmup=1, threads=2)
     assert isinstance(ms, float) and ms > 0
     assert model.training and torch.get_num_threads() == threads
+
+
+def test_paired_latency_measures_each_model_alternately_and_ranks_a_bigger_model_slower():
+    small, big = build_model("mlp", 10, (1, 8, 8)), build_model("cnn", 10, (1, 8, 8))
+    threads = torch.get_num_threads()
+    ms = paired_latency_ms({"small": small, "big": big}, (1, 8, 8), batch_size=64, rounds=3, repeats=5, warmup=1)
+    assert list(ms) == ["small", "big"] and all(isinstance(v, float) and v > 0 for v in ms.values())
+    assert ms["big"] > ms["small"]  # the CNN costs ~100x the MLP's FLOPs
+    assert torch.get_num_threads() == threads
