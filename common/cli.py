@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 
 from common import config as C
-from common.errors import Diverged, UserError
+from common.errors import RunFailed, UserError
 from common.store import Run, execute
 
 
@@ -39,7 +39,7 @@ def exit_code(action) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except Diverged as exc:
+    except RunFailed as exc:
         print(f"error: run failed: {exc}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:

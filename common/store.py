@@ -29,7 +29,7 @@ import warnings
 from pathlib import Path
 
 from common import config as C
-from common.errors import Diverged
+from common.errors import RunFailed
 
 HASH_LEN = 16
 
@@ -193,7 +193,7 @@ def compute_and_store(module, cfg, run: Run) -> dict:
         atomic_write_json(run.dir / "config.json", {"script": run.script, "config": C.to_dict(cfg, True)})
     try:
         result = module.compute(cfg, run)
-    except Diverged as exc:
+    except RunFailed as exc:
         run.fail(str(exc))
         with contextlib.suppress(FileNotFoundError):
             run.checkpoint_path.unlink()  # a diverged state is not worth resuming from

@@ -11,7 +11,7 @@ import concurrent.futures as cf
 import multiprocessing as mp
 import os
 
-from common.errors import Diverged, UserError
+from common.errors import RunFailed, UserError
 
 
 def _init_worker(threads: int) -> None:
@@ -26,7 +26,7 @@ def _execute(script: str, cfg) -> tuple[str, str | None]:
     try:
         execute(script, cfg)
         return Run(script, cfg).hash, None
-    except (Diverged, UserError) as exc:
+    except (RunFailed, UserError) as exc:
         return Run(script, cfg).hash, f"{script} {Run(script, cfg).dir}: {exc}"
 
 

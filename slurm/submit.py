@@ -143,7 +143,7 @@ def submit_runs(rows, res: R.Resources, label: str):
 def reason(job) -> str:
     """The exception line of a failed job ("ValueError: ..."), from the error submitit recorded."""
     lines = str(job.exception() or "ended without a result").strip().splitlines()
-    errors = [ln.strip() for ln in lines if re.match(r"\s*[\w.]+(Error|Exception|Diverged): ", ln)]
+    errors = [ln.strip() for ln in lines if re.match(r"\s*[\w.]+(Error|Exception|Diverged|RunFailed): ", ln)]
     return (errors or lines)[-1][:300]
 
 
