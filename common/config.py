@@ -3,25 +3,37 @@
 Nested dataclasses become dotted flags (``--pretrain.lr 0.1``). A field's help text and allowed values live in
 its metadata (``field(default=..., metadata={"help": ..., "choices": [...]})``). Fields marked
 ``metadata={"hash": False}`` describe *how* a run executes (device, data folder, workers) rather than *what* it
-computes; they are left out of the run's identity (see ``common.store``).
+computes; they are left out of the run's identity (see ``common.store``). Fields marked ``positive`` (learning rates)
+must be > 0. Fields marked ``content`` name a file whose bytes determine the result: the run's identity holds the
+file's sha256, not its path (the path stays in ``config.json`` for people to read).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import sys
 import typing
-from dataclasses import MISSING, field, fields, is_dataclass
+from dataclasses import field, fields, is_dataclass
 
 from common.errors import UserError
 
 
-def opt(default, help: str, choices=None, hash: bool = True):  # noqa: A002 - mirrors argparse's names
-    """A config field with its help text (and optional allowed values)."""
+def opt(default, help: str, choices=None, hash: bool = True,  # noqa: A002 - mirrors argparse's names
+        positive: bool = False, content: bool = False):
+    """A config field with its help text (and optional allowed values).
+
+    ``positive``: the value must be > 0 (checked by :func:`build`). ``content``: a file path (empty: none) whose
+    file's bytes, not its name, are part of the run's identity (see :func:`canonical_json`).
+    """
     meta = {"help": help, "hash": hash}
     if choices is not None:
         meta["choices"] = list(choices)
+    if positive:
+        meta["positive"] = True
+    if content:
+        meta["content"] = True
     if isinstance(default, (list, dict)) or is_dataclass(default):
         return field(default_factory=lambda: _copy(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -33,13 +45,43 @@ def _copy(value):
 
 def to_dict(cfg, hashed_only: bool = False) -> dict:
     """The config as plain JSON data; with ``hashed_only`` the execution-only fields are dropped."""
+    return _data(cfg, hashed_only, digests=False)
+
+
+def _flag(name: str) -> str:
+    """The command-line option of a (dotted) field name."""
+    return "--" + name.replace("_", "-")
+
+
+def _data(cfg, hashed_only: bool, digests: bool, prefix: str = "") -> dict:
     out = {}
     for f in fields(cfg):
         if hashed_only and not f.metadata.get("hash", True):
             continue
         v = getattr(cfg, f.name)
-        out[f.name] = to_dict(v, hashed_only) if is_dataclass(v) else (list(v) if isinstance(v, tuple) else v)
+        if is_dataclass(v):
+            out[f.name] = _data(v, hashed_only, digests, prefix + f.name + ".")
+        elif digests and f.metadata.get("content") and v:
+            out[f.name] = "sha256:" + file_digest(v, _flag(prefix + f.name))
+        else:
+            out[f.name] = list(v) if isinstance(v, tuple) else v
     return out
+
+
+def file_digest(path: str, option: str) -> str:
+    """The sha256 (hex) of the bytes of the file ``path`` given to ``option``."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    except FileNotFoundError:
+        raise UserError(f"{option} {path}: no such file; give the path of an existing file") from None
+    except IsADirectoryError:
+        raise UserError(f"{option} {path} is a folder; give the path of a file") from None
+    except PermissionError:
+        raise UserError(f"{option} {path} cannot be read (permission denied); make it readable or copy it") from None
+    return digest.hexdigest()
 
 
 def from_dict(cls, data: dict):
@@ -61,7 +103,8 @@ def from_dict(cls, data: dict):
 
 
 def canonical_json(cfg) -> str:
-    return json.dumps(to_dict(cfg, hashed_only=True), sort_keys=True, separators=(",", ":"))
+    """The run's identity: the hashed fields, with each ``content`` file given by its sha256 instead of its path."""
+    return json.dumps(_data(cfg, hashed_only=True, digests=True), sort_keys=True, separators=(",", ":"))
 
 
 def replace(cfg, **changes):
@@ -116,37 +159,42 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def _add_fields(parser, cls, prefix="", group=None):
+def _add_fields(parser, cls, defaults, prefix="", group=None):
+    """One option per leaf field of ``cls``; the defaults shown are those of the instance ``defaults`` (a nested
+    config's are the ones its outer field builds, e.g. ``Level(lr=0.01)``, not the nested class's own)."""
     hints = typing.get_type_hints(cls)
     group = group or parser
     for f in fields(cls):
         tp = hints[f.name]
         name = prefix + f.name
+        default = getattr(defaults, f.name)
         if is_dataclass(tp):  # a nested config: its own section of --help
-            _add_fields(parser, tp, name + ".", parser.add_argument_group(name, f.metadata.get("help")))
+            _add_fields(parser, tp, default, name + ".", parser.add_argument_group(name, f.metadata.get("help")))
             continue
-        default = f.default if f.default is not MISSING else f.default_factory()
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         help_text = f.metadata.get("help", "")
         choices = f.metadata.get("choices")
         if choices:
             help_text += f" {{{', '.join(map(str, choices))}}}"
         group.add_argument(
-            "--" + name.replace("_", "-"), dest=name, type=_converter(tp), default=argparse.SUPPRESS,
+            _flag(name), dest=name, type=_converter(tp), default=argparse.SUPPRESS,
             metavar=tp.__name__.upper() if isinstance(tp, type) else "VALUE",
             help=f"{help_text} (default: {shown})",
             **({"nargs": "?", "const": True} if tp is bool else {}),  # a bare --flag means true
         )
 
 
-def _check_choices(cfg, prefix=""):
+def _check_values(cfg, prefix=""):
+    """The checks declared in the fields' metadata: allowed values (``choices``), ``positive``."""
     for f in fields(cfg):
         v = getattr(cfg, f.name)
         if is_dataclass(v):
-            _check_choices(v, prefix + f.name + ".")
+            _check_values(v, prefix + f.name + ".")
         elif "choices" in f.metadata and v not in f.metadata["choices"]:
             allowed = ", ".join(map(str, f.metadata["choices"]))
-            raise UserError(f"--{(prefix + f.name).replace('_', '-')} '{v}' is not one of: {allowed}")
+            raise UserError(f"{_flag(prefix + f.name)} '{v}' is not one of: {allowed}")
+        elif f.metadata.get("positive") and not (isinstance(v, (int, float)) and v > 0):
+            raise UserError(f"{_flag(prefix + f.name)} {v} must be > 0")
 
 
 def parse_args(cls, argv=None, description: str = "", presets: dict | None = None, prog: str | None = None):
@@ -154,15 +202,29 @@ def parse_args(cls, argv=None, description: str = "", presets: dict | None = Non
 
     ``presets`` maps a name to a dict of (dotted) overrides; ``--preset NAME`` applies one before the flags.
     """
+    parser = make_parser(cls, description, presets, prog)
+    ns = vars(parser.parse_args(sys.argv[1:] if argv is None else argv))
+    preset = ns.pop("preset", None)
+    show = ns.pop("print_config")
+    cfg = build(cls, presets, preset, **ns)
+    if show:  # like --help: print, then end the command without computing anything
+        print(json.dumps(to_dict(cfg), indent=1, sort_keys=True), flush=True)
+        parser.exit(0)
+    return cfg
+
+
+def make_parser(cls, description: str = "", presets: dict | None = None, prog: str | None = None):
+    """The command-line parser of config class ``cls`` (see :func:`parse_args`)."""
     parser = OneLineParser(prog=prog, description=description, usage="%(prog)s [--preset NAME] [--option VALUE ...]",
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     if presets:
         parser.add_argument("--preset", choices=sorted(presets), default=None,
                             help="start from a named table of settings (e.g. a paper setup); flags override it")
-    _add_fields(parser, cls)
-    ns = vars(parser.parse_args(sys.argv[1:] if argv is None else argv))
-    preset = ns.pop("preset", None)
-    return build(cls, presets, preset, **ns)
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config (class defaults, then --preset, then the flags) as JSON and "
+                             "exit without computing")
+    _add_fields(parser, cls, cls())
+    return parser
 
 
 def build(cls, presets: dict | None = None, preset: str | None = None, **overrides):
@@ -173,5 +235,5 @@ def build(cls, presets: dict | None = None, preset: str | None = None, **overrid
             raise UserError(f"unknown preset '{preset}' for {cls.__module__}; choose one of: {', '.join(presets or ())}")
         cfg = replace(cfg, **presets[preset])
     cfg = replace(cfg, **overrides)
-    _check_choices(cfg)
+    _check_values(cfg)
     return cfg

@@ -1,4 +1,6 @@
-from dataclasses import dataclass, field
+import json
+import typing
+from dataclasses import dataclass, fields, is_dataclass
 
 import pytest
 
@@ -57,3 +59,90 @@ def test_unknown_option_is_one_line(tmp_path):
     assert proc.returncode == 2
     assert "unrecognized arguments: --no-such-option" in one_error_line(proc)
     assert not (tmp_path / "gmp.prune").exists()
+
+
+# ---------------------------------------------------------------------------------------------------- lr > 0
+@pytest.mark.parametrize("script,option,value", [
+    ("bip.prune", "--lower.lr", "-0.1"), ("bip.retrain", "--retrain.lr", "0"), ("bip.magnitude", "--train.lr", "-1"),
+    ("gmp.prune", "--prune-lr.lr", "0"), ("gmp.prune", "--pretrain.lr", "-0.05"), ("seqattn.prune", "--lr.lr", "0"),
+    ("seqattn.oneshot", "--finetune.lr", "-0.01"), ("posttrain.prune", "--lr", "-0.003"),
+    ("posttrain.prune", "--retrain.lr", "nan"), ("common.pretrain", "--train.lr", "0")])
+def test_learning_rates_must_be_positive(script, option, value, tmp_path, capsys):
+    from common import cli
+
+    assert cli.main(script, [option, value, "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {option} {float(value)} must be > 0\n"
+    assert not any(tmp_path.iterdir())
+
+
+def test_every_learning_rate_field_is_declared_positive():
+    from tests.test_cli import SCRIPTS
+
+    def lr_fields(cls, prefix=""):
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            if is_dataclass(hints[f.name]):
+                yield from lr_fields(hints[f.name], prefix + f.name + ".")
+            elif f.name == "lr":
+                yield prefix + f.name, f.metadata.get("positive", False)
+
+    found = {(m.SCRIPT, name): positive for m in SCRIPTS for name, positive in lr_fields(m.Config)}
+    assert ("bip.prune", "lower.lr") in found and ("posttrain.prune", "lr") in found
+    assert all(found.values()), [k for k, v in found.items() if not v]
+
+
+def test_positive_flag_in_build_and_presets():
+    @dataclass
+    class Cfg:
+        rate: float = C.opt(1.0, "a rate", positive=True)
+        inner: Inner = C.opt(Inner(), "nested")
+
+    assert C.build(Cfg, rate=0.5).rate == 0.5
+    with pytest.raises(UserError, match=r"^--rate -2.0 must be > 0$"):
+        C.build(Cfg, {"bad": {"rate": -2.0}}, "bad")
+
+
+# ---------------------------------------------------------------------------------------------------- files
+@dataclass
+class WithFile:
+    weights: str = C.opt("", "a file whose bytes determine the result", content=True)
+    inner: Inner = C.opt(Inner(), "nested")
+
+
+def test_a_content_field_is_hashed_by_the_file_bytes(tmp_path):
+    from common.store import config_hash
+
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    a.write_bytes(b"first")
+    first = config_hash(WithFile(weights=str(a)))
+    a.write_bytes(b"other")  # same path, new content: another run
+    second = config_hash(WithFile(weights=str(a)))
+    b.write_bytes(b"other")  # same content, another path: the same run
+    assert first != second == config_hash(WithFile(weights=str(b)))
+    assert C.to_dict(WithFile(weights=str(b)), hashed_only=True)["weights"] == str(b)  # config.json keeps the path
+    assert '"weights":""' in C.canonical_json(WithFile())  # no file: as before
+
+
+def test_posttrain_checkpoint_is_keyed_by_content(tmp_path):
+    from posttrain import prune
+
+    from common.store import Run
+
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes(b"weights v1")
+    cfg = C.parse_args(prune.Config, ["--checkpoint", str(ckpt), "--runs-dir", str(tmp_path)])
+    before = Run(prune.SCRIPT, cfg).hash
+    ckpt.write_bytes(b"weights v2")
+    assert Run(prune.SCRIPT, cfg).hash != before
+    default = prune.Config()  # no --checkpoint: the run's identity is the one it always was
+    assert C.canonical_json(default) == json.dumps(C.to_dict(default, True), sort_keys=True, separators=(",", ":"))
+
+
+def test_missing_content_file_is_one_line(tmp_path):
+    missing = tmp_path / "nope.pt"
+    proc = run_cli("posttrain.prune", "--checkpoint", missing, "--runs-dir", tmp_path)
+    assert proc.returncode == 2
+    assert one_error_line(proc) == f"error: --checkpoint {missing}: no such file; give the path of an existing file"
+    with pytest.raises(UserError, match=r"^--weights .* is a folder; give the path of a file$"):
+        C.canonical_json(WithFile(weights=str(tmp_path)))
