@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh machine: `make figures` and `make test`.
-# Every target depends on the virtual environment, which is (re)built only when requirements.txt changes.
+# Every target depends on the virtual environment, which is (re)built only when requirements.txt or constraints.txt
+# changes; every package in it is pinned (requirements.txt: the direct ones; constraints.txt: all, written by make lock).
 PYTHON  ?= python3
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
@@ -10,14 +11,25 @@ DATA    ?= data
 DEVICE  ?= auto
 FIGURE_ARGS = --profile $(PROFILE) --cluster $(CLUSTER) --runs-dir $(RUNS) --data-dir $(DATA) --device $(DEVICE)
 
-.PHONY: install figures test bench list clean-figures FORCE
+.PHONY: install lock figures test bench list clean-figures FORCE
 .DEFAULT_GOAL := figures
 
-$(VENV)/.installed: requirements.txt
+PIP_VERSION := 26.3
+$(VENV)/.installed: requirements.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --upgrade pip >/dev/null
-	$(VENV)/bin/pip install -r requirements.txt
+	$(VENV)/bin/pip install pip==$(PIP_VERSION) >/dev/null
+	$(VENV)/bin/pip install -r requirements.txt -c constraints.txt
 	touch $@
+
+# Refresh the pins: a fresh environment from requirements.txt alone, frozen into constraints.txt (then run make test).
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install pip==$(PIP_VERSION) >/dev/null
+	.venv-lock/bin/pip install -r requirements.txt
+	{ echo "# Every package of the environment that 'make install' builds, pinned (written by 'make lock'; see requirements.txt)."; \
+	  echo "# Platform-specific packages (CUDA libraries, triton) apply only where pip would install them."; \
+	  .venv-lock/bin/pip freeze --exclude-editable | sort -f; } > constraints.txt
+	rm -rf .venv-lock
 
 install: $(VENV)/.installed
 
