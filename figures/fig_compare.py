@@ -18,7 +18,7 @@ from figures import bip_runs as R
 from figures import compare_runs as X
 from figures.plot import band, save_csv, save_figure
 
-PAPER = ("Beyond the papers (cross-paper comparison, issue #7): BiP / Hydra / IMP / OMP, GMP, ACDC and "
+PAPER = ("Beyond the papers (cross-paper comparison): BiP / Hydra / IMP / OMP, GMP, ACDC and "
          "SequentialAttention++ (B=1) on one model, grid and budget")
 PLAIN = FuncFormatter(lambda v, _: f"{v:g}")
 COLUMNS = ["setup", "method", "label", "sparsity", "acc_mean", "acc_std", "acc_min", "acc_max", "seeds", "dense_acc",

@@ -25,7 +25,7 @@ from figures import compare_runs as X
 from figures.fig_compare import budget_label
 from figures.plot import save_csv, save_figure
 
-PAPER = ("Beyond the papers (cross-paper comparison, issue #7): BiP filter/channel, post-training pruning, "
+PAPER = ("Beyond the papers (cross-paper comparison): BiP filter/channel, post-training pruning, "
          "SA++ / ACDC / block magnitude with blocks")
 BATCHES = (1, 64)
 REPEATS = 15
