@@ -20,6 +20,10 @@ SKIP_DIRS = {"runs", "data", "slurm_logs", "__pycache__", "out", "node_modules"}
 def source_files(root: Path = ROOT) -> list[str]:
     """Repository-relative paths of the Python sources a job may import."""
     try:
+        top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True,
+                             check=True, timeout=60).stdout.decode().strip()
+        if Path(top).resolve() != Path(root).resolve():  # e.g. a snapshot kept inside a checkout's slurm_logs/
+            raise OSError(f"{root} is not the top of a git work tree")
         listed = subprocess.run(["git", "-C", str(root), "ls-files", "-co", "--exclude-standard", "-z"],
                                 capture_output=True, check=True, timeout=60).stdout.decode().split("\0")
         files = [p for p in listed if p.endswith(".py") and (root / p).is_file()]
@@ -32,13 +36,18 @@ def source_files(root: Path = ROOT) -> list[str]:
     return sorted(files)
 
 
+def code_hash(root: Path = ROOT, files: list[str] | None = None) -> str:
+    """A hash of the sources' paths and contents (of ``files``, default all of them): a snapshot's folder name."""
+    digest = hashlib.sha256()
+    for rel in source_files(root) if files is None else files:
+        digest.update(rel.encode() + b"\0" + (Path(root) / rel).read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def snapshot(dest_root: Path, root: Path = ROOT) -> Path:
     """Copy the sources into ``dest_root/<hash>`` (once per distinct content) and return that folder."""
     files = source_files(root)
-    digest = hashlib.sha256()
-    for rel in files:
-        digest.update(rel.encode() + b"\0" + (root / rel).read_bytes() + b"\0")
-    dest = Path(dest_root) / digest.hexdigest()[:16]
+    dest = Path(dest_root) / code_hash(root, files)
     if dest.exists():
         return dest
     tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")

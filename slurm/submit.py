@@ -13,7 +13,9 @@ an interrupted one resumes), requeue on timeout or preemption. Logs: ``slurm_log
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
 import os
 import re
 import shutil
@@ -65,10 +67,10 @@ def place(cfg):
     return C.replace(cfg, runs_dir=str(Path(cfg.runs_dir).resolve()), data_dir=str(Path(cfg.data_dir).resolve()))
 
 
-def executor(res: R.Resources, label: str):
+def executor(res: R.Resources, label: str, folder: Path):
+    """A submitit executor that logs to ``folder`` and starts its jobs in a code snapshot."""
     import submitit
 
-    folder = log_root() / f"{time.strftime('%Y%m%d-%H%M%S')}-{label}"
     code = snapshot(log_root() / "code")
     ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=res.max_requeues)
     optional = {k: getattr(res, k) for k in ("partition", "account", "qos", "constraint", "mem")
@@ -79,19 +81,42 @@ def executor(res: R.Resources, label: str):
         **({"gpus_per_node": res.gpus} if res.gpus else {}), **optional,
         setup=[f"export OMP_NUM_THREADS={res.cpus}"],
         additional_parameters={"chdir": str(code), "requeue": True})
-    return ex, folder
+    return ex
+
+
+# sbatch's words when no slurmctld answers (it is down, or SLURM_CONF / slurm.conf names the wrong host or port)
+UNREACHABLE = re.compile(r"Unable to contact slurm controller|Socket timed out|Could not establish a configuration "
+                         r"source|Zero Bytes were transmitted")
 
 
 def _submitted(fn):
-    """Run a submission; sbatch's refusal becomes one line."""
+    """Run a submission; sbatch's refusal becomes one line (submitit's echo of sbatch's stderr is kept back)."""
     from submitit.core.utils import FailedJobError
 
     try:
-        return fn()
+        with contextlib.redirect_stderr(io.StringIO()):
+            return fn()
     except FailedJobError as exc:
         lines = [ln.split("error:", 1)[1].strip() for ln in str(exc).splitlines() if "error:" in ln]
-        raise UserError("sbatch refused the job: " + ("; ".join(lines) or " ".join(str(exc).split())[-300:]) +
-                        "; check the partition/account/qos/resources (python -m slurm.submit --help)") from None
+        said = "; ".join(lines) or " ".join(str(exc).split())[-300:]
+        if UNREACHABLE.search(str(exc)):
+            raise UserError(f"no Slurm controller answers ({said}); check it with `scontrol ping` and `sinfo` "
+                            "(is slurmctld running? does SLURM_CONF or slurm.conf name its host?)") from None
+        raise UserError(f"sbatch refused the job: {said}; check the partition/account/qos/resources "
+                        "(python -m slurm.submit --help)") from None
+
+
+@contextlib.contextmanager
+def _tidy_on_failure(folder: Path):
+    """If the submission fails, remove its log ``folder``, and the log root too when this submission made it (the
+    code snapshots of a root that was already there stay: identical code reuses them)."""
+    made = [p for p in (log_root(), folder) if not p.exists()]
+    try:
+        yield
+    except BaseException:
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
 
 
 JOB_FILE = "slurm_job"  # in a run's directory: the id of the job that computes it
@@ -124,15 +149,11 @@ def submit_runs(rows, res: R.Resources, label: str):
     rows = [(s, c) for s, c in rows if str(Run(s, c).dir) not in already]
     if not rows:
         return [], None, already
-    ex, folder = executor(res, label)
     jobs = [Job(script, cfg, res.max_requeues) for script, cfg in rows]
-
-    def go():
-        if len(jobs) == 1:
-            return [ex.submit(jobs[0])]
-        return ex.submit_array(jobs)
-
-    submitted = _submitted(go)
+    folder = log_root() / f"{time.strftime('%Y%m%d-%H%M%S')}-{label}"
+    with _tidy_on_failure(folder):
+        ex = executor(res, label, folder)
+        submitted = _submitted(lambda: [ex.submit(jobs[0])] if len(jobs) == 1 else ex.submit_array(jobs))
     for job, (script, cfg) in zip(submitted, rows):
         run = Run(script, cfg)
         run.dir.mkdir(parents=True, exist_ok=True)

@@ -1,19 +1,25 @@
+import importlib.metadata
 import json
 import os
+import platform
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
 
 from common import config as C
 from common import store
-from common.errors import Diverged
-from tests.conftest import ROOT
+from common.errors import Diverged, UserError
+from slurm import snapshot
+from tests.conftest import ROOT, one_error_line
 
 
 @dataclass
@@ -70,18 +76,18 @@ def test_failed_run_is_recorded_not_done(tmp_path):
     assert not run.done and "nan" in json.loads((run.dir / "failed.json").read_text())["reason"]
 
 
-def test_corrupt_checkpoint_restarts_with_a_warning(tmp_path):
+def test_corrupt_checkpoint_restarts_with_a_warning(tmp_path, capsys):
     run = store.Run("fake.script", Cfg(runs_dir=str(tmp_path)))
     run.dir.mkdir(parents=True)
     run.save_checkpoint({"epoch": 3})
     data = run.checkpoint_path.read_bytes()
     run.checkpoint_path.write_bytes(data[: len(data) // 2])  # truncated
-    with pytest.warns(UserWarning, match="corrupt or truncated"):
-        assert store.Run("fake.script", Cfg(runs_dir=str(tmp_path))).load_checkpoint() is None
+    assert store.Run("fake.script", Cfg(runs_dir=str(tmp_path))).load_checkpoint() is None
+    assert "corrupt or truncated" in capsys.readouterr().err
     assert not run.checkpoint_path.exists()
     run.checkpoint_path.write_bytes(b"garbage")
-    with pytest.warns(UserWarning, match="restarting this run from scratch"):
-        assert run.load_checkpoint() is None
+    assert run.load_checkpoint() is None
+    assert capsys.readouterr().err.endswith("restarting this run from scratch\n")
 
 
 def test_lock_makes_the_second_process_wait_and_reuse(tmp_path):
@@ -148,4 +154,240 @@ def test_sigkilled_run_resumes_exactly(tmp_path):
         assert {k: v for k, v in ra.items() if k not in drop} == {k: v for k, v in rb.items() if k not in drop}
         la = [{k: v for k, v in r.items() if k != "time"} for r in store.read_log(a)]
         lb = [{k: v for k, v in r.items() if k != "time"} for r in store.read_log(b)]
-        assert la == lb, script
+        assert [r["event"] for r in lb if r.get("event") == "resume"] == ["resume"], script  # killed once each
+        assert la == [r for r in lb if r.get("event") != "resume"], script
+
+
+# ---------------------------------------------------------------------------------------------------- runs directory
+TINY = ["--model", "mlp", "--train.epochs", "1", "--progress", "off"]
+
+
+def _cli(capsys, *argv):
+    """``python -m common.pretrain argv`` in this process: (exit status, its single error line or None)."""
+    from common.cli import main
+
+    code = main("common.pretrain", [*TINY, *map(str, argv)])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) <= 1, err
+    return code, lines[0] if lines else None
+
+
+def test_runs_dir_that_is_a_file_is_one_line_error_and_missing_parents_are_created(tmp_path, capsys, one_thread):
+    file = tmp_path / "runs.txt"
+    file.write_text("not a folder\n")
+    code, line = _cli(capsys, "--runs-dir", file)
+    assert code == 2 and line == (f"error: the runs directory {file} is a file, not a folder; pass --runs-dir a "
+                                  "folder (a missing one is created)")
+    code, line = _cli(capsys, "--runs-dir", file / "runs")
+    assert code == 2 and f"the runs directory {file / 'runs'} cannot be created: {file} is a file" in line
+    assert file.read_text() == "not a folder\n"
+    with pytest.raises(UserError, match=f"^the runs directory {file} is a file, not a folder; pass --runs-dir"):
+        store.collect(file)
+    code, line = _cli(capsys, "--runs-dir", tmp_path / "new" / "parents" / "runs")
+    assert code == 0 and line is None
+    assert list((tmp_path / "new" / "parents" / "runs" / "common.pretrain").glob("*/result.json"))
+
+
+def test_read_only_runs_dir_is_one_line_error(tmp_path):
+    """Root writes through permission bits, so as root the folder is made a read-only mount instead (a bind mount
+    in a mount namespace of this command alone); without the privilege for that, the test skips."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    cmd = [sys.executable, "-m", "common.pretrain", *TINY, "--runs-dir", str(ro / "runs")]
+    if os.geteuid() == 0:
+        wrap = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                'mount --bind -o ro "$0" "$0" && exec "$@"', str(ro)]
+        probe = subprocess.run([*wrap, "true"], capture_output=True) if shutil.which("unshare") else None
+        if probe is None or probe.returncode != 0:
+            pytest.skip("as root a read-only folder needs a read-only mount, and unshare/mount is not permitted here")
+        cmd = wrap + cmd
+    else:
+        ro.chmod(0o555)
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"),
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        ro.chmod(0o755)
+    line = one_error_line(proc)
+    assert proc.returncode == 2, proc.stderr
+    assert line.startswith(f"error: the runs directory {ro / 'runs'} is not writable (") and "--runs-dir" in line
+    assert not (ro / "runs").exists()
+
+
+# ---------------------------------------------------------------------------------------------------- damaged files
+def test_collect_skips_damaged_and_stray_entries_with_one_warning_each(tmp_path, capsys):
+    for x in (1, 2, 3, 4, 5):
+        store.execute(Script, Cfg(x=x, runs_dir=str(tmp_path)))
+    dirs = {x: store.Run(Script.SCRIPT, Cfg(x=x, runs_dir=str(tmp_path))).dir for x in (3, 4, 5)}
+    truncate = lambda p: p.write_text(p.read_text()[:20])  # noqa: E731
+    truncate(dirs[3] / "result.json")
+    truncate(dirs[4] / "config.json")
+    (dirs[5] / "config.json").unlink()
+    strays = [tmp_path / "notes.txt", tmp_path / Script.SCRIPT / "old-copy", tmp_path / Script.SCRIPT / ".DS_Store"]
+    strays[0].write_text("x")
+    strays[1].mkdir()
+    strays[2].write_text("x")
+    capsys.readouterr()
+    df = store.collect(tmp_path)
+    assert sorted(df["config.x"].unique()) == [1, 2] and len(df) == 4  # the finished runs are all there
+    warned = capsys.readouterr().err.splitlines()
+    assert len(warned) == 6 and all(ln.startswith("warning: ") for ln in warned), warned
+    for path in [*dirs.values(), *strays]:
+        assert sum(f" {path}: skipped" in ln for ln in warned) == 1, (path, warned)
+    assert "result.json is damaged" in next(ln for ln in warned if str(dirs[3]) in ln)
+    assert "config.json is damaged" in next(ln for ln in warned if str(dirs[4]) in ln)
+    assert "config.json is missing" in next(ln for ln in warned if str(dirs[5]) in ln)
+    assert len(store.collect(tmp_path, Script.SCRIPT)) == 4
+
+
+def test_damaged_result_json_is_one_line_error(tmp_path):
+    cfg = Cfg(runs_dir=str(tmp_path))
+    store.execute(Script, cfg)
+    path = store.Run(Script.SCRIPT, cfg).dir / "result.json"
+    path.write_text('{"value": 1')
+    with pytest.raises(UserError, match=f"^{path} is damaged .*; delete it and run again to compute the run anew$"):
+        store.execute(Script, cfg)
+    path.unlink()
+    assert store.execute(Script, cfg)["value"] == 10
+
+
+def test_damaged_config_json_is_rewritten_when_the_run_is_computed(tmp_path):
+    cfg = Cfg(x=2, runs_dir=str(tmp_path))
+    run = store.Run(Script.SCRIPT, cfg)
+    run.dir.mkdir(parents=True)
+    (run.dir / "config.json").write_text('{"script": "fake.scr')  # cut short, e.g. by a full disk
+    store.execute(Script, cfg)
+    assert json.loads((run.dir / "config.json").read_text()) == {"script": Script.SCRIPT, "config": {"x": 2}}
+    assert store.collect(tmp_path)["config.x"].tolist() == [2, 2]
+
+
+# ---------------------------------------------------------------------------------------------------- fresh logs
+class Epochs:
+    """A fake script with checkpointed epochs: ``fail_at`` raises Diverged, ``stop_at`` interrupts (as a kill would),
+    at that epoch, after its record is logged and before its checkpoint."""
+
+    SCRIPT = "fake.epochs"
+    fail_at = stop_at = None
+
+    @classmethod
+    def compute(cls, cfg, run):
+        state = run.load_checkpoint()
+        for epoch in range(state["epoch"] if state else 0, 3):
+            run.log(epoch=epoch + 1)
+            if epoch + 1 == cls.fail_at:
+                raise Diverged(f"training loss became nan in epoch {epoch + 1}")
+            if epoch + 1 == cls.stop_at:
+                raise KeyboardInterrupt
+            run.save_checkpoint({"epoch": epoch + 1})
+        return {"value": 1}
+
+
+def _epochs(run) -> list[int]:
+    return [r["epoch"] for r in store.read_log(run.dir)]
+
+
+def test_rerun_of_a_failed_run_starts_a_fresh_log(tmp_path):
+    cfg = Cfg(runs_dir=str(tmp_path))
+    Epochs.fail_at, Epochs.stop_at = 2, None
+    with pytest.raises(Diverged):
+        store.execute(Epochs, cfg)
+    run = store.Run(Epochs.SCRIPT, cfg)
+    assert _epochs(run) == [1, 2] and not run.checkpoint_path.exists()
+    Epochs.fail_at = None
+    store.execute(Epochs, cfg)
+    assert _epochs(run) == [1, 2, 3]
+
+
+def test_restart_after_a_corrupt_checkpoint_starts_a_fresh_log(tmp_path, capsys):
+    cfg = Cfg(runs_dir=str(tmp_path))
+    Epochs.fail_at, Epochs.stop_at = None, 2
+    with pytest.raises(KeyboardInterrupt):
+        store.execute(Epochs, cfg)
+    run = store.Run(Epochs.SCRIPT, cfg)
+    assert _epochs(run) == [1, 2] and run.checkpoint_path.exists()
+    run.checkpoint_path.write_bytes(run.checkpoint_path.read_bytes()[:50])
+    Epochs.stop_at = None
+    store.execute(Epochs, cfg)
+    assert _epochs(run) == [1, 2, 3]
+    assert f"warning: {run.checkpoint_path}: checkpoint is corrupt or truncated" in capsys.readouterr().err
+
+
+def test_interrupted_run_without_a_checkpoint_starts_a_fresh_log(tmp_path):
+    cfg = Cfg(runs_dir=str(tmp_path))
+    Epochs.fail_at, Epochs.stop_at = None, 1  # killed in its first epoch: a record, no checkpoint
+    with pytest.raises(KeyboardInterrupt):
+        store.execute(Epochs, cfg)
+    Epochs.stop_at = None
+    store.execute(Epochs, cfg)
+    assert _epochs(store.Run(Epochs.SCRIPT, cfg)) == [1, 2, 3]
+
+
+# ---------------------------------------------------------------------------------------------------- permissions
+@pytest.mark.parametrize("umask, mode", [(0o002, 0o664), (0o022, 0o644)])
+def test_store_files_follow_the_umask(tmp_path, umask, mode):
+    Epochs.fail_at = Epochs.stop_at = None
+    old = os.umask(umask)
+    try:
+        store.execute(Epochs, Cfg(runs_dir=str(tmp_path)))
+        explicit = store.atomic_write(tmp_path / "explicit.txt", lambda p: Path(p).write_text("x"), mode=0o600)
+    finally:
+        os.umask(old)
+    run_dir = store.Run(Epochs.SCRIPT, Cfg(runs_dir=str(tmp_path))).dir
+    for name in ("config.json", "result.json", "checkpoint.pt", "log.jsonl"):
+        assert stat.S_IMODE((run_dir / name).stat().st_mode) == mode, name
+    assert stat.S_IMODE(explicit.stat().st_mode) == 0o600  # an explicit mode still wins
+
+
+# ---------------------------------------------------------------------------------------------------- provenance
+def _git(repo, *args) -> str:
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_result_records_code_and_package_versions(tmp_path):
+    result = store.execute(Script, Cfg(runs_dir=str(tmp_path)))
+    prov = json.loads((store.Run(Script.SCRIPT, Cfg(runs_dir=str(tmp_path))).dir / "result.json").read_text())
+    assert prov["provenance"] == result["provenance"] == store.provenance()
+    versions = prov["provenance"]["versions"]
+    assert versions["python"] == platform.python_version()
+    assert versions["torch"] == importlib.metadata.version("torch") and set(versions) == {
+        "python", "torch", "torchvision", "torch-pruning", "numpy"}
+    code = prov["provenance"]["code"]
+    if (ROOT / ".git").exists():
+        assert code == {"git_commit": _git(ROOT, "rev-parse", "HEAD"),
+                        "git_dirty": bool(_git(ROOT, "status", "--porcelain"))}
+    else:
+        assert code == {"content_hash": snapshot.code_hash(ROOT)}
+    assert not [c for c in store.collect(tmp_path).columns if "provenance" in c or "git" in c or "versions" in c]
+
+
+def test_provenance_is_computed_once_and_names_missing_packages(monkeypatch):
+    monkeypatch.setattr(store, "VERSIONED", ("torch", "no-such-package-here"))
+    calls = []
+    monkeypatch.setattr(store, "code_version", lambda: calls.append(1) or {"content_hash": "x"})
+    store.provenance.cache_clear()
+    try:
+        first = store.provenance()
+        assert store.provenance() is first and calls == [1]
+        assert first["versions"]["no-such-package-here"] == "not installed"
+    finally:
+        store.provenance.cache_clear()
+
+
+def test_code_version_is_the_git_commit_or_else_a_hash_of_the_sources(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "pkg" / "mod.py").write_text("VALUE = 1\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "one")
+    assert store.code_version(repo) == {"git_commit": _git(repo, "rev-parse", "HEAD"), "git_dirty": False}
+    (repo / "pkg" / "mod.py").write_text("VALUE = 2\n")
+    assert store.code_version(repo)["git_dirty"] is True
+    # a Slurm code snapshot (no .git of its own, even kept inside a checkout): the hash that names it
+    snap = snapshot.snapshot(repo / "slurm_logs" / "code", root=repo)
+    assert store.code_version(snap) == {"content_hash": snap.name}
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))  # no git at all
+    assert store.code_version(repo) == {"content_hash": snap.name}
