@@ -12,6 +12,8 @@ Features (what the model receives, one float row of 39 per example):
 Model: each of the 39 features becomes a 10-dimensional embedding (categorical: a lookup table per feature; integer:
 its value times a learned vector), concatenated to 390 inputs -> 400 -> 400 -> 400 -> 1 logit (ReLU between).
 A parsed file is cached next to it (``train.txt.<size>-<mtime>.pt``) so it is read once.
+Metrics of the one-logit model (``common.train.evaluate``): the log-loss (mean binary cross-entropy) and ROC AUC
+(``common.metrics.roc_auc``); an accuracy is not reported.
 """
 from __future__ import annotations
 

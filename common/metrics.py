@@ -129,3 +129,18 @@ def paired_latency_ms(models: dict, input_shape, batch_size: int = 1, rounds: in
             times[name].append(latency_ms(model, input_shape, batch_size=batch_size, repeats=repeats, warmup=warmup,
                                           threads=threads))
     return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+
+
+def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Area under the ROC curve of ``scores`` (higher: more likely positive) for 0/1 ``labels``, by ranks: the
+    Mann-Whitney U statistic of the positives' ranks over n_pos * n_neg, tied scores sharing their mean rank (a tie
+    counts 1/2). NaN when only one class is present."""
+    scores, positive = scores.reshape(-1).double(), labels.reshape(-1) > 0.5
+    n_pos = int(positive.sum())
+    n_neg = positive.numel() - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    _, inverse, counts = torch.unique(scores, sorted=True, return_inverse=True, return_counts=True)
+    mean_rank = torch.cumsum(counts, 0).double() - (counts.double() - 1.0) / 2.0  # ranks 1..n, ties averaged
+    rank_sum = float(mean_rank[inverse][positive].sum())
+    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)

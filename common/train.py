@@ -19,6 +19,7 @@ from torch import nn
 from common import config as C
 from common import distributed
 from common.errors import Diverged, UserError
+from common.metrics import roc_auc
 
 
 # ---------------------------------------------------------------------------------------------------- recipes
@@ -37,7 +38,7 @@ class Optim:
 class LRSchedule:
     """A learning-rate schedule over a stretch of training whose length the caller supplies."""
 
-    lr: float = C.opt(0.05, "learning rate at the start (after warm-up)")
+    lr: float = C.opt(0.05, "learning rate at the start (after warm-up)", positive=True)
     schedule: str = C.opt("cosine", "LR shape", choices=("constant", "cosine", "linear", "multistep", "exponential"))
     warmup_epochs: float = C.opt(0.0, "linear warm-up from ~0 to lr over this many epochs")
     milestones: tuple[float, ...] = C.opt((), "multistep: epochs (from the start of this stretch) where lr is "
@@ -87,13 +88,27 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- device
+DEVICE_FORMS = "auto, cpu, cuda or cuda:N (N: a GPU index)"
+
+
+def check_device(name: str) -> None:
+    """Refuse a ``--device`` that is none of :data:`DEVICE_FORMS` (before any run directory is made)."""
+    kind, colon, index = name.partition(":")
+    if not (name in ("auto", "cpu", "cuda") or (kind == "cuda" and colon and index.isdigit())):
+        raise UserError(f"--device {name} is not a device this code runs on; use {DEVICE_FORMS}")
+
+
 def resolve_device(name: str) -> torch.device:
+    check_device(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UserError(f"--device {name} asked for, but this machine has no usable CUDA GPU; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered "
+                            f"from 0; use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -121,7 +136,9 @@ def _to_input(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------------- loops
 class Progress:
-    """A tqdm bar over an epoch's batches on a terminal; otherwise nothing per step (the caller prints a line)."""
+    """A tqdm bar over an epoch's batches on a terminal; otherwise nothing per step (the caller prints a line).
+
+    Both go to standard error: standard output carries only a command's result."""
 
     def __init__(self, mode: str = "auto"):
         self.bar = mode == "bar" or (mode == "auto" and sys.stderr.isatty())
@@ -135,7 +152,7 @@ class Progress:
 
     def line(self, text: str) -> None:
         if self.lines:
-            print(text, flush=True)
+            print(text, file=sys.stderr, flush=True)
 
 
 def train_epoch(model: nn.Module, split, epoch: int, optimizer: torch.optim.Optimizer, *,
@@ -190,21 +207,28 @@ def train_epoch(model: nn.Module, split, epoch: int, optimizer: torch.optim.Opti
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split, loss_fn: Callable = nn.functional.cross_entropy) -> dict:
-    """Top-1 accuracy and mean loss over an evaluation split (model in eval mode, restored afterwards)."""
+    """Mean loss over an evaluation split (model in eval mode, restored afterwards), and top-1 accuracy ``acc`` for a
+    classifier or, for a one-output model (a binary logit, e.g. Criteo's), ROC AUC ``auc`` and no accuracy."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
+    logits, labels = [], []  # one-output models: every score, for the AUC
     for x, y in split.epoch(0):
         with autocast(device):
             out = model(_to_input(x, device))
         total_loss += loss_fn(out.float(), y, reduction="sum")
         if out.dim() == 2 and out.shape[1] > 1:
             correct += (out.argmax(1) == y).sum()
+        else:
+            logits.append(out.float().reshape(-1))
+            labels.append(y.reshape(-1))
         seen += y.shape[0]
     model.train(was_training)
+    if logits:
+        return {"loss": float(total_loss) / max(seen, 1), "auc": roc_auc(torch.cat(logits), torch.cat(labels))}
     return {"loss": float(total_loss) / max(seen, 1), "acc": int(correct) / max(seen, 1)}
 
 
@@ -236,6 +260,8 @@ def resumable_epochs(run, total: int, state: dict, extra: Callable[[], dict] | N
     ``state`` maps names to objects with ``state_dict``/``load_state_dict`` (model, optimizer, masks, ...); the loop
     body may replace entries (a fresh optimizer at a phase boundary) and the replacement is what gets saved. With the
     RNG state saved too and data order a function of (seed, epoch), a resumed run equals an uninterrupted one.
+    A resume says so on standard error and logs ``{"event": "resume", "from_epoch": k}`` (no ``epoch`` key: readers
+    of the per-epoch records skip it like any other event).
     """
     ckpt = run.load_checkpoint()
     start = 0
@@ -244,6 +270,9 @@ def resumable_epochs(run, total: int, state: dict, extra: Callable[[], dict] | N
             obj.load_state_dict(ckpt[name])
         set_rng_state(ckpt["rng"])
         start = int(ckpt["epoch"])
+        if distributed.is_main():
+            print(f"resuming from epoch {start} of {total}: {run.checkpoint_path}", file=sys.stderr, flush=True)
+        run.log(event="resume", from_epoch=start)
     for epoch in range(start, total):
         yield epoch
         run.save_checkpoint({**{n: o.state_dict() for n, o in state.items()}, "epoch": epoch + 1, "rng": rng_state()})

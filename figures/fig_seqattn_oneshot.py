@@ -36,7 +36,7 @@ def runs(profile: str):
 
 
 def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
-    df = df.assign(accuracy=100 * df["test_acc"], **{"config.block": df["config.block"].astype(int)})
+    df = R.with_accuracy(df).assign(**{"config.block": df["config.block"].astype(int)})
     stats = (df.groupby(["config.score", "config.block", "sparsity"])["accuracy"]
              .agg(["mean", "min", "max", "count"]).reset_index())
     wide = stats.pivot_table(index=["config.block", "sparsity"], columns="config.score", values="mean").reset_index()

@@ -51,8 +51,8 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
     ax.axhline(100 * row["config.sparsity"], color="k", ls=":", lw=1, label="target s")
     ax.set(ylabel="block sparsity applied (%)",
            title=f"{R.setup_label(row)}, {int(row['config.block'])}x{int(row['config.block'])} blocks, "
-                 f"c = {row['config.c']:g}, at most {int(row['config.mask_updates'])} mask updates per sparsification "
-                 f"phase")
+                 f"c = {row['config.c']:g}, a mask update every {int(row['config.mask_every'])} step(s) of a "
+                 f"sparsification phase")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center right")
     strip.set_yticks([0.4, 1.4], [R.LABELS["acdc"], "SA++"])

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from common import config as C
-from common.errors import Diverged, UserError
+from common.errors import RunFailed, UserError
 from common.store import Run, collect, execute
 from figures import FIGURES
 
@@ -52,11 +52,11 @@ def compute_in_process(rows) -> list[str]:
         t0 = time.time()
         try:
             result = execute(script, cfg)
-        except Diverged as exc:
+        except RunFailed as exc:
             failures.append(f"{script} {Run(script, cfg).dir}: {exc}")
             print(f"  [{i}/{len(rows)}] {script} {Run(script, cfg).hash} FAILED: {exc}", flush=True)
             continue
-        metric = next((f"{k} {result[k]:.4f}" for k in ("test_acc", "val_loss") if k in result), "")
+        metric = next((f"{k} {result[k]:.4f}" for k in ("test_acc", "test_auc", "val_loss") if k in result), "")
         print(f"  [{i}/{len(rows)}] {script} {Run(script, cfg).hash} {time.time() - t0:.1f}s {metric}", flush=True)
     return failures
 
@@ -77,7 +77,7 @@ def make(name: str, profile: str = "tiny", cluster: str = "none", runtime: dict 
             if failures is None:  # submitted to a cluster: draw once the jobs are done
                 return []
         if failures:
-            raise Diverged(f"{len(failures)} run(s) failed, figure not drawn: " + "; ".join(failures[:3]))
+            raise RunFailed(f"{len(failures)} run(s) failed, figure not drawn: " + "; ".join(failures[:3]))
     hashes = {Run(s, c).hash for s, c in rows}
     runs_dir = runtime.get("runs_dir", "runs")
     df = collect(runs_dir)

@@ -59,6 +59,12 @@ def setup_label(row) -> str:
     return f"{row['config.model']} / {row['config.dataset']}"
 
 
+def with_accuracy(df):
+    """``df`` with ``accuracy``, the test accuracy (%); NaN where a run has none (one-logit models: Criteo reports
+    ``test_loss`` and ``test_auc``)."""
+    return df.assign(accuracy=100 * df["test_acc"] if "test_acc" in df else float("nan"))
+
+
 def metric(df):
     """(column, label, higher is better) of the setup: test accuracy (%), or the loss for Criteo."""
     if (df["config.dataset"] == "criteo").all():

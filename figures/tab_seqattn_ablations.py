@@ -66,7 +66,7 @@ def _select(df, method, block, sparsity, **fields):
 
 
 def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
-    df = df.assign(accuracy=100 * df["test_acc"])
+    df = R.with_accuracy(df)
     value, label, higher = R.metric(df)
     defaults = {"sparsification": True, "c": 4.0, "attention": "softmax", "short_dense_steps": 0, "temperature": 1.0,
                 "zero_pruned": True}

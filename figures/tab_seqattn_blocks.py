@@ -27,7 +27,7 @@ def _reference(setup: str) -> pd.DataFrame | None:
 
 
 def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
-    df = df.assign(setup=df.apply(R.setup_label, axis=1), accuracy=100 * df["test_acc"])
+    df = R.with_accuracy(df).assign(setup=df.apply(R.setup_label, axis=1))
     tables = []
     for setup, part in df.groupby("setup", sort=False):
         value, label, _ = R.metric(part)

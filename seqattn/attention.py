@@ -155,6 +155,11 @@ class Reparam:
     def masks(self) -> dict[str, torch.Tensor]:
         return {n: s.mask for n, s in self.scales.items()}
 
+    def block_sparsity(self) -> float:
+        """The fraction of all candidate blocks that the masks remove (whether or not the masks are applied)."""
+        masks = self.masks().values()
+        return 1.0 - sum(float(m.sum()) for m in masks) / sum(m.numel() for m in masks)
+
     @torch.no_grad()
     def set_masks(self, masks: dict[str, torch.Tensor], applied: bool = True, zero_weights: bool = False) -> None:
         """Install block masks; ``zero_weights`` also sets the pruned blocks of W itself to zero (hard pruning)."""

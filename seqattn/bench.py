@@ -1,8 +1,10 @@
 """SequentialAttention++ step cost, measured in this one process (python -m seqattn.bench; part of make bench).
 
 A SA++ training step computes W_eff = W (.) expand(A (.) Mask), A = n * softmax(L), for every block-sparsified layer
-(forward and backward), and the optimizer also updates the logits; top-k runs only at mask updates, never per step.
-Ratio: SA++ step (sparsification-phase state: mask applied) / dense step of the same model; goal <= 1.3.
+(forward and backward), and the optimizer also updates the logits. Not measured here: the mask updates of the
+sparsification phases (every ``mask_every`` steps, default every step: a top-k over the blocks and a masked multiply of
+the weights and their optimizer state). Ratio: SA++ step (sparsification-phase state: mask applied) / dense step of the
+same model; goal <= 1.3.
 """
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from common import config as C
 from common import sparsity as S
 from common.cli import Runtime
 from common.data import DATASETS, dataset_info, load_dataset
-from common.errors import UserError
+from common.errors import UserError, check_sparsity
 from common.models import MODELS, build_model, check_model
 from common.pretrain import load_dense
 from common.store import Run
@@ -28,7 +28,7 @@ from common.train import (Progress, Recipe, evaluate, lr_at, make_optimizer, pre
                           resumable_epochs, train_epoch)
 from seqattn.attention import Reparam
 from seqattn.blocks import BlockLayers, block_topk, check_block
-from seqattn.prune import loss_of
+from seqattn.prune import loss_of, named
 
 SCRIPT = "seqattn.oneshot"
 
@@ -100,7 +100,8 @@ def compute(cfg: Config, run: Run) -> dict:
         for epoch, stats in _train(model, data, optimizer, cfg.pretrain,
                                    resumable_epochs(run, cfg.pretrain.epochs, {"model": model, "optimizer": optimizer}),
                                    loss_fn, progress, "dense+attention"):
-            run.log(epoch=epoch + 1, train_loss=stats["loss"], train_acc=stats["acc"])
+            run.log(epoch=epoch + 1, train_loss=stats["loss"], **({"train_acc": stats["acc"]} if info.num_classes > 1
+                                                                  else {}))
     dense_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     dense = evaluate(model, data.test, loss_fn)
 
@@ -112,6 +113,8 @@ def compute(cfg: Config, run: Run) -> dict:
         pruned.load_state_dict(dense_state)
         scores = reparam.attention() if cfg.score == "attention" else reparam.effective_norms()
         reparam.set_masks(block_topk(scores, s, cfg.scope), applied=True, zero_weights=cfg.score == "magnitude")
+        check_sparsity(reparam.block_sparsity(), s, "every candidate layer removes a whole number of its blocks; "
+                                                    "use --scope global, a smaller --block or a larger --min-blocks")
         before = evaluate(pruned, data.test, loss_fn)
         if cfg.finetune.epochs > 0:
             optimizer = make_optimizer(pruned.parameters(), cfg.finetune, cfg.finetune.lr)
@@ -121,11 +124,12 @@ def compute(cfg: Config, run: Run) -> dict:
         reparam.fold()
         after = evaluate(pruned, data.test, loss_fn)
         rep = S.report(pruned, {n: reparam.layers.modules[n].weight for n in reparam.layers.names()})
-        points.append({"sparsity": s, "test_acc": after["acc"], "test_loss": after["loss"],
-                       "test_acc_no_finetune": before["acc"], "block_sparsity": rep["sparsity"]})
+        points.append({"sparsity": s, **named("test", after), "block_sparsity": rep["sparsity"],
+                       **{f"{k}_no_finetune": v for k, v in named("test", before).items() if k != "test_loss"}})
         run.log(event="point", **points[-1])
-        progress.line(f"[oneshot {cfg.score} B={cfg.block}] s={s} acc {before['acc']:.4f} -> {after['acc']:.4f}")
-    return {"dense_test_acc": dense["acc"], "dense_test_loss": dense["loss"], "points": points}
+        progress.line(f"[oneshot {cfg.score} B={cfg.block}] s={s} " + " ".join(
+            f"{k} {before[k]:.4f} -> {after[k]:.4f}" for k in after if k != "loss"))
+    return {**named("dense_test", dense), "points": points}
 
 
 if __name__ == "__main__":

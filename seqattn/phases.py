@@ -10,9 +10,12 @@ dense, sparse, dense, sparse, ..., ending with the final sparse phase (an even n
                  Without sparsification phases (an ablation) it is the ACDC skeleton.
 - ``magnitude``, ``powerprop``: dense until the final sparse phase, pruned once at its start, then fine-tuned.
 
-In a sparsification phase the target sparsity follows the exponential schedule (paper eq. in §3.2)
-    s(t) = s (1 - e^{-c t}) / (1 - e^{-c}),   t in (0, 1] the position in the phase,
-reached in ``updates`` evenly spaced mask updates (the last one reaches s).
+In a sparsification phase the sparsity follows the exponential schedule (paper eq. in §3.2)
+    s(t) = s (1 - e^{-c t}) / (1 - e^{-c}),   t in [0, 1] the position in the phase,
+sampled at its steps: step j of a phase of L steps (j = 0 .. L-1) sits at t = j / (L - 1), so the phase's first step
+trains with every block (s(0) = 0) and its last one with the target s(1) = s (a one-step phase: s). Masks are updated
+every ``every`` steps (1: at every step, the schedule followed exactly) and always at the last step; between two updates
+the mask of the earlier one is held, so a step trains with s(t) of the most recent update at or before it.
 """
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ from dataclasses import dataclass
 from common.errors import UserError
 
 # ACDC skeletons of the paper's setups (fractions of all training steps).
-# ImageNet (Kuznedelev 2023b, PAPERS.md): 10% dense, 7 equal sparse-dense phases (the last dense +5%), 15% sparse.
+# ImageNet: the ACDC schedule of Kuznedelev et al. (2023b) that the paper follows (its setups are summarized in
+# figures/reference/README.md): 10% dense, 7 equal sparse-dense phases (the last dense +5%), 15% final sparse.
 IMAGENET = (0.10,) + (0.05, 0.05) * 6 + (0.05, 0.10, 0.15)
 # Criteo (paper §4.2): 20% dense, 10 sparse-dense phases, 20% final sparse.
 CRITEO = (0.20,) + (0.03, 0.03) * 10 + (0.20,)
@@ -79,7 +83,7 @@ class Plan:
     """The phases of a run in steps and the mask updates of its sparsification phases."""
 
     def __init__(self, phases: list[tuple[str, float]], total_steps: int, *, sparsity: float, c: float = 4.0,
-                 updates: int = 10, short_dense_steps: int = 0):
+                 every: int = 1, short_dense_steps: int = 0):
         self.total, self.sparsity, self.c = total_steps, sparsity, c
         bounds, acc = [0], 0.0
         for _, f in phases:
@@ -96,9 +100,9 @@ class Plan:
         self.targets: dict[int, float] = {}  # step -> sparsity the masks must have from that step on
         for p in self.phases:
             if p.kind == "sparsify":
-                n = min(updates, p.end - p.start)
-                for k in range(n):
-                    self.targets[p.start + (k * (p.end - p.start)) // n] = exp_sparsity((k + 1) / n, sparsity, c)
+                last = p.end - p.start - 1  # step j of the phase is at t = j / last
+                for j in sorted({*range(every, last, every), last}):
+                    self.targets[p.start + j] = exp_sparsity(j / last, sparsity, c) if last else sparsity
 
     def phase_at(self, step: int) -> Phase:
         for p in self.phases:

@@ -8,7 +8,7 @@ from torch import nn
 
 from common import config as C
 from common import sparsity as S
-from common.store import Run, collect, execute
+from common.store import Run, collect, execute, read_log
 from seqattn import oneshot, prune
 from seqattn import phases as P
 from seqattn.attention import Reparam, clip_range
@@ -44,15 +44,36 @@ def test_paper_layouts():
     assert P.layout("magnitude", P.CRITEO) == [("dense", pytest.approx(0.8)), ("sparse", 0.2)]
 
 
-def test_plan_updates_reach_the_target_monotonically():
-    plan = P.Plan(P.layout("sapp", P.IMAGENET), 1000, sparsity=0.9, c=4.0, updates=5)
+def held(plan: P.Plan, phase: P.Phase) -> list[float]:
+    """The sparsity every step of a sparsification phase trains with: the latest update at or before it."""
+    out, current = [], 0.0  # the phase starts from all blocks
+    for t in range(phase.start, phase.end):
+        current = plan.targets.get(t, current)
+        out.append(current)
+    return out
+
+
+def test_sparsification_follows_the_exponential_curve_at_every_step():
+    plan = P.Plan(P.layout("sapp", P.IMAGENET), 360, sparsity=0.9, c=4.0)  # the tiny profile's 360 steps
     sparsify = [p for p in plan.phases if p.kind == "sparsify"]
-    assert len(sparsify) == 7 and plan.phases[-1].kind == "sparse" and plan.phases[-1].end == 1000
+    assert len(sparsify) == 7 and {p.end - p.start for p in sparsify} == {9, 54}  # 9-step phases, one of 54
     for p in sparsify:
-        steps = sorted(s for s in plan.targets if p.start <= s < p.end)
-        assert steps[0] == p.start and len(steps) == 5
-        targets = [plan.targets[s] for s in steps]
-        assert targets == sorted(targets) and targets[-1] == pytest.approx(0.9)
+        last = p.end - p.start - 1
+        applied = held(plan, p)
+        assert applied[0] == 0.0 and applied[-1] == pytest.approx(0.9)  # no jump at the first step; s at the last
+        for j, value in enumerate(applied):  # the curve at the step itself, t = j / (L - 1)
+            assert value == pytest.approx(P.exp_sparsity(j / last, 0.9, 4.0), abs=1e-12)
+    # a long phase with an update every 14 steps: held values lag the curve by at most its rise over 14 steps
+    coarse = P.Plan([("dense", 0.5), ("sparsify", 0.5)], 2800, sparsity=0.9, c=4.0, every=14)
+    p = coarse.phases[1]
+    applied = held(coarse, p)
+    slope = 0.9 * 4.0 / (1 - math.exp(-4.0))  # ds/dt at t = 0, the steepest
+    assert applied[0] == 0.0 and applied[-1] == pytest.approx(0.9) and applied == sorted(applied)
+    for j, value in enumerate(applied):
+        assert 0 <= P.exp_sparsity(j / (p.end - p.start - 1), 0.9, 4.0) - value <= slope * 14 / 1399 + 1e-12
+    assert len([t for t in coarse.targets if p.start <= t < p.end]) == 1399 // 14 + 1
+    one = P.Plan([("dense", 0.5), ("sparsify", 0.25), ("sparse", 0.25)], 4, sparsity=0.9)
+    assert one.targets == {2: 0.9}  # a one-step phase trains at s
     short = P.Plan(P.layout("sapp", P.IMAGENET), 1000, sparsity=0.9, short_dense_steps=3)
     assert all(p.end - p.start == 3 for p in short.phases[1:] if p.kind == "dense")
     assert short.phases[-1].end == 1000
@@ -135,6 +156,47 @@ def test_every_method_reaches_exact_block_sparsity(runs, method):
     assert phases[0] == "dense" and phases[-1] == "sparse"
     if method == "sapp":
         assert "sparsify" in phases and any(r.get("event") == "track" for r in log)
+
+
+def test_a_run_applies_the_exponential_curve_at_every_step_of_its_sparsification_phase(runs):
+    # 48 steps: dense 0-11, sparsification 12-29 (18 steps), sparse 30-47
+    cfg = C.build(prune.Config, method="sapp", block=4, sparsity=0.9, phases=(0.25, 0.75), runs_dir=str(runs),
+                  **FAST)
+    result = execute(prune, cfg)
+    assert [(p["kind"], p["start"], p["end"]) for p in result["phases"]] == [
+        ("dense", 0, 12), ("sparsify", 12, 30), ("sparse", 30, 48)]
+    updates = {r["step"]: r["sparsity"] for r in read_log(Run(prune.SCRIPT, cfg).dir) if r.get("event") == "prune"}
+    current = 0.0
+    for j, t in enumerate(range(12, 30)):  # the measured block sparsity each step trains with
+        current = updates.get(t, current)
+        assert current == pytest.approx(P.exp_sparsity(j / 17, 0.9, 4.0), abs=1e-3)
+    assert 12 not in updates and updates[29] == pytest.approx(0.9, abs=1e-3)  # step 12 trains with every block
+
+
+def test_epoch_records_carry_the_phase_their_model_was_measured_in(runs, monkeypatch):
+    # ACDC, 12 steps per epoch: dense 0-11, sparse 12-23, dense 24-35, sparse 36-47; epoch 1 ends a dense phase
+    cfg = C.build(prune.Config, method="acdc", block=4, sparsity=0.8, phases=(0.25, 0.25, 0.25, 0.25),
+                  runs_dir=str(runs), **FAST)
+    measured, real = [], prune.evaluate
+
+    def evaluate(model, split, loss_fn):  # the zero fraction of W_eff of the first hidden layer, when measured
+        measured.append(float((model[1].weight == 0).float().mean()))
+        return real(model, split, loss_fn)
+
+    monkeypatch.setattr(prune, "evaluate", evaluate)
+    result = execute(prune, cfg)
+    assert result["steps_per_epoch"] == 12
+    log = read_log(Run(prune.SCRIPT, cfg).dir)
+    epochs = [r for r in log if "epoch" in r]
+    assert [r["phase"] for r in epochs] == ["dense", "sparse", "dense", "sparse"]
+    for record, zeros in zip(epochs, measured):
+        if record["phase"] == "dense":  # the dense model's accuracy: nothing masked or pruned in it
+            assert record["applied_sparsity"] == 0.0 and zeros < 0.05
+        else:
+            assert record["applied_sparsity"] == pytest.approx(0.8, abs=1e-3) and zeros >= 0.8 - 1e-3
+    # the pruning at step 12 is logged after epoch 1's (dense) record, before epoch 2's (sparse) one
+    prune_at_12 = next(i for i, r in enumerate(log) if r.get("event") == "prune" and r["step"] == 12)
+    assert log.index(epochs[0]) < prune_at_12 < log.index(epochs[1])
 
 
 def test_interrupted_run_resumes_to_the_same_model(runs, tmp_path, monkeypatch):

@@ -1,4 +1,6 @@
-"""Criteo: the TSV loader on generated files in the real format, the model, a short SA++ run, bad files."""
+"""Criteo: the TSV loader on generated files in the real format, the model, its metrics (log-loss, ROC AUC), the
+preset, a short SA++ run and its table, a run too short to prune, bad files."""
+import json
 import math
 import random
 
@@ -6,11 +8,15 @@ import numpy as np
 
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from common import config as C
 from common.criteo import N_CAT, N_INT, VOCAB, CriteoNet, hash_ids, read_tsv
+from common.metrics import roc_auc
 from common.data import load_dataset
-from common.store import execute
+from common.store import Run, collect, execute, read_log
+from common.train import evaluate, make_optimizer
+from figures import tab_seqattn_blocks
 from seqattn import prune
 from tests.conftest import one_error_line, run_cli
 
@@ -58,16 +64,73 @@ def test_loader_holds_out_the_last_seventh_and_the_model_runs(tmp_path):
     assert torch.equal(again.test.x, data.test.x)
 
 
+def test_roc_auc_matches_sklearn():
+    g = torch.Generator().manual_seed(0)
+    for n, levels in ((2, 2), (50, 3), (1000, 10**6)):  # few distinct scores (many ties) and almost none
+        scores = torch.randint(0, levels, (n,), generator=g).float()
+        labels = torch.randint(0, 2, (n,), generator=g)
+        labels[:2] = torch.tensor([0, 1])
+        assert roc_auc(scores, labels) == pytest.approx(roc_auc_score(labels.numpy(), scores.numpy()), abs=1e-12)
+    assert roc_auc(torch.tensor([0.1, 0.9]), torch.tensor([0, 1])) == 1.0
+    assert math.isnan(roc_auc(torch.tensor([0.1, 0.9]), torch.tensor([1, 1])))  # one class: undefined
+
+
+def test_one_logit_models_report_log_loss_and_auc_and_no_accuracy(tmp_path):
+    write_tsv(tmp_path / "criteo" / "train.txt", n=140)
+    data = load_dataset("criteo", root=tmp_path, batch_size=8)  # 20 test examples in 3 batches
+    torch.manual_seed(0)
+    model = CriteoNet()
+    metrics = evaluate(model, data.test, prune.loss_of(1))
+    assert set(metrics) == {"loss", "auc"}
+    with torch.no_grad():
+        logits = model(data.test.x).reshape(-1)
+    y = data.test.y.float()
+    log_loss = float(torch.nn.functional.binary_cross_entropy_with_logits(logits, y))
+    assert metrics["loss"] == pytest.approx(log_loss, rel=1e-5)
+    assert metrics["auc"] == pytest.approx(roc_auc_score(y.numpy(), logits.numpy()), abs=1e-9)
+
+
+def test_criteo_preset_puts_weight_decay_on_the_logits_only():
+    cfg = C.build(prune.Config, prune.PRESETS, "criteo")
+    with torch.device("meta"):  # shapes only
+        model = CriteoNet()
+    reparam = prune.reparametrize(cfg, model, prune.KIND["sapp"])
+    optimizer = make_optimizer(prune.param_groups(cfg, model, reparam), cfg.optim, cfg.lr.lr)
+    logits = {id(p) for p in reparam.logits()}
+    assert len(logits) == 1  # one layer block-sparsified: net.0
+    decay = {all(id(p) in logits for p in g["params"]): g["weight_decay"] for g in optimizer.param_groups}
+    assert decay[True] > 0 and decay[False] == 0.0
+
+
 def test_sapp_on_criteo_sparsifies_only_the_first_dense_layer(tmp_path, runs):
     write_tsv(tmp_path / "criteo" / "train.txt", n=210)
     cfg = C.build(prune.Config, prune.PRESETS, "criteo", data_dir=str(tmp_path), runs_dir=str(runs), epochs=3,
                   block=10, sparsity=0.9, progress="off", **{"optim.batch_size": 64})
     result = execute(prune, cfg)
     assert math.isfinite(result["test_loss"]) and result["block_sparsity"] == pytest.approx(0.9)
+    assert 0.0 <= result["test_auc"] <= 1.0 and "test_acc" not in result  # one logit: log-loss and AUC
+    epochs = [r for r in read_log(Run(prune.SCRIPT, cfg).dir) if "epoch" in r]
+    assert len(epochs) == 3 and all("test_auc" in r and "test_acc" not in r and "train_acc" not in r for r in epochs)
     layers = {x["layer"]: x for x in result["layers"]}
     # 90% of its blocks masked; a kept block may still be all zero (zeroed in an earlier cycle, not regrown yet)
     assert layers["net.0.weight"]["block_sparsified"] and layers["net.0.weight"]["sparsity"] >= 0.9 - 1e-6
     assert all(layers[f"net.{i}.weight"]["sparsity"] == 0 for i in (2, 4, 6))
+    # the block table reads the Criteo run (eval loss, no accuracy)
+    paths = tab_seqattn_blocks.draw(collect(runs, prune.SCRIPT), "tiny", tmp_path / "tab")
+    table = next(p for p in paths if p.suffix == ".csv").read_text()
+    assert "eval loss (BCE)" in table and f"{result['test_loss']:.4f}" in table
+
+
+def test_a_run_too_short_to_reach_its_sparsity_is_recorded_failed(tmp_path, runs):
+    write_tsv(tmp_path / "criteo" / "train.txt", n=210)  # 180 training examples: one batch of 256, one step
+    proc = run_cli("seqattn.prune", "--preset", "criteo", "--data-dir", tmp_path, "--runs-dir", runs, "--epochs", "1",
+                   "--block", "10", "--sparsity", "0.9", "--optim.batch-size", "256", "--progress", "off")
+    assert proc.returncode == 3
+    line = one_error_line(proc)
+    assert "final sparsity 0.0000 misses the target 0.9000" in line and "raise --epochs" in line
+    (run_dir,) = runs.glob("seqattn.prune/*")
+    assert not (run_dir / "result.json").exists()
+    assert "raise --epochs" in json.loads((run_dir / "failed.json").read_text())["reason"]
 
 
 def test_wrong_column_count_names_the_line(tmp_path, runs):
