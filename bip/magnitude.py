@@ -5,11 +5,16 @@
     python -m bip.magnitude --method imp --rewind-epoch none           # no rewinding: fine-tune between rounds
 
 IMP (Frankle & Carbin 2019; Ma et al. 2021's global variant), from the trained dense model:
-  for round r = 1, 2, ...:  prune ``rate`` of the remaining weights by global magnitude (sparsity 1 - (1-rate)^r,
-                            the last round clipped to the target); rewind the surviving weights (and every other
-                            parameter) to the dense training's epoch k (k = 0: the lottery-ticket reset; none: keep
-                            the current weights); retrain ``epochs`` with the mask fixed; report the round.
+  for round r = 1, ..., n:  prune ``rate`` of the remaining weights by global magnitude (sparsity 1 - (1-rate)^r,
+                            the last round pruning to the target itself); rewind the surviving weights (and every
+                            other parameter) to the dense training's epoch k (k = 0: the lottery-ticket reset; none:
+                            keep the current weights); retrain ``epochs`` with the mask fixed; report the round.
+  n is the first round whose sparsity reaches the target, where a target that leaves at least 99.5% of what round n
+  leaves counts as reached (``ROUND_SLACK``): a grid point written with fewer digits (0.893 for 1 - 0.8^10 = 0.89263,
+  or 1 - 0.8^n rounded up at the 6th decimal) takes n rounds, its last one pruning at most 0.5% of the remaining
+  weights more than ``rate``, instead of an extra round that prunes a handful of weights.
 OMP: one round, pruning the dense model straight to the target.
+The final sparsity must be the target's (within 0.5 point), or the run is recorded as failed.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from bip.base import Base, Level, accuracies, check_rewind, data_of, method_star
 from bip.rewind import load_rewind
 from common import config as C
 from common import sparsity as S
-from common.errors import UserError
+from common.errors import UserError, check_sparsity
 from common.metrics import count_params, flops
 from common.pretrain import load_dense
 from common.store import Run
@@ -63,15 +68,20 @@ PRESETS["imagenet-resnet50"] = {"dataset": "imagenet", "model": "resnet50", "pre
                                 "val_size": 10000}
 
 
+# Round n reaches a target whose remaining fraction is at least (1 - rate)^n / (1 + ROUND_SLACK).
+ROUND_SLACK = 0.005
+
+
 def round_sparsities(cfg: Config) -> list[float]:
-    """Target sparsity after each round: 1 - (1 - rate)^r, the last one clipped to the target (OMP: one round)."""
-    if cfg.method == "omp" or cfg.target_sparsity == 0:
+    """Target sparsity after each round: 1 - (1 - rate)^r, the last one the target itself (OMP: one round)."""
+    if cfg.method == "omp":
         return [cfg.target_sparsity]
-    needed = math.ceil(math.log(1.0 - cfg.target_sparsity) / math.log(1.0 - cfg.rate) - 1e-9)
+    remaining = (1.0 - cfg.target_sparsity) * (1.0 + ROUND_SLACK)
+    needed = max(1, math.ceil(math.log(remaining) / math.log(1.0 - cfg.rate)))
     if needed > cfg.max_rounds:
         raise UserError(f"IMP at {cfg.rate:g} per round needs {needed} rounds to reach --target-sparsity "
                         f"{cfg.target_sparsity}, more than --max-rounds {cfg.max_rounds}; raise --max-rounds or --rate")
-    return [min(1.0 - (1.0 - cfg.rate) ** r, cfg.target_sparsity) for r in range(1, needed + 1)]
+    return [1.0 - (1.0 - cfg.rate) ** r for r in range(1, needed)] + [cfg.target_sparsity]
 
 
 def validate(cfg: Config) -> None:
@@ -122,6 +132,7 @@ def compute(cfg: Config, run: Run) -> dict:
         progress.line(f"[{cfg.method}] round {r + 1}/{len(targets)} sparsity {1.0 - masks.density():.4f} "
                       f"test {acc['test_acc']:.4f}")
 
+    check_sparsity(1.0 - masks.density(), cfg.target_sparsity)
     points = [{k: rec[k] for k in ("round", "target_sparsity", "sparsity", "test_acc", "val_acc", "method_time")
                if k in rec} for rec in run.logs if rec.get("event") == "round"]
     rep = S.report(model, params)

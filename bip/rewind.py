@@ -3,7 +3,8 @@
     python -m bip.rewind --model mlp --epoch 3
 
 The dense run (``common.pretrain``) keeps only its final weights, so this script replays the same recipe -- same seed,
-initialization, data order and LR schedule over the full length -- and stops after ``epoch`` epochs. On CPU the replay
+initialization, held-out validation split, data order and LR schedule over the full length -- and stops after
+``epoch`` epochs. On CPU the replay
 is exact (a test checks that epoch = all epochs gives the stored dense model bit for bit). Epoch 0 is the
 initialization (the lottery-ticket reset).
 """
@@ -31,6 +32,7 @@ class Config(Runtime):
     seed: int = C.opt(0, "random seed of the dense training")
     pretrain: Recipe = C.opt(Recipe(epochs=30, lr=0.05), "recipe of the dense training being replayed")
     epoch: int = C.opt(0, "stop after this many epochs (0: the initialization)")
+    val_size: int = C.opt(0, "training samples the dense training held out (its --val-size)")
 
 
 def validate(cfg: Config) -> None:
@@ -46,7 +48,7 @@ def compute(cfg: Config, run: Run) -> dict:
     torch.manual_seed(cfg.seed)
     recipe = cfg.pretrain
     data = load_dataset(cfg.dataset, root=cfg.data_dir, download=cfg.download, device=device,
-                        batch_size=recipe.batch_size, seed=cfg.seed, workers=cfg.workers)
+                        batch_size=recipe.batch_size, seed=cfg.seed, val_size=cfg.val_size, workers=cfg.workers)
     model = prepare_model(build_model(cfg.model, data.info.num_classes, data.info.input_shape), device)
     optimizer = make_optimizer(model.parameters(), recipe, recipe.lr)
     steps = len(data.train)
@@ -58,11 +60,11 @@ def compute(cfg: Config, run: Run) -> dict:
 
 
 def rewind_config(cfg, epoch: int) -> Config:
-    """The snapshot a method config (dataset/model/seed/pretrain) rewinds to."""
+    """The snapshot a method config (dataset/model/seed/pretrain/val_size) rewinds to."""
     from common.cli import runtime_of
 
     return Config(dataset=cfg.dataset, model=cfg.model, seed=cfg.seed, pretrain=cfg.pretrain, epoch=epoch,
-                  **runtime_of(cfg))
+                  val_size=cfg.val_size, **runtime_of(cfg))
 
 
 def load_rewind(cfg, epoch: int) -> dict[str, torch.Tensor]:

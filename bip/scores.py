@@ -11,7 +11,12 @@ Three tensors per prunable weight, none sharing storage with another:
              grad_m l     = theta (.) grad_z l
              IG term      = -(1/gamma) grad_z l (.) grad_theta l            (the paper's closed-form implicit gradient)
 Projections: unstructured = global top-k over all prunable scores (or per layer with scope=layer); filter / channel =
-the L2 norm of each filter's / input channel's scores, the same keep ratio in every layer.
+top-k of the sum of each filter's / input channel's signed scores, the same keep ratio in every layer. Signed, as in
+the unstructured top-k: a negative score votes for pruning (a norm would count it as large). The sum is itself a
+per-unit score trained by the same step: under SGD (the upper level's optimizer by default; momentum and weight
+decay are linear too) the sum of a unit's score updates is the update of one score per unit whose gradient is the
+sum of grad_m l over the unit, the straight-through gradient of that unit's mask. From m_0 = c|theta| the first
+structured mask keeps the filters / channels of largest L1 norm.
 """
 from __future__ import annotations
 
@@ -41,6 +46,11 @@ def check_layerwise(params: dict[str, torch.Tensor], structure: str, sparsity: f
             count = p.numel() if structure == "unstructured" else p.shape[0 if structure == "filter" else 1]
             raise UserError(f"--{flag} {sparsity} leaves layer {name} ({count} {unit}) with none under a per-layer "
                             f"ratio; lower the sparsity or leave the layer dense with --exclude")
+
+
+def unit_sums(scores: torch.Tensor, dim: int) -> torch.Tensor:
+    """The sum of the signed scores of each filter (dim 0) or input channel (dim 1): the unit's score."""
+    return scores.transpose(0, dim).reshape(scores.shape[dim], -1).sum(1)
 
 
 def _keep_largest(units: list[torch.Tensor], sparsity: float) -> list[torch.Tensor]:
@@ -142,9 +152,8 @@ class ScoredWeights:
                 mask.copy_(_keep_largest([s], self.sparsity)[0])
         else:
             dim = 0 if self.structure == "filter" else 1
-            norm = S.filter_norms if dim == 0 else S.channel_norms
             for mask, s in zip(self.masks, self.scores):
-                mask.copy_(S.expand_structured(_keep_largest([norm(s)], self.sparsity)[0], s.shape, dim))
+                mask.copy_(S.expand_structured(_keep_largest([unit_sums(s, dim)], self.sparsity)[0], s.shape, dim))
         self.write_weights()
 
     @torch.no_grad()
@@ -195,6 +204,16 @@ class ScoredWeights:
     # ------------------------------------------------------------------------------------------ state
     def density(self) -> float:
         return float(self.flat_mask.sum()) / max(1, self.flat_mask.numel())
+
+    def aimed_sparsity(self) -> float:
+        """The sparsity the projection aims at: round(sparsity * n) of the n weights of the global scope, or of each
+        layer's weights / filters / channels (ties at the threshold only add to it); structured, the whole units
+        make it differ from ``sparsity`` (e.g. 29 of 32 channels: 90.6% for 90%)."""
+        if self.structure == "unstructured" and self.scope == "global":
+            return round(self.sparsity * self.flat_mask.numel()) / max(1, self.flat_mask.numel())
+        kept = sum(kept_units(z.shape, self.structure, self.sparsity) * z.numel()
+                   // kept_units(z.shape, self.structure, 0.0) for z in self.z)
+        return 1.0 - kept / max(1, self.flat_mask.numel())
 
     def mask_dict(self) -> dict[str, torch.Tensor]:
         return {n: m.detach().cpu().clone() for n, m in zip(self.names, self.masks)}

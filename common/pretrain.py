@@ -26,6 +26,8 @@ class Config(Runtime):
     model: str = C.opt("cnn", "model", choices=MODELS)
     seed: int = C.opt(0, "random seed (initialization and data order)")
     train: Recipe = C.opt(Recipe(epochs=30, lr=0.05), "the training recipe")
+    val_size: int = C.opt(0, "training samples held out, never trained on (the validation split of the pruning "
+                             "runs that start from this model: common.data.carve_val, the same positions for all)")
 
 
 PRESETS = {
@@ -43,7 +45,7 @@ def compute(cfg: Config, run: Run) -> dict:
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     data = load_dataset(cfg.dataset, root=cfg.data_dir, download=cfg.download, device=device,
-                        batch_size=cfg.train.batch_size, seed=cfg.seed, workers=cfg.workers)
+                        batch_size=cfg.train.batch_size, seed=cfg.seed, val_size=cfg.val_size, workers=cfg.workers)
     model = prepare_model(build_model(cfg.model, data.info.num_classes, data.info.input_shape), device)
     optimizer = make_optimizer(model.parameters(), cfg.train, cfg.train.lr)
     steps = len(data.train)
@@ -60,14 +62,16 @@ def compute(cfg: Config, run: Run) -> dict:
                       f"train {stats['acc']:.4f} test {test['acc']:.4f}")
     test = evaluate(model, data.test)
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, run.dir / "model.pt")
-    return {"test_acc": test["acc"], "test_loss": test["loss"]}
+    return {"test_acc": test["acc"], "test_loss": test["loss"], "train_samples": data.train.num_samples}
 
 
 # ------------------------------------------------------------------------------------------------ for dependents
 def dense_config(cfg, recipe: Recipe | None = None) -> Config:
-    """The pretraining config a pruning config depends on: same dataset/model/seed, its ``pretrain`` recipe."""
+    """The pretraining config a pruning config depends on: same dataset/model/seed, its ``pretrain`` recipe, and its
+    validation split (``val_size``, 0 for a script without one) held out, so the dense model never saw it either."""
     return Config(dataset=cfg.dataset, model=cfg.model, seed=cfg.seed,
-                  train=recipe if recipe is not None else cfg.pretrain, **runtime_of(cfg))
+                  train=recipe if recipe is not None else cfg.pretrain, val_size=getattr(cfg, "val_size", 0),
+                  **runtime_of(cfg))
 
 
 def load_dense(cfg, device: torch.device, recipe: Recipe | None = None):

@@ -2,10 +2,12 @@
 
 tiny:  digits with the MLP (64-300-100-10, 10 epochs per method) and the 3-conv CNN (5 epochs per method: the CNN
        step is ~10x the MLP's); the grid is the paper's, remaining fraction 0.8^n, at every other n up to 94.5%,
-       plus n = 10 (89.3%: the time bound's "89%", where BiP meets IMP's 10th round like for like).
+       plus n = 10 (89.3%: the "to 89%" row of fig-bip-time's summary, where BiP meets IMP's 10th round like for
+       like).
        The same epochs E everywhere: BiP runs E epochs, OMP retrains E, every IMP round retrains E, Hydra trains
        scores E then fine-tunes E; retrained BiP masks (Fig. 9) also get E.
-paper: the presets of bip.prune / bip.magnitude (PAPERS.md's models, datasets and hyperparameters), n = 1..20.
+paper: the presets of bip.prune / bip.magnitude (the BiP paper's models, datasets and hyperparameters, Appendix A;
+       figures/reference/README.md), n = 1..20.
 Every method prunes every conv and linear layer (global unstructured, as the paper); structured pruning leaves the
 first conv dense (its single / three input channels cannot be thinned at a uniform ratio).
 """

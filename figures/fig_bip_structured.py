@@ -1,7 +1,7 @@
 """BiP paper, Fig. 7: structured pruning -- filter-wise and channel-wise trajectories of BiP and Hydra.
 
-A mask entry covers a whole filter (output channel) or input channel; its score is the L2 norm of the scores of its
-weights and every layer keeps the same fraction (the first conv stays dense). Linear layers stay dense.
+A mask entry covers a whole filter (output channel) or input channel; its score is the sum of the signed scores of its
+weights (bip/scores.py) and every layer keeps the same fraction (the first conv stays dense). Linear layers stay dense.
 """
 from __future__ import annotations
 

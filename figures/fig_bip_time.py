@@ -73,7 +73,8 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
 
 def _bounds(stats: pd.DataFrame, setup: str) -> list[dict]:
     """Per BiP grid point: IMP's cumulative time at its first round reaching that sparsity, and the ratio; then the
-    issue's bound (``row == "to 89%"``): BiP's first grid point >= 89% against IMP's first round >= 89%."""
+    row ``"to 89%"``: BiP's first grid point >= 89% against IMP's first round >= 89% (its 10th at 20% per round):
+    the speed comparison of the README's speed table."""
     bip = stats[stats["method"] == "bip"].set_index("x")["mean"].sort_index()
     imp = stats[stats["method"] == "imp"].set_index("x")["mean"].sort_index()
     if bip.empty:

@@ -179,3 +179,123 @@ def test_incremental_threshold_equals_kthvalue_as_scores_drift():
             if step == 30:
                 flat[:500] = flat[k]                                # a block of ties at the threshold
             assert torch.equal(threshold(flat, k), torch.kthvalue(flat, k).values), (n, sparsity, step)
+
+
+@pytest.mark.parametrize("target,rounds", [*((round(1 - 0.8 ** n, 6), n) for n in range(1, 21)), (0.893, 10),
+                                           (0.5, 4), (0.99, 21)])
+def test_imp_takes_the_rounds_of_the_grid_point_its_target_rounds(target, rounds):
+    """1 - 0.8^n written to 6 decimals (or 0.893 for 89.26%) is n rounds, the last pruning to the target itself; a
+    target between grid points takes the next round."""
+    from bip import magnitude
+
+    targets = magnitude.round_sparsities(magnitude.Config(target_sparsity=target))
+    assert len(targets) == rounds and targets[-1] == target
+    assert targets[:-1] == pytest.approx([1 - 0.8 ** r for r in range(1, rounds)])
+
+
+def test_dense_model_and_rewind_replay_hold_out_the_validation_split(runs, monkeypatch, one_thread):
+    """The dense model (and its replay for rewinding) trains on exactly the training split of the run that starts
+    from it: the validation samples of --val-size are never trained on."""
+    from bip import magnitude
+    from bip.base import data_of
+    from common import config as C
+    from common import pretrain
+    from common.store import execute
+
+    seen = []
+
+    def recording(*args, **kwargs):
+        seen.append(load(*args, **kwargs))
+        return seen[-1]
+
+    load = pretrain.load_dataset
+    monkeypatch.setattr(pretrain, "load_dataset", recording)
+    cfg = C.parse_args(magnitude.Config, [*FAST, "--epochs", "1", "--target-sparsity", "0.2", "--rewind-epoch", "1",
+                                          "--val-size", "100", "--runs-dir", str(runs)])
+    execute(magnitude, cfg)
+    data = data_of(cfg, torch.device("cpu"), cfg.batch_size)
+    (dense,) = seen
+    assert torch.equal(dense.train.x, data.train.x) and torch.equal(dense.train.y, data.train.y)
+    assert dense.train.num_samples == 1437 - 100
+    for script in ("common.pretrain", "bip.rewind"):
+        (run_dir,) = (runs / script).iterdir()
+        assert json.loads((run_dir / "config.json").read_text())["config"]["val_size"] == 100
+    (dense_dir,) = (runs / "common.pretrain").iterdir()
+    assert json.loads((dense_dir / "result.json").read_text())["train_samples"] == 1437 - 100
+
+
+def _bn_steps(cnn):
+    params = {n: p for n, p in S.prunable(cnn, ()).items()}
+    w = ScoredWeights(params, 0.5)
+    others = [p for p in cnn.parameters() if all(p is not z for z in w.z)]
+    return BiLevelSteps(cnn, w, torch.optim.SGD(w.theta + others, lr=0.01), torch.optim.SGD([w.score_param], lr=0.1),
+                        1e-4, torch.device("cpu"))
+
+
+def test_batchnorm_running_statistics_move_once_per_iteration_by_the_lower_step(one_thread):
+    import copy
+
+    torch.manual_seed(0)
+    cnn = build_model("cnn", 10, (1, 8, 8)).train()
+    bns = [m for m in cnn.modules() if isinstance(m, nn.BatchNorm2d)]
+    step = _bn_steps(cnn)
+    stats = lambda: [t.clone() for bn in bns for t in (bn.running_mean, bn.running_var)]  # noqa: E731
+    for it in range(3):
+        x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+        before = stats()
+        step.lower(x, y, 0.01)
+        after_lower = stats()
+        assert all(not torch.equal(a, b) for a, b in zip(after_lower, before))     # the training step moves them
+        twin = copy.deepcopy(cnn)                                                  # upper: batch statistics
+        expected = nn.functional.cross_entropy(twin(x), y)
+        loss = step.upper(x, y, 0.1)
+        assert torch.allclose(loss, expected, atol=1e-6)
+        assert all(torch.equal(a, b) for a, b in zip(stats(), after_lower))       # ... and leaves them alone
+        assert all(int(bn.num_batches_tracked) == it + 1 and bn.track_running_stats for bn in bns)
+    step.upper(x, y, 0.1, update_stats=True)                                       # Hydra's score step: its training
+    assert all(not torch.equal(a, b) for a, b in zip(stats(), after_lower))
+    assert all(int(bn.num_batches_tracked) == 4 for bn in bns)
+
+
+@pytest.mark.parametrize("structure,dim", [("filter", 0), ("channel", 1)])
+def test_structured_masks_rank_units_by_the_sum_of_their_signed_scores(structure, dim):
+    """Like the unstructured top-k, a negative score votes for pruning: a unit of large negative scores (large under
+    any norm) goes first, and the first mask is the L1-norm magnitude mask."""
+    model = build_model("cnn", 10, (1, 8, 8))
+    params = {n: p for n, p in S.prunable(model, ("first",)).items() if p.dim() == 4}
+    w = ScoredWeights(params, 0.5, structure)
+    for mask, theta in zip(w.masks, w.theta):
+        l1 = theta.detach().abs().transpose(0, dim).reshape(theta.shape[dim], -1).sum(1)
+        kept = mask.transpose(0, dim).reshape(mask.shape[dim], -1)[:, 0].bool()
+        assert l1[kept].min() > l1[~kept].max()
+    with torch.no_grad():
+        s = w.scores[0]
+        s.copy_(torch.rand_like(s) + 1.0)                      # every unit: positive scores in [1, 2)
+        units = s.transpose(0, dim)
+        units[0] = -5.0                                        # unit 0: the largest L2 norm, the smallest sum
+        units[1] = 0.01                                        # unit 1: small and positive
+    w.project()
+    kept = w.masks[0].transpose(0, dim).reshape(s.shape[dim], -1)[:, 0]
+    assert kept[0] == 0 and kept[1] == 0 and kept[2:].sum() == s.shape[dim] // 2
+
+
+def test_bip_run_that_misses_its_target_sparsity_is_recorded_failed(runs):
+    """--score-init 0: every score ties at the threshold, all of them are pruned; the run fails, with the cause."""
+    proc = run_cli("bip.prune", *FAST, "--epochs", "1", "--score-init", "0", "--target-sparsity", "0.5",
+                   "--runs-dir", runs)
+    assert proc.returncode == 3, proc.stderr
+    line = one_error_line(proc)
+    assert "misses the target 0.5000" in line and "--score-init 0" in line
+    (run_dir,) = (runs / "bip.prune").iterdir()
+    assert (run_dir / "failed.json").exists() and not (run_dir / "result.json").exists()
+    assert "--score-init 0" in json.loads((run_dir / "failed.json").read_text())["reason"]
+
+
+def test_the_sparsity_checked_at_the_end_is_the_one_the_projection_aims_at():
+    """Whole channels: 29 of 32 (and 58 of 64) pruned is 90.6% for --target-sparsity 0.9, a run that is not failed."""
+    model = build_model("cnn", 10, (1, 8, 8))
+    params = {n: p for n, p in S.prunable(model, ("first",)).items() if p.dim() == 4}
+    w = ScoredWeights(params, 0.9, "channel")
+    assert w.aimed_sparsity() == pytest.approx(1 - w.density()) == pytest.approx(0.90625)
+    w = ScoredWeights(S.prunable(_mlp(), ()), 0.7, scope="layer")
+    assert w.aimed_sparsity() == pytest.approx(1 - w.density(), abs=1e-12)
