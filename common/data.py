@@ -334,19 +334,24 @@ def _missing(what: str, expected: str, hint: str = "pass --download or point --d
 # --------------------------------------------------------------------------- digits
 
 
-def _load_digits(info: DatasetInfo, o: _Options) -> Data:
-    """scikit-learn's bundled 8x8 digits with a fixed stratified 1437/360 train/test split."""
+def _digits() -> tuple[Tensor, Tensor, Tensor, Tensor, tuple[Tensor, Tensor]]:
+    """(plain images pixel / 16 in [0, 1] (N, 1, 8, 8), labels, train and test positions of the fixed stratified
+    1437/360 split, (mean, std) of the training images): the standardization statistics are those of the whole
+    1437-sample training portion (before any validation carve-out, so they do not depend on --val-size)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
-    x = torch.tensor(digits.images, dtype=torch.float32).div_(16).unsqueeze(1)  # (N, 1, 8, 8)
+    x = torch.tensor(digits.images, dtype=torch.float32).div_(16).unsqueeze(1)  # pixels 0..16 -> [0, 1]
     y = torch.tensor(digits.target, dtype=torch.long)
     tr, te = train_test_split(np.arange(len(y)), test_size=360, random_state=0, stratify=digits.target)
     tr, te = torch.from_numpy(np.sort(tr)), torch.from_numpy(np.sort(te))
-    # Standardize with the statistics of the whole 1437-sample training portion (before
-    # any validation carve-out, so they do not depend on --val-size).
-    mean, std = x[tr].mean(), x[tr].std()
+    return x, y, tr, te, (x[tr].mean(), x[tr].std())
+
+
+def _load_digits(info: DatasetInfo, o: _Options) -> Data:
+    """scikit-learn's bundled 8x8 digits with a fixed stratified 1437/360 train/test split, standardized."""
+    x, y, tr, te, (mean, std) = _digits()
     x = (x - mean) / std
     return _tensor_data(info, o, x[tr], y[tr], x[te], y[te])
 
@@ -495,6 +500,46 @@ DATASETS: dict[str, DatasetSpec] = {
     "criteo": DatasetSpec(DatasetInfo("criteo", 1, (1, 1, 39)),
                           lambda info, o: importlib.import_module("common.criteo").load(info, o)),
 }
+
+
+@dataclass(frozen=True)
+class PlainInput:
+    """A dataset's input before this repository's normalization: what a user of an exported model has at hand.
+
+    The loaders feed models ``(x - mean) / std`` of this plain input (per channel; one value for all channels when
+    the tuples have one entry); ``mean``/``std`` None: the plain input is what the model takes."""
+
+    range: tuple[float, float] | None  # the plain input's value range (None: not bounded, e.g. features)
+    how: str                           # how to make it from the raw data
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+
+_TO_TENSOR = "RGB images as torchvision.transforms.ToTensor() gives them (uint8 pixels / 255, channels first)"
+
+
+def plain_input(name: str) -> PlainInput:
+    """The plain input of dataset ``name`` (for digits the statistics are computed from the bundled data)."""
+    _spec(name)
+    if name == "digits":
+        mean, std = _digits()[4]
+        return PlainInput((0.0, 1.0), "sklearn.datasets.load_digits().images / 16 (pixel values 0..16), float32, "
+                          "shape (batch, 1, 8, 8)", (float(mean),), (float(std),))
+    if name in ("cifar10", "cifar100"):
+        mean, std = (CIFAR10_MEAN, CIFAR10_STD) if name == "cifar10" else (CIFAR100_MEAN, CIFAR100_STD)
+        return PlainInput((0.0, 1.0), f"32x32 {_TO_TENSOR}, shape (batch, 3, 32, 32)", mean, std)
+    if name == "tinyimagenet":
+        return PlainInput((0.0, 1.0), f"64x64 {_TO_TENSOR}, shape (batch, 3, 64, 64)", IMAGENET_MEAN, IMAGENET_STD)
+    if name == "imagenet":
+        return PlainInput((0.0, 1.0), f"{_TO_TENSOR} after Resize(256) and CenterCrop(224), shape "
+                          "(batch, 3, 224, 224)", IMAGENET_MEAN, IMAGENET_STD)
+    if name == "criteo":  # no normalization: the features of a TSV line, as common/criteo.py makes them
+        from common.criteo import VOCAB
+
+        return PlainInput(None, f"39 float32 features per example, shape (batch, 1, 1, 39): log(1 + max(v, 0)) of "
+                          f"the 13 integer features v (empty: 0), then the 26 categorical values as hashed ids in "
+                          f"[0, {VOCAB}) (common.criteo.hash_ids; empty: 0)")
+    raise AssertionError(f"no plain input described for dataset {name}")
 
 
 def _spec(name: str) -> DatasetSpec:

@@ -4,16 +4,23 @@
     python -m common.export --run 'runs/bip.prune/*' --run runs/posttrain.prune/<hash>
     python -m gmp.prune --target-sparsity 0.9 --export              # any script: export once the run is done
 
-Writes ``<run>/export/`` (each file atomically, readable by all; ``sparsity.json`` last, so a complete export is one that has it):
-- ``model.pt2``      the model in eval mode as a ``torch.export`` program (batch size free):
-                     ``torch.export.load(path).module()(x)``; masks are multiplied into the weights (pruned weights are
-                     exactly zero) and a structurally pruned model is the physically smaller one. A model that
-                     ``torch.export`` cannot capture is written with ``torch.jit.trace`` as ``model.torchscript.pt``
-                     instead (``torch.jit.load``); ``sparsity.json`` names the file and its format.
-- ``state_dict.pt``  the same weights as plain tensors (``torch.load(..., weights_only=True)``);
-- ``sparsity.json``  the sparsity report measured on the exported weights (global over the prunable weights, per
-                     layer, parameter count, dense and sparsity-aware FLOPs; for a structurally pruned model also the
-                     original model's parameters and FLOPs, RP and RF), the run's script, hash, config and metrics.
+Writes ``<run>/export/`` (each file atomically, readable by all; ``sparsity.json`` last, so a complete export is one
+that has it):
+- ``model.pt2``      the model in eval mode as a ``torch.export`` program (batch size free) that takes *plain* inputs:
+                     the dataset's input normalization is part of it (``common.data.plain_input``: digits as pixel / 16,
+                     images as torchvision's ToTensor gives them, both in [0, 1]; Criteo's 39 features as they are),
+                     so ``torch.export.load(path).module()(x)`` gives the run's outputs on such x. Masks are
+                     multiplied into the weights (pruned weights are exactly zero) and a structurally pruned model is
+                     the physically smaller one; its weights are named ``model.<name>``. A model that ``torch.export``
+                     cannot capture is written with ``torch.jit.trace`` as ``model.torchscript.pt`` instead
+                     (``torch.jit.load``); ``sparsity.json`` names the file and its format.
+- ``state_dict.pt``  the model's weights as plain tensors (``torch.load(..., weights_only=True)``), without the
+                     normalization: the model itself takes ``(x - mean) / std`` (``sparsity.json``'s ``input``);
+- ``sparsity.json``  the expected input (``input``: shape, range, how to make it from raw data, the normalization the
+                     program applies), the sparsity report measured on the exported weights (global over the prunable
+                     weights, per layer, parameter count, dense and sparsity-aware FLOPs; for a structurally pruned
+                     model also the original model's parameters and FLOPs, RP and RF), the run's script, hash, config
+                     and metrics.
 The prunable weights are the layers the run itself reports (``result.json``'s ``layers``); runs that list none use
 their config's ``exclude`` (and ``structure``) over every Conv2d / Linear weight, as the scripts' masks do.
 A run without a final model (``seqattn.oneshot`` keeps one model per sparsity as a point, none stored) is refused.
@@ -30,7 +37,7 @@ import torch
 
 from common import config as C
 from common import sparsity as S
-from common.data import dataset_info
+from common.data import dataset_info, plain_input
 from common.errors import UserError
 from common.metrics import flops
 from common.models import build_model
@@ -108,6 +115,34 @@ def prunable_params(model: torch.nn.Module, conf: dict, result: dict) -> dict[st
 
 
 # ---------------------------------------------------------------------------------------------------- writing
+class PlainInputModel(torch.nn.Module):
+    """``model`` fed the plain input: ``model((x - mean) / std)``, the loaders' normalization with the same float
+    ops (per channel, broadcast over a (batch, C, H, W) input); without mean/std the input goes in unchanged."""
+
+    def __init__(self, model: torch.nn.Module, mean=None, std=None):
+        super().__init__()
+        self.model = model
+        self.normalize = mean is not None
+        if self.normalize:
+            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+            self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x):
+        return self.model((x - self.mean) / self.std if self.normalize else x)
+
+
+def expected_input(dataset: str, input_shape) -> dict:
+    """``sparsity.json``'s description of what the exported program takes."""
+    plain = plain_input(dataset)
+    return {"shape": ["batch", *input_shape], "dtype": "float32",
+            "range": list(plain.range) if plain.range else None, "how": plain.how,
+            "normalization": None if plain.mean is None else
+            {"mean": list(plain.mean), "std": list(plain.std),
+             "note": "applied inside the program: it computes model((x - mean) / std); state_dict.pt's model "
+                     "takes the normalized input"},
+            "program_weights": "model.<name>, with <name> as in state_dict.pt and in layers"}
+
+
 def save_program(model: torch.nn.Module, example: torch.Tensor, out: Path) -> tuple[str, str]:
     """Write ``model`` with torch.export (dynamic batch), or torch.jit.trace when it cannot be exported: (file, format).
 
@@ -153,14 +188,18 @@ def export_run(run_dir) -> Path:
     out = run_dir / "export"
     out.mkdir(exist_ok=True)
     (out / "sparsity.json").unlink(missing_ok=True)  # until the new export is complete
+    plain = plain_input(conf["config"]["dataset"])
     with torch.no_grad():
         state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
         atomic_write(out / "state_dict.pt", lambda tmp: torch.save(state, tmp), mode=0o644)
-        name, fmt = save_program(model, torch.randn(EXAMPLE_BATCH, *input_shape), out)
+        name, fmt = save_program(PlainInputModel(model, plain.mean, plain.std).eval(),
+                                 torch.rand(EXAMPLE_BATCH, *input_shape), out)
         rep = report(run_dir, conf, result, model, original, structured, input_shape)
     for stale in {"model.pt2", "model.torchscript.pt"} - {name}:  # an earlier export's other format
         (out / stale).unlink(missing_ok=True)
-    text = json.dumps({"file": name, "format": fmt, "torch": torch.__version__, **rep}, indent=1, sort_keys=True)
+    text = json.dumps({"file": name, "format": fmt, "torch": torch.__version__,
+                       "input": expected_input(conf["config"]["dataset"], input_shape), **rep},
+                      indent=1, sort_keys=True)
     # written last: an export that has it is complete
     atomic_write(out / "sparsity.json", lambda tmp: Path(tmp).write_text(text + "\n"), mode=0o644)
     return out

@@ -1,6 +1,7 @@
 """One sparsity mechanism for every method: prunable weights, masks, top-k selection, block and structured views.
 
-- ``prunable(model, exclude)``: the Conv2d/Linear weights a method may prune, in module order.
+- ``prunable(model, exclude)``: the Conv2d/Linear weights a method may prune, in module order (``check_patterns``
+  refuses a layer-name pattern that matches no layer).
 - ``Masks``: 0/1 masks (one per prunable weight) with the enforcement that keeps pruned weights exactly zero through
   SGD momentum, Adam moments and weight decay: gradients are masked before each step, weights after it, and the
   optimizer's state is masked whenever the masks change.
@@ -32,11 +33,12 @@ def prunable(model: nn.Module, exclude=("last",)) -> dict[str, nn.Parameter]:
     """The prunable weights ``{module_name + '.weight': parameter}`` of every Conv2d/Linear, in module order.
 
     ``exclude`` holds ``"first"`` (the first Conv2d/Linear), ``"last"`` (the last one: the classifier), and/or
-    module-name patterns (fnmatch, e.g. ``"layer4.*"``).
+    module-name patterns (fnmatch, e.g. ``"layer4.*"``); a pattern that matches no layer is a UserError.
     """
     layers = [(name, m) for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
     if not layers:
         return {}
+    check_patterns(model, [rule for rule in exclude if rule not in ("first", "last")], "exclude", "first, last")
     skip = set()
     for rule in exclude:
         if rule == "first":
@@ -46,6 +48,23 @@ def prunable(model: nn.Module, exclude=("last",)) -> dict[str, nn.Parameter]:
         else:
             skip.update(name for name, _ in layers if fnmatch.fnmatchcase(name, rule))
     return {f"{name}.weight": m.weight for name, m in layers if name not in skip}
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """The names of the Conv2d/Linear modules, in module order (what layer-name patterns are matched against)."""
+    return [name for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
+
+
+def check_patterns(model: nn.Module, patterns, option: str, keywords: str = "") -> None:
+    """Refuse a layer-name pattern (fnmatch) that matches no Conv2d/Linear layer of ``model``: a typo would prune the
+    layer it meant to keep dense. The message names the layers that exist (and the ``keywords`` also accepted)."""
+    names = layer_names(model)
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in names)]
+    if unmatched:
+        also = f" (or {keywords})" if keywords else ""
+        raise UserError(f"--{option} {','.join(unmatched)}: no layer of the model matches; its Conv2d/Linear "
+                        f"layers are: {', '.join(names)}; give their names or fnmatch patterns such as "
+                        f"'layers.*.conv2'{also}")
 
 
 # ------------------------------------------------------------------------------------------------ top-k

@@ -3,9 +3,9 @@
 tiny:  digits (1437 training samples), the 3-conv CNN and the narrow residual ResNet-8 (projection shortcuts, so the
        channels joined by every residual add are one group), channel ratio 0.5, 128 calibration samples (9% of the
        training set), 20 + 10 epochs; L1 + retraining: 100 epochs with labels (the paper's length).
-paper: PAPERS.md's setups (posttrain.prune PRESETS): CIFAR-10/100 ResNet-56 / ResNet-50 / VGG-19 at ratio 0.5
-       (VGG-19 on CIFAR-100: 0.4) with 512 samples, ImageNet ResNet-50 at 0.3 with 2048 samples; Fig. 5 on
-       CIFAR-100 ResNet-18.
+paper: the paper's setups (its Tables 1-2 and Figs. 4-6, as figures/reference/README.md lists them; posttrain.prune
+       PRESETS): CIFAR-10/100 ResNet-56 / ResNet-50 / VGG-19 at ratio 0.5 (VGG-19 on CIFAR-100: 0.4) with 512
+       samples, ImageNet ResNet-50 at 0.3 with 2048 samples; Fig. 5 on CIFAR-100 ResNet-18.
 """
 from __future__ import annotations
 

@@ -2,16 +2,18 @@
 
 A *group* (Torch-Pruning's dependency graph) is every slice that must be removed together with one output channel:
 the conv/linear rows producing it, its BatchNorm entries, the input columns of every consumer, and, across residual
-adds, the same channel of every branch joined by the add. Importance of channel c of a group (PAPERS.md):
+adds, the same channel of every branch joined by the add. Importance of channel c of a group (the paper's group
+importance, as Torch-Pruning's GroupMagnitudeImportance computes it):
 
     I_c = mean over the group's layers of ||W_l[c]||_2^2,   then  I <- I / mean(I)     (mean-normalized per group)
 
 and one threshold over all groups removes ``ratio`` of all prunable channels (a global channel ratio); the
-classifier's outputs (and those of layers matched by ``ignore``) are never pruned. The L1-norm baseline (Li et al. 2017) ranks each layer's filters by the L1
-norm of its own filter and removes ``ratio`` of every layer's channels.
+classifier's outputs (and those of layers matched by ``ignore``) are never pruned. The L1-norm baseline (Li et al.
+2017) ranks each layer's filters by the L1 norm of its own filter and removes ``ratio`` of every layer's channels.
 
-``Plan`` holds the chosen groups before anything is removed, so that phase 1 can shrink exactly those slices first;
-``Plan.remove()`` then removes them physically (a smaller dense model).
+``Plan`` holds the chosen groups before anything is removed, so that phase 1 can shrink the scales of exactly those
+channels first (BN gamma; the conv/linear weights where the group has no BN); ``Plan.remove()`` then removes them
+physically (a smaller dense model).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from common import sparsity as S
 from common.errors import UserError
 
 F = tp.pruner.function
@@ -49,21 +52,26 @@ class Plan:
     kept: dict[str, torch.Tensor] = field(default_factory=dict)  # layer name -> kept output channel indices
 
     def slices(self) -> list[tuple[nn.Parameter, torch.Tensor]]:
-        """(parameter, 0/1 mask of its to-be-removed entries): the target of phase 1's sparsity penalty."""
+        """(parameter, 0/1 mask of its to-be-removed entries): the target of phase 1's sparsity penalty, the scale
+        of each channel to remove. In a group with BatchNorm that is the BN scale gamma of its channels (as the
+        official code); in a group without BN, the producing conv/linear weight rows and the consumers' weight
+        columns. Biases and BN's beta are never penalized."""
         masks: dict[nn.Parameter, torch.Tensor] = {}
 
         def mark(p, index):
-            if p is None:
-                return
             m = masks.setdefault(p, torch.zeros_like(p, dtype=torch.bool))
             m[index] = True
 
         for group in self.groups:
-            for dep, idxs in group:
-                layer, fn, idxs = dep.target.module, dep.handler, list(idxs)
-                if fn in OUT_FNS:
+            deps = [(dep.target.module, dep.handler, list(idxs)) for dep, idxs in group]
+            has_bn = any(fn == F.prune_batchnorm_out_channels for _, fn, _ in deps)
+            for layer, fn, idxs in deps:
+                if fn == F.prune_batchnorm_out_channels:
+                    mark(layer.weight, idxs)  # gamma
+                elif has_bn:
+                    continue
+                elif fn in OUT_FNS:
                     mark(layer.weight, idxs)
-                    mark(getattr(layer, "bias", None), idxs)
                 elif fn in IN_FNS and getattr(layer, "groups", 1) == 1:
                     mark(layer.weight, (slice(None), idxs))
         return [(p, m.to(p.dtype)) for p, m in masks.items()]
@@ -76,8 +84,9 @@ class Plan:
 
 def ignored(model: nn.Module, patterns=()) -> list[nn.Module]:
     """The classifier (never pruned) and the layers whose names match ``patterns`` (fnmatch): their output channels
-    stay, and so does every channel coupled to them."""
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    stay, and so does every channel coupled to them. A pattern that matches no layer is refused."""
+    S.check_patterns(model, patterns, "ignore")
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, S.PRUNABLE_TYPES)]
     return [layers[-1][1]] + [m for n, m in layers if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
 
 

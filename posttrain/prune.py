@@ -50,14 +50,15 @@ class Config(Runtime):
     model: str = C.opt("cnn", "model", choices=MODELS)
     seed: int = C.opt(0, "seed of the dense model (and of L1 retraining's data order)")
     pretrain: Recipe = C.opt(Recipe(epochs=30, lr=0.05), "recipe of the dense model from the run store")
-    checkpoint: str = C.opt("", "start from this state_dict file instead of the store's dense model")
+    checkpoint: str = C.opt("", "start from this state_dict file instead of the store's dense model", content=True)
     ratio: float = C.opt(0.5, "fraction of all prunable channels to remove (global), in [0, 1)")
     ignore: tuple[str, ...] = C.opt((), "layer-name patterns (fnmatch) whose output channels are never removed, "
                                         "besides the classifier's (option-A ResNets: conv1,layers.*.conv2)")
     samples: int = C.opt(128, "number of unlabeled calibration samples drawn from the training set")
     sample_seed: int = C.opt(0, "seed of the calibration draw (without replacement, no augmentation)")
     batch_size: int = C.opt(32, "calibration batch size")
-    lr: float = C.opt(3e-3, "Adam learning rate of both phases (phase 2: of the last layer when balanced)")
+    lr: float = C.opt(3e-3, "Adam learning rate of both phases (phase 2: of the last layer when balanced)",
+                      positive=True)
     phase1_epochs: int = C.opt(10, "phase 1 epochs (growing sparsity penalty); 0 skips it")
     phase2_epochs: int = C.opt(10, "phase 2 epochs (recalibration after removal)")
     penalty: float = C.opt(0.02, "lambda_0: sparsity penalty coefficient in phase 1's first epoch")
@@ -68,8 +69,9 @@ class Config(Runtime):
 
 
 PRESETS = {
-    # PAPERS.md: CIFAR ResNet-56 / ResNet-50 / VGG-19 at channel ratio 0.5 (VGG-19 on CIFAR-100: 0.4), 512 samples,
-    # 20 + 10 epochs, Adam 1e-3; the dense models use the 200-epoch CIFAR recipe (no official checkpoints exist).
+    # The paper's setups (its Tables 1-2; figures/reference/README.md): CIFAR ResNet-56 / ResNet-50 / VGG-19 at
+    # channel ratio 0.5 (VGG-19 on CIFAR-100: 0.4), 512 samples, 20 + 10 epochs, Adam 1e-3; the dense models use the
+    # 200-epoch CIFAR recipe (no official checkpoints exist).
     # resnet56 has option-A (zero-padding) shortcuts, which Torch-Pruning cannot follow: its residual widths (stem and
     # every block's conv2) stay and the blocks' inner channels are pruned. ResNet-50 is torchvision's (ImageNet stem).
     "cifar10-resnet56": {"dataset": "cifar10", "model": "resnet56", "ignore": ("conv1", "layers.*.conv2"),
@@ -98,7 +100,7 @@ PRESETS["imagenet-resnet50"].update({
 
 
 def validate(cfg: Config) -> None:
-    dataset_info(cfg.dataset)
+    info = dataset_info(cfg.dataset)
     check_model(cfg.model)
     if not 0.0 <= cfg.ratio < 1.0:
         raise UserError(f"--ratio {cfg.ratio} is outside [0, 1); give the fraction of channels to remove, e.g. 0.5")
@@ -106,6 +108,8 @@ def validate(cfg: Config) -> None:
         raise UserError(f"--samples {cfg.samples} must be at least 1 (unlabeled calibration samples)")
     if min(cfg.phase1_epochs, cfg.phase2_epochs, cfg.retrain.epochs) < 0 or cfg.batch_size < 1 or not cfg.lr > 0:
         raise UserError("epochs must be >= 0, --batch-size >= 1 and --lr > 0")
+    with torch.device("meta"):  # layer names only: no memory, no time
+        G.ignored(build_model(cfg.model, info.num_classes, info.input_shape), cfg.ignore)  # every pattern matches
 
 
 # ---------------------------------------------------------------------------------------------------- the model

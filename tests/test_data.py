@@ -10,7 +10,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from common.data import (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, DATASETS, IMAGENET_MEAN,
-                         IMAGENET_STD, DatasetInfo, crop_flip, dataset_info, load_dataset)
+                         IMAGENET_STD, DatasetInfo, crop_flip, dataset_info, load_dataset, plain_input)
 from common.errors import DatasetMissing, UserError
 
 # ----------------------------------------------------------------------------- writers
@@ -422,3 +422,43 @@ def test_global_rng_untouched(imagenet_root):
     collect(data.train, 0)
     load_dataset("digits").train.epoch(0).__next__()
     assert torch.equal(torch.rand(3), expected)
+
+
+# ----------------------------------------------------------------------------- plain inputs (what exports take)
+
+
+def normalized(x, plain):
+    mean = torch.tensor(plain.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(plain.std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+def test_every_dataset_describes_its_plain_input():
+    for name in DATASETS:
+        plain = plain_input(name)
+        assert plain.how and (plain.mean is None) == (plain.std is None) == (name == "criteo"), name
+        assert plain.range == (None if name == "criteo" else (0.0, 1.0)), name
+        assert f"(batch, {', '.join(map(str, dataset_info(name).input_shape))})" in plain.how, name
+    assert "/ 16" in plain_input("digits").how and "ToTensor" in plain_input("cifar10").how
+
+
+def test_plain_digits_normalized_are_the_loaders_inputs():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    _, te = train_test_split(np.arange(len(digits.target)), test_size=360, random_state=0, stratify=digits.target)
+    x = torch.tensor(digits.images[np.sort(te)] / 16, dtype=torch.float32).unsqueeze(1)
+    assert torch.equal(normalized(x, plain_input("digits")), load_dataset("digits").test.x)
+
+
+def test_plain_images_normalized_are_the_loaders_inputs(cifar10_root, tiny_root):
+    x, _ = collect(load_dataset("cifar10", root=str(cifar10_root)).test)
+    plain = torch.from_numpy(cifar_images(20, (np.arange(20) * 3) % 10)).float() / 255  # ToTensor of the images
+    assert torch.equal(normalized(plain, plain_input("cifar10")), x)
+    x, _ = collect(load_dataset("tinyimagenet", root=str(tiny_root), workers=0).test)
+    names = [line.split("\t")[0] for line in
+             (tiny_root / "tiny-imagenet-200" / "val" / "val_annotations.txt").read_text().splitlines()]
+    plain = torch.stack([TF.to_tensor(Image.open(tiny_root / "tiny-imagenet-200" / "val" / "images" / n).convert("RGB"))
+                         for n in names])
+    assert torch.allclose(normalized(plain, plain_input("tinyimagenet")), x, atol=1e-6)

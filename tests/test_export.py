@@ -37,9 +37,11 @@ x, y = torch.load(sys.argv[1], weights_only=True)
 out = {}
 for folder in sys.argv[2:]:
     rep = json.load(open(f"{folder}/sparsity.json"))
+    lo, hi = rep["input"]["range"]
+    assert lo <= float(x.min()) and float(x.max()) <= hi and list(x.shape[1:]) == rep["input"]["shape"][1:]
     program = torch.export.load(f"{folder}/{rep['file']}")
     weights = program.state_dict
-    names = [layer["layer"] for layer in rep["layers"]]
+    names = ["model." + layer["layer"] for layer in rep["layers"]]
     nonzero = sum(int(torch.count_nonzero(weights[n])) for n in names)
     with torch.no_grad():
         acc = (program.module()(x).argmax(1) == y).sum().item() / len(y)
@@ -68,6 +70,23 @@ def _main(script, *args) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+def _raw_digits_test(test):
+    """The digits test split as a user has it: scikit-learn's images, pixel / 16 (in [0, 1]), not normalized."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    _, positions = train_test_split(np.arange(len(digits.target)), test_size=360, random_state=0,
+                                    stratify=digits.target)
+    positions = np.sort(positions)
+    x = torch.tensor(digits.images[positions] / 16, dtype=torch.float32).unsqueeze(1)
+    y = torch.tensor(digits.target[positions])
+    assert torch.equal(y, test.y) and not torch.allclose(x, test.x)  # the split's images, before standardization
+    assert 0 <= float(x.min()) and float(x.max()) <= 1
+    return x, y
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """Every script of RUNS run with --export, then all runs (dense ones by a glob) exported again by the command."""
@@ -94,10 +113,8 @@ def exported(tmp_path_factory):
     assert proc.returncode == 0, proc.stderr
     assert [json.loads(line)["format"] for line in proc.stdout.splitlines()] == ["torch.export"] * 5
     dirs.update({f"common.pretrain/{d.name}": d for d in dense})
-    test = load_dataset("digits", device="cpu").test
     data = tmp / "digits_test.pt"
-    torch.save((test.x, test.y), data)  # digits are stored ready to use (no per-batch normalization)
-    assert test.mean is None
+    torch.save(_raw_digits_test(load_dataset("digits", device="cpu").test), data)
     clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run([sys.executable, "-c", LOAD, data, *[d / "export" for d in dirs.values()]], cwd=tmp,
                           env=clean, capture_output=True, text=True, timeout=120)
@@ -109,8 +126,15 @@ def exported(tmp_path_factory):
 
 
 def test_exports_reload_without_the_repository_with_the_runs_accuracy_and_sparsity(exported):
+    from common.data import plain_input
+
+    digits = plain_input("digits")
     for name, e in exported.items():
-        assert e["loaded"]["acc"] == e["result"]["test_acc"], name
+        assert e["loaded"]["acc"] == e["result"]["test_acc"], name  # on plain inputs: pixel / 16
+        expected = e["report"]["input"]
+        assert expected["shape"] == ["batch", 1, 8, 8] and expected["range"] == [0.0, 1.0]
+        assert "load_digits().images / 16" in expected["how"]
+        assert expected["normalization"]["mean"] == list(digits.mean) and digits.std[0] > 0
         assert e["report"]["format"] == "torch.export" and e["report"]["file"] == "model.pt2"
         assert e["report"]["script"] == e["result"]["script"] and e["report"]["hash"] == e["result"]["hash"]
         assert e["report"]["result"]["test_acc"] == e["result"]["test_acc"]
@@ -140,8 +164,24 @@ def test_export_by_flag_and_by_command_write_the_same_weights(exported):
         if e["first"] is None:
             continue
         again = torch.load(e["dir"] / "export" / "state_dict.pt", weights_only=True)
+        assert not any(k.startswith("model.") or k in ("mean", "std") for k in again), name  # the model's own
         assert again.keys() == e["first"].keys()
         assert all(torch.equal(again[k], e["first"][k]) for k in again), name
+
+
+def test_the_program_normalizes_plain_images_as_the_loaders_do(one_thread):
+    from common.data import CIFAR10_MEAN, CIFAR10_STD, TensorSplit
+    from common.models import build_model
+
+    pixels = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    split = TensorSplit(pixels, torch.zeros(5, dtype=torch.long), batch_size=5, train=False, mean=CIFAR10_MEAN,
+                        std=CIFAR10_STD)
+    ((x, _),) = split.epoch(0)
+    model = build_model("resnet8", 10, (3, 32, 32)).eval()
+    with torch.no_grad():
+        plain = E.PlainInputModel(model, CIFAR10_MEAN, CIFAR10_STD)(pixels.float() / 255)  # ToTensor's scaling
+        assert torch.equal(plain, model(x))
+        assert torch.equal(E.PlainInputModel(model)(x), model(x))  # Criteo: features go in unchanged
 
 
 def test_export_flag_parses_bare_and_leaves_the_run_hash_alone():

@@ -102,3 +102,21 @@ def test_corrupt_checkpoint_reruns_from_scratch(runs):
     proc = run_cli("common.pretrain", "--model", "mlp", "--train.epochs", "2", "--runs-dir", runs)
     assert proc.returncode == 0 and "corrupt or truncated" in proc.stderr and "Traceback" not in proc.stderr
     assert json.loads(proc.stdout.splitlines()[-1])["test_acc"] == json.loads(ok.stdout.splitlines()[-1])["test_acc"]
+
+
+def test_a_run_that_misses_its_target_sparsity_is_recorded_failed(runs, monkeypatch, one_thread, capsys):
+    """A cubic schedule that ends after the run (here: four times the pruning stage) leaves the final masks below s_f:
+    the run is failed with the reason, never done."""
+    from common.cli import main
+    from gmp import prune
+
+    schedule = prune.pruning_steps
+    monkeypatch.setattr(prune, "pruning_steps", lambda cfg, steps: PruningSteps(
+        t0=(s := schedule(cfg, steps)).t0, dt=s.dt, n=4 * s.n))
+    code = main("gmp.prune", [*FAST, "--target-sparsity", "0.8", "--runs-dir", str(runs)])
+    err = capsys.readouterr().err
+    assert code == 3 and "error: run failed: final sparsity" in err and "misses the target 0.8000" in err
+    (run_dir,) = (runs / "gmp.prune").iterdir()
+    assert not (run_dir / "result.json").exists()
+    reason = json.loads((run_dir / "failed.json").read_text())["reason"]
+    assert "past the run's end (step 72)" in reason and "lengthen --epochs" in reason

@@ -72,10 +72,18 @@ def test_phase1_penalty_shrinks_the_channels_to_remove_and_teacher_stays_in_eval
     targets = R.TeacherOutputs(teacher, X, plan.kept)
     log = R.reconstruct(student, targets, X, epochs=8, lr=3e-3, batch_size=16, seed=0, kept=plan.kept,
                         penalty=plan.slices(), lambda0=0.05, growth=0.05)
-    assert log[-1]["pruned_norm"] < 0.01 * norm0  # the to-be-removed slices are ~0 before removal
+    assert log[-1]["pruned_norm"] < 0.01 * norm0  # the to-be-removed scales (BN gamma) are ~0 before removal
     assert [r["penalty_coef"] for r in log][:3] == pytest.approx([0.05, 0.10, 0.15])
-    # removal now changes the kept outputs little, unlike removal straight from the dense model
-    before = R.calibration_loss(student, targets, X, plan.kept, unpruned=True)
+    # a removed channel now outputs only its constant ReLU(beta): removal changes the kept outputs by exactly that,
+    # far less than removal straight from the dense model
+    without_beta = copy.deepcopy(student)
+    with torch.no_grad():
+        for name, bn in without_beta.named_modules():
+            if isinstance(bn, nn.BatchNorm2d):
+                removed = torch.ones(bn.num_features, dtype=torch.bool)
+                removed[plan.kept[name]] = False
+                bn.bias[removed] = 0.0
+    before = R.calibration_loss(without_beta, targets, X, plan.kept, unpruned=True)
     plan.remove()
     after = R.calibration_loss(student, targets, X, plan.kept)
     assert after == pytest.approx(before, rel=0.05, abs=1e-3)
@@ -85,6 +93,32 @@ def test_phase1_penalty_shrinks_the_channels_to_remove_and_teacher_stays_in_eval
     assert after < 0.5 * R.calibration_loss(direct, targets, X, direct_plan.kept)
     for k, v in teacher.state_dict().items():  # eval-mode teacher: BN running statistics untouched
         assert torch.equal(v, stats[k]), k
+
+
+def test_phase1_penalty_touches_only_the_scales_of_the_channels_to_remove():
+    """With BN: only BN's gamma of the removed channels (not the conv rows, beta, or the consumers' columns); without
+    BN (the MLP): the producers' weight rows and the consumers' weight columns, never a bias."""
+    model = trained_like("cnn")
+    plan = G.plan(model, X[:1], 0.5)
+    names = {id(p): n for n, p in model.named_parameters()}
+    slices = {names[id(p)]: m for p, m in plan.slices()}
+    assert sorted(slices) == ["1.weight", "4.weight", "8.weight"]  # the BN gammas
+    for name, mask in slices.items():
+        layer = name.split(".")[0]
+        removed = torch.ones(model.get_submodule(layer).num_features, dtype=torch.bool)
+        removed[plan.kept[layer]] = False
+        assert torch.equal(mask.bool(), removed) and 0 < removed.sum() < len(removed), name
+
+    mlp = build_model("mlp", 10, (1, 8, 8))
+    plan = G.plan(mlp, X[:1], 0.5)
+    names = {id(p): n for n, p in mlp.named_parameters()}
+    slices = {names[id(p)]: m.bool() for p, m in plan.slices()}
+    assert sorted(slices) == ["1.weight", "3.weight", "5.weight"]
+    gone1 = ~torch.isin(torch.arange(300), plan.kept["1"])
+    gone3 = ~torch.isin(torch.arange(100), plan.kept["3"])
+    assert torch.equal(slices["1.weight"], gone1[:, None].expand(300, 64))
+    assert torch.equal(slices["3.weight"], gone3[:, None] | gone1[None, :])
+    assert torch.equal(slices["5.weight"], gone3[None, :].expand(10, 100))
 
 
 def test_an_epochs_batches_of_cached_targets_equal_those_gathered_per_batch(one_thread):

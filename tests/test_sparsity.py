@@ -131,3 +131,29 @@ def test_report_is_exact():
 def test_sparsity_outside_unit_interval(bad):
     with pytest.raises(UserError, match=r"outside \[0, 1\)"):
         S.check_sparsity(bad)
+
+
+def test_a_layer_pattern_that_matches_no_layer_is_refused_naming_the_layers():
+    m = _model()
+    with pytest.raises(UserError, match=r"^--exclude fc,conv\*: no layer of the model matches; its Conv2d/Linear "
+                                        r"layers are: 0, 3, 7, 12; .* \(or first, last\)$"):
+        S.prunable(m, ("first", "7", "fc", "conv*"))  # only the patterns that match nothing are named
+    with pytest.raises(UserError, match=r"^--ignore fc: .* layers are: 0, 3, 7, 12; [^(]*$"):
+        S.check_patterns(m, ("fc",), "ignore")
+    assert list(S.prunable(m, ("first", "last", "[37]"))) == []  # a pattern matching some layers is fine
+
+
+@pytest.mark.parametrize("script,option,extra", [
+    ("gmp.prune", "--exclude", ()), ("bip.prune", "--exclude", ()), ("bip.retrain", "--exclude", ()),
+    # global IMP/OMP checks its layers once its dense model is trained (here for 1 epoch)
+    ("bip.magnitude", "--exclude", ("--pretrain.epochs", "1")),
+    ("seqattn.prune", "--exclude", ()), ("seqattn.oneshot", "--exclude", ()), ("posttrain.prune", "--ignore", ()),
+])
+def test_every_script_refuses_a_layer_pattern_that_matches_nothing(runs, script, option, extra):
+    from tests.conftest import one_error_line, run_cli
+
+    proc = run_cli(script, "--model", "mlp", option, "3,clasifier", *extra, "--progress", "off", "--runs-dir", runs)
+    assert proc.returncode == 2, proc.stderr
+    line = one_error_line(proc)
+    assert f"{option} clasifier: no layer of the model matches; its Conv2d/Linear layers are: 1, 3, 5;" in line
+    assert not list(runs.glob(f"{script}/*/result.json"))
