@@ -25,12 +25,12 @@ from typing import Optional
 import torch
 
 from bip.base import Base, Level, accuracies, check_rewind, data_of, method_start, prunable_of, validate_base
-from bip.rewind import load_rewind
+from bip.rewind import load_rewind, rewind_config
 from common import config as C
 from common import sparsity as S
 from common.errors import UserError, check_sparsity
 from common.metrics import count_params, flops
-from common.pretrain import load_dense
+from common.pretrain import dense_config, load_dense
 from common.store import Run
 from common.train import Progress, lr_at, make_optimizer, resolve_device, resumable_epochs, train_epoch
 
@@ -92,10 +92,17 @@ def validate(cfg: Config) -> None:
         raise UserError("--epochs and --batch-size must be at least 1")
     check_rewind(cfg.rewind_epoch, cfg.pretrain)
     round_sparsities(cfg)
+    params = prunable_of(cfg)  # refuses --exclude patterns that match no layer before any training
     if cfg.scope == "layer":
         from bip.scores import check_layerwise
 
-        check_layerwise(prunable_of(cfg), "unstructured", cfg.target_sparsity, "target-sparsity")
+        check_layerwise(params, "unstructured", cfg.target_sparsity, "target-sparsity")
+
+
+def dependencies(cfg: Config) -> list:
+    """The runs ``compute`` executes first (``slurm.submit`` queues them ahead of it): the dense model and the rewinding point."""
+    return [("common.pretrain", dense_config(cfg))] + \
+        ([("bip.rewind", rewind_config(cfg, cfg.rewind_epoch))] if cfg.rewind_epoch is not None else [])
 
 
 def compute(cfg: Config, run: Run) -> dict:

@@ -151,12 +151,12 @@ def save_program(model: torch.nn.Module, example: torch.Tensor, out: Path) -> tu
     try:
         program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
         name, fmt = "model.pt2", "torch.export"
-        atomic_write(out / name, lambda tmp: torch.export.save(program, tmp), mode=0o644)
+        atomic_write(out / name, lambda tmp: torch.export.save(program, tmp))
         load = lambda p: torch.export.load(p).module()  # noqa: E731
     except Exception:  # noqa: BLE001 - any model torch.export cannot capture falls back to tracing
         traced = torch.jit.trace(model, example, check_trace=False)
         name, fmt = "model.torchscript.pt", "torchscript"
-        atomic_write(out / name, lambda tmp: torch.jit.save(traced, tmp), mode=0o644)
+        atomic_write(out / name, lambda tmp: torch.jit.save(traced, tmp))
         load = torch.jit.load
     loaded = load(str(out / name))
     for n in (1, 3):
@@ -191,7 +191,7 @@ def export_run(run_dir) -> Path:
     plain = plain_input(conf["config"]["dataset"])
     with torch.no_grad():
         state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-        atomic_write(out / "state_dict.pt", lambda tmp: torch.save(state, tmp), mode=0o644)
+        atomic_write(out / "state_dict.pt", lambda tmp: torch.save(state, tmp))
         name, fmt = save_program(PlainInputModel(model, plain.mean, plain.std).eval(),
                                  torch.rand(EXAMPLE_BATCH, *input_shape), out)
         rep = report(run_dir, conf, result, model, original, structured, input_shape)
@@ -201,7 +201,7 @@ def export_run(run_dir) -> Path:
                        "input": expected_input(conf["config"]["dataset"], input_shape), **rep},
                       indent=1, sort_keys=True)
     # written last: an export that has it is complete
-    atomic_write(out / "sparsity.json", lambda tmp: Path(tmp).write_text(text + "\n"), mode=0o644)
+    atomic_write(out / "sparsity.json", lambda tmp: Path(tmp).write_text(text + "\n"))
     return out
 
 

@@ -71,8 +71,9 @@ def stage_epochs(profile: str, name: str) -> int:
 
 
 def _data(profile: str, name: str) -> dict:
+    """Dataset, model and held-out split of the setup: BiP's, so that every method trains on the same images."""
     cfg = R.prune_config(_bip(profile, name))
-    return {"dataset": cfg.dataset, "model": cfg.model}
+    return {"dataset": cfg.dataset, "model": cfg.model, "val_size": cfg.val_size}
 
 
 def gmp_config(profile: str, name: str, sparsity: float, seed: int):
@@ -104,7 +105,8 @@ def seqattn_config(profile: str, name: str, method: str, block: int, sparsity: f
 
 def posttrain_config(profile: str, name: str, ratio: float, seed: int):
     preset, extra = SETUPS[profile][name]["posttrain"]
-    setup = {"preset": preset} if preset else dict(_data(profile, name))
+    data = _data(profile, name)
+    setup = {"preset": preset, "val_size": data["val_size"]} if preset else data
     return PT.config({**setup, **extra}, pretrain=dense_recipe(profile, name), ratio=ratio, seed=seed)
 
 
@@ -191,7 +193,7 @@ def epoch_equivalents(row) -> dict:
         work, words = float(ep), f"{ep:g} ep from scratch (own dense phases), no pretraining"
     elif script == "posttrain.prune" and method != "l1":
         n, e = row["config.samples"], row["config.phase1_epochs"] + row["config.phase2_epochs"]
-        size = TRAIN_SIZE[row["config.dataset"]]
+        size = TRAIN_SIZE[row["config.dataset"]] - int(row.get("config.val_size", 0) or 0)
         work, words = n * e / size, f"calibration {n:g} samples x {e:g} ep / {size} train"
     elif script == "posttrain.prune":
         work, words = float(row["config.retrain.epochs"]), f"L1 retraining {row['config.retrain.epochs']:g} ep"

@@ -28,7 +28,7 @@ from common.data import DATASETS, dataset_info, load_dataset
 from common.errors import UserError, check_sparsity
 from common.metrics import count_params, flops
 from common.models import MODELS, build_model, check_model
-from common.pretrain import load_dense
+from common.pretrain import dense_config, load_dense
 from common.store import Run
 from common.train import (LRSchedule, Optim, Progress, Recipe, evaluate, lr_at, make_optimizer, resolve_device,
                           resumable_epochs, train_epoch)
@@ -44,6 +44,8 @@ class Config(Runtime):
     dataset: str = C.opt("digits", "dataset", choices=DATASETS)
     model: str = C.opt("cnn", "model", choices=MODELS)
     seed: int = C.opt(0, "random seed (dense training, data order)")
+    val_size: int = C.opt(0, "training samples held out, never trained on (here nor by the dense model): the same "
+                             "carve-out as a BiP run with this --val-size, so both train on the same images")
     pretrain: Recipe = C.opt(Recipe(epochs=30, lr=0.05), "recipe of the dense model this run starts from")
     target_sparsity: float = C.opt(0.9, "final sparsity s_f over the prunable weights, in [0, 1)")
     initial_sparsity: float = C.opt(0.05, "sparsity s_i of the first update of the pruning stage")
@@ -137,12 +139,17 @@ def lr_of(cfg: Config, t_epochs: float) -> float:
     return lr_at(sched, into, length)
 
 
+def dependencies(cfg: Config) -> list:
+    """The runs ``compute`` executes first (``slurm.submit`` queues them ahead of it): the dense model."""
+    return [("common.pretrain", dense_config(cfg))]
+
+
 def compute(cfg: Config, run: Run) -> dict:
     device = resolve_device(cfg.device)
     # The trained dense model theta (its own run in the store, trained once and shared by every pruning run).
     model, dense = load_dense(cfg, device)
     data = load_dataset(cfg.dataset, root=cfg.data_dir, download=cfg.download, device=device,
-                        batch_size=cfg.optim.batch_size, seed=cfg.seed, workers=cfg.workers)
+                        batch_size=cfg.optim.batch_size, seed=cfg.seed, val_size=cfg.val_size, workers=cfg.workers)
     steps = len(data.train)
     params = S.prunable(model, cfg.exclude)
     masks = S.Masks(params)

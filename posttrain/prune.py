@@ -31,7 +31,7 @@ from common.data import DATASETS, dataset_info, load_dataset
 from common.errors import UserError
 from common.metrics import count_params, flops, paired_latency_ms
 from common.models import MODELS, build_model, check_model
-from common.pretrain import load_dense
+from common.pretrain import dense_config, load_dense
 from common.store import Run
 from common.train import (Progress, Recipe, evaluate, lr_at, make_optimizer, prepare_model, resolve_device,
                           resumable_epochs, train_epoch)
@@ -49,6 +49,8 @@ class Config(Runtime):
     dataset: str = C.opt("digits", "dataset", choices=DATASETS)
     model: str = C.opt("cnn", "model", choices=MODELS)
     seed: int = C.opt(0, "seed of the dense model (and of L1 retraining's data order)")
+    val_size: int = C.opt(0, "training samples held out, never trained on (here nor by the dense model): the same "
+                             "carve-out as a BiP run with this --val-size, so both train on the same images")
     pretrain: Recipe = C.opt(Recipe(epochs=30, lr=0.05), "recipe of the dense model from the run store")
     checkpoint: str = C.opt("", "start from this state_dict file instead of the store's dense model", content=True)
     ratio: float = C.opt(0.5, "fraction of all prunable channels to remove (global), in [0, 1)")
@@ -177,11 +179,16 @@ def l1_retrain(cfg: Config, student, data, run) -> None:
         progress.line(f"[l1 retrain] epoch {epoch + 1}/{cfg.retrain.epochs} loss {stats['loss']:.4f}")
 
 
+def dependencies(cfg: Config) -> list:
+    """The runs ``compute`` executes first (``slurm.submit`` queues them ahead of it): the dense model, unless a checkpoint is given."""
+    return [] if cfg.checkpoint else [("common.pretrain", dense_config(cfg))]
+
+
 def compute(cfg: Config, run: Run) -> dict:
     device = resolve_device(cfg.device)
     info = dataset_info(cfg.dataset)
     data = load_dataset(cfg.dataset, root=cfg.data_dir, download=cfg.download, device=device,
-                        batch_size=cfg.retrain.batch_size, seed=cfg.seed, workers=cfg.workers)
+                        batch_size=cfg.retrain.batch_size, seed=cfg.seed, val_size=cfg.val_size, workers=cfg.workers)
     x, _ = data.sample(cfg.samples, cfg.sample_seed)  # n distinct unlabeled samples; labels are never used
     # the architecture must be traceable by Torch-Pruning: checked before any dense training
     G.check_traceable(build_model(cfg.model, info.num_classes, info.input_shape), x[:1].cpu(), cfg.ratio, cfg.ignore)

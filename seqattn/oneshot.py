@@ -22,7 +22,7 @@ from common.cli import Runtime
 from common.data import DATASETS, dataset_info, load_dataset
 from common.errors import UserError, check_sparsity
 from common.models import MODELS, build_model, check_model
-from common.pretrain import load_dense
+from common.pretrain import dense_config, load_dense
 from common.store import Run
 from common.train import (Progress, Recipe, evaluate, lr_at, make_optimizer, prepare_model, resolve_device,
                           resumable_epochs, train_epoch)
@@ -77,6 +77,11 @@ def _train(model, data, optimizer, recipe: Recipe, epochs, loss_fn, progress, de
                             lr_of_step=lambda s: lr_at(recipe, s / steps, recipe.epochs), progress=progress,
                             desc=f"{desc} {epoch + 1}/{recipe.epochs}")
         yield epoch, stats
+
+
+def dependencies(cfg: Config) -> list:
+    """The runs ``compute`` executes first (``slurm.submit`` queues them ahead of it): the dense model of a magnitude score."""
+    return [("common.pretrain", dense_config(cfg))] if cfg.score == "magnitude" else []
 
 
 def compute(cfg: Config, run: Run) -> dict:

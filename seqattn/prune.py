@@ -52,6 +52,8 @@ class Config(Runtime):
     dataset: str = C.opt("digits", "dataset", choices=DATASETS)
     model: str = C.opt("mlp", "model", choices=MODELS)
     seed: int = C.opt(0, "random seed (initialization and data order)")
+    val_size: int = C.opt(0, "training samples held out, never trained on (here nor by the dense model): the same "
+                             "carve-out as a BiP run with this --val-size, so both train on the same images")
     block: int = C.opt(4, "block size B: BxB tiles of each weight seen as (H*W*Cin) x Cout; 1 = unstructured")
     sparsity: float = C.opt(0.9, "target sparsity s: fraction of blocks removed in each block-sparsified layer")
     scope: str = C.opt("layer", "uniform sparsity per layer (paper default) or one global ranking",
@@ -156,7 +158,7 @@ def compute(cfg: Config, run: Run) -> dict:
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     data = load_dataset(cfg.dataset, root=cfg.data_dir, download=cfg.download, device=device,
-                        batch_size=cfg.optim.batch_size, seed=cfg.seed, workers=cfg.workers)
+                        batch_size=cfg.optim.batch_size, seed=cfg.seed, val_size=cfg.val_size, workers=cfg.workers)
     model = prepare_model(build_model(cfg.model, data.info.num_classes, data.info.input_shape), device)
     loss_fn = loss_of(data.info.num_classes)
     # 1. One scale per block of every candidate layer: W_eff = W (.) S (.) Mask (S = A for SA++).
