@@ -11,7 +11,7 @@ DATA    ?= data
 DEVICE  ?= auto
 FIGURE_ARGS = --profile $(PROFILE) --cluster $(CLUSTER) --runs-dir $(RUNS) --data-dir $(DATA) --device $(DEVICE)
 
-.PHONY: install lock figures test bench list clean-figures FORCE
+.PHONY: install lock figures test bench gpu-check list clean-figures FORCE
 .DEFAULT_GOAL := figures
 
 PIP_VERSION := 26.3
@@ -42,6 +42,10 @@ fig-%: $(VENV)/.installed FORCE
 tab-%: $(VENV)/.installed FORCE
 	$(PY) -m figures $@ $(FIGURE_ARGS)
 
+# What a figure (or all) needs and costs, computing nothing: make plan-fig-bip-trajectory PROFILE=paper, make plan-all
+plan-%: $(VENV)/.installed FORCE
+	$(PY) -m figures plan $* --profile $(PROFILE) --runs-dir $(RUNS)
+
 list: $(VENV)/.installed
 	$(PY) -m figures list
 
@@ -55,6 +59,10 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m common.bench
 	@for f in */bench.py; do m=$${f%/bench.py}; [ "$$m" = common ] || $(PY) -m $$m.bench || exit 1; done
+
+# Every method at a paper model size on the GPU, a few hundred steps each: figures/out/gpu/gpu-check.json
+gpu-check: $(VENV)/.installed
+	$(PY) -m common.gpu_check --out figures/out/gpu/gpu-check.json
 
 clean-figures:
 	rm -rf figures/out/$(PROFILE)

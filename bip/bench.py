@@ -2,14 +2,17 @@
 
 One BiP iteration = a lower step (1 forward + 1 backward + SGD on theta) and an upper step (1 forward + 1 backward +
 SGD on the scores + the global top-k), so the floor is about 2x; the goal is <= 2.2x (the official code's 4 forwards
-and 3 backwards cost about 3.3x). Hydra's score step and the top-k alone are reported too.
+and 3 backwards cost about 3.3x). Hydra's score step is reported too, and the projection's threshold alone: the
+k-th smallest of n drifting scores by ``torch.topk`` over the smaller side (``topk_kthvalue``, the CUDA default) and
+by the band search near the last threshold (``Threshold``, the CPU default), each against a full ``torch.kthvalue``
+(also on CUDA when there is one).
 """
 from __future__ import annotations
 
 import torch
 
 from bip.prune import BiLevelSteps
-from bip.scores import ScoredWeights
+from bip.scores import ScoredWeights, Threshold, topk_kthvalue
 from common import sparsity as S
 from common.bench import RepeatedBatches, interleaved, report
 from common.models import build_model
@@ -47,6 +50,27 @@ def step_ratios(model_name: str, shape, steps: int, batch_size: int = 128, spars
     return {"bip": t["bip"] / t["dense"], "hydra": t["hydra"] / t["dense"]}
 
 
+def threshold_ratios(n: int, sparsity: float, device: torch.device, steps: int = 5, rounds: int = 5) -> dict:
+    """Seconds of ``steps`` projections' thresholds over n scores drifting a little per step (an upper step's size),
+    by each method, over the same for ``torch.kthvalue``."""
+    g = torch.Generator(device=device).manual_seed(0)
+    base = torch.rand(n, generator=g, device=device)
+    drifts = [base + 1e-4 * step * torch.randn(n, generator=g, device=device) for step in range(steps)]
+    k = round(sparsity * n)
+
+    def timed(select):
+        def run():
+            for flat in drifts:
+                select(flat, k)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        return run
+
+    t = interleaved({"kthvalue": timed(lambda f, k: torch.kthvalue(f, k).values), "topk": timed(topk_kthvalue),
+                     "band": timed(Threshold())}, rounds)
+    return {"topk": t["topk"] / t["kthvalue"], "band": t["band"] / t["kthvalue"]}
+
+
 def main() -> None:
     print(f"bip benchmarks (torch {torch.__version__}, {torch.get_num_threads()} threads, cpu)")
     cases = [("cnn", (1, 8, 8), 8, 9, "<= 2.2"), ("resnet20", (3, 32, 32), 2, 5, "<= 2.2"),
@@ -55,6 +79,15 @@ def main() -> None:
         r = step_ratios(name, shape, steps, rounds=rounds)
         report(f"BiP iteration / dense SGD step, {name} {shape[1]}x{shape[2]} (bs 128)", r["bip"], goal)
         report(f"Hydra score step / dense SGD step, {name} {shape[1]}x{shape[2]} (bs 128)", r["hydra"], "info")
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    for device in devices:
+        goal = "< 1 on cuda" if device.type == "cuda" else "info: cpu uses the band"
+        for n, sparsity in ((1_000_000, 0.9), (4_000_000, 0.5), (4_000_000, 0.99)):
+            r = threshold_ratios(n, sparsity, device)
+            label = f"{n // 10**6}M scores at {sparsity:g}, {device.type}"
+            report(f"top-k threshold: topk / kthvalue, {label}", r["topk"], goal)
+            if device.type == "cpu":  # on CUDA, Threshold is the topk selection itself
+                report(f"top-k threshold: band / kthvalue, {label}", r["band"], "< 1")
 
 
 if __name__ == "__main__":

@@ -60,7 +60,8 @@ PRESETS = {
                   ("cifar100", "resnet18"), ("cifar100", "resnet20")]
 }
 PRESETS["tinyimagenet-resnet18"] = dict(PRESETS["cifar10-resnet18"], dataset="tinyimagenet")
-# ImageNet ResNet-50 (ours: the paper gives no IMP recipe for it): 60-epoch rounds, bs 256, lr 0.1 cosine, rewind 2.
+# ImageNet ResNet-50 (ours: the paper gives no IMP recipe for it): 60-epoch rounds, bs 256, lr 0.1 cosine, momentum
+# 0.9, rewind to epoch 2, val_size 10000; the dense model's 90-epoch step recipe.
 PRESETS["imagenet-resnet50"] = {"dataset": "imagenet", "model": "resnet50", "pretrain.epochs": 90, "pretrain.lr": 0.1,
                                 "pretrain.weight_decay": 1e-4, "pretrain.batch_size": 256,
                                 "pretrain.schedule": "multistep", "pretrain.milestones": (30.0, 60.0, 80.0),
@@ -100,7 +101,7 @@ def validate(cfg: Config) -> None:
 
 
 def dependencies(cfg: Config) -> list:
-    """The runs ``compute`` executes first (``slurm.submit`` queues them ahead of it): the dense model and the rewinding point."""
+    """The runs ``compute`` executes first (``slurm.submit`` queues them ahead): dense model, rewinding point."""
     return [("common.pretrain", dense_config(cfg))] + \
         ([("bip.rewind", rewind_config(cfg, cfg.rewind_epoch))] if cfg.rewind_epoch is not None else [])
 

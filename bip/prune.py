@@ -24,6 +24,8 @@ filters / channels when structured) is a failed run, e.g. with scores tied at th
 Each epoch logs the fraction of mask entries that differ from the magnitude mask and ig_ratio =
 ||(1/gamma) grad_z (.) grad_theta|| / ||grad_m l|| on the epoch's last batch (how much the IG term weighs against the
 straight-through gradient; computed with the configured gamma even under --ig none).
+One process, one GPU: the two levels' steps are not data-parallel, so a job of several processes (torchrun, a Slurm
+job of several tasks) is refused before anything is computed.
 """
 from __future__ import annotations
 
@@ -34,10 +36,11 @@ import torch
 from bip.base import Base, Level, accuracies, data_of, forward_loss, method_start, prunable_of, validate_base
 from bip.scores import STRUCTURES, ScoredWeights, check_layerwise
 from common import config as C
+from common import distributed
 from common import sparsity as S
 from common.errors import Diverged, UserError, check_sparsity
 from common.metrics import count_params, flops
-from common.pretrain import load_dense
+from common.pretrain import dense_config, load_dense
 from common.store import Run
 from common.train import Progress, lr_at, make_optimizer, resolve_device, resumable_epochs, set_lr
 
@@ -67,13 +70,18 @@ class Config(Base):
 PRESETS = {
     # The paper's CIFAR setups (the BiP paper, Appendix A; figures/reference/README.md): dense 200 epochs (SGD 0.1
     # cosine, wd 1e-4), BiP 100 epochs, bs 128, lower lr 0.01 / upper lr 0.1 (paper text), 1/gamma = 1e-4, wd 1e-4,
-    # every conv and linear layer pruned.
+    # every conv and linear layer pruned. Ours (the paper does not give them): momentum 0.9 on the upper level (the
+    # scores) too and no weight decay there, cosine decay of both levels, Hydra's 100 fine-tuning epochs, the held-out
+    # validation split (val_size 1000).
     f"{ds}-{m}": {"dataset": ds, "model": m, "pretrain.epochs": 200, "pretrain.lr": 0.1,
                   "pretrain.weight_decay": 1e-4, "epochs": 100, "finetune_epochs": 100, "val_size": 1000}
     for ds, m in [("cifar10", "resnet18"), ("cifar10", "resnet20"), ("cifar10", "resnet56"), ("cifar10", "vgg16_bn"),
                   ("cifar100", "resnet18"), ("cifar100", "resnet20")]
 }
 PRESETS["tinyimagenet-resnet18"] = dict(PRESETS["cifar10-resnet18"], dataset="tinyimagenet")
+# ImageNet ResNet-50: the paper gives no recipe beyond its lower / upper learning rates. Ours: the dense model's
+# 90-epoch step recipe (bs 256, lr 0.1, /10 at 30/60/80), 60 BiP epochs (and 60 + 60 for Hydra) at bs 256, upper-level
+# momentum 0.9, val_size 10000.
 PRESETS["imagenet-resnet50"] = {"dataset": "imagenet", "model": "resnet50", "pretrain.epochs": 90,
                                 "pretrain.lr": 0.1, "pretrain.weight_decay": 1e-4, "pretrain.batch_size": 256,
                                 "pretrain.schedule": "multistep", "pretrain.milestones": (30.0, 60.0, 80.0),
@@ -147,7 +155,13 @@ class BiLevelSteps:
         return loss.detach()
 
 
+def dependencies(cfg: Config) -> list:
+    """The runs ``compute`` executes first (``slurm.submit`` queues them ahead of it): the dense model."""
+    return [("common.pretrain", dense_config(cfg))]
+
+
 def compute(cfg: Config, run: Run) -> dict:
+    distributed.require_one_process(SCRIPT, "the two levels' steps are not data-parallel")
     device = resolve_device(cfg.device)
     model, dense = load_dense(cfg, device)                                       # pretrained theta
     data = data_of(cfg, device, cfg.batch_size)

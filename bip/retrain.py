@@ -15,7 +15,7 @@ import torch
 
 from bip import prune
 from bip.base import Level, accuracies, check_rewind, data_of, method_start, prunable_of
-from bip.rewind import load_rewind
+from bip.rewind import load_rewind, rewind_config
 from common import config as C
 from common import sparsity as S
 from common.errors import UserError
@@ -47,6 +47,12 @@ def validate(cfg: Config) -> None:
     check_rewind(cfg.rewind_epoch, cfg.pretrain)
     if cfg.retrain_epochs < 1:
         raise UserError(f"--retrain-epochs {cfg.retrain_epochs} must be at least 1")
+
+
+def dependencies(cfg: Config) -> list:
+    """The runs ``compute`` executes first (``slurm.submit`` queues them ahead): BiP mask, rewinding point."""
+    return [(prune.SCRIPT, prune_config(cfg))] + \
+        ([("bip.rewind", rewind_config(cfg, cfg.rewind_epoch))] if cfg.rewind_epoch is not None else [])
 
 
 def compute(cfg: Config, run: Run) -> dict:

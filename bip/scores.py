@@ -53,18 +53,37 @@ def unit_sums(scores: torch.Tensor, dim: int) -> torch.Tensor:
     return scores.transpose(0, dim).reshape(scores.shape[dim], -1).sum(1)
 
 
+def kth_smallest(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th smallest of the flat scores (1 <= k <= n): the value ``torch.kthvalue(flat, k)`` returns, found by
+    ``torch.kthvalue`` on a CPU (a quickselect, the faster one there: ``python -m bip.bench``) and by
+    ``topk_kthvalue`` on CUDA, where ``torch.kthvalue`` sorts the whole slice in one thread block."""
+    return topk_kthvalue(flat, k) if flat.is_cuda else torch.kthvalue(flat, k).values
+
+
+def topk_kthvalue(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """``torch.kthvalue(flat, k).values`` by ``torch.topk`` over the smaller side (on CUDA a radix select: a few
+    passes over the scores, no host sync): the largest of the k smallest, or the smallest of the n - k + 1 largest.
+    Both are values of ``flat`` itself, so the threshold, hence the mask, is the same. NaN ranks above every number
+    in both ``torch.topk`` and ``torch.kthvalue``, hence a second ``topk`` for the smallest, not ``.min()``."""
+    n = flat.numel()
+    if k <= n - k + 1:
+        return torch.topk(flat, k, largest=False, sorted=False).values.max()
+    return torch.topk(torch.topk(flat, n - k + 1, sorted=False).values, 1, largest=False).values[0]
+
+
 def _keep_largest(units: list[torch.Tensor], sparsity: float) -> list[torch.Tensor]:
     """Hard top-k over a list of score tensors taken together: the round(sparsity * n) smallest become 0.
 
-    A threshold from ``kthvalue`` (linear time, no host sync, the same cost at every sparsity); scores tied with the
-    threshold are all pruned, so with ties the sparsity can exceed the target by the tie count (continuous scores
-    have none in practice; ``sparsity`` in the result is the one measured).
+    A threshold, the round(sparsity * n)-th smallest score (``kth_smallest``: linear time, no host sync, the same
+    cost at every sparsity); scores tied with the threshold are all pruned, so with ties the sparsity can exceed the
+    target by the tie count (continuous scores have none in practice; ``sparsity`` in the result is the one
+    measured).
     """
     flat = torch.cat([u.reshape(-1) for u in units])
     n_prune = round(sparsity * flat.numel())
     if n_prune == 0:
         return [torch.ones_like(u) for u in units]
-    threshold = torch.kthvalue(flat, n_prune).values
+    threshold = kth_smallest(flat, n_prune)
     return [(u > threshold).to(u.dtype) for u in units]
 
 
@@ -76,7 +95,8 @@ class Threshold:
     the previous threshold (L of them), gather the scores inside the band (a, b], and if the n_prune-th smallest score
     falls in it (L < n_prune <= L + |band|), select it there: kthvalue(band, n_prune - L). The result is the same
     value ``torch.kthvalue`` returns, hence the same mask; a band that misses it is widened (or, as a last resort, the
-    full selection runs). On CUDA the full selection is used (it needs no host synchronization).
+    full selection runs). On CUDA the full selection ``kth_smallest`` (a radix select there, without the band's host
+    synchronizations) runs at every step.
     """
 
     def __init__(self):
@@ -101,9 +121,10 @@ class Threshold:
         return self._full(flat, n_prune)
 
     def _full(self, flat: torch.Tensor, n_prune: int) -> torch.Tensor:
-        self.value = torch.kthvalue(flat, n_prune).values
+        self.value = kth_smallest(flat, n_prune)
         if not flat.is_cuda:  # a first band width: the spread of the middle 1% of the scores (then adapted per step)
-            q = torch.quantile(flat[:: max(1, flat.numel() // 4096)].float(), torch.tensor([0.495, 0.505]))
+            q = torch.quantile(flat[:: max(1, flat.numel() // 4096)].float(),
+                               torch.tensor([0.495, 0.505], device=flat.device))
             self.width = max(float(q[1] - q[0]), 1e-12)
         return self.value
 

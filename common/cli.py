@@ -22,7 +22,16 @@ class Runtime:
     data_dir: str = C.opt("data", "folder that holds the datasets", hash=False)
     download: bool = C.opt(False, "download a missing dataset when the dataset has a downloader", hash=False)
     runs_dir: str = C.opt("runs", "root of the run store", hash=False)
-    workers: int = C.opt(4, "DataLoader workers for folder datasets (ImageNet, Tiny-ImageNet)", hash=False)
+    workers: str = C.opt("auto", "DataLoader workers per process for folder datasets (ImageNet, Tiny-ImageNet): auto "
+                                 "(the job's CPUs, SLURM_CPUS_PER_TASK or the CPUs this process may use, shared among "
+                                 "the node's processes) or a number (0: decode in the training process)", hash=False)
+    checkpoint_every_minutes: float = C.opt(30.0, "also checkpoint within an epoch this often (0: at epoch ends "
+                                                  "only); a resume continues at that batch, exactly", hash=False)
+    checkpoint_every_steps: int = C.opt(0, "also checkpoint within an epoch every this many batches (0: never)",
+                                        hash=False)
+    deterministic: bool = C.opt(False, "deterministic GPU kernels only (torch.use_deterministic_algorithms, no cuDNN "
+                                       "autotuning, fixed cuBLAS workspace): the same bits on every run of the same "
+                                       "GPU model and software, at some speed", hash=False)
     progress: str = C.opt("auto", "progress display: auto (a bar on a terminal, lines otherwise), bar, lines, off",
                           choices=("auto", "bar", "lines", "off"), hash=False)
     export: bool = C.opt(False, "once the run is done (or read from the store), write its final model for use without "

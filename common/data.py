@@ -14,7 +14,14 @@ Two kinds of split exist:
 
 Determinism: all training randomness of epoch ``e`` comes from a private
 ``torch.Generator`` seeded from ``(seed, e)``, never from the global RNG, so a run
-resumed at epoch ``e`` sees exactly the batches an uninterrupted run would see.
+resumed at epoch ``e`` (or at batch ``s`` of it: ``epoch(e, start=s)``, which
+decodes nothing before batch ``s``) sees exactly the batches an uninterrupted run
+would see.
+
+Data-parallel runs: ``epoch(e, rank=r, world=W)`` yields only rank ``r``'s rows of
+each global batch (``common.distributed.shard_rows``: rows r, r + W, ...), from the
+epoch's global order computed identically on every rank, so the ranks' rows of a step
+together are the one-process batch and every sample is loaded by one rank only.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from common.distributed import shard_rows
 from common.errors import DatasetMissing, UserError
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -69,7 +77,21 @@ class Split:
         """Batches per epoch (the last one may be smaller)."""
         return math.ceil(self.num_samples / self.batch_size)
 
-    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+    def rows(self, batch: int) -> range:
+        """Positions (in the epoch's order) of the rows of global batch ``batch``."""
+        return range(batch * self.batch_size, min((batch + 1) * self.batch_size, self.num_samples))
+
+    def shards(self, start: int, rank: int, world: int) -> Iterator[range]:
+        """Rank ``rank``'s positions of each global batch from batch ``start`` on: the one rule of both splits."""
+        if world > 1 and len(self.rows(len(self) - 1)) < world:
+            raise UserError(f"the last batch of {len(self.rows(len(self) - 1))} samples ({self.num_samples} samples "
+                            f"in batches of {self.batch_size}) cannot give each of the {world} processes a sample; "
+                            f"change the batch size or the number of processes")
+        for b in range(start, len(self)):
+            yield shard_rows(self.rows(b), rank, world)
+
+    def epoch(self, epoch: int, start: int = 0, rank: int = 0, world: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
+        """One pass from global batch ``start`` on; with ``world > 1`` only rank ``rank``'s rows of each batch."""
         raise NotImplementedError
 
     def take(self, indices: Tensor) -> tuple[Tensor, Tensor]:
@@ -128,7 +150,7 @@ class TensorSplit(Split):
         # Same float ops as torchvision's ToTensor + Normalize.
         return x.float().div_(255).sub_(self.mean).div_(self.std)
 
-    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+    def epoch(self, epoch: int, start: int = 0, rank: int = 0, world: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
         n, dev = self.num_samples, self.x.device
         offsets = flips = None
         if self.train:
@@ -141,8 +163,8 @@ class TensorSplit(Split):
                 flips = torch.rand(n, generator=g) < 0.5 if self.flip else torch.zeros(n, dtype=torch.bool)
                 offsets, flips = offsets.to(dev), flips.to(dev)
             order = order.to(dev)
-        for start in range(0, n, self.batch_size):
-            sl = slice(start, start + self.batch_size)
+        for rows in self.shards(start, rank, world):
+            sl = slice(rows.start, rows.stop, rows.step)
             if self.train:
                 idx = order[sl]
                 xb, yb = self.x[idx], self.y[idx]
@@ -186,21 +208,8 @@ class ImageFiles(torch.utils.data.Dataset):
             return self.transform(img), label
 
 
-class _KeySampler(torch.utils.data.Sampler):
-    """Yields ``(index, aug_seed)`` keys for one epoch of an :class:`ImageFiles`."""
-
-    def __init__(self, keys: list[tuple[int, int]]):
-        self.keys = keys
-
-    def __iter__(self):
-        return iter(self.keys)
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-
 class LoaderSplit(Split):
-    """A split decoded from image files by a ``DataLoader`` with ``workers`` processes.
+    """A split decoded from image files by a ``DataLoader`` with ``workers`` processes (see :func:`auto_workers`).
 
     ``dataset`` applies this split's transform (augmenting for training); ``plain``
     holds the same samples with the eval transform (used by :meth:`take`).
@@ -214,17 +223,18 @@ class LoaderSplit(Split):
         self.train, self.seed = train, seed
         self.workers, self.device = workers, device
 
-    def _batches(self, dataset: ImageFiles, keys: list[tuple[int, int]], epoch: int):
+    def _batches(self, dataset: ImageFiles, batches: list[list[tuple[int, int]]], epoch: int):
+        """Decode exactly the listed batches of ``(index, aug_seed)`` keys."""
         loader = torch.utils.data.DataLoader(
-            dataset, batch_size=self.batch_size, sampler=_KeySampler(keys),
-            num_workers=self.workers, pin_memory=self.device.type == "cuda", drop_last=False,
+            dataset, batch_sampler=batches,
+            num_workers=self.workers, pin_memory=self.device.type == "cuda",
             # Worker base seeds come from here (the transforms themselves are seeded per sample).
             generator=epoch_generator(self.seed, epoch, stream=1),
         )
         for x, y in loader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
-    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+    def epoch(self, epoch: int, start: int = 0, rank: int = 0, world: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
         n = self.num_samples
         if self.train:
             g = epoch_generator(self.seed, epoch)
@@ -233,10 +243,13 @@ class LoaderSplit(Split):
             keys = list(zip(order, seeds))
         else:
             keys = [(i, -1) for i in range(n)]
-        return self._batches(self.dataset, keys, epoch)
+        return self._batches(self.dataset, [[keys[i] for i in rows] for rows in self.shards(start, rank, world)],
+                             epoch)
 
     def take(self, indices: Tensor) -> tuple[Tensor, Tensor]:
-        xs, ys = zip(*self._batches(self.plain, [(int(i), -1) for i in indices], 0))
+        keys = [(int(i), -1) for i in indices]
+        batches = [keys[i:i + self.batch_size] for i in range(0, len(keys), self.batch_size)]
+        xs, ys = zip(*self._batches(self.plain, batches, 0))
         return torch.cat(xs), torch.cat(ys)
 
 
@@ -554,13 +567,44 @@ def dataset_info(name: str) -> DatasetInfo:
     return _spec(name).info
 
 
+def auto_workers() -> int:
+    """DataLoader workers of one process: the job's CPUs (``SLURM_CPUS_PER_TASK``, else the CPUs this process may run
+    on) shared among the ranks of this node that share them (torchrun's ``LOCAL_WORLD_SIZE``; a Slurm task per rank
+    has its own CPUs), one of them left to the training process itself; at least 1."""
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if cpus.isdigit() and int(cpus) > 0:
+        n = int(cpus)
+    else:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    ranks = os.environ.get("LOCAL_WORLD_SIZE", "")
+    per_rank = n // max(int(ranks) if ranks.isdigit() else 1, 1)
+    return max(per_rank - 1, 1)
+
+
+def resolve_workers(workers) -> int:
+    """``--workers``: ``auto`` (:func:`auto_workers`) or a number of processes >= 0 (0: decode in this process)."""
+    if isinstance(workers, int) and not isinstance(workers, bool):
+        value = workers
+    elif str(workers).strip().lower() == "auto":
+        return auto_workers()
+    else:
+        try:
+            value = int(str(workers))
+        except ValueError:
+            value = -1
+    if value < 0:
+        raise UserError(f"--workers {workers} is neither auto nor a number of processes >= 0")
+    return value
+
+
 def load_dataset(name: str, *, root: str = "data", download: bool = False, device="cpu",
                  batch_size: int = 128, eval_batch_size: int = 512, seed: int = 0, val_size: int = 0,
-                 workers: int = 4) -> Data:
+                 workers: int | str = "auto") -> Data:
     """Load dataset ``name`` from ``root`` into train/val/test splits on ``device``.
 
     ``val_size > 0`` carves a validation split of that many samples out of the training
-    set (same split for every ``seed``); ``seed`` only drives shuffling/augmentation.
+    set (same split for every ``seed``); ``seed`` only drives shuffling/augmentation;
+    ``workers``: see :func:`resolve_workers`.
     """
     spec = _spec(name)
     if batch_size < 1 or eval_batch_size < 1:
@@ -568,5 +612,5 @@ def load_dataset(name: str, *, root: str = "data", download: bool = False, devic
     if val_size < 0:
         raise UserError(f"--val-size must be >= 0 (got {val_size})")
     opts = _Options(Path(root), download, torch.device(device), batch_size, eval_batch_size,
-                    seed, val_size, max(0, workers))
+                    seed, val_size, resolve_workers(workers))
     return spec.load(spec.info, opts)

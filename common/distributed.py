@@ -9,8 +9,10 @@ The backend is nccl on CUDA and gloo on CPU (PRUNING_DDP_BACKEND=gloo forces glo
 everywhere) nothing here does anything.
 
 What changes in a distributed run (and nothing else does):
-- each rank trains on its shard of every global batch (``shard``: rank r takes rows r, r + W, ...), the model is
-  wrapped in DDP (``wrap``), which averages gradients, so a step equals the single-process step on the global batch;
+- each rank loads and trains on its shard of every global batch only (``shard_rows``: rank r takes rows r, r + W,
+  ... of the epoch's global order, which every rank computes alike from (seed, epoch); ``common.data`` applies it),
+  the model is wrapped in DDP (``wrap``), which averages gradients, and ``loss_scale`` weighs each rank's mean loss,
+  so a step equals the single-process step on the global batch;
 - only rank 0 writes the run store (config, logs, checkpoints, result); the other ranks compute the same thing and
   wait at the end (``common.store.execute``).
 """
@@ -89,16 +91,20 @@ def wrap(model: nn.Module) -> nn.Module:
     return ddp
 
 
-def shard(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """This rank's rows of a global batch (rank r takes r, r + W, ...) and the factor for its mean loss.
+def shard_rows(rows: range, rank_: int, world: int) -> range:
+    """Rank ``rank_``'s rows of a global batch at positions ``rows``: r, r + W, ... (all of them for one process).
+
+    A pure function of (rows, rank, world): every rank computes its own share without talking to the others."""
+    return rows[rank_::world]
+
+
+def loss_scale(n_rank: int, n_global: int, world: int) -> float:
+    """The factor for a rank's mean loss over its ``n_rank`` rows of a global batch of ``n_global``.
 
     DDP averages gradients over the W ranks; scaling rank r's mean loss by n_r * W / n makes that average the
     gradient of the mean loss over the whole global batch of n rows, also when n is not divisible by W.
     """
-    r, w = dist.get_rank(), dist.get_world_size()
-    n = y.shape[0]
-    x, y = x[r::w], y[r::w]
-    return x, y, y.shape[0] * w / n
+    return n_rank * world / n_global
 
 
 def all_sum(*values):
@@ -122,12 +128,25 @@ def barrier() -> None:
         dist.barrier()
 
 
+def require_one_process(script: str, why: str) -> None:
+    """Refuse a job of several processes (torchrun's WORLD_SIZE, or the tasks of one Slurm job) for a script whose
+    loops are not data-parallel: every process would compute the whole run."""
+    world = max(world_size(), int(os.environ.get("WORLD_SIZE", "1") or 1))
+    if world > 1:
+        from common.errors import UserError
+
+        raise UserError(f"{script} runs in one process, on one GPU ({why}); this job has {world} processes "
+                        f"(WORLD_SIZE={world}), each of which would compute the whole run: start it without torchrun "
+                        f"(or with --nproc-per-node 1), or submit it with python -m slurm.submit --gpus 1 (one task)")
+
+
 # ---------------------------------------------------------------------------------------------------- the store
-def _decide(done: bool | None) -> bool:
-    """Rank 0's decision (is the run already done?) broadcast to every rank."""
+def _decide(done: bool | str | None) -> bool | str:
+    """Rank 0's decision (is the run already done? or a string: why it cannot be computed now) broadcast to every
+    rank."""
     box = [done]
     dist.broadcast_object_list(box, src=0)
-    return bool(box[0])
+    return box[0]
 
 
 def execute(module, cfg, run, compute_and_store) -> dict:
@@ -137,13 +156,25 @@ def execute(module, cfg, run, compute_and_store) -> dict:
         if run.done:
             _decide(True)
             return run.result()
-        with run.lock():
-            if _decide(run.done):
-                return run.result()
-            result = compute_and_store(module, cfg, run)
+        from common.store import RunLocked
+
+        try:
+            with run.lock():
+                if _decide(run.done):
+                    return run.result()
+                result = compute_and_store(module, cfg, run)
+        except RunLocked as exc:
+            if exc.run_dir == run.dir:  # this run's lock, not a dependency's: the others wait for a decision
+                _decide(str(exc))
+            raise
         barrier()  # result.json is written
         return result
-    if not _decide(None):
+    decision = _decide(None)
+    if isinstance(decision, str):  # rank 0 found the run locked by another process
+        from common.store import RunLocked
+
+        raise RunLocked(decision, run.dir)
+    if not decision:
         with tempfile.TemporaryDirectory(prefix=f"rank{rank()}-") as scratch:
             module.compute(cfg, WorkerRun(run, Path(scratch)))
         barrier()

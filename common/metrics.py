@@ -53,7 +53,14 @@ def count_params(model: nn.Module) -> dict:
     return {"params": total, "nonzero_params": nonzero}
 
 
-def flops(model: nn.Module, input_shape, device="cpu") -> dict:
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's first parameter (or buffer); the CPU for a model without either."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def flops(model: nn.Module, input_shape, device=None) -> dict:
     """FLOPs of one forward pass on a batch of one input of shape ``input_shape`` (C, H, W).
 
     Counted by ``FlopCounterMode``, which reports 2 x multiply-accumulates for convolutions
@@ -66,9 +73,10 @@ def flops(model: nn.Module, input_shape, device="cpu") -> dict:
     A physically smaller model (channels removed) is simply measured again.
 
     Runs in eval mode without gradients (no BN statistic updates) and restores the model's
-    train/eval flags afterwards. ``model`` must already live on ``device``.
+    train/eval flags afterwards. The input is built on ``device``, by default the model's own (see
+    :func:`model_device`): a model on a GPU is measured there.
     """
-    x = torch.zeros(1, *input_shape, device=device)
+    x = torch.zeros(1, *input_shape, device=model_device(model) if device is None else device)
     counter = FlopCounterMode(display=False)
     with _eval_mode(model), torch.no_grad(), counter:
         model(x)

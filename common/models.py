@@ -176,6 +176,16 @@ def resnet50(num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
     return model
 
 
+def resnet50_cifar(num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+    """torchvision's ResNet-50 with the CIFAR stem: a 3x3 stride-1 first conv and no max-pool (the CIFAR ResNet-50 of
+    the post-training pruning paper's tables); bottleneck stages and widths unchanged."""
+    model = resnet50(num_classes, input_shape)
+    model.conv1 = nn.Conv2d(input_shape[0], 64, 3, 1, 1, bias=False)
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    model.maxpool = nn.Identity()
+    return model
+
+
 # --------------------------------------------------------------------------- VGG
 
 _VGG_CFGS = {  # output channels per conv; "M" = 2x2 max-pool
@@ -230,6 +240,7 @@ MODELS: dict[str, Callable[[int, tuple[int, int, int]], nn.Module]] = {
     "vgg16_bn": _vgg(16),
     "vgg19_bn": _vgg(19),
     "resnet50": resnet50,
+    "resnet50_cifar": resnet50_cifar,
     # SequentialAttention++'s Criteo model: embeddings (39 x 10) -> 400 -> 400 -> 400 -> 1 (common/criteo.py)
     "criteo_mlp": lambda num_classes, input_shape: importlib.import_module("common.criteo").CriteoNet(
         num_classes, input_shape),

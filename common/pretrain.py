@@ -2,6 +2,8 @@
 
 The trained weights are stored in the run directory as ``model.pt``; pruning scripts name this run's config as their
 dependency (``dense_config``) and load it with ``load_dense``, so a dense model is trained once and shared.
+The weights of a few earlier epochs are kept too (``snapshots/epoch<k>.pt``, :func:`snapshot_epochs`): the rewinding
+points ``bip.rewind`` reads, taken from this very training (a replay of it is exact on CPU only).
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from common import config as C
 from common.cli import Runtime, runtime_of
 from common.data import DATASETS, dataset_info, load_dataset
 from common.models import MODELS, build_model
-from common.store import Run, execute
+from common.store import Run, atomic_write, execute
 from common.train import (Progress, Recipe, evaluate, lr_at, make_optimizer, prepare_model, resolve_device,
                           resumable_epochs, train_epoch)
 
@@ -28,6 +30,8 @@ class Config(Runtime):
     train: Recipe = C.opt(Recipe(epochs=30, lr=0.05), "the training recipe")
     val_size: int = C.opt(0, "training samples held out, never trained on (the validation split of the pruning "
                              "runs that start from this model: common.data.carve_val, the same positions for all)")
+    snapshot_epochs: tuple[int, ...] = C.opt((), "keep the weights after these epochs too, besides those always kept "
+                                                 "(common.pretrain.snapshot_epochs)", hash=False)
 
 
 PRESETS = {
@@ -41,6 +45,36 @@ PRESETS = {
 }
 
 
+# The epochs whose weights every dense run keeps besides its last (for rewinding: bip.rewind): the initialization,
+# the first epochs and the fractions of the training the BiP figures rewind to (rounded as figures.fig_bip_rewind
+# rounds them); --snapshot-epochs, and a dependent's rewind epoch (dense_config), add more. Execution-only: which
+# snapshots a run keeps is not part of its identity, so a dense run finished before a new rewinding point was asked
+# for lacks that one (bip.rewind then replays the training).
+SNAPSHOT_EPOCHS = (0, 1, 2)
+SNAPSHOT_FRACTIONS = (0.05, 0.1, 0.5, 0.75)
+
+
+def snapshot_epochs(cfg: Config) -> list[int]:
+    """The epochs < ``cfg.train.epochs`` whose weights the run keeps as ``snapshots/epoch<k>.pt`` (the last epoch's
+    are ``model.pt``)."""
+    n = cfg.train.epochs
+    keep = {*SNAPSHOT_EPOCHS, *(int(round(f * n)) for f in SNAPSHOT_FRACTIONS), *cfg.snapshot_epochs}
+    return sorted(k for k in keep if 0 <= k < n)
+
+
+def snapshot_path(run_dir, epoch: int):
+    """Where a dense run keeps its weights after ``epoch`` epochs (``model.pt`` for the last)."""
+    from pathlib import Path
+
+    return Path(run_dir) / "snapshots" / f"epoch{epoch}.pt"
+
+
+def _save_weights(model, path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda tmp: torch.save(weights, tmp))
+
+
 def compute(cfg: Config, run: Run) -> dict:
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -51,10 +85,15 @@ def compute(cfg: Config, run: Run) -> dict:
     steps = len(data.train)
     progress = Progress(cfg.progress)
     state = {"model": model, "optimizer": optimizer}
+    keep = snapshot_epochs(cfg)
+    if 0 in keep:  # the initialization (also on a resume: the state is restored by the loop, below)
+        _save_weights(model, snapshot_path(run.dir, 0))
     for epoch in resumable_epochs(run, cfg.train.epochs, state):
         stats = train_epoch(model, data.train, epoch, optimizer, first_step=epoch * steps,
                             lr_of_step=lambda s: lr_at(cfg.train, s / steps, cfg.train.epochs), progress=progress,
                             desc=f"pretrain {epoch + 1}/{cfg.train.epochs}")
+        if epoch + 1 in keep:  # before the epoch's checkpoint: a resume recomputes the epoch and writes it again
+            _save_weights(model, snapshot_path(run.dir, epoch + 1))
         test = evaluate(model, data.test)
         run.log(epoch=epoch + 1, train_loss=stats["loss"], train_acc=stats["acc"], test_acc=test["acc"],
                 lr=lr_at(cfg.train, epoch + 1, cfg.train.epochs))
@@ -66,12 +105,16 @@ def compute(cfg: Config, run: Run) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ for dependents
-def dense_config(cfg, recipe: Recipe | None = None) -> Config:
+def dense_config(cfg, recipe: Recipe | None = None, keep: tuple[int, ...] | None = None) -> Config:
     """The pretraining config a pruning config depends on: same dataset/model/seed, its ``pretrain`` recipe, and its
-    validation split (``val_size``, 0 for a script without one) held out, so the dense model never saw it either."""
+    validation split (``val_size``, 0 for a script without one) held out, so the dense model never saw it either.
+    ``keep``: epochs whose weights the dependent will rewind to (default: its ``rewind_epoch``, if any), kept as
+    snapshots if this call computes the dense run (execution-only: the same run either way)."""
+    if keep is None:
+        keep = () if getattr(cfg, "rewind_epoch", None) is None else (cfg.rewind_epoch,)
     return Config(dataset=cfg.dataset, model=cfg.model, seed=cfg.seed,
                   train=recipe if recipe is not None else cfg.pretrain, val_size=getattr(cfg, "val_size", 0),
-                  **runtime_of(cfg))
+                  **{**runtime_of(cfg), "snapshot_epochs": tuple(keep)})
 
 
 def load_dense(cfg, device: torch.device, recipe: Recipe | None = None):

@@ -9,19 +9,40 @@ the device are left out). Inside:
 - ``result.json``   written last and atomically: a run that has it is done and is never recomputed; it records its
                     ``provenance`` (the code's git commit or content hash, python and package versions);
 - ``failed.json``   the reason a run failed (NaN loss, ...); the next invocation tries again from scratch;
-- ``lock``          an flock held while a process computes the run, so two processes never do the same work.
+- ``lock``          present while a process computes the run, so two processes never do the same work (below).
 
 Files are created with the permissions the umask gives (a group-shared store stays readable by the group).
 
 A script is a module with ``SCRIPT`` (its ``python -m`` name), a ``Config`` dataclass and ``compute(cfg, run)``
 returning the result dict (optionally ``validate(cfg)``). ``execute(module, cfg)`` runs it through the store;
 dependencies (a pruning run's dense model) call ``execute`` on their own config, so they are computed once and reused.
+A script whose ``compute`` executes other runs declares them: ``dependencies(cfg) -> [(script, config)]`` (Slurm
+submissions queue those first, ``slurm.submit``).
+
+The lock works across the nodes of a cluster sharing the runs directory (NFS, Lustre, where flock may be per node).
+A process takes a run's lock by writing a file with its holder -- host, pid (and pid namespace), Slurm job id and
+restart count, a random token -- and hard-linking it to ``lock`` with ``link()``, which fails when ``lock`` exists
+(atomic on local filesystems, NFS and Lustre alike; a link whose reply was lost is recognized by the file's link
+count). While it holds the lock a background thread sets the file's modification time, the heartbeat, every
+``LOCK_HEARTBEAT_S`` (30 s); releasing removes the file. Another process that finds ``lock`` reads it (opening it
+revalidates NFS's cached attributes) and treats it as stale -- its holder is presumed dead -- when its heartbeat is
+older than ``LOCK_STALE_S`` (300 s), when its holder is a process of this host (and pid namespace) that no longer
+exists, when its holder was an earlier run of this same Slurm job (requeued), or when it names no holder (an empty
+``lock`` left by an older version of this store). A stale lock is broken atomically: the breaker first takes a claim
+on that very lock file (``lock.break.<token>``, made the same way), checks that ``lock`` is still the file it judged,
+removes it, and drops the claim, so of several processes that find the same stale lock exactly one removes it.
+What this relies on: ``link()`` being atomic on the shared filesystem; the nodes' clocks agreeing to well within
+``LOCK_STALE_S`` minus ``LOCK_HEARTBEAT_S`` (NTP does), and the filesystem's attribute caching being shorter than
+that; a holder whose heartbeat thread stalls longer than ``LOCK_STALE_S`` (a frozen node) losing its lock (it
+warns when it notices); a breaker not dying within the few system calls of a break (an orphaned claim is removed
+once it is ``LOCK_STALE_S`` old).
+A process that finds a live holder says so and waits (polling) -- or, when ``LOCK_WAIT`` is off (Slurm jobs, which
+hold a GPU: ``slurm.jobs``), raises ``RunLocked`` naming the holder at once.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import functools
 import hashlib
 import importlib
@@ -31,8 +52,10 @@ import os
 import platform
 import re
 import secrets
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -234,23 +257,222 @@ class Run:
 
     @contextlib.contextmanager
     def lock(self):
-        """Hold the run's lock; if another process holds it, say so and wait for it. The first write of a run: a
-        runs directory that cannot hold it ends in one line naming it (a missing one is created, parents included)."""
+        """Hold the run's lock (``RunLock``); if a live process holds it, say so and wait for it, or raise
+        ``RunLocked`` when ``LOCK_WAIT`` is off. The first write of a run: a runs directory that cannot hold it ends
+        in one line naming it (a missing one is created, parents included)."""
+        lock = RunLock(self.dir / "lock")
+        told, pause = False, 0.05
+        while True:
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                if lock.acquire():
+                    break
+            except OSError as exc:
+                raise unusable_store(self.root, exc) from None
+            if lock.holder is not None:  # else: released or broken meanwhile, try again
+                if not LOCK_WAIT:
+                    raise RunLocked(f"{self.dir} is being computed by {lock.holder}; this job does not wait for "
+                                    "it (it would hold its GPU): submit again once that is done", self.dir)
+                if not told:
+                    print(f"waiting: {lock.holder} is computing {self.dir}", file=sys.stderr, flush=True)
+                    told = True
+            time.sleep(pause)
+            pause = min(2 * pause, 2.0)
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            fh = open(self.dir / "lock", "a+")
-        except OSError as exc:
-            raise unusable_store(self.root, exc) from None
-        with fh:
+            yield self
+        finally:
+            lock.release()
+
+
+# ---------------------------------------------------------------------------------------------------- the lock
+LOCK_HEARTBEAT_S = 30.0  # a lock's holder sets the lock file's modification time this often
+LOCK_STALE_S = 300.0  # a lock whose modification time is older than this is stale: its holder is presumed dead
+LOCK_WAIT = True  # whether Run.lock waits for a live holder; off: it raises RunLocked (slurm.jobs turns it off)
+
+
+class RunLocked(RuntimeError):
+    """The run in ``run_dir`` is being computed by another live process, and this one does not wait (``LOCK_WAIT``
+    is off)."""
+
+    def __init__(self, message: str, run_dir: Path | None = None):
+        super().__init__(message)
+        self.run_dir = run_dir
+
+
+def _pid_namespace() -> str:
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _slurm_restarts() -> int:
+    return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+
+
+def _create(path: Path, text: str) -> int | None:
+    """Make ``path`` hold ``text`` unless it exists, atomically (written aside, then ``link()``ed): the open file
+    descriptor of the new file, or None when ``path`` exists."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+        try:
+            os.link(tmp, path)
+            made = True
+        except FileExistsError:
+            made = os.fstat(fd).st_nlink == 2  # NFS: a retransmitted link() whose first try did succeed
+        now = time.time()
+        if made:
+            os.utime(fd, (now, now))  # the heartbeat, by this host's clock (NFS stamps new files by the server's)
+    except BaseException:
+        os.close(fd)
+        raise
+    finally:
+        os.unlink(tmp)
+    if not made:
+        os.close(fd)
+        return None
+    return fd
+
+
+class RunLock:
+    """A run's lock file, held by at most one process of all the hosts sharing the runs directory (the module's
+    docstring says how). ``acquire()`` takes it or, when a live process holds it, leaves a description of that
+    holder in ``holder``; a stale lock met on the way is broken."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.fd: int | None = None
+        self.holder: str | None = None
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def acquire(self) -> bool:
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "pidns": _pid_namespace(),
+              "job": os.environ.get("SLURM_JOB_ID"), "restarts": _slurm_restarts(), "since": time.time(),
+              "token": secrets.token_hex(8)}
+        fd = _create(self.path, json.dumps(me) + "\n")
+        if fd is None:
+            self.holder = self._break_if_stale()
+            return False
+        self.fd, self.holder = fd, None
+        self._stop.clear()
+        self._beat = threading.Thread(target=self._heartbeat, args=(os.fstat(fd).st_ino,), daemon=True,
+                                      name=f"heartbeat {self.path}")
+        self._beat.start()
+        return True
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        self._stop.set()
+        self._beat.join()
+        try:
+            ours = os.stat(self.path).st_ino == os.fstat(self.fd).st_ino
+        except FileNotFoundError:
+            ours = False
+        os.close(self.fd)
+        self.fd = None
+        if ours:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+    def _heartbeat(self, inode: int) -> None:
+        warned = False
+        while not self._stop.wait(LOCK_HEARTBEAT_S):
+            now = time.time()
             try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                print(f"waiting: another process is computing {self.dir}", file=sys.stderr, flush=True)
-                fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield self
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+                os.utime(self.fd, (now, now))
+                lost = os.stat(self.path).st_ino != inode
+            except FileNotFoundError:
+                lost = True
+            except OSError as exc:
+                warn(self.path, f"cannot refresh this lock's heartbeat ({exc.strerror})")
+                continue
+            if lost and not warned:
+                warn(self.path, "this process's lock was broken as stale by another process (its heartbeat was "
+                                f"more than {LOCK_STALE_S:.0f} s late?); two processes may now compute this run")
+                warned = True
+
+    @staticmethod
+    def _read(path: Path):
+        """(holder dict or None, the file's inode, seconds since its heartbeat), or None when there is no file."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            st = os.fstat(fd)
+            data = os.read(fd, 65536)
+        finally:
+            os.close(fd)
+        try:
+            info = json.loads(data)
+            info = info if isinstance(info, dict) else None
+        except ValueError:
+            info = None
+        return info, st.st_ino, time.time() - st.st_mtime
+
+    def _break_if_stale(self) -> str | None:
+        """Break the lock if it is stale; the description of its live holder, or None (no lock any more)."""
+        seen = self._read(self.path)
+        if seen is None:
+            return None
+        info, inode, age = seen
+        why = _stale(info, age)
+        if why is None:
+            return (f"host {info.get('host')} pid {info.get('pid')}"
+                    + (f" (Slurm job {info['job']})" if info.get("job") else "") + f", heartbeat {age:.0f} s ago")
+        token = str(info.get("token")) if info and info.get("token") else f"inode{inode}"
+        claim = self.path.with_name(f"{self.path.name}.break.{token}")
+        fd = _create(claim, json.dumps({"host": socket.gethostname(), "pid": os.getpid()}) + "\n")
+        if fd is None:  # another process is breaking it (a few system calls), or died doing so
+            claimed = self._read(claim)
+            if claimed is None or claimed[2] < 5.0:
+                return None
+            if claimed[2] > LOCK_STALE_S:  # an orphaned claim is cleared once it is stale itself
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(claim)
+                return None
+            who = claimed[0] or {}
+            return f"nobody (a stale lock that host {who.get('host')} pid {who.get('pid')} began to break)"
+        try:
+            now = self._read(self.path)
+            if now is not None and now[1] == inode and (now[0] or {}).get("token") == (info or {}).get("token"):
+                os.unlink(self.path)
+                warn(self.path, f"broke a stale lock ({why})")
+        finally:
+            os.close(fd)
+            os.unlink(claim)
+        return None
+
+
+def _stale(info: dict | None, age: float) -> str | None:
+    """Why a lock file with holder ``info`` (None: it names none) and heartbeat ``age`` seconds ago is stale, or None
+    when its holder may be alive."""
+    if age > LOCK_STALE_S:
+        return f"its heartbeat is {age:.0f} s old, more than {LOCK_STALE_S:.0f} s"
+    if info is None:
+        return "it names no holder (left by an older version of this store)"
+    here = info.get("host") == socket.gethostname() and info.get("pidns", "") == _pid_namespace()
+    if here and isinstance(info.get("pid"), int) and not _alive(info["pid"]):
+        return f"its holder, pid {info['pid']} of this host, is dead"
+    job = os.environ.get("SLURM_JOB_ID")
+    if job and info.get("job") == job and int(info.get("restarts") or 0) < _slurm_restarts():
+        return f"its holder was an earlier run of this Slurm job {job}, which was requeued"
+    return None
 
 
 def run_for(module, cfg) -> Run:
@@ -264,6 +486,10 @@ def execute(module, cfg) -> dict:
     validate = getattr(module, "validate", None)
     if validate is not None:
         validate(cfg)
+    if hasattr(cfg, "deterministic"):  # a script's Runtime (common.cli): how this process computes
+        from common.train import apply_runtime
+
+        apply_runtime(cfg)
     run = run_for(module, cfg)
     ddp = sys.modules.get("common.distributed")
     if ddp is not None and ddp.active():  # several DDP ranks: rank 0 writes the store, the others compute along

@@ -7,9 +7,15 @@ cudnn.benchmark.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+import os
+import re
+import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -98,21 +104,89 @@ def check_device(name: str) -> None:
         raise UserError(f"--device {name} is not a device this code runs on; use {DEVICE_FORMS}")
 
 
+# Environment variables that say this job was given GPUs (Slurm with GPUs allocated sets them; so does a user who
+# picks GPUs with CUDA_VISIBLE_DEVICES). Where one is set, --device auto requires a usable CUDA GPU.
+GPU_ENV = ("SLURM_GPUS", "SLURM_GPUS_ON_NODE", "SLURM_GPUS_PER_NODE", "SLURM_GPUS_PER_TASK", "SLURM_JOB_GPUS",
+           "SLURM_STEP_GPUS", "CUDA_VISIBLE_DEVICES")
+
+
+def gpus_requested() -> str | None:
+    """``NAME=value`` of the first :data:`GPU_ENV` variable that allocates GPUs, or None. The ``*_GPUS`` lists and
+    ``CUDA_VISIBLE_DEVICES`` name GPUs (empty or -1: none); the other Slurm variables count them (0: none)."""
+    for name in GPU_ENV:
+        value = os.environ.get(name, "").strip()
+        lists = name in ("SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "CUDA_VISIBLE_DEVICES")
+        if value not in (("", "-1", "NoDevFiles") if lists else ("", "0")):
+            return f"{name}={value}"
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def driver_cuda_version() -> str | None:
+    """The CUDA version the installed NVIDIA driver supports ("12.2"), from nvidia-smi; None without a driver."""
+    try:
+        out = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r"CUDA Version:\s*([0-9.]+)", out)
+    return found.group(1) if found else None
+
+
+def cuda_unusable_reason(torch_warnings: list[str] = ()) -> str:
+    """Why CUDA cannot be used here: torch's CUDA build against the driver's CUDA version (and torch's own warning)."""
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU-only build (no CUDA)"
+    driver = driver_cuda_version()
+    text = (f"torch {torch.__version__} is built for CUDA {torch.version.cuda}, the NVIDIA driver supports "
+            + (f"CUDA {driver}" if driver else "no CUDA version (no NVIDIA driver found: nvidia-smi is missing or fails)"))
+    if torch_warnings:
+        text += f" (torch: {' '.join(torch_warnings[0].split())[:200]})"
+    return text
+
+
+def _cuda_available() -> tuple[bool, list[str]]:
+    """torch.cuda.is_available(), and the warnings torch gives when the driver is unusable (e.g. too old)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        available = torch.cuda.is_available()
+    return available, [str(w.message) for w in caught]
+
+
 def resolve_device(name: str) -> torch.device:
+    """The device of ``--device name``; prints it (standard error) once resolved.
+
+    ``auto`` is CUDA when usable, else the CPU, except where GPUs were asked for (:func:`gpus_requested`): then, like
+    ``cuda``, a missing GPU is a UserError that says why (torch's CUDA version against the driver's)."""
     check_device(name)
+    available, torch_warnings = _cuda_available()
+    requested = gpus_requested() if name == "auto" else None
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+        name = "cuda" if available or requested else "cpu"
     device = torch.device(name)
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {name} asked for, but this machine has no usable CUDA GPU; use --device cpu")
+        if not available:
+            asked = f"--device auto in a job that was given GPUs ({requested})" if requested else f"--device {name}"
+            raise UserError(f"{asked}, but CUDA is unusable: {cuda_unusable_reason(torch_warnings)}; install a torch "
+                            f"built for the driver's CUDA version (or update the driver), or pass --device cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered "
                             f"from 0; use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()  # --deterministic
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    if distributed.is_main():
+        print(f"device: {describe_device(device, torch_warnings)}", file=sys.stderr, flush=True)
     return device
+
+
+def describe_device(device: torch.device, torch_warnings: list[str] = ()) -> str:
+    """``cuda:0 (NVIDIA H200, torch 2.11.0 CUDA 12.8)`` or ``cpu (no CUDA: <why>)``."""
+    if device.type == "cuda":
+        index = torch.cuda.current_device() if device.index is None else device.index
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)}, torch {torch.__version__} CUDA {torch.version.cuda})"
+    if torch.cuda.is_available():
+        return f"{device} (CUDA available but not asked for; torch {torch.__version__})"
+    return f"{device} (no CUDA: {cuda_unusable_reason(torch_warnings)})"
 
 
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
@@ -124,8 +198,10 @@ def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def autocast(device: torch.device):
-    """bf16 autocast on CUDA (weights stay fp32); a no-op on CPU, where every test runs in exact fp32."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    """bf16 autocast on CUDA (weights stay fp32); a no-op elsewhere (the CPU, where every test runs in exact fp32)."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
 
 
 def _to_input(x: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -166,37 +242,51 @@ def train_epoch(model: nn.Module, split, epoch: int, optimizer: torch.optim.Opti
     Per step: set lr -> forward/backward -> ``before_step(step)`` (e.g. mask gradients) -> optimizer step ->
     ``after_step(step)`` (e.g. re-apply masks, update them on a schedule).
     Returns ``{"loss", "acc", "steps"}`` for the epoch; raises ``Diverged`` when the loss is not finite.
+
+    Inside a :func:`resumable_epochs` loop that owns ``model`` the epoch also checkpoints between steps (every
+    ``--checkpoint-every-minutes``, or ``--checkpoint-every-steps`` batches), and an epoch resumed from such a
+    checkpoint starts at its batch: the state, the RNG and the epoch's running sums are restored, so the epoch's
+    statistics and everything after equal an uninterrupted run's. In a data-parallel run each rank loads only its
+    rows of every global batch (``split.epoch(..., rank, world)``).
     """
     device = next(model.parameters()).device
     model.train()
+    loop = _loop_of(model)
+    start, sums = loop.resume_in_epoch() if loop is not None else (0, None)
+    net = distributed.wrap(model)  # DistributedDataParallel across ranks; the model itself in one process
+    rank, world = (distributed.rank(), distributed.world_size()) if net is not model else (0, 1)
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    step = first_step
-    batches = split.epoch(epoch)
+    if sums is not None and rank == 0:  # the epoch's sums so far (over every rank): carried by rank 0
+        total_loss += sums["loss"].to(device)
+        correct += sums["correct"].to(device)
+        seen = int(sums["seen"])
+    step = first_step + start
+    batches = split.epoch(epoch, start=start, rank=rank, world=world)
     if progress is not None:
-        batches = progress.wrap(batches, len(split), desc)
-    net = distributed.wrap(model)  # DistributedDataParallel across ranks; the model itself in one process
-    for x, y in batches:
-        scale = None
-        if net is not model:  # this rank's shard of the global batch (common.distributed)
-            x, y, scale = distributed.shard(x, y)
-        set_lr(optimizer, lr_of_step(step))
-        with autocast(device):
-            out = net(_to_input(x, device))
-            loss = loss_fn(out, y)
-        optimizer.zero_grad(set_to_none=True)
-        (loss if scale is None else loss * scale).backward()
-        if before_step is not None:
-            before_step(step)
-        optimizer.step()
-        if after_step is not None:
-            after_step(step)
-        total_loss += loss.detach() * y.shape[0]
-        if out.dim() == 2 and out.shape[1] > 1:
-            correct += (out.detach().argmax(1) == y).sum()
-        seen += y.shape[0]
-        step += 1
+        batches = progress.wrap(batches, len(split) - start, desc)
+    with _deterministic_or_error():
+        for i, (x, y) in enumerate(batches, start):
+            set_lr(optimizer, lr_of_step(step))
+            with autocast(device):
+                out = net(_to_input(x, device))
+                loss = loss_fn(out, y)
+            optimizer.zero_grad(set_to_none=True)
+            # several ranks: weigh this rank's mean loss so that DDP's mean gradient is the global batch's
+            (loss if world == 1 else loss * distributed.loss_scale(y.shape[0], len(split.rows(i)), world)).backward()
+            if before_step is not None:
+                before_step(step)
+            optimizer.step()
+            if after_step is not None:
+                after_step(step)
+            total_loss += loss.detach() * y.shape[0]
+            if out.dim() == 2 and out.shape[1] > 1:
+                correct += (out.detach().argmax(1) == y).sum()
+            seen += y.shape[0]
+            step += 1
+            if loop is not None and i + 1 < len(split) and loop.due(i + 1):
+                loop.save_within(i + 1, total_loss, correct, seen)
     if net is not model:  # the epoch's statistics over every rank's shards (one reduction per epoch)
         total_loss, correct, seen = distributed.all_sum(total_loss, correct, seen)
     loss_value = float(total_loss) / max(seen, 1)
@@ -241,9 +331,74 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore :func:`rng_state`. The CUDA states are one per device of the job that saved them: those of the devices
+    present are restored (a job that sees fewer GPUs than the saving one restores the first ones)."""
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available():
+        for index, device_state in enumerate(list(cuda)[:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(device_state, index)
+
+
+# ---------------------------------------------------------------------------------------------------- determinism
+CUBLAS_WORKSPACE = ":4096:8"  # what cuBLAS needs to be deterministic (NVIDIA's documented setting)
+_NONDETERMINISTIC = r"\S+ does not have a deterministic implementation"  # torch's alert, raised or warned
+# torch flags these kernels whatever their arguments, but computes deterministically in the only way this repository's
+# models call them: adaptive average pooling to 1x1 (the global pool of the CNN and ResNets) has every input's
+# gradient written by one thread (ATen uses atomics only when the input size is not a multiple of the output's).
+DETERMINISTIC_IN_USE = ("adaptive_avg_pool2d_backward_cuda",)
+
+
+def set_deterministic(on: bool) -> None:
+    """``--deterministic``: deterministic algorithms only (``torch.use_deterministic_algorithms``), cuDNN's
+    autotuning off and a fixed cuBLAS workspace, so the same run on the same GPU model, software and number of
+    processes computes the same bits every time (a replayed run equals the run). Off: torch's defaults
+    (``resolve_device`` turns cuDNN autotuning on for CUDA).
+
+    torch is asked to warn (``warn_only``) rather than fail on an operation without a deterministic implementation:
+    in ``train_epoch`` that warning is an error (one line, :func:`_deterministic_or_error`) except for the kernels of
+    :data:`DETERMINISTIC_IN_USE`; elsewhere (evaluation) it stays a warning."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(on, warn_only=on)
+    torch.backends.cudnn.deterministic = on
+
+
+def apply_runtime(cfg) -> None:
+    """Check a run's execution settings (``common.cli.Runtime``) and apply those that hold for the whole process
+    (``--deterministic``); ``common.store.execute`` calls it before computing or reading a run."""
+    for name in ("checkpoint_every_minutes", "checkpoint_every_steps"):
+        value = getattr(cfg, name, 0)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise UserError(f"--{name.replace('_', '-')} {value} must be >= 0 (0: off)")
+    if hasattr(cfg, "workers"):
+        from common.data import resolve_workers
+
+        resolve_workers(cfg.workers)
+    set_deterministic(bool(getattr(cfg, "deterministic", False)))
+
+
+@contextlib.contextmanager
+def _deterministic_or_error():
+    """Under ``--deterministic``, torch's alert for an operation without a deterministic implementation (other than
+    :data:`DETERMINISTIC_IN_USE`) ends the run with a UserError naming it."""
+    if not torch.are_deterministic_algorithms_enabled():
+        yield
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=_NONDETERMINISTIC)
+            for op in DETERMINISTIC_IN_USE:
+                warnings.filterwarnings("ignore", message=re.escape(op) + " does not have a deterministic")
+            yield
+    except (RuntimeError, UserWarning) as exc:
+        text = str(exc)
+        if not re.match(_NONDETERMINISTIC, text):
+            raise
+        op = text.split(" does not have", 1)[0].strip()
+        raise UserError(f"--deterministic cannot be honoured: {op} has no deterministic implementation in torch "
+                        f"{torch.__version__}; run without --deterministic") from None
 
 
 class Timer:
@@ -254,15 +409,106 @@ class Timer:
         return time.perf_counter() - self.t0
 
 
+# ---------------------------------------------------------------------------------------------------- checkpoints
+# In a data-parallel run rank 0's clock decides when a timed checkpoint is due, looked at every this many steps
+# (one tiny collective each time, so that every rank checkpoints at the same step).
+DDP_CLOCK_EVERY = 50
+
+
+class _Loop:
+    """The checkpointing of one :func:`resumable_epochs` loop: what it saves, and the checkpoint it resumed from."""
+
+    def __init__(self, run, state: dict):
+        self.run, self.state = run, state
+        self.every_s = 60.0 * float(getattr(run.cfg, "checkpoint_every_minutes", 0) or 0)
+        self.every_steps = int(getattr(run.cfg, "checkpoint_every_steps", 0) or 0)
+        self.last = time.monotonic()
+        self.epoch = -1
+        self.trained = False  # has this epoch's train_epoch started
+        self.resumed: dict | None = None  # the checkpoint resumed from, until the resumed epoch's train_epoch
+        self.names: set[str] = set()      # the state entries restored at the loop's start
+        self.n_logs = 0                   # the log records up to the resume (its own included)
+
+    def owns(self, model) -> bool:
+        return any(obj is model for obj in self.state.values())
+
+    def save(self, epoch: int, within: dict | None = None) -> None:
+        self.run.save_checkpoint({**{n: o.state_dict() for n, o in self.state.items()}, "epoch": epoch,
+                                  "rng": rng_state(), **(within or {})})
+        self.last = time.monotonic()
+
+    def due(self, done: int) -> bool:
+        """Is a checkpoint due after ``done`` batches of the epoch? (the same answer on every rank)"""
+        if self.every_steps and done % self.every_steps == 0:
+            return True
+        if self.every_s <= 0:
+            return False
+        if not distributed.active():
+            return time.monotonic() - self.last >= self.every_s
+        if done % DDP_CLOCK_EVERY:
+            return False
+        late = distributed.is_main() and time.monotonic() - self.last >= self.every_s
+        return distributed.all_sum(int(late))[0] > 0
+
+    def save_within(self, done: int, total_loss, correct, seen: int) -> None:
+        """A checkpoint after ``done`` batches of this epoch, with the epoch's sums so far over every rank."""
+        sums = (total_loss.clone(), correct.clone(), seen)
+        if distributed.active():
+            sums = distributed.all_sum(*sums)
+        self.save(self.epoch, {"step": done, "sums": {"loss": sums[0].cpu(), "correct": sums[1].cpu(), "seen": sums[2]}})
+
+    def resume_in_epoch(self) -> tuple[int, dict | None]:
+        """At the resumed epoch's ``train_epoch``: (the batch to start at, the epoch's sums so far or None).
+
+        A checkpoint taken within the epoch is applied again here, over whatever the loop body did before calling
+        ``train_epoch`` (a mask update, a fresh optimizer, log records: all already in the checkpoint); entries the
+        body added to ``state`` since the loop started are restored here from any checkpoint that holds them."""
+        ckpt, self.resumed = self.resumed, None
+        if ckpt is None:
+            return 0, None
+        step = int(ckpt.get("step", 0))
+        names = [n for n in self.state if n in ckpt and (step or n not in self.names)]
+        if not names and not step:
+            return 0, None
+        for name in names:
+            self.state[name].load_state_dict(ckpt[name])
+        set_rng_state(ckpt["rng"])
+        if step and len(self.run.logs) > self.n_logs:  # records the body wrote again: already logged before
+            del self.run.logs[self.n_logs:]
+            self.run.rewrite_log()
+        return step, ckpt.get("sums") if step else None
+
+
+_loops: list[_Loop] = []  # the resumable loops running now (innermost last)
+
+
+def _loop_of(model) -> _Loop | None:
+    """The running loop whose state holds ``model``, at its epoch's first ``train_epoch`` (one per epoch
+    checkpoints within the epoch; a body that trains twice per epoch gets epoch checkpoints only)."""
+    for loop in reversed(_loops):
+        if loop.owns(model):
+            if loop.trained:
+                return None
+            loop.trained = True
+            return loop
+    return None
+
+
 def resumable_epochs(run, total: int, state: dict, extra: Callable[[], dict] | None = None):
     """Yield epoch indices ``start .. total-1``, checkpointing ``state`` after each epoch and resuming from the last.
 
     ``state`` maps names to objects with ``state_dict``/``load_state_dict`` (model, optimizer, masks, ...); the loop
-    body may replace entries (a fresh optimizer at a phase boundary) and the replacement is what gets saved. With the
-    RNG state saved too and data order a function of (seed, epoch), a resumed run equals an uninterrupted one.
-    A resume says so on standard error and logs ``{"event": "resume", "from_epoch": k}`` (no ``epoch`` key: readers
-    of the per-epoch records skip it like any other event).
+    body may replace entries (a fresh optimizer at a phase boundary) and the replacement is what gets saved; entries
+    it adds are saved from then on, and restored when a resumed body adds them again. With the RNG state saved too
+    and data order a function of (seed, epoch), a resumed run equals an uninterrupted one.
+
+    Long epochs: ``train_epoch`` on a model in ``state`` also checkpoints within the epoch (``_Loop.due``) and a
+    resume continues at that batch; the loop body before ``train_epoch`` runs again on resume, and its effects on
+    ``state``, the RNG and the log are replaced by the checkpoint's (so it must keep nothing else).
+    A resume says so on standard error and logs ``{"event": "resume", "from_epoch": k}`` (with ``from_step``: s
+    batches of epoch k + 1 were done; no ``epoch`` key: readers of the per-epoch records skip it like any other event).
     """
+    loop = _Loop(run, state)
     ckpt = run.load_checkpoint()
     start = 0
     if ckpt is not None:
@@ -270,9 +516,18 @@ def resumable_epochs(run, total: int, state: dict, extra: Callable[[], dict] | N
             obj.load_state_dict(ckpt[name])
         set_rng_state(ckpt["rng"])
         start = int(ckpt["epoch"])
+        step = int(ckpt.get("step", 0))
         if distributed.is_main():
-            print(f"resuming from epoch {start} of {total}: {run.checkpoint_path}", file=sys.stderr, flush=True)
-        run.log(event="resume", from_epoch=start)
-    for epoch in range(start, total):
-        yield epoch
-        run.save_checkpoint({**{n: o.state_dict() for n, o in state.items()}, "epoch": epoch + 1, "rng": rng_state()})
+            where = f"batch {step} of epoch {start + 1}" if step else f"epoch {start}"
+            print(f"resuming from {where} of {total}: {run.checkpoint_path}", file=sys.stderr, flush=True)
+        run.log(event="resume", from_epoch=start, **({"from_step": step} if step else {}))
+        loop.resumed, loop.names, loop.n_logs = ckpt, set(state), len(run.logs)
+    _loops.append(loop)
+    try:
+        for epoch in range(start, total):
+            loop.epoch, loop.trained = epoch, False
+            yield epoch
+            loop.resumed = None
+            loop.save(epoch + 1)
+    finally:
+        _loops.remove(loop)

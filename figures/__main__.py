@@ -1,4 +1,6 @@
-"""python -m figures NAME [NAME ...] | all | list  [--profile tiny|paper] [--cluster none|local|slurm]"""
+"""python -m figures NAME [NAME ...] | all | list  [--profile tiny|paper] [--cluster none|local|slurm]
+python -m figures plan NAME [NAME ...] | all  [--profile tiny|paper] [--runs]   (what they need and cost, computing
+nothing: figures/cost.py, figures/epoch_times.toml)"""
 from __future__ import annotations
 
 from common.config import OneLineParser
@@ -12,7 +14,8 @@ TIMED_FIRST = ("fig-bip-time", "fig-posttrain-time")
 
 def main(argv=None) -> int:
     parser = OneLineParser(prog="python -m figures", description=__doc__)
-    parser.add_argument("names", nargs="+", help="figure/table targets (fig-..., tab-...), 'all', or 'list'")
+    parser.add_argument("names", nargs="+", help="figure/table targets (fig-..., tab-...), 'all', or 'list'; "
+                                                  "'plan' followed by targets or 'all': their runs and cost only")
     parser.add_argument("--profile", default="tiny", help="tiny (digits, minutes on a laptop) or paper")
     parser.add_argument("--cluster", default="none", choices=("none", "local", "slurm"),
                         help="where missing runs are computed: in this process, a pool of local processes, or "
@@ -22,6 +25,9 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--progress", default="off", choices=("off", "lines", "bar", "auto"),
                         help="per-epoch output of each run")
+    parser.add_argument("--runs", action="store_true", help="plan: list every run (state, directory, cost)")
+    parser.add_argument("--epoch-times", default=None,
+                        help="plan: the table of epoch times and step costs (default figures/epoch_times.toml)")
     args = parser.parse_args(argv)
     if args.names == ["list"]:
         from figures.pipeline import figure_module
@@ -29,12 +35,21 @@ def main(argv=None) -> int:
         for name in FIGURES:
             print(f"{name:28s} {figure_module(name).PAPER}")
         return 0
-    names = args.names
+    planning = args.names[0] == "plan"
+    names = args.names[1:] if planning else args.names
+    if planning and not names:
+        parser.error("plan needs the figures to plan: one or more targets (fig-..., tab-...) or 'all'")
     if names == ["all"]:
         names = [n for n in TIMED_FIRST if n in FIGURES] + [n for n in FIGURES if n not in TIMED_FIRST]
-    runtime = {"runs_dir": args.runs_dir, "data_dir": args.data_dir, "device": args.device,
+    device = "cuda" if args.profile == "paper" and args.device == "auto" else args.device  # paper: a GPU or an error
+    runtime = {"runs_dir": args.runs_dir, "data_dir": args.data_dir, "device": device,
                "progress": args.progress}
     from common.cli import exit_code
+
+    if planning:
+        from figures.cost import TABLE, plan
+
+        return exit_code(lambda: plan(names, args.profile, runtime, args.epoch_times or TABLE, args.runs))
     from figures.pipeline import make
 
     return exit_code(lambda: [make(name, args.profile, args.cluster, runtime) for name in names])

@@ -1,7 +1,10 @@
 """Training accuracy vs step, ACDC vs SequentialAttention++, with each method's phases drawn underneath (paper Fig. 3).
 
-The training accuracy is measured on the whole training set (eval mode) every few steps of the focus runs (block 4,
-90% at the tiny profile); curves are the mean over seeds with the min-max range shaded. Dips are mask updates; the
+The training accuracy is measured (eval mode, un-augmented) on a fixed subset of the training set -- the same
+seqattn.prune.CURVE_SAMPLES (10,000) samples, drawn once, at every point of every run; all of them at the tiny
+profile, whose digits have fewer -- every few steps of the focus runs (block 4, 90% at the tiny profile; at the paper
+profile the 32x32 / 90% runs of Table 1 themselves, which log the curve every 500 steps, not extra runs); curves are
+the mean over seeds with the min-max range shaded. Dips are mask updates; the
 peaks of ACDC's dense phases are dense models (not comparable with the final sparse model, as the authors note).
 """
 from __future__ import annotations

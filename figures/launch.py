@@ -2,8 +2,10 @@
 
 ``local``: a pool of worker processes, as many as there are cores (at most one per run), each limited to its share
 of the cores' threads so that the pool does not oversubscribe the CPU.
-``slurm``: one job array (``slurm.submit``), at most ``max_parallel`` jobs at once, resources from the resource file
-and ``PRUNING_SLURM_*`` variables; it prints the job ids and the log folder and returns without waiting.
+``slurm``: job arrays (``slurm.submit``) in dependency order -- the dense models and other runs that others need
+first, their dependents pending on them (``--dependency=afterok``) -- at most ``max_parallel`` jobs of an array at
+once, resources from the resource file and ``PRUNING_SLURM_*`` variables; it prints the job ids and the log folder
+and returns without waiting.
 """
 from __future__ import annotations
 
@@ -52,22 +54,29 @@ def launch(rows, cluster: str) -> list[str] | None:
 
 
 def submit_to_slurm(rows) -> None:
-    """Submit ``rows`` as one Slurm job array; the figure is drawn by the next ``make`` once the jobs are done."""
+    """Submit ``rows`` and the runs they depend on as Slurm job arrays in dependency order; the figure is drawn by
+    the next ``make`` once the jobs are done."""
     from slurm import resources
     from slurm.submit import require_sbatch, submit_runs
 
     require_sbatch()
     res = resources.resolve()
-    jobs, folder, already = submit_runs(rows, res, "figure")
+    batches, folder, already = submit_runs(rows, res, "figure")
     if already:
         print(f"  {len(already)} run(s) already queued or running (jobs {', '.join(sorted(set(already.values())))}); "
               "not submitted again", flush=True)
-    if not jobs:
+    if not batches:
         return None
-    array = jobs[0].job_id.split("_")[0]
-    print(f"  submitted {len(jobs)} run(s) as Slurm job {'array ' if len(jobs) > 1 else ''}{array} "
-          f"(at most {res.max_parallel} at once; partition {res.partition or 'default'}, {res.gpus} GPU(s), "
-          f"{res.time} min per job, {res.max_requeues} requeues)", flush=True)
+    for batch in batches:
+        first = str(batch.jobs[0].job_id).split("_")[0]
+        what = f"job array {first}" if len(batch.jobs) > 1 else f"job {first}"
+        waits = (f"; pending until job(s) {', '.join(batch.after)} succeeded (--dependency=afterok)"
+                 if batch.after else "")
+        print(f"  submitted {len(batch.jobs)} run(s) as Slurm {what} (at most {res.max_parallel} at once; "
+              f"partition {res.partition or 'default'}, {res.gpus} GPU(s), {res.time} min per job, "
+              f"{res.max_requeues} requeues{waits})", flush=True)
     print(f"  logs: {folder}", flush=True)
-    print(f"  follow with: squeue -j {array}; run the same make target again once they are done to draw", flush=True)
+    ids = " ".join(sorted({str(b.jobs[0].job_id).split("_")[0] for b in batches}))
+    print(f"  follow with: squeue -j {ids.replace(' ', ',')}; run the same make target again once they are done "
+          "to draw", flush=True)
     return None

@@ -41,4 +41,7 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
     caption = ("Sparsest winning ticket: highest grid sparsity with mean test accuracy >= the dense model's "
                f"(seeds: {len(R.SEEDS)}; grid: remaining 0.8^n, n in {list(R.GRID_N[profile])}; IMP's rounds give every "
                f"n up to {max(R.GRID_N[profile])})")
+    cuts = [f"{name}: {len(R.seeds(name))} seed(s), n in {list(R.SETUP_GRID_N[name])}" for name in R.SETUP_GRID_N
+            if name in set(df["setup"])]
+    caption += "".join(f"; cut for cost, {c}" for c in cuts)
     return save_table(table, base, caption)

@@ -68,7 +68,9 @@ class Config(Runtime):
 PRESETS = {
     # SparseML's ResNet-50 ImageNet GMP recipe (Neural Magic's GMP blog; figures/reference/README.md): 90 epochs,
     # cubic 0.05 -> s_f over epochs 0-40 with an update every 0.4 epoch, lr 0.0028 (their bs 256 value, ours to keep)
-    # with steps at 43 and 60.
+    # with steps at 43 and 60, per-layer ranking (the scope default, as SparseML's GMPruningModifier), first conv and
+    # classifier dense. Ours (the recipe does not give them): the dense model's 90-epoch step recipe, weight decay 1e-4
+    # and SGD momentum 0.9 (Optim's default) of the pruning run.
     "imagenet-resnet50": {
         "dataset": "imagenet", "model": "resnet50", "pretrain.epochs": 90, "pretrain.lr": 0.1,
         "pretrain.weight_decay": 1e-4, "pretrain.batch_size": 256, "pretrain.schedule": "multistep",

@@ -15,6 +15,8 @@ Algorithm (ours), from a trained dense model theta and n unlabeled training samp
 Baselines (--method): none (remove, no reconstruction), layerwise (each layer fitted to the teacher on its own,
 AdaPrune-like), holistic (phase 2 only, one learning rate, no penalty: gAP-like), l1 (Li et al.'s L1-norm filter
 ranking, the same ratio in every layer, then full retraining with labels for --retrain.epochs).
+One process, one GPU: the calibration is not data-parallel (and the CPU latency timing needs the CPUs to itself), so a
+job of several processes (torchrun, a Slurm job of several tasks) is refused before anything is computed.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import torch
 import torch_pruning as tp
 
 from common import config as C
+from common import distributed
 from common.cli import Runtime
 from common.data import DATASETS, dataset_info, load_dataset
 from common.errors import UserError
@@ -75,14 +78,18 @@ PRESETS = {
     # channel ratio 0.5 (VGG-19 on CIFAR-100: 0.4), 512 samples, 20 + 10 epochs, Adam 1e-3; the dense models use the
     # 200-epoch CIFAR recipe (no official checkpoints exist).
     # resnet56 has option-A (zero-padding) shortcuts, which Torch-Pruning cannot follow: its residual widths (stem and
-    # every block's conv2) stay and the blocks' inner channels are pruned. ResNet-50 is torchvision's (ImageNet stem).
+    # every block's conv2) stay and the blocks' inner channels are pruned. CIFAR ResNet-50: torchvision's bottlenecks
+    # with the CIFAR stem (3x3 stride-1 first conv, no max-pool), as CIFAR ResNet-50s are; ImageNet: torchvision's.
+    # Ours (the paper does not give them): the dense models' recipes (CIFAR: 200 epochs SGD 0.1 cosine, wd 1e-4;
+    # ImageNet: the 90-epoch step recipe), the calibration batch size 64, the L1 baseline's 100 retraining epochs at
+    # lr 0.01.
     "cifar10-resnet56": {"dataset": "cifar10", "model": "resnet56", "ignore": ("conv1", "layers.*.conv2"),
                          "ratio": 0.5, "samples": 512},
-    "cifar10-resnet50": {"dataset": "cifar10", "model": "resnet50", "ratio": 0.5, "samples": 512},
+    "cifar10-resnet50": {"dataset": "cifar10", "model": "resnet50_cifar", "ratio": 0.5, "samples": 512},
     "cifar10-vgg19": {"dataset": "cifar10", "model": "vgg19_bn", "ratio": 0.5, "samples": 512},
     "cifar100-resnet56": {"dataset": "cifar100", "model": "resnet56", "ignore": ("conv1", "layers.*.conv2"),
                           "ratio": 0.5, "samples": 512},
-    "cifar100-resnet50": {"dataset": "cifar100", "model": "resnet50", "ratio": 0.5, "samples": 512},
+    "cifar100-resnet50": {"dataset": "cifar100", "model": "resnet50_cifar", "ratio": 0.5, "samples": 512},
     "cifar100-vgg19": {"dataset": "cifar100", "model": "vgg19_bn", "ratio": 0.4, "samples": 512},
     # Fig. 5's CIFAR-100 ResNet-18 (the CIFAR variant with projection shortcuts).
     "cifar100-resnet18": {"dataset": "cifar100", "model": "resnet18", "ratio": 0.5, "samples": 512},
@@ -180,11 +187,13 @@ def l1_retrain(cfg: Config, student, data, run) -> None:
 
 
 def dependencies(cfg: Config) -> list:
-    """The runs ``compute`` executes first (``slurm.submit`` queues them ahead of it): the dense model, unless a checkpoint is given."""
+    """The runs ``compute`` executes first (``slurm.submit`` queues them ahead): the dense model, unless given."""
     return [] if cfg.checkpoint else [("common.pretrain", dense_config(cfg))]
 
 
 def compute(cfg: Config, run: Run) -> dict:
+    distributed.require_one_process(SCRIPT, "its calibration is not data-parallel, and its CPU latency timing "
+                                            "needs the CPUs to itself")
     device = resolve_device(cfg.device)
     info = dataset_info(cfg.dataset)
     data = load_dataset(cfg.dataset, root=cfg.data_dir, download=cfg.download, device=device,

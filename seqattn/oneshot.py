@@ -70,17 +70,8 @@ def _reparam(cfg: Config, model, kind: str) -> Reparam:
                    temperature=cfg.temperature, clip=None)
 
 
-def _train(model, data, optimizer, recipe: Recipe, epochs, loss_fn, progress, desc):
-    steps = len(data.train)
-    for epoch in epochs:
-        stats = train_epoch(model, data.train, epoch, optimizer, first_step=epoch * steps, loss_fn=loss_fn,
-                            lr_of_step=lambda s: lr_at(recipe, s / steps, recipe.epochs), progress=progress,
-                            desc=f"{desc} {epoch + 1}/{recipe.epochs}")
-        yield epoch, stats
-
-
 def dependencies(cfg: Config) -> list:
-    """The runs ``compute`` executes first (``slurm.submit`` queues them ahead of it): the dense model of a magnitude score."""
+    """The runs ``compute`` executes first (``slurm.submit`` queues them ahead): a magnitude score's dense model."""
     return [("common.pretrain", dense_config(cfg))] if cfg.score == "magnitude" else []
 
 
@@ -98,20 +89,25 @@ def compute(cfg: Config, run: Run) -> dict:
     torch.manual_seed(cfg.seed)
     data = load_dataset(cfg.dataset, root=cfg.data_dir, download=cfg.download, device=device,
                         batch_size=cfg.pretrain.batch_size, seed=cfg.seed, workers=cfg.workers)
+    steps = len(data.train)
+    state = {}
     if cfg.score == "attention":
         model = prepare_model(build_model(cfg.model, info.num_classes, info.input_shape), device)
         _reparam(cfg, model, kind)
         optimizer = make_optimizer(model.parameters(), cfg.pretrain, cfg.pretrain.lr)  # weight decay on L too
-        for epoch, stats in _train(model, data, optimizer, cfg.pretrain,
-                                   resumable_epochs(run, cfg.pretrain.epochs, {"model": model, "optimizer": optimizer}),
-                                   loss_fn, progress, "dense+attention"):
-            run.log(epoch=epoch + 1, train_loss=stats["loss"], **({"train_acc": stats["acc"]} if info.num_classes > 1
-                                                                  else {}))
-    dense_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    dense = evaluate(model, data.test, loss_fn)
+        state = {"model": model, "optimizer": optimizer}
+    dense_epochs = cfg.pretrain.epochs if cfg.score == "attention" else 0
+    ft = cfg.finetune.epochs
+    dense_state, dense = None, None
 
-    points = []
-    for s in cfg.sparsities:
+    def trained_dense() -> None:  # once the dense model is trained (also when a resume restored it)
+        nonlocal dense_state, dense
+        if dense_state is None:
+            dense_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            dense = evaluate(model, data.test, loss_fn)
+
+    def prune(s: float):
+        """The dense model pruned to sparsity s: (model, its Reparam, its test metrics before fine-tuning)."""
         torch.manual_seed(cfg.seed)
         pruned = prepare_model(build_model(cfg.model, info.num_classes, info.input_shape), device)
         reparam = _reparam(cfg, pruned, kind)
@@ -120,20 +116,50 @@ def compute(cfg: Config, run: Run) -> dict:
         reparam.set_masks(block_topk(scores, s, cfg.scope), applied=True, zero_weights=cfg.score == "magnitude")
         check_sparsity(reparam.block_sparsity(), s, "every candidate layer removes a whole number of its blocks; "
                                                     "use --scope global, a smaller --block or a larger --min-blocks")
-        before = evaluate(pruned, data.test, loss_fn)
-        if cfg.finetune.epochs > 0:
-            optimizer = make_optimizer(pruned.parameters(), cfg.finetune, cfg.finetune.lr)
-            for _ in _train(pruned, data, optimizer, cfg.finetune, range(cfg.finetune.epochs), loss_fn, progress,
-                            f"finetune s={s}"):
-                pass
+        return pruned, reparam, evaluate(pruned, data.test, loss_fn)
+
+    def point(s: float, pruned, reparam, before) -> None:
         reparam.fold()
         after = evaluate(pruned, data.test, loss_fn)
         rep = S.report(pruned, {n: reparam.layers.modules[n].weight for n in reparam.layers.names()})
-        points.append({"sparsity": s, **named("test", after), "block_sparsity": rep["sparsity"],
-                       **{f"{k}_no_finetune": v for k, v in named("test", before).items() if k != "test_loss"}})
-        run.log(event="point", **points[-1])
+        run.log(event="point", **{"sparsity": s, **named("test", after), "block_sparsity": rep["sparsity"],
+                                  **{f"{k}_no_finetune": v for k, v in named("test", before).items()
+                                     if k != "test_loss"}})
         progress.line(f"[oneshot {cfg.score} B={cfg.block}] s={s} " + " ".join(
             f"{k} {before[k]:.4f} -> {after[k]:.4f}" for k in after if k != "loss"))
+
+    # One checkpointed sequence of epochs: the dense training (attention), then each sparsity's fine-tuning, whose
+    # pruned model and optimizer are in the checkpoints while it runs. Finished points are in the log.
+    current = None  # (index of the sparsity being fine-tuned, its model, Reparam, metrics before, optimizer)
+    for epoch in resumable_epochs(run, dense_epochs + len(cfg.sparsities) * ft, state):
+        if epoch < dense_epochs:
+            stats = train_epoch(model, data.train, epoch, optimizer, first_step=epoch * steps, loss_fn=loss_fn,
+                                lr_of_step=lambda t: lr_at(cfg.pretrain, t / steps, cfg.pretrain.epochs),
+                                progress=progress, desc=f"dense+attention {epoch + 1}/{cfg.pretrain.epochs}")
+            run.log(epoch=epoch + 1, train_loss=stats["loss"], **({"train_acc": stats["acc"]} if info.num_classes > 1
+                                                                  else {}))
+            continue
+        trained_dense()
+        j, e = divmod(epoch - dense_epochs, ft)
+        s = cfg.sparsities[j]
+        if current is None or current[0] != j:
+            pruned, reparam, before = prune(s)
+            ft_optimizer = make_optimizer(pruned.parameters(), cfg.finetune, cfg.finetune.lr)
+            state.update(pruned=pruned, finetune_optimizer=ft_optimizer)  # restored here by a resume within it
+            current = (j, pruned, reparam, before, ft_optimizer)
+        _, pruned, reparam, before, ft_optimizer = current
+        train_epoch(pruned, data.train, e, ft_optimizer, first_step=e * steps, loss_fn=loss_fn,
+                    lr_of_step=lambda t: lr_at(cfg.finetune, t / steps, cfg.finetune.epochs), progress=progress,
+                    desc=f"finetune s={s} {e + 1}/{cfg.finetune.epochs}")
+        if e + 1 == ft:
+            point(s, pruned, reparam, before)
+            del state["pruned"], state["finetune_optimizer"]  # the point is done: not in later checkpoints
+            current = None
+    trained_dense()
+    done = sum(r.get("event") == "point" for r in run.logs)
+    for s in cfg.sparsities[done:]:  # without fine-tuning (--finetune.epochs 0): no epochs to checkpoint
+        point(s, *prune(s))
+    points = [{k: v for k, v in r.items() if k not in ("event", "time")} for r in run.logs if r.get("event") == "point"]
     return {**named("dense_test", dense), "points": points}
 
 

@@ -5,6 +5,12 @@ On the job's time-limit warning or a preemption signal (USR2, ``signal_delay_s``
 store resumes the run from its last checkpoint (written every epoch); after ``max_requeues`` requeues the job gives
 up (the run keeps its checkpoint; submitting again resumes it). ``execute`` returns a finished run without computing
 anything and holds the run's lock, so two jobs never compute the same run.
+A job never waits for a lock while it holds its GPU: ``slurm.submit`` queues it only once the runs it needs are done,
+and if it still finds its run, or a dependency, being computed by another live process (a job of another
+submission, a run started by hand), it fails at once with ``RunLocked`` naming that process (every DDP rank
+together), which frees the GPU and makes Slurm cancel its own dependents; submitting again once that process is
+done picks up from there. A requeue would not know when to come back, and would take a GPU again each time only to
+find the run still locked.
 With several tasks (one per GPU) every task joins one DistributedDataParallel process group; rank 0 writes the store.
 """
 from __future__ import annotations
@@ -24,9 +30,10 @@ class Job(submitit.helpers.Checkpointable):
     def __call__(self) -> dict:
         import torch
 
-        from common import distributed
+        from common import distributed, store
         from common.store import Run, execute
 
+        store.LOCK_WAIT = False  # a locked run (or dependency) ends the job with RunLocked instead of waiting
         env = submitit.JobEnvironment()
         torch.set_num_threads(max(1, int(os.environ.get("SLURM_CPUS_PER_TASK", "1"))))
         run = Run(self.script, self.cfg)

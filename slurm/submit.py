@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import config as C
@@ -67,20 +68,23 @@ def place(cfg):
     return C.replace(cfg, runs_dir=str(Path(cfg.runs_dir).resolve()), data_dir=str(Path(cfg.data_dir).resolve()))
 
 
-def executor(res: R.Resources, label: str, folder: Path):
-    """A submitit executor that logs to ``folder`` and starts its jobs in a code snapshot."""
+def executor(res: R.Resources, label: str, folder: Path, code: Path, after=()):
+    """A submitit executor that logs to ``folder`` and starts its jobs in the code snapshot ``code`` once the jobs
+    ``after`` have succeeded (Slurm cancels them if one of those fails)."""
     import submitit
 
-    code = snapshot(log_root() / "code")
     ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=res.max_requeues)
     optional = {k: getattr(res, k) for k in ("partition", "account", "qos", "constraint", "mem")
                 if getattr(res, k) is not None}
+    if after:
+        optional["dependency"] = "afterok:" + ":".join(after)
     ex.update_parameters(
         time=res.time, nodes=res.nodes, ntasks_per_node=res.tasks_per_node, cpus_per_task=res.cpus,
         signal_delay_s=res.signal_delay_s, array_parallelism=res.max_parallel, job_name=label,
         **({"gpus_per_node": res.gpus} if res.gpus else {}), **optional,
         setup=[f"export OMP_NUM_THREADS={res.cpus}"],
-        additional_parameters={"chdir": str(code), "requeue": True})
+        additional_parameters={"chdir": str(code), "requeue": True,
+                               **({"kill-on-invalid-dep": "yes"} if after else {})})
     return ex
 
 
@@ -107,64 +111,136 @@ def _submitted(fn):
 
 
 @contextlib.contextmanager
-def _tidy_on_failure(folder: Path):
-    """If the submission fails, remove its log ``folder``, and the log root too when this submission made it (the
-    code snapshots of a root that was already there stay: identical code reuses them)."""
+def _tidy_on_failure(folder: Path, submitted: list):
+    """If the submission fails before anything was ``submitted``, remove its log ``folder``, and the log root too
+    when this submission made it (the code snapshots of a root that was already there stay: identical code reuses
+    them). Jobs already queued keep the folder they log to."""
     made = [p for p in (log_root(), folder) if not p.exists()]
     try:
         yield
     except BaseException:
-        for path in made:
-            shutil.rmtree(path, ignore_errors=True)
+        if not submitted:
+            for path in made:
+                shutil.rmtree(path, ignore_errors=True)
         raise
 
 
 JOB_FILE = "slurm_job"  # in a run's directory: the id of the job that computes it
 
 
-def queued_job(run) -> str | None:
-    """The id of a pending or running job already submitted for ``run``, if any."""
-    path = run.dir / JOB_FILE
-    if not path.exists():
-        return None
-    job = path.read_text().strip()
-    proc = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True, timeout=30)
-    return job if proc.returncode == 0 and proc.stdout.strip() else None
+def queued_jobs(runs) -> dict[str, str]:
+    """{run dir: id of the pending or running job already submitted for it}, for those of ``runs`` that have one:
+    the ids kept in their ``slurm_job`` files that ``squeue`` still lists (one call for all of them)."""
+    marked = {}
+    for run in runs:
+        with contextlib.suppress(OSError):
+            job = (run.dir / JOB_FILE).read_text().strip()
+            if re.fullmatch(r"\d+(_\d+)?", job):
+                marked[str(run.dir)] = job
+    if not marked:
+        return {}
+    proc = subprocess.run(["squeue", "-h", "-r", "-o", "%i", "-j", ",".join(sorted(set(marked.values())))],
+                          capture_output=True, text=True, timeout=60)
+    listed = set(proc.stdout.split()) if proc.returncode == 0 else set()  # it fails when it lists none of them
+    return {d: job for d, job in marked.items() if job in listed}
+
+
+def dependencies(script: str, cfg) -> list[tuple[str, object]]:
+    """The runs that ``script`` executes on ``cfg`` before its own computation: its module's ``dependencies(cfg)``
+    (none when it declares none)."""
+    declared = getattr(importlib.import_module(script), "dependencies", None)
+    return list(declared(cfg)) if declared is not None else []
+
+
+@dataclass
+class Batch:
+    """Runs submitted together (one job, or a job array) that wait for the same runs."""
+    level: int  # 0: waits for nothing; k: waits for runs of levels < k (or for jobs already queued)
+    needs: tuple[str, ...]  # the directories of the runs it waits for
+    rows: list = field(default_factory=list)  # [(script, cfg)]
+    after: tuple[str, ...] = ()  # the ids of the jobs it waits for, once submitted (afterok)
+    jobs: list = field(default_factory=list)  # the submitit jobs of its rows, once submitted
+
+
+def plan(rows, queued=queued_jobs) -> tuple[list[Batch], dict[str, str]]:
+    """What to submit for ``rows`` [(script, cfg)]: the batches of the missing ones and of their missing
+    dependencies (transitively), in submission order, and {run dir: job id} of those that a job in the queue
+    already computes (``queued``), which are not submitted again (nor what only they need)."""
+    from common.store import Run
+
+    found: dict[str, tuple] = {}  # run dir -> (script, cfg, [dirs of its missing dependencies]), missing runs only
+    done: set[str] = set()
+    frontier = [(script, place(cfg)) for script, cfg in rows]
+    while frontier:
+        script, cfg = frontier.pop(0)
+        key = str(Run(script, cfg).dir)
+        if key in found or key in done:
+            continue
+        if Run(script, cfg).done:
+            done.add(key)
+            continue
+        deps = [(s, place(c)) for s, c in dependencies(script, cfg)]
+        found[key] = (script, cfg, [str(Run(s, c).dir) for s, c in deps])
+        frontier += deps
+    already = queued([Run(script, cfg) for script, cfg, _ in found.values()])
+    todo, stack = [], [str(Run(script, place(cfg)).dir) for script, cfg in rows]
+    while stack:  # what to submit: the missing runs reached from rows without going through a queued one
+        key = stack.pop()
+        if key in found and key not in already and key not in todo:
+            todo.append(key)
+            stack += found[key][2]
+    level: dict[str, int] = {}
+
+    def level_of(key: str, path=()) -> int:
+        if key not in level:
+            if key in path:
+                raise UserError(f"the declared dependencies of {key} lead back to it; fix the script's "
+                                "dependencies()")
+            level[key] = 1 + max((level_of(d, (*path, key)) for d in found[key][2] if d in todo), default=-1)
+        return level[key]
+
+    batches: dict[tuple, Batch] = {}
+    for key in sorted((k for k in found if k in todo), key=level_of):  # found's order: rows first, then deps
+        script, cfg, deps = found[key]
+        needs = tuple(sorted(d for d in set(deps) if d in found))
+        batches.setdefault((level[key], needs), Batch(level[key], needs)).rows.append((script, cfg))
+    return list(batches.values()), already
 
 
 def submit_runs(rows, res: R.Resources, label: str):
-    """Submit ``rows`` [(script, cfg)] as one job (one row) or a job array, leaving out runs that a queued job
-    already computes; returns (jobs, log folder, {run dir: id of the job already queued for it})."""
+    """Submit ``rows`` [(script, cfg)] and their missing dependencies in dependency order (``plan``), each batch as
+    one job or a job array with ``--dependency=afterok`` on what it needs; returns (the batches, their log folder,
+    {run dir: id of the job already queued for it})."""
     from common.store import Run
     from slurm.jobs import Job
 
     require_sbatch()
     check(res)
-    rows = [(script, place(cfg)) for script, cfg in rows]
-    already = {}
-    for script, cfg in rows:
-        job = queued_job(Run(script, cfg))
-        if job:
-            already[str(Run(script, cfg).dir)] = job
-    rows = [(s, c) for s, c in rows if str(Run(s, c).dir) not in already]
-    if not rows:
+    batches, already = plan(rows)
+    if not batches:
         return [], None, already
-    jobs = [Job(script, cfg, res.max_requeues) for script, cfg in rows]
     folder = log_root() / f"{time.strftime('%Y%m%d-%H%M%S')}-{label}"
-    with _tidy_on_failure(folder):
-        ex = executor(res, label, folder)
-        submitted = _submitted(lambda: [ex.submit(jobs[0])] if len(jobs) == 1 else ex.submit_array(jobs))
-    for job, (script, cfg) in zip(submitted, rows):
-        run = Run(script, cfg)
-        run.dir.mkdir(parents=True, exist_ok=True)
-        (run.dir / JOB_FILE).write_text(str(job.job_id) + "\n")
-    return submitted, folder, already
+    ids, submitted = dict(already), []
+    with _tidy_on_failure(folder, submitted):
+        code = snapshot(log_root() / "code")
+        for batch in batches:
+            batch.after = tuple(sorted({ids[d] for d in batch.needs}))
+            jobs = [Job(script, cfg, res.max_requeues) for script, cfg in batch.rows]
+            ex = executor(res, label, folder, code, batch.after)
+            batch.jobs = _submitted(lambda: [ex.submit(jobs[0])] if len(jobs) == 1 else ex.submit_array(jobs))
+            submitted += batch.jobs
+            for job, (script, cfg) in zip(batch.jobs, batch.rows):
+                run = Run(script, cfg)
+                run.dir.mkdir(parents=True, exist_ok=True)
+                (run.dir / JOB_FILE).write_text(str(job.job_id) + "\n")
+                ids[str(run.dir)] = str(job.job_id)
+    return batches, folder, already
 
 
 def reason(job) -> str:
     """The exception line of a failed job ("ValueError: ..."), from the error submitit recorded."""
     lines = str(job.exception() or "ended without a result").strip().splitlines()
-    errors = [ln.strip() for ln in lines if re.match(r"\s*[\w.]+(Error|Exception|Diverged|RunFailed): ", ln)]
+    errors = [ln.strip() for ln in lines if re.match(r"\s*[\w.]+(Error|Exception|Diverged|RunFailed|RunLocked): ", ln)]
     return (errors or lines)[-1][:300]
 
 
@@ -174,27 +250,33 @@ def in_queue(job_id: str) -> bool:
     return proc.returncode == 0 and bool(proc.stdout.strip())
 
 
-def wait(jobs, rows, poll: float = 2.0) -> list[str]:
-    """Block until every job ended; returns one line per run that did not finish."""
+def wait(batches, poll: float = 2.0) -> list[str]:
+    """Block until every job of ``batches`` ended; returns one line per run that did not finish."""
     from common.store import Run
 
-    pending = [(job, Run(script, place(cfg)), 0) for job, (script, cfg) in zip(jobs, rows)]
-    failures = []
+    pending = [(job, Run(script, cfg), batch.after, 0)
+               for batch in batches for job, (script, cfg) in zip(batch.jobs, batch.rows)]
+    failures, failed = [], set()
     while pending:
         time.sleep(poll)
         still = []
-        for job, run, gone in pending:
+        for job, run, after, gone in pending:
             if run.done:
                 continue
             if job.paths.result_pickle.exists():
                 failures.append(f"job {job.job_id} ({run.dir}): {reason(job)}; log {job.paths.stderr}")
+                failed.add(str(job.job_id))
                 continue
             gone = 0 if in_queue(job.job_id) else gone + 1
             if gone > 2:  # out of the queue for three polls in a row, and no result at all
-                failures.append(f"job {job.job_id} ({run.dir}) ended without a result (killed by Slurm?); "
+                cause = sorted(failed.intersection(after))
+                failures.append(f"job {job.job_id} ({run.dir}) was cancelled by Slurm: job {cause[0]} it waits for "
+                                "failed" if cause else
+                                f"job {job.job_id} ({run.dir}) ended without a result (killed by Slurm?); "
                                 f"see scontrol show job {job.job_id} and {job.paths.stderr}")
+                failed.add(str(job.job_id))
             else:
-                still.append((job, run, gone))
+                still.append((job, run, after, gone))
         pending = still
     return failures
 
@@ -206,7 +288,7 @@ def main(argv=None) -> int:
                              formatter_class=argparse.RawDescriptionHelpFormatter,
                              usage="%(prog)s [resource flags] [--wait] SCRIPT [script flags]")
     R.add_flags(parser)
-    parser.add_argument("--wait", action="store_true", help="wait until the job ends and print its result")
+    parser.add_argument("--wait", action="store_true", help="wait until the jobs end and print the result")
     parser.add_argument("script", help="the script module, e.g. gmp.prune or common.pretrain")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="the script's flags (see python -m SCRIPT --help)")
     ns = parser.parse_args(argv)
@@ -230,15 +312,17 @@ def main(argv=None) -> int:
         if run.done:
             print(f"already done, nothing submitted: {run.dir}/result.json")
             return
-        rows = [(module.SCRIPT, cfg)]
-        jobs, folder, already = submit_runs(rows, res, module.SCRIPT.replace(".", "-"))
-        if already:
+        batches, folder, already = submit_runs([(module.SCRIPT, cfg)], res, module.SCRIPT.replace(".", "-"))
+        if str(run.dir) in already:
             print(f"already queued as job {already[str(run.dir)]}, nothing submitted: {run.dir}")
             return
-        print(f"submitted job {jobs[0].job_id}: {module.SCRIPT} -> {run.dir}", flush=True)
+        for batch in batches:  # the run's missing dependencies first, the run last
+            for job, (script, c) in zip(batch.jobs, batch.rows):
+                print(f"submitted job {job.job_id}: {script} -> {Run(script, c).dir}"
+                      + (f" (once job {', '.join(batch.after)} succeeded)" if batch.after else ""), flush=True)
         print(f"logs: {folder}", flush=True)
         if ns.wait:
-            failures = wait(jobs, rows)
+            failures = wait(batches)
             if failures:
                 raise UserError(f"the job failed: {failures[0]}")
             print(f"done: {run.dir}/result.json")

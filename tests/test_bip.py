@@ -181,6 +181,75 @@ def test_incremental_threshold_equals_kthvalue_as_scores_drift():
             assert torch.equal(threshold(flat, k), torch.kthvalue(flat, k).values), (n, sparsity, step)
 
 
+def _adversarial_scores():
+    """Score vectors that stress a selection: ties at every rank, all equal, negatives, +-inf, NaN, n = 1, 2."""
+    g = torch.Generator().manual_seed(0)
+    inf, nan = float("inf"), float("nan")
+    yield torch.tensor([0.5])
+    yield torch.tensor([2.0, -1.0])
+    yield torch.full((257,), 0.25)                                           # all equal
+    yield torch.randint(0, 4, (1000,), generator=g).float()                  # a few values, ties everywhere
+    yield torch.randn(1001, generator=g)                                     # negatives
+    yield torch.randn(1000, generator=g).abs().round(decimals=1)             # duplicates at many ranks
+    yield torch.tensor([inf, -inf, 0.0, -0.0, 1.0, inf, -inf, 1.0])
+    yield torch.where(torch.rand(500, generator=g) < 0.1, inf, torch.randn(500, generator=g))
+    yield torch.tensor([1.0, nan, 3.0, 2.0, 4.0, nan, -1.0])                 # NaN ranks above every number
+    for dtype in (torch.float16, torch.bfloat16, torch.float64):
+        yield torch.randn(999, generator=g).to(dtype)
+        yield torch.randint(0, 5, (999,), generator=g).to(dtype)
+
+
+def test_topk_threshold_equals_kthvalue_and_gives_the_same_masks():
+    """The CUDA default (topk over the smaller side), run on the CPU here, selects exactly torch.kthvalue's value at
+    every k of adversarial vectors and at chosen k of large ones, so the mask (scores > threshold) is the same."""
+    from bip.scores import topk_kthvalue
+
+    def check(flat, k):
+        ref, got = torch.kthvalue(flat, k).values, topk_kthvalue(flat, k)
+        assert got.dtype == flat.dtype and got.shape == ref.shape
+        assert torch.equal(flat > got, flat > ref), (flat.numel(), k, ref, got)
+        assert torch.equal(got, ref) or (ref.isnan() and got.isnan()), (flat.numel(), k, ref, got)
+
+    for flat in _adversarial_scores():
+        for k in range(1, flat.numel() + 1):
+            check(flat, k)
+    g = torch.Generator().manual_seed(1)
+    big = torch.randn(3_000_000, generator=g)
+    big[::7] = big[1000]                                                      # a block of ties at one rank
+    for k in (1, 12345, 1_500_000, 1_500_001, 2_700_000, 2_999_999, 3_000_000):
+        check(big, k)
+
+
+def test_structured_and_layerwise_projections_take_the_same_threshold_rule(monkeypatch):
+    """Per-layer and structured masks go through the same selection: topk and kthvalue give the same masks, and a
+    sparsity that prunes nothing (k = 0) keeps every unit."""
+    from bip import scores as B
+
+    torch.manual_seed(0)
+    model = build_model("cnn", 10, (1, 8, 8))
+    params = {n: p for n, p in S.prunable(model, ()).items() if p.dim() == 4}
+    for structure, scope, sparsity in (("filter", "global", 0.5), ("channel", "global", 0.5),
+                                       ("unstructured", "layer", 0.8), ("unstructured", "layer", 0.0)):
+        ref = [m.clone() for m in ScoredWeights(params, sparsity, structure, scope).masks]
+        with monkeypatch.context() as m:
+            m.setattr(B, "kth_smallest", B.topk_kthvalue)
+            got = ScoredWeights(params, sparsity, structure, scope).masks
+        assert all(torch.equal(a, b) for a, b in zip(ref, got)), (structure, scope)
+        if sparsity == 0.0:
+            assert all(bool(mask.all()) for mask in got)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_projection_equals_the_cpu_one():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    for scores in (torch.rand(2_000_003, generator=g), torch.randint(0, 50, (2_000_003,), generator=g).float()):
+        params = {"w": nn.Parameter(scores.clone())}
+        cpu = ScoredWeights(params, 0.9).flat_mask
+        cuda = ScoredWeights({"w": nn.Parameter(scores.cuda())}, 0.9).flat_mask
+        assert torch.equal(cpu, cuda.cpu())
+
+
 @pytest.mark.parametrize("target,rounds", [*((round(1 - 0.8 ** n, 6), n) for n in range(1, 21)), (0.893, 10),
                                            (0.5, 4), (0.99, 21)])
 def test_imp_takes_the_rounds_of_the_grid_point_its_target_rounds(target, rounds):
@@ -299,3 +368,20 @@ def test_the_sparsity_checked_at_the_end_is_the_one_the_projection_aims_at():
     assert w.aimed_sparsity() == pytest.approx(1 - w.density()) == pytest.approx(0.90625)
     w = ScoredWeights(S.prunable(_mlp(), ()), 0.7, scope="layer")
     assert w.aimed_sparsity() == pytest.approx(1 - w.density(), abs=1e-12)
+
+
+def test_bip_prune_refuses_a_job_of_several_processes(runs, monkeypatch, capsys):
+    """BiP's bi-level steps are not data-parallel: under torchrun / a multi-task Slurm job (WORLD_SIZE > 1) every
+    process would compute the whole run, so the script ends with one line naming the fix, before any training."""
+    from common import cli, distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setattr(distributed, "init_from_env", lambda: False)  # the process group itself is not needed here
+    assert cli.main("bip.prune", ["--runs-dir", str(runs), *FAST]) == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("error: bip.prune runs in one process, on one GPU (the two levels' steps are not "
+                               "data-parallel); this job has 4 processes (WORLD_SIZE=4)")
+    assert "python -m slurm.submit --gpus 1" in lines[0]
+    assert not list(runs.glob("*/*/result.json")) and not list(runs.glob("common.pretrain/*"))

@@ -462,3 +462,110 @@ def test_plain_images_normalized_are_the_loaders_inputs(cifar10_root, tiny_root)
     plain = torch.stack([TF.to_tensor(Image.open(tiny_root / "tiny-imagenet-200" / "val" / "images" / n).convert("RGB"))
                          for n in names])
     assert torch.allclose(normalized(plain, plain_input("tinyimagenet")), x, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- data-parallel shards, resumes, workers
+class CountingFiles(torch.utils.data.Dataset):
+    """Stands in for ImageFiles: item ``(index, aug_seed)`` is ``([index, aug_seed % 1000], index % 3)``; every
+    decode is recorded."""
+
+    def __init__(self, n: int):
+        self.n, self.decoded = n, []
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, key):
+        self.decoded.append(key[0])
+        return torch.tensor([float(key[0]), float(key[1] % 1000)]), key[0] % 3
+
+
+def _loader(n=23, batch_size=5):
+    from common.data import LoaderSplit
+
+    files = CountingFiles(n)
+    return LoaderSplit(files, files, batch_size=batch_size, train=True, seed=3, workers=0,
+                       device=torch.device("cpu")), files
+
+
+def _interleave(parts):
+    """The rows of a global batch from the ranks' shards (rank r holds rows r, r + W, ...)."""
+    out = torch.empty((sum(len(p) for p in parts), *parts[0].shape[1:]), dtype=parts[0].dtype)
+    for r, p in enumerate(parts):
+        out[r::len(parts)] = p
+    return out
+
+
+def test_loader_split_ranks_decode_only_their_rows_and_together_give_the_one_process_batches():
+    split, files = _loader()
+    whole = list(split.epoch(1))
+    assert sorted(files.decoded) == list(range(23))
+    shards = []
+    for rank in range(2):
+        files.decoded.clear()
+        shards.append(list(split.epoch(1, rank=rank, world=2)))
+        # exactly this rank's rows of each global batch, each decoded once
+        assert files.decoded == [int(i) for x, _ in shards[-1] for i in x[:, 0]]
+        assert files.decoded == [int(i) for x, _ in whole for i in x[rank::2, 0]]
+    assert len(shards[0]) == len(shards[1]) == len(whole) == 5
+    for b, (x, y) in enumerate(whole):
+        assert torch.equal(_interleave([shards[r][b][0] for r in range(2)]), x)
+        assert torch.equal(_interleave([shards[r][b][1] for r in range(2)]), y)
+    assert sorted(i for s in shards for x, _ in s for i in x[:, 0].int().tolist()) == list(range(23))
+
+
+def test_an_epoch_resumed_at_a_batch_decodes_nothing_before_it():
+    split, files = _loader()
+    whole = list(split.epoch(2))
+    files.decoded.clear()
+    rest = list(split.epoch(2, start=3))
+    assert len(rest) == 2 and all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(rest, whole[3:]))
+    assert files.decoded == [int(i) for x, _ in whole[3:] for i in x[:, 0]]
+    files.decoded.clear()
+    part = list(split.epoch(2, start=4, rank=1, world=2))
+    assert files.decoded == [int(i) for i in whole[4][0][1::2, 0]] and len(part) == 1
+
+
+def test_tensor_split_follows_the_same_rule(cifar10_root):
+    data = load_dataset("cifar10", root=str(cifar10_root), batch_size=7)
+    whole = list(data.train.epoch(1))
+    shards = [list(data.train.epoch(1, rank=r, world=3)) for r in range(3)]
+    for b, (x, y) in enumerate(whole):
+        assert torch.equal(_interleave([s[b][0] for s in shards]), x)   # augmentation included
+        assert torch.equal(_interleave([s[b][1] for s in shards]), y)
+    later = list(data.train.epoch(1, start=2))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(later, whole[2:])) and len(later) == len(whole) - 2
+
+
+def test_a_last_batch_too_small_for_the_ranks_is_a_user_error():
+    split, _ = _loader(n=21)  # batches of 5: the last holds 1 sample
+    with pytest.raises(UserError, match="the last batch of 1 samples .* cannot give each of the 2 processes a sample"):
+        list(split.epoch(0, rank=0, world=2))
+
+
+def test_workers_auto_follows_the_jobs_cpus(monkeypatch):
+    from common.data import auto_workers, resolve_workers
+
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "9")
+    assert auto_workers() == 8 and resolve_workers("auto") == 8   # one CPU left to the training process
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")                    # torchrun: 2 ranks share the task's CPUs
+    assert auto_workers() == 3
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3, 4}, raising=False)
+    assert auto_workers() == 4
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
+    assert auto_workers() == 1
+    assert resolve_workers("0") == 0 and resolve_workers(6) == 6   # an explicit number wins
+    with pytest.raises(UserError, match="--workers -1 is neither auto nor a number of processes >= 0"):
+        resolve_workers("-1")
+
+
+def test_bad_workers_is_one_error_line():
+    from tests.conftest import one_error_line, run_cli
+
+    proc = run_cli("common.pretrain", "--model", "mlp", "--train.epochs", "1", "--workers", "many", "--runs-dir",
+                   "/nonexistent/never-made")
+    assert proc.returncode == 2
+    assert one_error_line(proc) == "error: --workers many is neither auto nor a number of processes >= 0"

@@ -25,6 +25,7 @@ INPUTS = {
     "vgg16_bn": [CIFAR, TINY],
     "vgg19_bn": [CIFAR, TINY],
     "resnet50": [TINY, IMAGENET],
+    "resnet50_cifar": [CIFAR],
 }
 
 
@@ -110,7 +111,21 @@ def test_bad_sizes_are_user_errors(num_classes, input_shape):
         build_model("resnet20", num_classes, input_shape)
 
 
-@pytest.mark.parametrize("name, input_shape", [("cnn", DIGITS), ("resnet8", DIGITS), ("resnet20", CIFAR)])
+def test_cifar_resnet50_has_the_cifar_stem():
+    model = build_model("resnet50_cifar", 10, CIFAR).eval()
+    assert (model.conv1.kernel_size, model.conv1.stride) == ((3, 3), (1, 1)) and isinstance(model.maxpool, nn.Identity)
+    assert next(m for m in model.modules() if isinstance(m, nn.Conv2d)) is model.conv1
+    assert list(model.modules())[-1] is model.fc
+    seen = {}
+    model.layer1.register_forward_hook(lambda m, i, o: seen.update(shape=tuple(o.shape)))
+    with torch.no_grad():
+        assert model(torch.randn(2, *CIFAR)).shape == (2, 10)
+    assert seen["shape"] == (2, 256, 32, 32)  # full resolution after the stem (the ImageNet stem gives 8x8)
+    assert n_params(model) == n_params(build_model("resnet50", 10, CIFAR)) - 64 * 3 * (49 - 9)
+
+
+@pytest.mark.parametrize("name, input_shape", [("cnn", DIGITS), ("resnet8", DIGITS), ("resnet20", CIFAR),
+                                               ("resnet50_cifar", CIFAR)])
 def test_torch_pruning_structured_pruning_applies(name, input_shape):
     tp = pytest.importorskip("torch_pruning")
     model = build_model(name, 10, input_shape)

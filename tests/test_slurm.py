@@ -14,11 +14,14 @@ import socket
 import subprocess
 import sys
 import time
+import types
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
+from common import config as C
 from common import pretrain
 from common.errors import UserError
 from common.store import Run, read_log
@@ -111,6 +114,57 @@ def test_snapshot_freezes_the_code_at_submission(tmp_path):
     second = snapshot.snapshot(tmp_path / "code", root=repo)
     assert second != first and (second / "pkg" / "mod.py").read_text() == "VALUE = 2\n"
     assert snapshot.snapshot(tmp_path / "code", root=repo) == second  # same code, same folder
+
+
+@dataclass
+class Node:
+    name: str = C.opt("", "which run of GRAPH")
+    runs_dir: str = C.opt("runs", "store", hash=False)
+    data_dir: str = C.opt("data", "data", hash=False)
+
+
+# what each run of a fake script executes first: two dense models, a rewinding point, a mask, an IMP chain, ...
+GRAPH = {"dense0": (), "dense1": (), "rewind": ("dense0",), "mask": ("dense0",), "imp": ("dense0", "rewind"),
+         "retrain": ("mask", "rewind"), "g0": ("dense0",), "g1": ("dense1",), "loop": ("loop2",), "loop2": ("loop",)}
+
+
+@pytest.fixture
+def fake_script(monkeypatch):
+    module = types.ModuleType("fake_chain")
+    module.SCRIPT = "fake_chain"
+    module.dependencies = lambda cfg: [("fake_chain", C.replace(cfg, name=n)) for n in GRAPH[cfg.name]]
+    monkeypatch.setitem(sys.modules, "fake_chain", module)
+    return module
+
+
+def test_plan_submits_dependencies_first_and_leaves_out_done_and_queued_runs(tmp_path, fake_script):
+    from slurm.submit import place, plan
+
+    def row(name):
+        return ("fake_chain", Node(name, str(tmp_path / "runs")))
+
+    def d(name):
+        return str(Run("fake_chain", place(row(name)[1])).dir)
+
+    def shape(batches):
+        return sorted((b.level, b.needs, sorted(d(c.name) for _, c in b.rows)) for b in batches)
+
+    batches, already = plan([row(n) for n in ("g0", "g1", "retrain", "imp", "g0")], queued=lambda runs: {})
+    assert [b.level for b in batches] == sorted(b.level for b in batches)  # what others need is submitted first
+    assert shape(batches) == sorted([
+        (0, (), sorted([d("dense0"), d("dense1")])),
+        (1, (d("dense0"),), sorted([d("g0"), d("rewind"), d("mask")])),
+        (1, (d("dense1"),), [d("g1")]),
+        (2, tuple(sorted([d("dense0"), d("rewind")])), [d("imp")]),
+        (2, tuple(sorted([d("mask"), d("rewind")])), [d("retrain")])]) and already == {}
+    # a done dependency is left out; a queued one is not submitted again: its dependents wait for its job
+    Path(d("dense1")).mkdir(parents=True)
+    (Path(d("dense1")) / "result.json").write_text("{}")
+    batches, already = plan([row("g0"), row("g1")], queued=lambda runs: {d("dense0"): "41_0"})
+    assert already == {d("dense0"): "41_0"}
+    assert shape(batches) == [(0, (), [d("g1")]), (0, (d("dense0"),), [d("g0")])]
+    with pytest.raises(UserError, match="lead back to it"):
+        plan([row("loop")], queued=lambda runs: {})
 
 
 # ---------------------------------------------------------------------------------------------------- the cluster
@@ -221,8 +275,11 @@ def test_run_longer_than_its_time_limit_is_requeued_and_resumes_to_the_same_resu
     assert same_model(Run(pretrain.SCRIPT, local.cfg, tmp_path / "slurm-runs"), local)
 
 
-def test_figure_job_array_completes_then_the_figure_is_drawn(cluster, logs, tmp_path, monkeypatch, capsys):
+def test_figure_runs_are_submitted_in_dependency_order_then_the_figure_is_drawn(cluster, logs, tmp_path, monkeypatch,
+                                                                               capsys):
+    from common.pretrain import dense_config
     from figures import fig_gmp_wd, gmp_runs, pipeline
+    from slurm import submit
 
     small = {"model": "mlp", "exclude": ("last",), "pretrain.epochs": 3, "epochs": 4, "stabilize_epochs": 1,
              "prune_epochs": 2, "finetune_lr.milestones": (1.0,)}
@@ -235,13 +292,49 @@ def test_figure_job_array_completes_then_the_figure_is_drawn(cluster, logs, tmp_
     out = tmp_path / "out"
     assert pipeline.make("fig-gmp-wd", "tiny", "slurm", runtime, out_root=out) == []  # submitted, not drawn
     printed = capsys.readouterr().out
-    assert re.search(r"submitted 4 run\(s\) as Slurm job array \d+ \(at most 2 at once", printed)
+    # 4 runs, 2 dense models (one per seed) they need but that are missing: the dense models first, as one array,
+    # then the runs of each dense model as an array that waits for its task
+    dense = re.search(r"submitted 2 run\(s\) as Slurm job array (\d+) \(at most 2 at once[^;]*;[^;]*requeues\)\n",
+                      printed).group(1)
+    waiting = re.findall(r"submitted 2 run\(s\) as Slurm job array (\d+) .*pending until job\(s\) (\S+) succeeded",
+                         printed)
+    assert sorted(task for _, task in waiting) == [f"{dense}_0", f"{dense}_1"], printed
     assert f"logs: {logs}" in printed
+    seen, deadline = set(), time.time() + 30
+    while len(seen) < 4 and time.time() < deadline:  # each dependent pends, for the reason Dependency
+        queue = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(a for a, _ in waiting), "-o", "%i %T %r"],
+                               capture_output=True, text=True).stdout
+        seen |= {ln.split()[0] for ln in queue.splitlines() if ln.split()[1:] == ["PENDING", "Dependency"]}
+        time.sleep(0.5)
+    assert len(seen) == 4, queue
+    # a further run of a queued dense model waits for that model's job instead of submitting it again
+    extra = [(s, C.replace(c, **runtime)) for s, c in gmp_runs.grid("tiny", sparsities=(0.5,), seeds=(0,))]
+    batches, already = submit.plan(extra)
+    dense_dir = str(Run("common.pretrain", submit.place(dense_config(extra[0][1]))).dir)
+    assert list(already) == [dense_dir] and already[dense_dir] in (f"{dense}_0", f"{dense}_1")
+    assert [(b.level, b.needs) for b in batches] == [(0, (dense_dir,))]
     rows = pipeline.planned_runs("fig-gmp-wd", "tiny", runtime)
     deadline = time.time() + 300
     while pipeline.missing_runs(rows) and time.time() < deadline:
         time.sleep(2)
     assert not pipeline.missing_runs(rows), printed
+    for run in (tmp_path / "runs" / "common.pretrain").iterdir():  # each dense model computed once, by its job
+        assert [r["epoch"] for r in read_log(run)] == [1, 2, 3]
+    assert not any("waiting:" in p.read_text() for p in logs.glob("*/*_log.err"))  # no job waited for a lock
     paths = pipeline.make("fig-gmp-wd", "tiny", "slurm", runtime, out_root=out)  # everything done: drawn
     assert {p.suffix for p in paths} == {".png", ".pdf", ".csv"}
     assert "4 runs, 0 to compute" in capsys.readouterr().out
+
+
+def test_job_that_finds_its_run_locked_by_another_live_process_fails_at_once(cluster, logs, tmp_path):
+    cfg = C.parse_args(pretrain.Config, [*TINY, "--runs-dir", str(tmp_path / "runs")])
+    run = Run(pretrain.SCRIPT, cfg)
+    run.dir.mkdir(parents=True)
+    holder = {"host": "other-node", "pid": 4242, "job": "999", "since": time.time(), "token": "feed"}
+    (run.dir / "lock").write_text(json.dumps(holder) + "\n")  # heartbeat: now, so alive for 5 minutes
+    t0 = time.time()
+    proc = run_cli("slurm.submit", "--wait", "--time", "5", "common.pretrain", *TINY, "--runs-dir",
+                   tmp_path / "runs", timeout=300)
+    line = one_error_line(proc)
+    assert proc.returncode == 2 and "RunLocked" in line and "host other-node pid 4242 (Slurm job 999)" in line, line
+    assert time.time() - t0 < 120 and not run.done and not (run.dir / "log.jsonl").exists()

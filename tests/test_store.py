@@ -110,6 +110,126 @@ def test_lock_makes_the_second_process_wait_and_reuse(tmp_path):
     assert events == ["start", "end"]  # computed once; the other caller waited and read the result
 
 
+# ---------------------------------------------------------------------------------------------------- the lock
+HOLD = """
+import sys, time
+from pathlib import Path
+from common.store import Run
+from tests.test_store import Cfg
+with Run("fake.script", Cfg(runs_dir=sys.argv[1])).lock():
+    print("held", flush=True)
+    while not Path(sys.argv[2]).exists():
+        time.sleep(0.02)
+"""
+
+
+def _plant(run, age: float = 0.0, **holder) -> Path:
+    """A lock file in ``run``'s directory naming ``holder``, its heartbeat ``age`` seconds old."""
+    run.dir.mkdir(parents=True, exist_ok=True)
+    path = run.dir / "lock"
+    info = {"host": "other-node", "pid": 1, "pidns": "", "job": None, "restarts": 0, "since": time.time(),
+            "token": os.urandom(8).hex(), **holder}
+    path.write_text(json.dumps(info) + "\n")
+    os.utime(path, (time.time() - age,) * 2)
+    return path
+
+
+@pytest.fixture
+def fail_fast(monkeypatch):
+    monkeypatch.setattr(store, "LOCK_WAIT", False)
+
+
+def test_a_second_process_fails_fast_or_waits_for_the_lock_held_by_another(tmp_path, fail_fast, monkeypatch):
+    release = tmp_path / "release"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path), str(release)], cwd=ROOT, text=True,
+                              stdout=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        assert holder.stdout.readline() == "held\n"
+        run = store.Run(Script.SCRIPT, Cfg(runs_dir=str(tmp_path)))
+        t0 = time.time()
+        with pytest.raises(store.RunLocked, match=rf"is being computed by host \S+ pid {holder.pid}"):
+            store.execute(Script, Cfg(runs_dir=str(tmp_path)))
+        assert time.time() - t0 < 1.0 and not run.done  # at once, nothing computed
+        monkeypatch.setattr(store, "LOCK_WAIT", True)  # waiting (the default): until the holder releases it
+        threading.Timer(0.5, release.touch).start()
+        t0 = time.time()
+        with run.lock():
+            assert time.time() - t0 >= 0.4 and holder.wait(timeout=10) == 0
+    finally:
+        release.touch()
+        holder.wait(timeout=10)
+    assert not (run.dir / "lock").exists()  # released: the file is gone
+
+
+def test_stale_locks_are_broken_live_ones_respected(tmp_path, fail_fast, monkeypatch, capsys):
+    run = store.Run(Script.SCRIPT, Cfg(runs_dir=str(tmp_path)))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    import socket
+
+    _plant(run, host=socket.gethostname(), pid=dead.pid, pidns=store._pid_namespace())  # its holder died
+    with run.lock():
+        pass
+    assert f"broke a stale lock (its holder, pid {dead.pid} of this host, is dead)" in capsys.readouterr().err
+    _plant(run, age=10)  # another host, heartbeat 10 s ago: alive
+    with pytest.raises(store.RunLocked, match="host other-node pid 1, heartbeat 10 s ago"):
+        with run.lock():
+            pass
+    _plant(run, age=store.LOCK_STALE_S + 5)  # another host, heartbeat too old
+    with run.lock():
+        pass
+    assert "its heartbeat is 305 s old" in capsys.readouterr().err
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    _plant(run, job="77", restarts=1)  # this very run of job 77 (another process of it): alive
+    with pytest.raises(store.RunLocked):
+        with run.lock():
+            pass
+    _plant(run, job="77", restarts=0)  # the run of job 77 before its requeue
+    with run.lock():
+        pass
+    (run.dir / "lock").write_text("")  # what the flock-based store left in every run directory
+    with run.lock():
+        pass
+    assert not (run.dir / "lock").exists() and not list(run.dir.glob(".lock*")) and not list(run.dir.glob("lock.*"))
+
+
+def test_heartbeat_is_refreshed_while_the_lock_is_held(tmp_path, fail_fast, monkeypatch):
+    monkeypatch.setattr(store, "LOCK_HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(store, "LOCK_STALE_S", 0.5)
+    run = store.Run(Script.SCRIPT, Cfg(runs_dir=str(tmp_path)))
+    with run.lock():
+        lock = run.dir / "lock"
+        holder = json.loads(lock.read_text())
+        assert holder["pid"] == os.getpid() and set(holder) >= {"host", "pid", "job", "since", "token"}
+        time.sleep(1.0)  # twice the stale timeout: the heartbeat keeps it fresh
+        assert time.time() - lock.stat().st_mtime < 0.5
+        other = store.RunLock(lock)  # so another process finds it alive
+        assert not other.acquire() and f"pid {os.getpid()}" in other.holder
+
+
+def test_concurrent_breakers_of_one_stale_lock_let_one_holder_in_at_a_time(tmp_path, capsys):
+    run = store.Run(Script.SCRIPT, Cfg(runs_dir=str(tmp_path)))
+    _plant(run, age=store.LOCK_STALE_S + 5)
+    inside, most, go = [], [], threading.Barrier(4)
+
+    def contend():
+        go.wait()
+        with store.Run(Script.SCRIPT, run.cfg).lock():
+            inside.append(1)
+            most.append(len(inside))
+            time.sleep(0.01)
+            inside.pop()
+
+    threads = [threading.Thread(target=contend) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(most) == 4 and max(most) == 1
+    assert capsys.readouterr().err.count("broke a stale lock") == 1
+
+
 def _weights(run_dir):
     return torch.load(run_dir / "model.pt", weights_only=True)
 

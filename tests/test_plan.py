@@ -1,0 +1,109 @@
+"""`python -m figures plan`: the runs a figure needs, their state in the store and their cost, computing nothing."""
+import pandas as pd
+import pytest
+import torch
+
+from common.errors import UserError
+from common.store import Run
+from figures import bip_runs, cost, pipeline
+from figures import fig_gmp_schedule as gmp_schedule
+from slurm.submit import JOB_FILE
+from tests.conftest import one_error_line, run_cli
+
+
+def quiet(*_):
+    pass
+
+
+def test_the_paper_profile_fits_in_ten_thousand_gpu_hours(tmp_path):
+    hours = cost.plan(list(pipeline.FIGURES), "paper", {"runs_dir": str(tmp_path)}, echo=quiet)
+    assert 0 < hours["total"] <= 10_000
+    assert hours["total"] < sum(v for k, v in hours.items() if k != "total")  # shared runs are charged once
+
+
+def test_states_come_from_the_run_directories(tmp_path):
+    runtime = {"runs_dir": str(tmp_path)}
+    rows = pipeline.planned_runs("fig-gmp-wd", "tiny", runtime)
+    work = cost.items(rows, cost.load_times())
+    assert all(i.state == "missing" for i in work)
+    done, job, locked, started = (Run(s, c) for s, c in cost.with_dependencies(rows)[:4])
+    for run, name, text in ((done, "result.json", "{}"), (job, JOB_FILE, "123_4\n"), (locked, "lock", ""),
+                            (started, "checkpoint.pt", "")):
+        run.dir.mkdir(parents=True)
+        (run.dir / name).write_text(text)
+    states = {i.hash: (i.state, i.why) for i in cost.items(rows, cost.load_times())}
+    assert states[done.hash] == ("done", "") and states[job.hash] == ("queued", "job 123_4")
+    assert states[locked.hash] == ("queued", "lock") and states[started.hash] == ("queued", "checkpoint")
+    assert sum(s == "missing" for s, _ in states.values()) == len(states) - 4
+
+
+def test_dense_models_and_imp_rounds_are_counted_as_the_store_computes_them(tmp_path):
+    rows = pipeline.planned_runs("fig-bip-trajectory", "paper", {"runs_dir": str(tmp_path)})
+    work = cost.items(rows, cost.load_times())
+    assert len({(i.script, i.hash) for i in work}) == len(work)
+    imagenet = [i for i in work if i.setup == "imagenet / resnet50"]
+    assert [i.script for i in imagenet].count("common.pretrain") == 1  # one dense model for BiP and IMP, one seed
+    imp = next(i for i in imagenet if i.script == "bip.magnitude")
+    assert imp.epochs == 11 * 60  # the chain to the highest plotted point: 11 rounds of 60 epochs
+    bip = [i for i in imagenet if i.script == "bip.prune"]
+    assert len(bip) == len(bip_runs.SETUP_GRID_N["resnet50 / imagenet"]) and bip[0].epochs == 60 * 2
+
+
+def test_the_gmp_schedule_is_drawn_from_its_config_alone_at_the_paper_profile(tmp_path):
+    assert gmp_schedule.runs("paper") == []
+    cfg = gmp_schedule.schedule_config("paper")
+    assert cfg.scope == "layer" and cfg.target_sparsity == 0.88  # SparseML's per-layer recipe
+    paths = gmp_schedule.draw(pd.DataFrame(), "paper", tmp_path / "sched")
+    table = pd.read_csv(next(p for p in paths if p.suffix == ".csv"))
+    assert table["target_sparsity"].is_monotonic_increasing and table["target_sparsity"].iloc[-1] == pytest.approx(0.88)
+    assert table["step"].iloc[-1] == 40 * gmp_schedule.steps_per_epoch(cfg)  # the pruning stage's last update
+
+
+def test_curves_are_the_tables_own_runs_on_a_fixed_training_subset(tmp_path):
+    from seqattn.prune import CURVE_SAMPLES, CurveSubset
+
+    runtime = {"runs_dir": str(tmp_path)}
+    table = {Run(s, c).hash for s, c in pipeline.planned_runs("tab-seqattn-blocks", "paper", runtime)}
+    curves = pipeline.planned_runs("fig-seqattn-curves", "paper", runtime)
+    assert {Run(s, c).hash for s, c in curves} <= table and all(c.curve_every > 0 for _, c in curves)
+
+    class Split:
+        num_samples, batch_size = 25_000, 4096
+
+        def take(self, idx):
+            return idx, idx
+
+    subset = CurveSubset(Split(), CURVE_SAMPLES, 0)
+    again = CurveSubset(Split(), CURVE_SAMPLES, 0)
+    batches = list(subset.epoch(0))
+    assert subset.num_samples == CURVE_SAMPLES == sum(len(x) for x, _ in batches)
+    assert torch.equal(subset.indices, again.indices) and len(set(subset.indices.tolist())) == CURVE_SAMPLES
+    assert CurveSubset(type("Small", (Split,), {"num_samples": 300})(), CURVE_SAMPLES, 0).num_samples == 300
+
+
+def test_plan_prints_each_figure_and_the_total(tmp_path):
+    proc = run_cli("figures", "plan", "fig-gmp-wd", "fig-gmp-vs-oneshot", "--runs-dir", tmp_path, "--runs")
+    assert proc.returncode == 0, proc.stderr
+    assert "fig-gmp-wd [tiny]:" in proc.stdout and "A100-h" in proc.stdout and "missing" in proc.stdout
+    assert "all 2 figures [tiny]" in proc.stdout and not (tmp_path / "gmp.prune").exists()  # nothing computed
+
+
+@pytest.mark.parametrize("args, message", [
+    (("plan", "fig-nope"), "unknown figure 'fig-nope'"),
+    (("plan", "fig-gmp-wd", "--profile", "huge"), "unknown profile 'huge'"),
+    (("plan",), "plan needs the figures to plan"),
+])
+def test_bad_plans_are_one_line_errors(tmp_path, args, message):
+    proc = run_cli("figures", *args, "--runs-dir", tmp_path)
+    assert proc.returncode == 2 and message in one_error_line(proc)
+
+
+def test_a_table_without_an_entry_is_a_user_error(tmp_path):
+    table = tmp_path / "times.toml"
+    table.write_text('[epoch_hours]\n"digits/cnn" = 0.1\n[step_cost]\ndense = 1.0\n[train_samples]\ndigits = 1437\n')
+    rows = pipeline.planned_runs("fig-gmp-wd", "tiny", {"runs_dir": str(tmp_path)})
+    with pytest.raises(UserError, match="no step cost for 'gmp'"):
+        cost.items(rows, cost.load_times(table))
+    table.write_text("[epoch_hours\n")
+    with pytest.raises(UserError, match="not valid TOML"):
+        cost.load_times(table)
