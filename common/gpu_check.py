@@ -215,6 +215,50 @@ def epoch_time(device, batches: int, arch: str = "resnet18") -> dict:
                    f"timed after one warm-up pass and extrapolated to 50000 images"}
 
 
+def threshold_selection(device, n: int, sparsity: float = 0.9, repeats: int = 5) -> dict:
+    """BiP's top-k threshold over ``n`` scores (ResNet-18: ~11M): the CUDA selection (``bip.scores.topk_kthvalue``,
+    topk over the smaller side) against a full ``torch.kthvalue``, in ms per call, and whether the thresholds agree."""
+    from bip.scores import topk_kthvalue
+
+    g = torch.Generator(device=device).manual_seed(0)
+    scores = torch.randn(n, generator=g, device=device)
+    scores[: n // 10] = scores[0]  # a block of ties at one value, as scores initialized from |theta| may have
+    k = round(sparsity * n)
+    fns = {"topk": lambda: topk_kthvalue(scores, k), "kthvalue": lambda: torch.kthvalue(scores, k).values}
+    ms = {name: 1e3 * min(_timed(fn, device) for _ in range(repeats)) for name, fn in fns.items()}
+    return {"scores": n, "sparsity": sparsity, "topk_ms": ms["topk"], "kthvalue_ms": ms["kthvalue"],
+            "equal": bool(torch.equal(fns["topk"](), fns["kthvalue"]())),
+            "how": "random scores with a tenth tied, generated on the device; best of "
+                   f"{repeats} calls each"}
+
+
+def repeatability(device, arch: str, shape, batch_size: int, steps: int) -> dict:
+    """Two trainings of the same model on the same batches from the same initialization, with and without
+    ``--deterministic``: the largest weight difference between the two (0.0: bit-identical), and the time ratio."""
+    from common.train import set_deterministic
+
+    data = DeviceBatches(shape, 10, batch_size, steps, device, seed=2)
+    out = {}
+    for name, on in (("default", False), ("deterministic", True)):
+        set_deterministic(on)
+        if not on and device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        weights, seconds = [], []
+        for _ in range(2):
+            model = _model(arch, shape, device)
+            run = _dense(model, data)
+            seconds.append(_timed(run, device))
+            weights.append(torch.cat([p.detach().flatten().float() for p in model.parameters()]))
+        out[name] = {"max_abs_weight_difference": float((weights[0] - weights[1]).abs().max()),
+                     "seconds": min(seconds)}
+    set_deterministic(False)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    out["deterministic_time_ratio"] = out["deterministic"]["seconds"] / out["default"]["seconds"]
+    out["how"] = f"{arch}, {steps} SGD steps of batch {batch_size}, twice each way, from one initialization"
+    return out
+
+
 def check(device: torch.device, quick: bool) -> dict:
     from common.bench import interleaved
 
@@ -264,6 +308,8 @@ def check(device: torch.device, quick: bool) -> dict:
     agreement = bf16_agreement(_model(arch, shape, device), *batch)
     return {"sections": sections, "skipped": skipped, "bf16_vs_fp32": agreement,
             "epoch_time_resnet18_cifar10": epoch_time(device, *((1, "cnn") if quick else (60, "resnet18"))),
+            "bip_threshold": threshold_selection(device, 10_000 if quick else 11_200_000),
+            "repeatability": repeatability(device, arch, shape, bs, 2 if quick else 50),
             "ratios": {k: sections[s]["ratio_to_dense"] for k, s in
                        (("bip_over_dense", "bip"), ("sapp_over_dense", "sapp"), ("masked_over_dense", "masked_imp_omp"))
                        if s in sections}}
@@ -287,7 +333,7 @@ def main(argv=None) -> int:
                       quick=args.quick, total_seconds=time.perf_counter() - t0,
                       data="random tensors generated on the device (no dataset read)",
                       peak_memory_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)
-        result["ok"] = bool(result["bf16_vs_fp32"]["ok"]) and all(
+        result["ok"] = bool(result["bf16_vs_fp32"]["ok"]) and result["bip_threshold"]["equal"] and all(
             math.isfinite(s["seconds"]) for s in result["sections"].values())
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -264,4 +264,6 @@ def test_gpu_check_runs_quick_on_the_cpu(tmp_path):
         assert result["sections"][name]["seconds"] > 0, name
     assert {"bip_over_dense", "sapp_over_dense", "masked_over_dense"} <= set(result["ratios"])
     assert result["epoch_time_resnet18_cifar10"]["epoch_seconds_50k"] > 0
+    assert result["bip_threshold"]["equal"] and result["bip_threshold"]["topk_ms"] > 0
+    assert result["repeatability"]["deterministic"]["max_abs_weight_difference"] == 0.0  # CPU: bit-identical
     assert "generated on the device" in result["data"]
