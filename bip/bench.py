@@ -19,6 +19,23 @@ from common.models import build_model
 from common.train import Optim, make_optimizer, train_epoch
 
 
+def bilevel_epoch(model, data, sparsity: float, device, upper_only: bool = False):
+    """One pass of BiP's iterations (or Hydra's score steps alone) over ``data``, as a function to time: the
+    script's own ``BiLevelSteps`` with the paper's learning rates (lower 0.01, upper 0.1, 1/gamma 1e-4)."""
+    w = ScoredWeights(S.prunable(model, ()), sparsity)
+    others = [p for p in model.parameters() if all(p is not z for z in w.z)]
+    step = BiLevelSteps(model, w, make_optimizer(w.theta + others, Optim(), 0.01),
+                        make_optimizer([w.score_param], Optim(weight_decay=0.0), 0.1), 1e-4, device)
+
+    def run():
+        model.train()
+        for x, y in data.epoch(0):
+            if not upper_only:
+                step.lower(x, y, 0.01)
+            step.upper(x, y, 0.1)
+    return run
+
+
 def step_ratios(model_name: str, shape, steps: int, batch_size: int = 128, sparsity: float = 0.9,
                 rounds: int = 9) -> dict:
     data = RepeatedBatches(shape, 10, batch_size, steps)
@@ -32,19 +49,7 @@ def step_ratios(model_name: str, shape, steps: int, batch_size: int = 128, spars
 
     def bilevel(upper_only: bool = False):
         torch.manual_seed(0)
-        model = build_model(model_name, 10, shape)
-        w = ScoredWeights(S.prunable(model, ()), sparsity)
-        others = [p for p in model.parameters() if all(p is not z for z in w.z)]
-        step = BiLevelSteps(model, w, make_optimizer(w.theta + others, Optim(), 0.01),
-                            make_optimizer([w.score_param], Optim(weight_decay=0.0), 0.1), 1e-4, device)
-
-        def run():
-            model.train()
-            for x, y in data.epoch(0):
-                if not upper_only:
-                    step.lower(x, y, 0.01)
-                step.upper(x, y, 0.1)
-        return run
+        return bilevel_epoch(build_model(model_name, 10, shape), data, sparsity, device, upper_only)
 
     t = interleaved({"dense": dense(), "bip": bilevel(), "hydra": bilevel(upper_only=True)}, rounds)
     return {"bip": t["bip"] / t["dense"], "hydra": t["hydra"] / t["dense"]}

@@ -110,23 +110,9 @@ def _gmp(model, data, steps):
 
 
 def _bip(model, data, device):
-    from bip.prune import BiLevelSteps
-    from bip.scores import ScoredWeights
-    from common import sparsity as S
-    from common.train import Optim, make_optimizer
+    from bip.bench import bilevel_epoch
 
-    w = ScoredWeights(S.prunable(model, ()), 0.9)
-    others = [p for p in model.parameters() if all(p is not z for z in w.z)]
-    step = BiLevelSteps(model, w, make_optimizer(w.theta + others, Optim(), 0.01),
-                        make_optimizer([w.score_param], Optim(weight_decay=0.0), 0.1), 1e-4, device)
-
-    def run():
-        model.train()
-        for x, y in data.epoch(0):
-            step.lower(x, y, 0.01)
-            step.upper(x, y, 0.1)
-        _sync(device)
-    return run
+    return bilevel_epoch(model, data, 0.9, device)
 
 
 def _seqattn(model, data, kind: str, block: int):
