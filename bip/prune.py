@@ -45,6 +45,8 @@ from common.store import Run
 from common.train import Progress, lr_at, make_optimizer, resolve_device, resumable_epochs, set_lr
 
 SCRIPT = "bip.prune"
+# Why this script runs in one process on one GPU: it refuses more (compute), and slurm.resources gives its jobs one task
+ONE_PROCESS = "the two levels' steps are not data-parallel"
 
 
 @dataclass
@@ -161,7 +163,7 @@ def dependencies(cfg: Config) -> list:
 
 
 def compute(cfg: Config, run: Run) -> dict:
-    distributed.require_one_process(SCRIPT, "the two levels' steps are not data-parallel")
+    distributed.require_one_process(SCRIPT, ONE_PROCESS)
     device = resolve_device(cfg.device)
     model, dense = load_dense(cfg, device)                                       # pretrained theta
     data = data_of(cfg, device, cfg.batch_size)

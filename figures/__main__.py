@@ -1,6 +1,6 @@
 """python -m figures NAME [NAME ...] | all | list  [--profile tiny|paper] [--cluster none|local|slurm]
 python -m figures plan NAME [NAME ...] | all  [--profile tiny|paper] [--runs]   (what they need and cost, computing
-nothing: figures/cost.py, figures/epoch_times.toml)"""
+nothing: figures/cost.py, common/cost.py, figures/epoch_times.toml)"""
 from __future__ import annotations
 
 from common.config import OneLineParser
@@ -47,7 +47,8 @@ def main(argv=None) -> int:
     from common.cli import exit_code
 
     if planning:
-        from figures.cost import TABLE, plan
+        from common.cost import TABLE
+        from figures.cost import plan
 
         return exit_code(lambda: plan(names, args.profile, runtime, args.epoch_times or TABLE, args.runs))
     from figures.pipeline import make

@@ -40,7 +40,7 @@ def runs(profile: str):
 
 def steps_per_epoch(cfg: prune.Config) -> int:
     """Optimizer steps per epoch of ``cfg``'s training set (its size from figures/epoch_times.toml)."""
-    from figures.cost import load_times
+    from common.cost import load_times
 
     return math.ceil((load_times().samples(cfg.dataset) - cfg.val_size) / cfg.optim.batch_size)
 

@@ -57,11 +57,10 @@ def submit_to_slurm(rows) -> None:
     """Submit ``rows`` and the runs they depend on as Slurm job arrays in dependency order; the figure is drawn by
     the next ``make`` once the jobs are done."""
     from slurm import resources
-    from slurm.submit import require_sbatch, submit_runs
+    from slurm.submit import asks, require_sbatch, submit_runs
 
     require_sbatch()
-    res = resources.resolve()
-    batches, folder, already = submit_runs(rows, res, "figure")
+    batches, folder, already = submit_runs(rows, resources.Choice(), "figure")
     if already:
         print(f"  {len(already)} run(s) already queued or running (jobs {', '.join(sorted(set(already.values())))}); "
               "not submitted again", flush=True)
@@ -72,9 +71,9 @@ def submit_to_slurm(rows) -> None:
         what = f"job array {first}" if len(batch.jobs) > 1 else f"job {first}"
         waits = (f"; pending until job(s) {', '.join(batch.after)} succeeded (--dependency=afterok)"
                  if batch.after else "")
-        print(f"  submitted {len(batch.jobs)} run(s) as Slurm {what} (at most {res.max_parallel} at once; "
-              f"partition {res.partition or 'default'}, {res.gpus} GPU(s), {res.time} min per job, "
-              f"{res.max_requeues} requeues{waits})", flush=True)
+        low, high = min(batch.requeues), max(batch.requeues)
+        print(f"  submitted {len(batch.jobs)} run(s) as Slurm {what} (at most {batch.res.max_parallel} at once; "
+              f"{asks(batch.res)}, {low if low == high else f'{low}-{high}'} requeues{waits})", flush=True)
     print(f"  logs: {folder}", flush=True)
     ids = " ".join(sorted({str(b.jobs[0].job_id).split("_")[0] for b in batches}))
     print(f"  follow with: squeue -j {ids.replace(' ', ',')}; run the same make target again once they are done "

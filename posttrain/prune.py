@@ -42,6 +42,8 @@ from posttrain import groups as G
 from posttrain import reconstruct as R
 
 SCRIPT = "posttrain.prune"
+# Why this script runs in one process on one GPU: it refuses more (compute), and slurm.resources gives its jobs one task
+ONE_PROCESS = "its calibration is not data-parallel, and its CPU latency timing needs the CPUs to itself"
 METHODS = ("ours", "none", "layerwise", "holistic", "l1")
 
 
@@ -192,8 +194,7 @@ def dependencies(cfg: Config) -> list:
 
 
 def compute(cfg: Config, run: Run) -> dict:
-    distributed.require_one_process(SCRIPT, "its calibration is not data-parallel, and its CPU latency timing "
-                                            "needs the CPUs to itself")
+    distributed.require_one_process(SCRIPT, ONE_PROCESS)
     device = resolve_device(cfg.device)
     info = dataset_info(cfg.dataset)
     data = load_dataset(cfg.dataset, root=cfg.data_dir, download=cfg.download, device=device,

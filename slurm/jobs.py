@@ -2,8 +2,10 @@
 
 On the job's time-limit warning or a preemption signal (USR2, ``signal_delay_s`` before the end), submitit calls
 ``checkpoint()``; it hands back the same job, which Slurm requeues. The requeued job calls ``execute`` again, and the
-store resumes the run from its last checkpoint (written every epoch); after ``max_requeues`` requeues the job gives
-up (the run keeps its checkpoint; submitting again resumes it). ``execute`` returns a finished run without computing
+store resumes the run from its last checkpoint (written every epoch, and every --checkpoint-every-minutes); after
+``max_requeues`` requeues, timeouts and preemptions together (per run: ``slurm.resources.requeue_budget`` sizes it
+from the run's estimated length unless it is set), the job gives up (the run keeps its checkpoint; submitting again
+resumes it). ``execute`` returns a finished run without computing
 anything and holds the run's lock, so two jobs never compute the same run.
 A job never waits for a lock while it holds its GPU: ``slurm.submit`` queues it only once the runs it needs are done,
 and if it still finds its run, or a dependency, being computed by another live process (a job of another

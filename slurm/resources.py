@@ -1,7 +1,21 @@
-"""What a Slurm job asks for: defaults < the resource file < environment variables < command-line flags.
+"""What a Slurm job asks for, per run: its model's size, its script, and what the user states.
 
-The file is TOML (``slurm/resources.toml`` by default, another with ``--resources FILE`` or
-``PRUNING_SLURM_CONFIG``); every key is optional:
+Each run's resources come from these layers, each overriding the ones before it (key by key):
+
+  1. the defaults below (``Resources``);
+  2. the table ``slurm/resources.toml``, shipped with the repository: its top-level keys, then its ``[setup."DATASET"]``
+     section, its ``[setup."DATASET/MODEL"]`` section and its ``[script."SCRIPT"]`` section for the run
+     (e.g. CIFAR nets 1 GPU, ImageNet ResNet-50 a node of 8 GPUs);
+  3. the user's file (``--resources FILE`` or ``PRUNING_SLURM_CONFIG``), in the same format, in the same order;
+  4. environment variables ``PRUNING_SLURM_<KEY>`` (e.g. ``PRUNING_SLURM_PARTITION=gpu``), for every run;
+  5. ``python -m slurm.submit``'s flags (``--gpus 4``), for every run.
+
+Two things are then decided by the run rather than chosen: a script that runs in one process (its module's
+``ONE_PROCESS``: ``bip.prune``, ``posttrain.prune``, which refuse several) gets one node, one task and at most one
+GPU whatever the layers say; and ``max_requeues``, unless a layer sets it, is the requeue budget ``requeue_budget``
+computes from the run's estimated length (``common.cost``).
+
+Every key is optional:
 
     partition = "gpu"       account = "myproj"    qos = "normal"    constraint = "a100"
     time = 240              # minutes per job (a longer run is requeued and resumes from its checkpoint)
@@ -11,15 +25,15 @@ The file is TOML (``slurm/resources.toml`` by default, another with ``--resource
     nodes = 1
     tasks = 0               # DDP ranks per node; 0: one per GPU (1 without GPUs)
     max_parallel = 32       # array jobs running at once
-    max_requeues = 3        # requeues on timeout/preemption before a job gives up
+    max_requeues = 3        # requeues on timeout/preemption before a job gives up (default: from the run's length)
     signal_delay_s = 120    # warning (USR2) this many seconds before the time limit
-
-Environment variables ``PRUNING_SLURM_<KEY>`` (e.g. ``PRUNING_SLURM_PARTITION=gpu``) override the file, so
-``PRUNING_SLURM_GPUS=4 make fig-... CLUSTER=slurm`` works without editing anything.
+    speed = 1.0             # the GPUs' training throughput relative to an A100 (0.5: half as fast)
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import math
 import os
 import tomllib
 from dataclasses import dataclass, fields
@@ -31,9 +45,14 @@ from common.errors import UserError
 
 DEFAULT_FILE = Path(__file__).resolve().parent / "resources.toml"
 ENV_PREFIX = "PRUNING_SLURM_"
+SECTIONS = ("setup", "script")  # [setup."DATASET"], [setup."DATASET/MODEL"], [script."SCRIPT"]
+# Requeues beyond the legs a run is estimated to need: REQUEUE_SPARE, plus REQUEUE_SLACK of those legs (for
+# preemptions, start-up and resume time, and an estimate that is off)
+REQUEUE_SPARE = 2
+REQUEUE_SLACK = 0.25
 
 
-@dataclass
+@dataclass(frozen=True)
 class Resources:
     partition: Optional[str] = C.opt(None, "Slurm partition (None: the cluster's default)")
     account: Optional[str] = C.opt(None, "account to charge")
@@ -46,25 +65,52 @@ class Resources:
     nodes: int = C.opt(1, "nodes per job")
     tasks: int = C.opt(0, "tasks (DDP ranks) per node; 0: one per GPU, or 1 without GPUs")
     max_parallel: int = C.opt(32, "array jobs running at once")
-    max_requeues: int = C.opt(3, "requeues after a timeout or preemption before a job gives up")
+    max_requeues: Optional[int] = C.opt(None, "requeues after a timeout or preemption before a job gives up (None: "
+                                              "from the run's estimated length and the time limit)")
     signal_delay_s: int = C.opt(120, "seconds before the time limit at which a job checkpoints and requeues")
+    speed: float = C.opt(1.0, "the GPUs' training throughput relative to an A100 (the unit of the run-length "
+                              "estimates in figures/epoch_times.toml), for the requeue budget")
 
     @property
     def tasks_per_node(self) -> int:
         return self.tasks or max(1, self.gpus)
 
+    @property
+    def ranks(self) -> int:
+        """The processes of one job (DDP ranks, one GPU each when it has GPUs)."""
+        return self.nodes * self.tasks_per_node
 
-def _convert(name: str, tp, value, where: str):
+    def sbatch(self) -> "Resources":
+        """What the job asks Slurm for, the same for every job of an array: all but the per-run requeue budget."""
+        return dataclasses.replace(self, max_requeues=None)
+
+
+HINTS = get_type_hints(Resources)
+OPTIONAL_STR = Optional[str]
+
+
+def _convert(name: str, value, where: str):
     """``value`` (from TOML or an environment string) as field ``name``'s type, or a one-line error."""
-    optional = tp == Optional[str]
+    tp = HINTS[name]
+    optional = tp in (OPTIONAL_STR, Optional[int])
     if value is None or (isinstance(value, str) and optional and value.lower() in ("", "none")):
         if optional:
             return None
         raise UserError(f"{where}: '{name}' cannot be empty")
-    if optional or tp is str:
+    if tp in (OPTIONAL_STR, str):
         if not isinstance(value, (str, int)):
             raise UserError(f"{where}: '{name}' must be a string, got {value!r}")
         return str(value)
+    if tp is float:
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            number = float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{where}: '{name}' must be a number, got {value!r}") from None
+        if not 0 < number < math.inf:
+            raise UserError(f"{where}: '{name}' = {number:g} is out of range; use a positive number")
+        return number
     try:
         if isinstance(value, bool) or (not isinstance(value, str) and float(value) != int(value)):
             raise ValueError
@@ -76,7 +122,32 @@ def _convert(name: str, tp, value, where: str):
     return number
 
 
-def read_file(path: Path) -> dict:
+def _keys(data: dict, where: str, path: Path) -> dict:
+    """The resource keys of one table of a file, converted (unknown keys and sections are one-line errors)."""
+    known = [f.name for f in fields(Resources)]
+    for key, value in data.items():
+        if key not in known:
+            raise UserError(f"malformed resource config {path}: unknown key '{key}'{where}"
+                            f"{' (a [section]?)' if isinstance(value, dict) else ''}; known keys: {', '.join(known)}; "
+                            f"sections: [setup.\"DATASET\"], [setup.\"DATASET/MODEL\"], [script.\"SCRIPT\"]")
+    return {key: _convert(key, value, f"resource config {path}{where}") for key, value in data.items()}
+
+
+@dataclass
+class Layer:
+    """One source of settings: its keys for every run, and its sections for some runs."""
+    where: str
+    every: dict
+    setup: dict = dataclasses.field(default_factory=dict)  # "dataset" or "dataset/model" -> keys
+    script: dict = dataclasses.field(default_factory=dict)  # "bip.prune" -> keys
+
+    def for_run(self, script: str, cfg) -> dict:
+        dataset, model = getattr(cfg, "dataset", None), getattr(cfg, "model", None)
+        return {**self.every, **self.setup.get(dataset, {}), **self.setup.get(f"{dataset}/{model}", {}),
+                **self.script.get(script, {})}
+
+
+def read_file(path: Path) -> Layer:
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -85,46 +156,110 @@ def read_file(path: Path) -> dict:
     except OSError as exc:
         raise UserError(f"cannot read resource config {path}: {exc.strerror}; check --resources / "
                         f"{ENV_PREFIX}CONFIG") from None
-    known = [f.name for f in fields(Resources)]
-    for key, value in data.items():
-        if key not in known:
-            raise UserError(f"malformed resource config {path}: unknown key '{key}'"
-                            f"{' (a [section]?)' if isinstance(value, dict) else ''}; known keys: {', '.join(known)}")
-    return data
+    sections = {}
+    for name in SECTIONS:
+        table = data.pop(name, {})
+        if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+            raise UserError(f"malformed resource config {path}: '{name}' must hold sections "
+                            f"[{name}.\"NAME\"] of key = value lines")
+        sections[name] = {key: _keys(keys, f" in [{name}.\"{key}\"]", path) for key, keys in table.items()}
+    return Layer(f"resource config {path}", _keys(data, "", path), **sections)
+
+
+class Choice:
+    """The layers that choose each run's resources: the table, the user's file, the environment, the flags."""
+
+    def __init__(self, path: str | os.PathLike | None = None, env=None, **flags):
+        env = os.environ if env is None else env
+        user = Path(path or env.get(ENV_PREFIX + "CONFIG") or DEFAULT_FILE)
+        self.layers = []
+        if DEFAULT_FILE.exists():
+            self.layers.append(read_file(DEFAULT_FILE))
+        if user.resolve() != DEFAULT_FILE.resolve():
+            self.layers.append(read_file(user))
+        given = {f.name: env[ENV_PREFIX + f.name.upper()] for f in fields(Resources)
+                 if ENV_PREFIX + f.name.upper() in env}
+        self.layers.append(Layer("environment", {k: _convert(k, v, ENV_PREFIX + k.upper()) for k, v in given.items()}))
+        unknown = sorted(set(flags) - set(HINTS))
+        if unknown:
+            raise UserError(f"command line: unknown resource '{unknown[0]}'")
+        self.layers.append(Layer("command line", {k: _convert(k, v, "command line") for k, v in flags.items()
+                                                  if v is not None}))
+        self._times = None
+
+    def base(self) -> Resources:
+        """The settings that hold for every run (the sections apart), as given."""
+        values = {}
+        for layer in self.layers:
+            values.update(layer.every)
+        return dataclasses.replace(Resources(), **values)
+
+    def for_run(self, script: str, cfg) -> Resources:
+        """The resources of one run's job: the layers for it, one process where its script needs one, and its
+        requeue budget (``requeue_budget``) unless one is set."""
+        values = {}
+        for layer in self.layers:
+            values.update(layer.for_run(script, cfg))
+        res = dataclasses.replace(Resources(), **values)
+        if getattr(importlib.import_module(script), "ONE_PROCESS", None):
+            res = dataclasses.replace(res, nodes=1, tasks=1, gpus=min(res.gpus, 1))
+        from common.cost import a100_hours, load_times
+
+        if self._times is None:
+            self._times = load_times()
+        budget = requeue_budget(res, a100_hours(script, cfg, self._times),
+                                self._times.hours(cfg.dataset, cfg.model) * max(self._times.step_cost.values()),
+                                getattr(cfg, "checkpoint_every_minutes", 0.0), script)
+        return res if res.max_requeues is not None else dataclasses.replace(res, max_requeues=budget)
+
+
+def requeue_budget(res: Resources, a100_hours: float, epoch_a100_hours: float, checkpoint_minutes: float,
+                   what: str = "the run") -> int:
+    """The requeues a run of ``a100_hours`` (estimated on one A100) needs to finish in jobs of ``res``, with a margin.
+
+    A job computes ``res.ranks x res.speed`` A100s' worth. Of each job's ``time`` minutes, the last
+    ``signal_delay_s`` are given up (the job stops at the warning) and so is the work since the run's last
+    checkpoint, at most one checkpoint interval (``checkpoint_minutes``, the run's --checkpoint-every-minutes) or one
+    epoch (``epoch_a100_hours``: a bound on an epoch of the run; checkpoints are written at every epoch end too),
+    whichever is shorter. Legs = ceil(run hours / usable hours per job); the budget is the legs plus
+    ``REQUEUE_SPARE`` plus ``REQUEUE_SLACK`` of the legs. A time limit that leaves nothing usable is a one-line error.
+    """
+    rate = res.ranks * res.speed
+    epoch_min = epoch_a100_hours / rate * 60
+    lost = min(checkpoint_minutes, epoch_min) if checkpoint_minutes > 0 else epoch_min
+    usable_min = res.time - lost - res.signal_delay_s / 60
+    if usable_min <= 0:
+        between = (f"one checkpoint interval ({checkpoint_minutes:g} min, --checkpoint-every-minutes)"
+                   if 0 < checkpoint_minutes <= epoch_min else
+                   f"one epoch (~{epoch_min:.0f} min estimated, checkpointed at its end; --checkpoint-every-minutes "
+                   f"{checkpoint_minutes:g})")
+        raise UserError(f"{what}: the time limit of {res.time} min per job is not longer than {between} plus the "
+                        f"signal delay ({res.signal_delay_s} s, signal_delay_s), so a requeued job would stop before "
+                        f"its next checkpoint and the run would never advance; raise --time (time = ... in the "
+                        f"resource file, {ENV_PREFIX}TIME) or lower --checkpoint-every-minutes")
+    legs = math.ceil(a100_hours / rate * 60 / usable_min)
+    return legs + REQUEUE_SPARE + math.ceil(REQUEUE_SLACK * legs)
 
 
 def resolve(path: str | os.PathLike | None = None, env=None, **flags) -> Resources:
-    """Resources from the defaults, the file, ``PRUNING_SLURM_*`` variables and ``flags`` (None = not given)."""
-    env = os.environ if env is None else env
-    path = Path(path or env.get(ENV_PREFIX + "CONFIG") or DEFAULT_FILE)
-    explicit = path != DEFAULT_FILE
-    layers = []
-    if path.exists() or explicit:
-        layers.append((read_file(path), f"resource config {path}"))
-    layers.append(({f.name: env[ENV_PREFIX + f.name.upper()] for f in fields(Resources)
-                    if ENV_PREFIX + f.name.upper() in env}, "environment"))
-    layers.append(({k: v for k, v in flags.items() if v is not None}, "command line"))
-    hints = get_type_hints(Resources)
-    values = {}
-    for data, where in layers:
-        for key, value in data.items():
-            if key not in hints:
-                raise UserError(f"{where}: unknown resource '{key}'")
-            shown = f"{ENV_PREFIX}{key.upper()}" if where == "environment" else where
-            values[key] = _convert(key, hints[key], value, shown)
-    return dataclasses.replace(Resources(), **values)
+    """The settings for every run from the table, the file, ``PRUNING_SLURM_*`` variables and ``flags`` (None = not
+    given), the per-run sections apart (``Choice.for_run`` adds them)."""
+    return Choice(path, env, **flags).base()
 
 
 def add_flags(parser) -> None:
-    """The resource flags of ``python -m slurm.submit`` (each overrides the file and the environment)."""
-    group = parser.add_argument_group("resources (override the resource file and PRUNING_SLURM_* variables)")
-    group.add_argument("--resources", default=None, help=f"resource file (default: {DEFAULT_FILE.name} in slurm/)")
-    hints = get_type_hints(Resources)
+    """The resource flags of ``python -m slurm.submit`` (each overrides the files and the environment)."""
+    group = parser.add_argument_group(
+        "resources", "each flag overrides, for every run, the resource files (slurm/resources.toml: per model size "
+                     "and script; --resources) and the PRUNING_SLURM_* variables; a default below holds where none of "
+                     "them sets the key")
+    group.add_argument("--resources", default=None, help=f"your resource file, layered over slurm/{DEFAULT_FILE.name} "
+                                                         f"(default: {ENV_PREFIX}CONFIG, else none)")
     for f in fields(Resources):
-        tp = int if hints[f.name] is int else str
+        tp = {int: int, float: float, Optional[int]: int}.get(HINTS[f.name], str)
         group.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=tp, default=None,
                            help=f"{f.metadata['help']} (default: {f.default})")
 
 
-def from_args(ns) -> Resources:
-    return resolve(ns.resources, **{f.name: getattr(ns, f.name) for f in fields(Resources)})
+def from_args(ns) -> Choice:
+    return Choice(ns.resources, **{f.name: getattr(ns, f.name) for f in fields(Resources)})

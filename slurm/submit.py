@@ -1,14 +1,16 @@
-"""Submit runs to Slurm: one run from the command line, or a figure's missing runs as one job array.
+"""Submit runs to Slurm: one run from the command line, or a figure's missing runs as job arrays.
 
     python -m slurm.submit gmp.prune --target-sparsity 0.9                  # one run, resources from the file/env
     python -m slurm.submit --partition gpu --gpus 4 --time 240 gmp.prune --preset imagenet-resnet50
     python -m slurm.submit --wait common.pretrain --model mlp                 # ... and wait for its result
-    make fig-gmp-vs-oneshot CLUSTER=slurm                                     # the figure's missing runs, an array
+    make fig-gmp-vs-oneshot CLUSTER=slurm                                     # the figure's missing runs, arrays
 
-Resource flags go before the script name, the script's own flags after it. Each job runs ``slurm.jobs.Job``: the
-code snapshot taken at submission (``slurm.snapshot``), the run store's ``execute`` (a done run is never recomputed,
-an interrupted one resumes), requeue on timeout or preemption. Logs: ``slurm_logs/<time>-<label>/`` (or
-``PRUNING_SLURM_LOGS``); results: the run store, as for local runs.
+Resource flags go before the script name, the script's own flags after it. Each run's resources follow its model's
+size and its script (``slurm.resources``: the table slurm/resources.toml, the user's file, PRUNING_SLURM_*, the
+flags), its requeue budget its estimated length; runs that wait for the same runs and ask for the same resources are
+one array. Each job runs ``slurm.jobs.Job``: the code snapshot taken at submission (``slurm.snapshot``), the run
+store's ``execute`` (a done run is never recomputed, an interrupted one resumes), requeue on timeout or preemption.
+Logs: ``slurm_logs/<time>-<label>/`` (or ``PRUNING_SLURM_LOGS``); results: the run store, as for local runs.
 """
 from __future__ import annotations
 
@@ -53,10 +55,11 @@ def partitions() -> dict[str, str]:
     return out
 
 
-def check(res: R.Resources) -> None:
-    """Refuse before submitting what the cluster cannot run: GPUs asked on a partition without any."""
+def check(res: R.Resources, known: dict[str, str] | None = None) -> None:
+    """Refuse before submitting what the cluster cannot run: GPUs asked on a partition without any (``known``:
+    ``partitions()``, when already asked)."""
     if res.gpus > 0:
-        gres = partitions().get(res.partition or "")
+        gres = (partitions() if known is None else known).get(res.partition or "")
         if gres is not None and "gpu" not in gres:
             name = res.partition or "the default partition"
             raise UserError(f"{res.gpus} GPU(s) asked on partition '{name}', which has no GPUs (sinfo lists no "
@@ -68,12 +71,13 @@ def place(cfg):
     return C.replace(cfg, runs_dir=str(Path(cfg.runs_dir).resolve()), data_dir=str(Path(cfg.data_dir).resolve()))
 
 
-def executor(res: R.Resources, label: str, folder: Path, code: Path, after=()):
+def executor(res: R.Resources, label: str, folder: Path, code: Path, after=(), max_requeues: int = 0):
     """A submitit executor that logs to ``folder`` and starts its jobs in the code snapshot ``code`` once the jobs
-    ``after`` have succeeded (Slurm cancels them if one of those fails)."""
+    ``after`` have succeeded (Slurm cancels them if one of those fails). submitit stops requeuing a job after
+    ``max_requeues`` timeouts (the largest budget of its jobs); each ``Job`` stops at its own budget first."""
     import submitit
 
-    ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=res.max_requeues)
+    ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=max_requeues)
     optional = {k: getattr(res, k) for k in ("partition", "account", "qos", "constraint", "mem")
                 if getattr(res, k) is not None}
     if after:
@@ -154,18 +158,22 @@ def dependencies(script: str, cfg) -> list[tuple[str, object]]:
 
 @dataclass
 class Batch:
-    """Runs submitted together (one job, or a job array) that wait for the same runs."""
+    """Runs submitted together (one job, or a job array) that wait for the same runs and ask for the same resources."""
     level: int  # 0: waits for nothing; k: waits for runs of levels < k (or for jobs already queued)
     needs: tuple[str, ...]  # the directories of the runs it waits for
+    res: R.Resources | None = None  # what each of its jobs asks for (all but the requeue budget)
     rows: list = field(default_factory=list)  # [(script, cfg)]
+    requeues: list = field(default_factory=list)  # each row's requeue budget (its Resources.max_requeues)
     after: tuple[str, ...] = ()  # the ids of the jobs it waits for, once submitted (afterok)
     jobs: list = field(default_factory=list)  # the submitit jobs of its rows, once submitted
 
 
-def plan(rows, queued=queued_jobs) -> tuple[list[Batch], dict[str, str]]:
+def plan(rows, queued=queued_jobs, resources=None) -> tuple[list[Batch], dict[str, str]]:
     """What to submit for ``rows`` [(script, cfg)]: the batches of the missing ones and of their missing
     dependencies (transitively), in submission order, and {run dir: job id} of those that a job in the queue
-    already computes (``queued``), which are not submitted again (nor what only they need)."""
+    already computes (``queued``), which are not submitted again (nor what only they need). ``resources(script,
+    cfg)`` gives each run's resources (default: ``slurm.resources.Choice().for_run``); a batch is the runs of one
+    level that wait for the same runs and ask for the same resources."""
     from common.store import Run
 
     found: dict[str, tuple] = {}  # run dir -> (script, cfg, [dirs of its missing dependencies]), missing runs only
@@ -199,34 +207,40 @@ def plan(rows, queued=queued_jobs) -> tuple[list[Batch], dict[str, str]]:
             level[key] = 1 + max((level_of(d, (*path, key)) for d in found[key][2] if d in todo), default=-1)
         return level[key]
 
+    resources = resources or R.Choice().for_run
     batches: dict[tuple, Batch] = {}
     for key in sorted((k for k in found if k in todo), key=level_of):  # found's order: rows first, then deps
         script, cfg, deps = found[key]
         needs = tuple(sorted(d for d in set(deps) if d in found))
-        batches.setdefault((level[key], needs), Batch(level[key], needs)).rows.append((script, cfg))
+        res = resources(script, cfg)
+        batch = batches.setdefault((level[key], needs, res.sbatch()), Batch(level[key], needs, res.sbatch()))
+        batch.rows.append((script, cfg))
+        batch.requeues.append(res.max_requeues)
     return list(batches.values()), already
 
 
-def submit_runs(rows, res: R.Resources, label: str):
+def submit_runs(rows, choice: R.Choice, label: str):
     """Submit ``rows`` [(script, cfg)] and their missing dependencies in dependency order (``plan``), each batch as
-    one job or a job array with ``--dependency=afterok`` on what it needs; returns (the batches, their log folder,
-    {run dir: id of the job already queued for it})."""
+    one job or a job array with ``--dependency=afterok`` on what it needs and the resources ``choice`` gives its
+    runs; returns (the batches, their log folder, {run dir: id of the job already queued for it})."""
     from common.store import Run
     from slurm.jobs import Job
 
     require_sbatch()
-    check(res)
-    batches, already = plan(rows)
+    batches, already = plan(rows, resources=choice.for_run)
     if not batches:
         return [], None, already
+    known = partitions() if any(b.res.gpus for b in batches) else {}
+    for batch in batches:
+        check(batch.res, known)
     folder = log_root() / f"{time.strftime('%Y%m%d-%H%M%S')}-{label}"
     ids, submitted = dict(already), []
     with _tidy_on_failure(folder, submitted):
         code = snapshot(log_root() / "code")
         for batch in batches:
             batch.after = tuple(sorted({ids[d] for d in batch.needs}))
-            jobs = [Job(script, cfg, res.max_requeues) for script, cfg in batch.rows]
-            ex = executor(res, label, folder, code, batch.after)
+            jobs = [Job(script, cfg, n) for (script, cfg), n in zip(batch.rows, batch.requeues)]
+            ex = executor(batch.res, label, folder, code, batch.after, max(batch.requeues))
             batch.jobs = _submitted(lambda: [ex.submit(jobs[0])] if len(jobs) == 1 else ex.submit_array(jobs))
             submitted += batch.jobs
             for job, (script, cfg) in zip(batch.jobs, batch.rows):
@@ -235,6 +249,13 @@ def submit_runs(rows, res: R.Resources, label: str):
                 (run.dir / JOB_FILE).write_text(str(job.job_id) + "\n")
                 ids[str(run.dir)] = str(job.job_id)
     return batches, folder, already
+
+
+def asks(res: R.Resources) -> str:
+    """What a job asks for, in words."""
+    nodes = f"{res.nodes} nodes x " if res.nodes > 1 else ""
+    return (f"partition {res.partition or 'default'}, {nodes}{res.gpus} GPU(s), {res.tasks_per_node} task(s) x "
+            f"{res.cpus} CPU(s), {res.time} min per job")
 
 
 def reason(job) -> str:
@@ -305,21 +326,23 @@ def main(argv=None) -> int:
                            prog=f"python -m slurm.submit ... {ns.script}")
         if getattr(module, "validate", None):
             module.validate(cfg)  # the script's own checks, before anything is queued
-        res = R.from_args(ns)
+        choice = R.from_args(ns)
+        choice.for_run(module.SCRIPT, cfg)  # the resource files, and whether the time limit leaves time to compute
         from common.store import Run
 
         run = Run(module.SCRIPT, place(cfg))
         if run.done:
             print(f"already done, nothing submitted: {run.dir}/result.json")
             return
-        batches, folder, already = submit_runs([(module.SCRIPT, cfg)], res, module.SCRIPT.replace(".", "-"))
+        batches, folder, already = submit_runs([(module.SCRIPT, cfg)], choice, module.SCRIPT.replace(".", "-"))
         if str(run.dir) in already:
             print(f"already queued as job {already[str(run.dir)]}, nothing submitted: {run.dir}")
             return
         for batch in batches:  # the run's missing dependencies first, the run last
-            for job, (script, c) in zip(batch.jobs, batch.rows):
-                print(f"submitted job {job.job_id}: {script} -> {Run(script, c).dir}"
-                      + (f" (once job {', '.join(batch.after)} succeeded)" if batch.after else ""), flush=True)
+            for job, (script, c), n in zip(batch.jobs, batch.rows, batch.requeues):
+                print(f"submitted job {job.job_id}: {script} -> {Run(script, c).dir} [{asks(batch.res)}, {n} "
+                      f"requeues]" + (f" (once job {', '.join(batch.after)} succeeded)" if batch.after else ""),
+                      flush=True)
         print(f"logs: {folder}", flush=True)
         if ns.wait:
             failures = wait(batches)

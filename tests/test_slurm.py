@@ -6,6 +6,7 @@ and stop afterwards only what they started. Without either they skip.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -137,6 +138,11 @@ def fake_script(monkeypatch):
     return module
 
 
+def same_resources(script, cfg):
+    """The fake script's runs have no model and no cost accounting: one set of resources for all."""
+    return resources.Resources(max_requeues=3)
+
+
 def test_plan_submits_dependencies_first_and_leaves_out_done_and_queued_runs(tmp_path, fake_script):
     from slurm.submit import place, plan
 
@@ -149,7 +155,8 @@ def test_plan_submits_dependencies_first_and_leaves_out_done_and_queued_runs(tmp
     def shape(batches):
         return sorted((b.level, b.needs, sorted(d(c.name) for _, c in b.rows)) for b in batches)
 
-    batches, already = plan([row(n) for n in ("g0", "g1", "retrain", "imp", "g0")], queued=lambda runs: {})
+    batches, already = plan([row(n) for n in ("g0", "g1", "retrain", "imp", "g0")], queued=lambda runs: {},
+                            resources=same_resources)
     assert [b.level for b in batches] == sorted(b.level for b in batches)  # what others need is submitted first
     assert shape(batches) == sorted([
         (0, (), sorted([d("dense0"), d("dense1")])),
@@ -160,11 +167,146 @@ def test_plan_submits_dependencies_first_and_leaves_out_done_and_queued_runs(tmp
     # a done dependency is left out; a queued one is not submitted again: its dependents wait for its job
     Path(d("dense1")).mkdir(parents=True)
     (Path(d("dense1")) / "result.json").write_text("{}")
-    batches, already = plan([row("g0"), row("g1")], queued=lambda runs: {d("dense0"): "41_0"})
+    batches, already = plan([row("g0"), row("g1")], queued=lambda runs: {d("dense0"): "41_0"},
+                            resources=same_resources)
     assert already == {d("dense0"): "41_0"}
     assert shape(batches) == [(0, (), [d("g1")]), (0, (d("dense0"),), [d("g0")])]
     with pytest.raises(UserError, match="lead back to it"):
-        plan([row("loop")], queued=lambda runs: {})
+        plan([row("loop")], queued=lambda runs: {}, resources=same_resources)
+
+
+# ------------------------------------------------------------------------------- resources per run, requeue budget
+def paper_rows(tmp_path, figure):
+    from figures import pipeline
+
+    return pipeline.planned_runs(figure, "paper", {"runs_dir": str(tmp_path / "runs")})
+
+
+def test_a_paper_figure_is_submitted_as_arrays_whose_resources_follow_the_table(tmp_path):
+    from slurm.submit import plan
+
+    rows = paper_rows(tmp_path, "fig-bip-trajectory") + paper_rows(tmp_path, "fig-gmp-vs-oneshot")
+    batches, _ = plan(rows, queued=lambda runs: {}, resources=resources.Choice(env={}).for_run)
+    seen = set()
+    for b in batches:
+        for script, cfg in b.rows:
+            setup = f"{cfg.dataset}/{cfg.model}"
+            seen.add((script, setup))
+            if script == "bip.prune":  # one process, whatever the model: one GPU, one task
+                assert (b.res.nodes, b.res.gpus, b.res.tasks_per_node) == (1, 1, 1), (script, setup, b.res)
+            elif setup == "imagenet/resnet50":  # a node: 8 GPUs, one DDP rank each
+                assert (b.res.gpus, b.res.tasks_per_node, b.res.cpus, b.res.time) == (8, 8, 8, 240), (script, b.res)
+            else:
+                assert cfg.dataset in ("cifar10", "cifar100", "tinyimagenet") and b.res.gpus == 1, (script, b.res)
+    assert {("gmp.prune", "imagenet/resnet50"), ("common.pretrain", "imagenet/resnet50"),
+            ("bip.prune", "imagenet/resnet50"), ("bip.magnitude", "cifar10/resnet18")} <= seen
+    # the ImageNet BiP runs and the rewinding point wait for the same dense model, yet are two arrays (1 vs 8 GPUs)
+    split = [b for b in batches if any(c.dataset == "imagenet" for _, c in b.rows) and b.level == 1]
+    assert sorted(b.res.gpus for b in split if {s for s, _ in b.rows} <= {"bip.prune", "bip.rewind"}) == [1, 8]
+    assert len({(b.level, b.needs, b.res) for b in batches}) == len(batches)  # one array per (level, needs, res)
+
+
+def test_resource_layers_override_the_table_but_not_a_one_process_script(tmp_path):
+    rows = paper_rows(tmp_path, "fig-bip-trajectory")
+    bip = next(c for s, c in rows if s == "bip.prune" and c.dataset == "imagenet")
+    cifar = next(c for s, c in rows if s == "bip.magnitude" and c.dataset == "cifar10")
+    mine = tmp_path / "mine.toml"
+    mine.write_text('partition = "a100"\n[setup.cifar10]\ncpus = 2\n[setup."imagenet/resnet50"]\ngpus = 4\n'
+                    '[script."bip.magnitude"]\ntime = 600\n')
+    choice = resources.Choice(mine, env={})
+    magnitude = choice.for_run("bip.magnitude", cifar)
+    assert (magnitude.partition, magnitude.gpus, magnitude.cpus, magnitude.time) == ("a100", 1, 2, 600)
+    gmp = next(c for s, c in paper_rows(tmp_path, "fig-gmp-vs-oneshot") if s == "gmp.prune" and c.dataset == "imagenet")
+    assert (choice.for_run("gmp.prune", gmp).gpus, resources.Choice(env={}).for_run("gmp.prune", gmp).gpus) == (4, 8)
+    env = {"PRUNING_SLURM_CPUS": "6", "PRUNING_SLURM_GPUS": "2"}
+    assert (resources.Choice(mine, env=env).for_run("bip.magnitude", cifar).cpus,
+            resources.Choice(mine, env=env, cpus=3).for_run("bip.magnitude", cifar).cpus) == (6, 3)
+    one = resources.Choice(mine, env=env, gpus=8, tasks=8, nodes=2).for_run("bip.prune", bip)
+    assert (one.nodes, one.gpus, one.tasks_per_node, one.partition) == (1, 1, 1, "a100")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[setup.cifar10]\ngpus = "one"\n')
+    with pytest.raises(UserError, match=r'bad.toml in \[setup."cifar10"\]: .gpus. must be a whole number'):
+        resources.Choice(bad, env={})
+
+
+def test_requeue_budget_follows_the_estimated_run_length_and_the_time_limit(tmp_path):
+    from common.cost import a100_hours, load_times
+
+    node = resources.Resources(time=240, gpus=8, signal_delay_s=120)
+    # 45 A100-h on 8 GPUs: 337.5 min; an epoch bound of 1 A100-h is 7.5 min there, less than the 30-min interval:
+    # 240 - 7.5 - 2 = 230.5 usable minutes per job, 2 legs, + 2 spare + a quarter of the legs
+    assert resources.requeue_budget(node, 45.0, 1.0, 30.0) == 2 + 2 + 1
+    one = resources.Resources(time=240, gpus=1)  # 60 A100-h on one GPU: 208 usable minutes per job, 18 legs
+    assert resources.requeue_budget(one, 60.0, 1.0, 30.0) == 18 + 2 + 5
+    assert resources.requeue_budget(dataclasses.replace(one, speed=0.5), 60.0, 1.0, 30.0) == 35 + 2 + 9
+    assert resources.requeue_budget(one, 0.0, 0.0, 30.0) == 2  # digits: nothing to resume
+    bip = next(c for s, c in paper_rows(tmp_path, "fig-bip-trajectory") if s == "bip.prune" and c.dataset == "imagenet")
+    times = load_times()
+    hours = a100_hours("bip.prune", bip, times)
+    res = resources.Choice(env={}).for_run("bip.prune", bip)
+    assert res.max_requeues == resources.requeue_budget(res, hours, 0.5 * 2.0, 30.0) > 3 and hours > 24
+    assert resources.Choice(env={}, max_requeues=7).for_run("bip.prune", bip).max_requeues == 7  # as set
+
+
+@pytest.mark.parametrize("every, between", [
+    (30.0, "one checkpoint interval (30 min, --checkpoint-every-minutes)"),
+    (0.0, "one epoch (~60 min estimated, checkpointed at its end; --checkpoint-every-minutes 0)")])
+def test_a_time_limit_that_leaves_no_time_to_compute_is_a_user_error(every, between):
+    res = resources.Resources(time=32, gpus=1)
+    with pytest.raises(UserError, match=re.escape(f"the time limit of 32 min per job is not longer than {between} "
+                                                  f"plus the signal delay (120 s, signal_delay_s)")):
+        resources.requeue_budget(res, 60.0, 1.0, every)
+    assert resources.requeue_budget(dataclasses.replace(res, time=33), 0.5, 1.0, 30.0) == 30 + 2 + 8  # 1 usable minute
+
+
+def test_submit_with_too_short_a_time_limit_is_one_line_error(tmp_path):
+    proc = run_cli("slurm.submit", "--time", "20", "--gpus", "1", "gmp.prune", "--preset", "imagenet-resnet50",
+                   "--runs-dir", tmp_path / "runs", env={"PRUNING_SLURM_LOGS": str(tmp_path / "logs")})
+    line = one_error_line(proc)
+    assert proc.returncode == 2, proc.stderr
+    assert "time limit of 20 min per job" in line and "(30 min, --checkpoint-every-minutes)" in line, line
+    assert "signal delay (120 s" in line and "raise --time" in line and "lower --checkpoint-every-minutes" in line
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "logs").exists()
+
+
+def test_submitted_jobs_carry_their_resources_and_requeue_budget(tmp_path, monkeypatch):
+    """Through submitit to a stand-in sbatch: the batch scripts and the pickled jobs it would run."""
+    import submitit
+
+    from common.cost import a100_hours, load_times
+    from slurm import submit
+    from slurm.jobs import Job
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\nn=$(cat {tmp_path}/n 2>/dev/null || echo 100)\n'
+                                    f'echo $((n + 1)) > {tmp_path}/n\necho "Submitted batch job $n"\n')
+    for name in ("srun", "sinfo"):
+        (bin_dir / name).write_text("#!/bin/sh\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PRUNING_SLURM_LOGS", str(tmp_path / "logs"))
+    monkeypatch.setattr(submit, "snapshot", lambda root: tmp_path / "code")
+    gmp = next(r for r in paper_rows(tmp_path, "fig-gmp-vs-oneshot") if r[0] == "gmp.prune" and
+               r[1].dataset == "imagenet")
+    bip = next(r for r in paper_rows(tmp_path, "fig-bip-trajectory") if r[0] == "bip.prune" and
+               r[1].dataset == "imagenet")
+    batches, folder, _ = submit.submit_runs([gmp, bip], resources.Choice(env={}), "test")
+    times = load_times()
+    shapes = set()
+    for b in batches:
+        for job, (script, cfg), n in zip(b.jobs, b.rows, b.requeues):
+            delayed = submitit.core.utils.DelayedSubmission.load(job.paths.submitted_pickle)
+            assert isinstance(delayed.function, Job) and delayed.function.max_requeues == n
+            assert n == resources.requeue_budget(b.res, a100_hours(script, cfg, times), 1.0, 30.0) > 3
+            assert delayed._timeout_countdown == max(b.requeues)  # submitit's own count never stops it first
+            sbatch = job.paths.submission_file.read_text()
+            gpus = re.search(r"#SBATCH --gpus-per-node=(\d+)", sbatch).group(1)
+            tasks = re.search(r"#SBATCH --ntasks-per-node=(\d+)", sbatch).group(1)
+            assert "#SBATCH --time=240" in sbatch
+            shapes.add((script, int(gpus), int(tasks)))
+    assert shapes == {("common.pretrain", 8, 8), ("gmp.prune", 8, 8), ("bip.prune", 1, 1)}, shapes
 
 
 # ---------------------------------------------------------------------------------------------------- the cluster
