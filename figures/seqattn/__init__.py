@@ -1,0 +1,1 @@
+"""The SequentialAttention++ paper's figures and tables: its run grid (``runs``) and one module per figure."""
