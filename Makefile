@@ -9,7 +9,9 @@ CLUSTER ?= none
 RUNS    ?= runs
 DATA    ?= data
 DEVICE  ?= auto
-FIGURE_ARGS = --profile $(PROFILE) --cluster $(CLUSTER) --runs-dir $(RUNS) --data-dir $(DATA) --device $(DEVICE)
+OUT     ?= figures/out
+FIGURE_ARGS = --profile $(PROFILE) --cluster $(CLUSTER) --runs-dir $(RUNS) --data-dir $(DATA) --device $(DEVICE) \
+              --out $(OUT)
 
 .PHONY: install lock figures test bench gpu-check list clean-figures FORCE
 .DEFAULT_GOAL := figures
@@ -65,6 +67,6 @@ gpu-check: $(VENV)/.installed
 	$(PY) -m common.gpu_check --out figures/out/gpu/gpu-check.json
 
 clean-figures:
-	rm -rf figures/out/$(PROFILE)
+	rm -rf $(OUT)/$(PROFILE)
 
 FORCE:

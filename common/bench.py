@@ -67,7 +67,7 @@ def masked_step_ratio(model_name: str, shape, steps: int, batch_size: int = 128,
         if masked:
             params = S.prunable(model, ("last",))
             masks = S.Masks(params)
-            masks.set(S.global_topk(S.magnitudes(params), sparsity), opt)
+            masks.set(S.topk_masks(S.magnitudes(params), sparsity, "global", ties="exact"), opt)
         return lambda: train_epoch(model, data, 0, opt, lr_of_step=lambda s: 0.01, first_step=0,
                                    before_step=(lambda s: masks.mask_grads()) if masks else None,
                                    after_step=(lambda s: masks.apply()) if masks else None)

@@ -1,17 +1,18 @@
 """The execution-only settings every script shares, and the entry point that turns a script into a command."""
 from __future__ import annotations
 
-import errno
 import importlib
 import json
 import os
 import sys
 from dataclasses import dataclass
-from typing import Callable
 
 from common import config as C
-from common.errors import RunFailed, UserError
+from common import distributed
+from common.errors import exit_code
+from common.export import export_run
 from common.store import Run, execute, run_for
+from common.train import check_device
 
 
 @dataclass
@@ -43,45 +44,10 @@ def runtime_of(cfg) -> dict:
     return {name: getattr(cfg, name) for name in Runtime.__dataclass_fields__}
 
 
-def exit_code(action, where: Callable[[], str | None] | None = None) -> int:
-    """Run ``action()``; a user mistake or a failed run ends in one ``error:`` line and a non-zero status.
-
-    Status 2: a user mistake; 3: a failed run; 1: the disk is full (``where()``: the folder to name when the error
-    does not say which file it was writing); 130: interrupted.
-    """
-    try:
-        action()
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except RunFailed as exc:
-        print(f"error: run failed: {exc}", file=sys.stderr)
-        return 3
-    except OSError as exc:
-        if exc.errno != errno.ENOSPC:
-            raise
-        path = os.path.dirname(os.path.abspath(exc.filename)) if exc.filename else (where and where()) or os.getcwd()
-        print(f"error: the disk at {path} is full; free some space there (or pass --runs-dir on a disk with room) "
-              "and run the command again: a run resumes from its last checkpoint", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted: a run resumes from its last checkpoint when started again", file=sys.stderr)
-        return 130
-    return 0
-
-
-def is_main_process() -> bool:
-    """False in the ranks other than 0 of a torchrun job: they compute along but print and write nothing."""
-    ddp = sys.modules.get("common.distributed")
-    return ddp is None or ddp.is_main()
-
-
 def export(module, cfg) -> None:
     """Write the finished run's export (by one process: rank 0 under torchrun)."""
-    if not is_main_process():
+    if not distributed.is_main():
         return
-    from common.export import export_run  # torch.export is loaded only when asked for
-
     print(f"exported: {export_run(Run(module.SCRIPT, cfg).dir)}", file=sys.stderr)
 
 
@@ -96,17 +62,13 @@ def main(module_name: str, argv=None) -> int:
 
     def action():
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: join its process group
-            from common import distributed
-
             distributed.init_from_env()
         cfg = C.parse_args(module.Config, argv, description=(module.__doc__ or "").strip(),
                            presets=getattr(module, "PRESETS", None), prog=f"python -m {module_name}")
         if hasattr(cfg, "device"):
-            from common.train import check_device
-
             check_device(cfg.device)  # before the run's directory is made
         run_dir.append(str(run_for(module, cfg).dir))
-        if is_main_process():
+        if distributed.is_main():  # the other ranks of a torchrun job compute along but print nothing
             print(f"run: {run_dir[0]}", file=sys.stderr, flush=True)
         result = execute(module, cfg)
         print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}, sort_keys=True),

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.atomic import atomic_write
 from common.errors import DatasetMissing, UserError
-from common.store import atomic_write
 
 N_INT, N_CAT = 13, 26
 COLUMNS = 1 + N_INT + N_CAT
@@ -105,20 +105,19 @@ def load_tensors(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def load(info, o):
-    """``common.data`` loader entry: train / (optional val) / test splits as tensors on the device."""
-    from common.data import _tensor_data
-
-    path = o.root / "criteo" / "train.txt"
+def train_and_test(root: Path, download: bool = False) -> tuple[torch.Tensor, ...]:
+    """``(x_train, y_train, x_test, y_test)`` of ``<root>/criteo/train.txt``: its last ``HOLDOUT`` is the test split
+    (``common.data`` turns them into splits on the device)."""
+    path = root / "criteo" / "train.txt"
     if not path.is_file():
-        hint = ("it cannot be downloaded automatically: " if o.download else "") + \
+        hint = ("it cannot be downloaded automatically: " if download else "") + \
             "put the Kaggle Criteo display-advertising train.txt there or point --data-dir at its parent folder"
         raise DatasetMissing(f"Criteo not found: expected {path}; {hint}")
     x, y = load_tensors(path)
     if len(y) < 2:
         raise UserError(f"{path} has {len(y)} example(s); at least 2 are needed to hold out an evaluation split")
     cut = len(y) - max(1, math.ceil(len(y) * HOLDOUT))
-    return _tensor_data(info, o, x[:cut], y[:cut], x[cut:], y[cut:])
+    return x[:cut], y[:cut], x[cut:], y[cut:]
 
 
 class CriteoNet(nn.Module):

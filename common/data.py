@@ -26,7 +26,6 @@ together are the one-process batch and every sample is loaded by one rank only.
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import pickle
@@ -39,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from common import criteo
 from common.distributed import shard_rows
 from common.errors import DatasetMissing, UserError
 
@@ -509,9 +509,9 @@ DATASETS: dict[str, DatasetSpec] = {
                       "CIFAR100", CIFAR100_MEAN, CIFAR100_STD)),
     "tinyimagenet": DatasetSpec(DatasetInfo("tinyimagenet", 200, (3, 64, 64)), _load_tinyimagenet),
     "imagenet": DatasetSpec(DatasetInfo("imagenet", 1000, (3, 224, 224)), _load_imagenet),
-    # Criteo TSV (common/criteo.py): 39 features per example, one logit (click); imported only when used
+    # Criteo TSV (common/criteo.py): 39 features per example, one logit (click)
     "criteo": DatasetSpec(DatasetInfo("criteo", 1, (1, 1, 39)),
-                          lambda info, o: importlib.import_module("common.criteo").load(info, o)),
+                          lambda info, o: _tensor_data(info, o, *criteo.train_and_test(o.root, o.download))),
 }
 
 
@@ -547,11 +547,9 @@ def plain_input(name: str) -> PlainInput:
         return PlainInput((0.0, 1.0), f"{_TO_TENSOR} after Resize(256) and CenterCrop(224), shape "
                           "(batch, 3, 224, 224)", IMAGENET_MEAN, IMAGENET_STD)
     if name == "criteo":  # no normalization: the features of a TSV line, as common/criteo.py makes them
-        from common.criteo import VOCAB
-
         return PlainInput(None, f"39 float32 features per example, shape (batch, 1, 1, 39): log(1 + max(v, 0)) of "
                           f"the 13 integer features v (empty: 0), then the 26 categorical values as hashed ids in "
-                          f"[0, {VOCAB}) (common.criteo.hash_ids; empty: 0)")
+                          f"[0, {criteo.VOCAB}) (common.criteo.hash_ids; empty: 0)")
     raise AssertionError(f"no plain input described for dataset {name}")
 
 

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from common.errors import UserError
 
 
 def active() -> bool:
@@ -128,93 +128,18 @@ def barrier() -> None:
         dist.barrier()
 
 
+def broadcast(value):
+    """Rank 0's ``value`` (any picklable object) on every rank: one collective."""
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def require_one_process(script: str, why: str) -> None:
     """Refuse a job of several processes (torchrun's WORLD_SIZE, or the tasks of one Slurm job) for a script whose
     loops are not data-parallel: every process would compute the whole run."""
     world = max(world_size(), int(os.environ.get("WORLD_SIZE", "1") or 1))
     if world > 1:
-        from common.errors import UserError
-
         raise UserError(f"{script} runs in one process, on one GPU ({why}); this job has {world} processes "
                         f"(WORLD_SIZE={world}), each of which would compute the whole run: start it without torchrun "
                         f"(or with --nproc-per-node 1), or submit it with python -m slurm.submit --gpus 1 (one task)")
-
-
-# ---------------------------------------------------------------------------------------------------- the store
-def _decide(done: bool | str | None) -> bool | str:
-    """Rank 0's decision (is the run already done? or a string: why it cannot be computed now) broadcast to every
-    rank."""
-    box = [done]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def execute(module, cfg, run, compute_and_store) -> dict:
-    """``common.store.execute`` with several ranks: rank 0 takes the run's lock, decides, computes and writes;
-    the other ranks compute alongside it (the collectives keep them in step) through a run that writes nothing."""
-    if rank() == 0:
-        if run.done:
-            _decide(True)
-            return run.result()
-        from common.store import RunLocked
-
-        try:
-            with run.lock():
-                if _decide(run.done):
-                    return run.result()
-                result = compute_and_store(module, cfg, run)
-        except RunLocked as exc:
-            if exc.run_dir == run.dir:  # this run's lock, not a dependency's: the others wait for a decision
-                _decide(str(exc))
-            raise
-        barrier()  # result.json is written
-        return result
-    decision = _decide(None)
-    if isinstance(decision, str):  # rank 0 found the run locked by another process
-        from common.store import RunLocked
-
-        raise RunLocked(decision, run.dir)
-    if not decision:
-        with tempfile.TemporaryDirectory(prefix=f"rank{rank()}-") as scratch:
-            module.compute(cfg, WorkerRun(run, Path(scratch)))
-        barrier()
-    return run.result()
-
-
-def _worker_run_class():
-    from common.store import Run
-
-    class WorkerRun(Run):
-        """The run as a rank > 0 sees it: it reads rank 0's checkpoint to resume; logs stay in memory, and what a
-        script writes into ``run.dir`` (model.pt) goes to a scratch folder that is thrown away."""
-
-        def __init__(self, run, scratch: Path):
-            super().__init__(run.script, run.cfg, run.root)
-            self.shared, self.dir = run.dir, scratch
-
-        @property
-        def checkpoint_path(self) -> Path:
-            return self.shared / "checkpoint.pt"
-
-        def log(self, **record) -> None:
-            record.setdefault("time", round(self.elapsed(), 3))
-            self.logs.append(record)
-
-        def save_checkpoint(self, state: dict) -> None:
-            pass
-
-        def load_checkpoint(self):
-            if not self.checkpoint_path.exists():
-                return None
-            try:
-                state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
-                self.logs, self._elapsed_before = list(state.pop("_logs")), float(state.pop("_elapsed"))
-            except Exception:  # noqa: BLE001 - rank 0 reports the corrupt file and restarts; so do we
-                return None
-            return state
-
-    return WorkerRun
-
-
-def WorkerRun(run, scratch: Path):  # noqa: N802 - a class made on first use (common.store imports nothing here)
-    return _worker_run_class()(run, scratch)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import glob
 import json
 import pickle
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,11 +38,11 @@ import torch
 
 from common import config as C
 from common import sparsity as S
+from common.atomic import atomic_write
 from common.data import dataset_info, plain_input
-from common.errors import UserError
+from common.errors import UserError, exit_code
 from common.metrics import flops
 from common.models import build_model
-from common.store import atomic_write
 
 EXAMPLE_BATCH = 2  # torch.export specializes a batch of 1; the exported batch dimension is dynamic anyway
 
@@ -237,10 +238,6 @@ def _merge_repeated(argv: list[str]) -> list[str]:
 
 
 def main(argv=None) -> int:
-    import sys
-
-    from common.cli import exit_code
-
     def action():
         cfg = C.parse_args(Config, _merge_repeated(sys.argv[1:] if argv is None else list(argv)),
                            description=__doc__.strip(), prog="python -m common.export")

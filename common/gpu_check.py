@@ -85,7 +85,7 @@ def _masked(model, data, sparsity=0.9):
     opt = make_optimizer(model.parameters(), Optim(), 0.01)
     params = S.prunable(model, ("last",))
     masks = S.Masks(params)
-    masks.set(S.global_topk(S.magnitudes(params), sparsity), opt)
+    masks.set(S.topk_masks(S.magnitudes(params), sparsity, "global", ties="exact"), opt)
     return lambda: train_epoch(model, data, 0, opt, lr_of_step=lambda s: 0.01, first_step=0,
                                before_step=lambda s: masks.mask_grads(), after_step=lambda s: masks.apply())
 
@@ -104,7 +104,7 @@ def _gmp(model, data, steps):
     def after(t):
         masks.apply()
         if plan.is_update(t + 1):
-            masks.set(S.topk(S.magnitudes(params), plan.sparsity(t + 1, 0.05, 0.9), "layer"), opt)
+            masks.set(S.topk_masks(S.magnitudes(params), plan.sparsity(t + 1, 0.05, 0.9), "layer", ties="exact"), opt)
     return lambda: train_epoch(model, data, 0, opt, lr_of_step=lambda s: 0.01, first_step=0,
                                before_step=lambda s: masks.mask_grads(), after_step=after)
 

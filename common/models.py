@@ -12,7 +12,6 @@ relies on:
 
 from __future__ import annotations
 
-import importlib
 import math
 import operator
 from typing import Callable
@@ -20,6 +19,7 @@ from typing import Callable
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.criteo import CriteoNet
 from common.errors import UserError
 
 # --------------------------------------------------------------------------- helpers
@@ -242,8 +242,7 @@ MODELS: dict[str, Callable[[int, tuple[int, int, int]], nn.Module]] = {
     "resnet50": resnet50,
     "resnet50_cifar": resnet50_cifar,
     # SequentialAttention++'s Criteo model: embeddings (39 x 10) -> 400 -> 400 -> 400 -> 1 (common/criteo.py)
-    "criteo_mlp": lambda num_classes, input_shape: importlib.import_module("common.criteo").CriteoNet(
-        num_classes, input_shape),
+    "criteo_mlp": CriteoNet,
 }
 
 

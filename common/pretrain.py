@@ -7,7 +7,9 @@ points ``bip.rewind`` reads, taken from this very training (a replay of it is ex
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -46,7 +48,7 @@ PRESETS = {
 
 
 # The epochs whose weights every dense run keeps besides its last (for rewinding: bip.rewind): the initialization,
-# the first epochs and the fractions of the training the BiP figures rewind to (rounded as figures.fig_bip_rewind
+# the first epochs and the fractions of the training the BiP figures rewind to (rounded as figures.bip.fig_bip_rewind
 # rounds them); --snapshot-epochs, and a dependent's rewind epoch (dense_config), add more. Execution-only: which
 # snapshots a run keeps is not part of its identity, so a dense run finished before a new rewinding point was asked
 # for lacks that one (bip.rewind then replays the training).
@@ -64,8 +66,6 @@ def snapshot_epochs(cfg: Config) -> list[int]:
 
 def snapshot_path(run_dir, epoch: int):
     """Where a dense run keeps its weights after ``epoch`` epochs (``model.pt`` for the last)."""
-    from pathlib import Path
-
     return Path(run_dir) / "snapshots" / f"epoch{epoch}.pt"
 
 
@@ -119,8 +119,6 @@ def dense_config(cfg, recipe: Recipe | None = None, keep: tuple[int, ...] | None
 
 def load_dense(cfg, device: torch.device, recipe: Recipe | None = None):
     """(model with the trained dense weights on ``device``, the dense run's result), training it first if needed."""
-    import sys
-
     dense_cfg = dense_config(cfg, recipe)
     result = execute(sys.modules[__name__], dense_cfg)
     info = dataset_info(cfg.dataset)

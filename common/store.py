@@ -56,10 +56,12 @@ import socket
 import subprocess
 import sys
 import threading
+import tempfile
 import time
 from pathlib import Path
 
 from common import config as C
+from common.atomic import atomic_write, atomic_write_json, atomic_write_text
 from common.errors import RunFailed, UserError
 
 HASH_LEN = 16
@@ -129,46 +131,6 @@ def warn(path, problem: str) -> None:
     print(f"warning: {path}: {problem}", file=sys.stderr, flush=True)
 
 
-def atomic_write(path, write, mode: int | None = None) -> Path:
-    """``write(tmp)`` into a temporary file beside ``path`` (with the same extension, for writers that infer a format
-    from it), then ``os.replace`` it onto ``path``: readers see the old file or the complete new one. ``mode``: the
-    file's permissions; by default those of any new file, ``0o666`` less the umask (the temporary file is created
-    with ``0o666`` and the kernel applies the umask, so a group-shared store stays readable by the group)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        tmp = str(path.with_name(f".{path.stem}.{secrets.token_hex(4)}{path.suffix}"))
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            break
-        except FileExistsError:
-            continue
-    try:
-        write(tmp)
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """``text`` written atomically, and flushed to disk before it replaces the old file."""
-    def write(tmp):
-        with open(tmp, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    atomic_write(path, write)
-
-
-def atomic_write_json(path: Path, data) -> None:
-    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True, allow_nan=True) + "\n")
-
-
 class Run:
     """One run directory and the operations a script performs on it."""
 
@@ -215,7 +177,7 @@ class Run:
         return self.dir / "checkpoint.pt"
 
     def save_checkpoint(self, state: dict) -> None:
-        import torch
+        import torch  # imported when a run computes: reading the store (collect, read_log) needs no torch
 
         state = dict(state, _logs=self.logs, _elapsed=self.elapsed())
         atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
@@ -480,20 +442,23 @@ def run_for(module, cfg) -> Run:
 
 
 def execute(module, cfg) -> dict:
-    """The result of ``module`` on ``cfg``: read from the store when done, otherwise computed (resuming) and stored."""
+    """The result of ``module`` on ``cfg``: read from the store when done, otherwise computed (resuming) and stored.
+
+    It sits above the training code (``common.train``, ``common.distributed``), which it imports when called: reading
+    the store (``collect``, ``read_log``, ``Run``) needs no torch."""
+    from common import distributed
+    from common.train import apply_runtime
+
     if isinstance(module, str):
         module = importlib.import_module(module)
     validate = getattr(module, "validate", None)
     if validate is not None:
         validate(cfg)
     if hasattr(cfg, "deterministic"):  # a script's Runtime (common.cli): how this process computes
-        from common.train import apply_runtime
-
         apply_runtime(cfg)
     run = run_for(module, cfg)
-    ddp = sys.modules.get("common.distributed")
-    if ddp is not None and ddp.active():  # several DDP ranks: rank 0 writes the store, the others compute along
-        return ddp.execute(module, cfg, run, compute_and_store)
+    if distributed.active():  # several DDP ranks: rank 0 writes the store, the others compute along
+        return _execute_ranks(module, cfg, run)
     if run.done:
         return run.result()
     with run.lock():
@@ -524,6 +489,71 @@ def compute_and_store(module, cfg, run: Run) -> dict:
             run.checkpoint_path.unlink()  # a diverged state is not worth resuming from
         raise
     return run.finish(result)
+
+
+# ---------------------------------------------------------------------------------------------------- several ranks
+def _execute_ranks(module, cfg, run: Run) -> dict:
+    """``execute`` with several DDP ranks (``common.distributed``): rank 0 takes the run's lock, decides, computes and
+    writes; the other ranks compute alongside it (the collectives keep them in step) through a run that writes
+    nothing. Rank 0's decision -- is the run already done? or a string: why it cannot be computed now -- is
+    broadcast to every rank."""
+    from common import distributed
+
+    if distributed.rank() == 0:
+        if run.done:
+            distributed.broadcast(True)
+            return run.result()
+        try:
+            with run.lock():
+                if distributed.broadcast(run.done):
+                    return run.result()
+                result = compute_and_store(module, cfg, run)
+        except RunLocked as exc:
+            if exc.run_dir == run.dir:  # this run's lock, not a dependency's: the others wait for a decision
+                distributed.broadcast(str(exc))
+            raise
+        distributed.barrier()  # result.json is written
+        return result
+    decision = distributed.broadcast(None)
+    if isinstance(decision, str):  # rank 0 found the run locked by another process
+        raise RunLocked(decision, run.dir)
+    if not decision:
+        with tempfile.TemporaryDirectory(prefix=f"rank{distributed.rank()}-") as scratch:
+            module.compute(cfg, WorkerRun(run, Path(scratch)))
+        distributed.barrier()
+    return run.result()
+
+
+class WorkerRun(Run):
+    """The run as a rank > 0 sees it: it reads rank 0's checkpoint to resume; logs stay in memory, and what a
+    script writes into ``run.dir`` (model.pt) goes to a scratch folder that is thrown away."""
+
+    def __init__(self, run: Run, scratch: Path):
+        super().__init__(run.script, run.cfg, run.root)
+        self.shared, self.dir = run.dir, scratch
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.shared / "checkpoint.pt"
+
+    def log(self, **record) -> None:
+        record.setdefault("time", round(self.elapsed(), 3))
+        self.logs.append(record)
+
+    def save_checkpoint(self, state: dict) -> None:
+        pass
+
+    def load_checkpoint(self):
+        import torch
+
+        if not self.checkpoint_path.exists():
+            return None
+        try:
+            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+            self.logs, self._elapsed_before = list(state.pop("_logs")), float(state.pop("_elapsed"))
+        except Exception:  # noqa: BLE001 - rank 0 reports the corrupt file and restarts; so do we
+            return None
+        return state
 
 
 # ---------------------------------------------------------------------------------------------------- collect

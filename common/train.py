@@ -24,6 +24,7 @@ from torch import nn
 
 from common import config as C
 from common import distributed
+from common.data import resolve_workers
 from common.errors import Diverged, UserError
 from common.metrics import roc_auc
 
@@ -373,8 +374,6 @@ def apply_runtime(cfg) -> None:
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
             raise UserError(f"--{name.replace('_', '-')} {value} must be >= 0 (0: off)")
     if hasattr(cfg, "workers"):
-        from common.data import resolve_workers
-
         resolve_workers(cfg.workers)
     set_deterministic(bool(getattr(cfg, "deterministic", False)))
 

@@ -1,15 +1,23 @@
-"""python -m figures NAME [NAME ...] | all | list  [--profile tiny|paper] [--cluster none|local|slurm]
+"""python -m figures NAME [NAME ...] | all | list  [--profile tiny|paper] [--cluster none|local|slurm] [--out DIR]
 python -m figures plan NAME [NAME ...] | all  [--profile tiny|paper] [--runs]   (what they need and cost, computing
 nothing: figures/cost.py, common/cost.py, figures/epoch_times.toml)"""
 from __future__ import annotations
 
+from pathlib import Path
+
 from common.config import OneLineParser
 from figures import FIGURES
 
-# Figures whose runs' wall times are their subject: with `all`, they are made first, so that their runs are timed in
-# one homogeneous sequence (seed-major over the sparsity grid) rather than inside other figures' sweeps, where a run's
-# time depended on the work around it (measured: the same BiP run 15-30% slower inside fig-bip-ig's gamma sweep).
-TIMED_FIRST = ("fig-bip-time", "fig-posttrain-time")
+
+def timed_first(names: list[str]) -> list[str]:
+    """``names`` with the figures whose runs' wall times are their subject (``TIMED = True`` in their module) first:
+    their runs are then timed in one homogeneous sequence (seed-major over the sparsity grid) rather than inside other
+    figures' sweeps, where a run's time depended on the work around it (measured: the same BiP run 15-30% slower
+    inside fig-bip-ig's gamma sweep)."""
+    from figures.pipeline import figure_module
+
+    timed = [n for n in names if getattr(figure_module(n), "TIMED", False)]
+    return timed + [n for n in names if n not in timed]
 
 
 def main(argv=None) -> int:
@@ -21,6 +29,8 @@ def main(argv=None) -> int:
                         help="where missing runs are computed: in this process, a pool of local processes, or "
                              "submitted as a Slurm job array (resources: slurm/resources.toml, PRUNING_SLURM_*)")
     parser.add_argument("--runs-dir", default="runs", help="root of the run store")
+    parser.add_argument("--out", default=None,
+                        help="folder the figures are drawn into, as OUT/<profile>/<name>.* (default figures/out)")
     parser.add_argument("--data-dir", default="data", help="folder that holds the datasets")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--progress", default="off", choices=("off", "lines", "bar", "auto"),
@@ -40,20 +50,21 @@ def main(argv=None) -> int:
     if planning and not names:
         parser.error("plan needs the figures to plan: one or more targets (fig-..., tab-...) or 'all'")
     if names == ["all"]:
-        names = [n for n in TIMED_FIRST if n in FIGURES] + [n for n in FIGURES if n not in TIMED_FIRST]
+        names = timed_first(list(FIGURES))
     device = "cuda" if args.profile == "paper" and args.device == "auto" else args.device  # paper: a GPU or an error
     runtime = {"runs_dir": args.runs_dir, "data_dir": args.data_dir, "device": device,
                "progress": args.progress}
-    from common.cli import exit_code
+    from common.errors import exit_code
 
     if planning:
         from common.cost import TABLE
         from figures.cost import plan
 
         return exit_code(lambda: plan(names, args.profile, runtime, args.epoch_times or TABLE, args.runs))
-    from figures.pipeline import make
+    from figures.pipeline import OUT, make
 
-    return exit_code(lambda: [make(name, args.profile, args.cluster, runtime) for name in names])
+    out_root = Path(args.out) if args.out else OUT
+    return exit_code(lambda: [make(name, args.profile, args.cluster, runtime, out_root) for name in names])
 
 
 if __name__ == "__main__":

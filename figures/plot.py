@@ -11,8 +11,6 @@ import pandas as pd  # noqa: E402
 
 from common.store import atomic_write  # noqa: E402
 
-COLORS = {"gmp": "C0", "oneshot": "C1", "dense": "k"}
-
 
 def save_figure(fig, base: Path) -> list[Path]:
     """``base.png`` and ``base.pdf``, each written atomically."""

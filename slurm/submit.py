@@ -303,7 +303,7 @@ def wait(batches, poll: float = 2.0) -> list[str]:
 
 
 def main(argv=None) -> int:
-    from common.cli import exit_code
+    from common.errors import exit_code
 
     parser = C.OneLineParser(prog="python -m slurm.submit", description=__doc__,
                              formatter_class=argparse.RawDescriptionHelpFormatter,

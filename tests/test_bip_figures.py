@@ -2,7 +2,8 @@
 import pandas as pd
 import pytest
 
-from figures import bip_runs, pipeline
+from figures import pipeline
+from figures.bip import runs as bip_runs
 
 TARGETS = ("fig-bip-trajectory", "fig-bip-time", "tab-bip-tickets", "fig-bip-structured", "fig-bip-rewind",
            "fig-bip-ig")

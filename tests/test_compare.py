@@ -6,9 +6,10 @@ import pytest
 
 from common.pretrain import dense_config
 from common.store import Run
-from figures import bip_runs as R
-from figures import compare_runs as X
-from figures import fig_compare, fig_compare_structured, pipeline
+from figures import pipeline
+from figures.bip import runs as R
+from figures.compare import fig_compare, fig_compare_structured
+from figures.compare import runs as X
 
 
 def test_unstructured_run_list_is_one_model_one_grid_one_dense_start():
@@ -46,7 +47,7 @@ def test_structured_run_list_has_every_method_and_shares_the_bip_figure():
                             "config.block": getattr(c, "block", 1)}) for s, c in rows if s != "common.pretrain"}
     assert methods == set(X.STRUCTURED_METHODS)
     assert {(c.dataset, c.model) for _, c in rows} == {("digits", "cnn")}
-    from figures import fig_bip_structured
+    from figures.bip import fig_bip_structured
 
     shared = {Run(s, c).hash for s, c in fig_bip_structured.runs("tiny")}
     assert {Run(s, c).hash for s, c in rows if s == "bip.prune"} <= shared

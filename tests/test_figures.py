@@ -1,10 +1,15 @@
 """The figures pipeline end to end, on shrunken profile tables (same code path as `make fig-...`)."""
+import shutil
+import subprocess
+
 import pandas as pd
 import pytest
 
-from figures import fig_gmp_wd as gmp_wd
-from figures import gmp_runs, pipeline
-from tests.conftest import one_error_line, run_cli
+from figures import FIGURES, pipeline
+from figures.__main__ import main as figures_main
+from figures.gmp import fig_gmp_wd as gmp_wd
+from figures.gmp import runs as gmp_runs
+from tests.conftest import ROOT, one_error_line, run_cli
 
 SMALL = {"model": "mlp", "exclude": ("last",), "pretrain.epochs": 3, "epochs": 4, "stabilize_epochs": 1,
          "prune_epochs": 2, "finetune_lr.milestones": (1.0,)}
@@ -35,6 +40,37 @@ def test_gmp_figures_are_drawn_from_the_run_store(small_profile, tmp_path, capsy
     capsys.readouterr()
     pipeline.make("fig-gmp-wd", "tiny", runtime=runtime, out_root=out)  # everything cached now
     assert "4 runs, 0 to compute" in capsys.readouterr().out
+
+    # `python -m figures ... --out DIR` (make's OUT=DIR) draws there, leaving figures/out as it was
+    committed = {p: p.read_bytes() for p in (ROOT / "figures" / "out").rglob("*") if p.is_file()}
+    elsewhere = tmp_path / "elsewhere"
+    assert figures_main(["fig-gmp-wd", "--runs-dir", runtime["runs_dir"], "--progress", "off",
+                         "--out", str(elsewhere)]) == 0
+    assert sorted(p.name for p in (elsewhere / "tiny").iterdir()) == ["fig-gmp-wd.csv", "fig-gmp-wd.pdf",
+                                                                      "fig-gmp-wd.png"]
+    assert (elsewhere / "tiny" / "fig-gmp-wd.csv").read_bytes() == (out / "tiny" / "fig-gmp-wd.csv").read_bytes()
+    assert {p: p.read_bytes() for p in (ROOT / "figures" / "out").rglob("*") if p.is_file()} == committed
+
+
+def test_make_passes_out_and_defaults_to_figures_out():
+    assert pipeline.OUT == ROOT / "figures" / "out"
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("no make on this machine")
+    for args, out in (((), "figures/out"), (("OUT=/somewhere/else",), "/somewhere/else")):
+        proc = subprocess.run([make, "-n", "fig-gmp-wd", *args], cwd=ROOT, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.splitlines()[-1].endswith(f" -m figures fig-gmp-wd --profile tiny --cluster none "
+                                                     f"--runs-dir runs --data-dir data --device auto --out {out}")
+
+
+def test_each_figure_is_found_in_its_papers_package():
+    papers = ("bip", "seqattn", "gmp", "posttrain", "compare")
+    assert len(FIGURES) == 21 and not [*(ROOT / "figures").glob("fig_*.py"), *(ROOT / "figures").glob("tab_*.py")]
+    for name, module in FIGURES.items():
+        paper = name.split("-")[1]
+        assert paper in papers and module == f"figures.{paper}.{name.replace('-', '_')}"
+        assert pipeline.figure_module(name).__name__ == module
 
 
 def test_unknown_figure_and_profile_are_one_line_errors(tmp_path):

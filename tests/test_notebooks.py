@@ -11,8 +11,11 @@ import pytest
 
 from common import config as C
 from common.store import execute
-from figures import (fig_bip_rewind, fig_bip_trajectory, fig_gmp_vs_oneshot, fig_seqattn_oneshot,
-                     fig_seqattn_schedule, seqattn_runs, tab_posttrain)
+from figures.bip import fig_bip_rewind, fig_bip_trajectory
+from figures.gmp import fig_gmp_vs_oneshot
+from figures.posttrain import tab_posttrain
+from figures.seqattn import fig_seqattn_oneshot, fig_seqattn_schedule
+from figures.seqattn import runs as seqattn_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = ROOT / "figures" / "notebooks"

@@ -5,8 +5,9 @@ import torch
 
 from common.errors import UserError
 from common.store import Run
-from figures import bip_runs, cost, pipeline
-from figures import fig_gmp_schedule as gmp_schedule
+from figures import cost, pipeline
+from figures.bip import runs as bip_runs
+from figures.gmp import fig_gmp_schedule as gmp_schedule
 from slurm.submit import JOB_FILE
 from tests.conftest import one_error_line, run_cli
 

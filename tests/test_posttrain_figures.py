@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from figures import pipeline
-from figures import posttrain_runs as P
+from figures.posttrain import runs as P
 
 SMALL = {"model": "mlp", "pretrain.epochs": 3, "samples": 32, "phase1_epochs": 2, "phase2_epochs": 2,
          "retrain.epochs": 2}

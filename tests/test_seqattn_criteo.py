@@ -16,7 +16,7 @@ from common.metrics import roc_auc
 from common.data import load_dataset
 from common.store import Run, collect, execute, read_log
 from common.train import evaluate, make_optimizer
-from figures import tab_seqattn_blocks
+from figures.seqattn import tab_seqattn_blocks
 from seqattn import prune
 from tests.conftest import one_error_line, run_cli
 

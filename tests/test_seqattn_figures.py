@@ -2,7 +2,9 @@
 import pandas as pd
 import pytest
 
-from figures import fig_seqattn_oneshot, pipeline, seqattn_runs, tab_seqattn_ablations
+from figures import pipeline
+from figures.seqattn import fig_seqattn_oneshot, tab_seqattn_ablations
+from figures.seqattn import runs as seqattn_runs
 from seqattn.prune import KIND
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -420,7 +420,9 @@ def test_run_longer_than_its_time_limit_is_requeued_and_resumes_to_the_same_resu
 def test_figure_runs_are_submitted_in_dependency_order_then_the_figure_is_drawn(cluster, logs, tmp_path, monkeypatch,
                                                                                capsys):
     from common.pretrain import dense_config
-    from figures import fig_gmp_wd, gmp_runs, pipeline
+    from figures import pipeline
+    from figures.gmp import fig_gmp_wd
+    from figures.gmp import runs as gmp_runs
     from slurm import submit
 
     small = {"model": "mlp", "exclude": ("last",), "pretrain.epochs": 3, "epochs": 4, "stabilize_epochs": 1,

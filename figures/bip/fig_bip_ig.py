@@ -10,7 +10,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from figures import bip_runs as R
+from figures.bip import runs as R
 from figures.plot import mean_spread, save_csv, save_figure
 
 PAPER = "beyond the BiP paper: implicit-gradient term on/off and a gamma sweep"

@@ -10,11 +10,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from figures import bip_runs as R
+from figures.bip import runs as R
 from figures.plot import mean_spread, save_csv, save_figure
 
 PAPER = "BiP (Zhang et al. 2022) Fig. 9: BiP vs retraining its masks from rewinding points"
-REFERENCE = Path(__file__).resolve().parent / "reference" / "bip_fig9_rewind.csv"
+REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "bip_fig9_rewind.csv"
 
 
 def rewind_epoch(fraction: float, cfg) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from figures import bip_runs as R
+from figures.bip import runs as R
 from figures.plot import band, mean_spread, save_csv, save_figure
 
 PAPER = "BiP (Zhang et al. 2022) Fig. 7: filter-wise and channel-wise structured pruning"

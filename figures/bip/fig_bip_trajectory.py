@@ -10,11 +10,11 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from figures import bip_runs as R
+from figures.bip import runs as R
 from figures.plot import band, mean_spread, save_csv, save_figure
 
 PAPER = "BiP (Zhang et al. 2022) Fig. 6: unstructured pruning trajectories, BiP vs IMP/OMP/Hydra"
-REFERENCE = Path(__file__).resolve().parent / "reference" / "bip_fig6.csv"
+REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "bip_fig6.csv"
 MARKERS = {"bip": "o", "imp": "s", "omp": "^", "hydra": "v"}
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from figures import bip_runs as R
+from figures.bip import runs as R
 from figures.plot import mean_spread, save_table
 
 PAPER = "BiP (Zhang et al. 2022) Table 1: sparsest winning tickets"
-REFERENCE = Path(__file__).resolve().parent / "reference" / "bip_table1.csv"
+REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "bip_table1.csv"
 
 
 def runs(profile: str):

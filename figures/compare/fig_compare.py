@@ -14,8 +14,8 @@ import pandas as pd
 from matplotlib.ticker import FuncFormatter
 
 from common.store import read_log
-from figures import bip_runs as R
-from figures import compare_runs as X
+from figures.bip import runs as R
+from figures.compare import runs as X
 from figures.plot import band, save_csv, save_figure
 
 PAPER = ("Beyond the papers (cross-paper comparison): BiP / Hydra / IMP / OMP, GMP, ACDC and "

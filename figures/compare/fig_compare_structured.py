@@ -20,9 +20,9 @@ import torch
 from common.data import dataset_info
 from common.export import final_model
 from common.metrics import paired_latency_ms
-from figures import bip_runs as R
-from figures import compare_runs as X
-from figures.fig_compare import budget_label
+from figures.bip import runs as R
+from figures.compare import runs as X
+from figures.compare.fig_compare import budget_label
 from figures.plot import save_csv, save_figure
 
 PAPER = ("Beyond the papers (cross-paper comparison): BiP filter/channel, post-training pruning, "

@@ -23,8 +23,8 @@ from __future__ import annotations
 import math
 
 from common import config as C
-from figures import bip_runs as R
-from figures import posttrain_runs as PT
+from figures.bip import runs as R
+from figures.posttrain import runs as PT
 
 SEEDS = (0, 1)
 UNSTRUCTURED_METHODS = ("bip", "hydra", "imp", "omp", "gmp", "acdc", "sapp")

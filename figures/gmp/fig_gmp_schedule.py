@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from common.store import read_log
-from figures import gmp_runs
+from figures.gmp import runs as gmp_runs
 from figures.plot import save_csv, save_figure
 from gmp import prune
 

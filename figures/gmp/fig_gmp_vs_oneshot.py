@@ -11,11 +11,11 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from figures import gmp_runs
-from figures.plot import COLORS, band, mean_spread, save_csv, save_figure
+from figures.gmp import runs as gmp_runs
+from figures.plot import band, mean_spread, save_csv, save_figure
 
 PAPER = "GMP vs one-shot (Neural Magic blog / Zhu & Gupta 2017); Gale et al. 2019 R50 overlay"
-REFERENCE = Path(__file__).resolve().parent / "reference" / "gale2019_magnitude_resnet50.csv"
+REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "gale2019_magnitude_resnet50.csv"
 
 
 def runs(profile: str):
@@ -32,9 +32,9 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
     for ax, setup in zip(axes[0], setups):
         for method, label in (("gmp", "GMP (cubic)"), ("oneshot", "one-shot + fine-tune")):
             s = stats[(stats["setup"] == setup) & (stats["config.method"] == method)]
-            band(ax, 100 * s["config.target_sparsity"], s, label, COLORS[method])
+            band(ax, 100 * s["config.target_sparsity"], s, label, gmp_runs.COLORS[method])
         d = dense[dense["setup"] == setup].iloc[0]
-        ax.axhline(d["mean"], color=COLORS["dense"], ls="--", lw=1, label=f"dense ({d['mean']:.2f}%)")
+        ax.axhline(d["mean"], color=gmp_runs.COLORS["dense"], ls="--", lw=1, label=f"dense ({d['mean']:.2f}%)")
         if profile == "paper" and "imagenet" in setup and REFERENCE.exists():
             ref = pd.read_csv(REFERENCE)
             ax.plot(ref["sparsity"], ref["top1"], "k^", ms=5, label="Gale et al. 2019 (magnitude)")

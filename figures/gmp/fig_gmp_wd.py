@@ -9,7 +9,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from figures import gmp_runs
+from figures.gmp import runs as gmp_runs
 from figures.plot import band, mean_spread, save_csv, save_figure
 
 PAPER = "Neural Magic GMP blog: weight decay removed in fine-tuning"

@@ -13,6 +13,7 @@ from gmp import prune
 SCRIPT = prune.SCRIPT
 SEEDS = (0, 1, 2)
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
+COLORS = {"gmp": "C0", "oneshot": "C1", "dense": "k"}
 
 SETUPS = {
     "tiny": [{}],

@@ -235,7 +235,7 @@ class Store:
         """The paper figure ``name`` drawn by its module when all its runs are done, else the command that computes
         them and ``explore(**explore)``."""
         if name not in FIGURES:
-            print(f"{name}: no figures/{name.replace('-', '_')}.py in this checkout")
+            print(f"{name}: no figures/<paper>/{name.replace('-', '_')}.py in this checkout")
             return
         module = figure_module(name)
         _display_markdown(f"**`{name}`** reproduces: {module.PAPER}")

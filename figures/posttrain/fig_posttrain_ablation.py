@@ -9,8 +9,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from figures import posttrain_runs as P
 from figures.plot import band, mean_spread, save_csv, save_figure
+from figures.posttrain import runs as P
 
 PAPER = "post-training structured pruning, Fig. 5 (ablation: full / w/o sparsity penalty / w/o reconstruction)"
 VARIANTS = {"full": {"method": "ours"}, "w/o sparsity penalty": {"method": "ours", "phase1_epochs": 0},

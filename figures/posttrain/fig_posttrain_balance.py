@@ -13,8 +13,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from figures import posttrain_runs as P
 from figures.plot import save_csv, save_figure
+from figures.posttrain import runs as P
 
 PAPER = "post-training structured pruning, Fig. 6 (per-layer update magnitude, balanced vs unbalanced)"
 

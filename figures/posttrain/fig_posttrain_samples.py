@@ -11,11 +11,11 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from figures import posttrain_runs as P
 from figures.plot import band, mean_spread, save_csv, save_figure
+from figures.posttrain import runs as P
 
 PAPER = "post-training structured pruning, Fig. 4 (accuracy vs calibration samples, 10 draws)"
-REFERENCE = Path(__file__).resolve().parent / "reference" / "posttrain_ten_draws.csv"
+REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "posttrain_ten_draws.csv"
 
 
 def runs(profile: str):

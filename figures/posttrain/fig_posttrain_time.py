@@ -13,10 +13,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from figures import posttrain_runs as P
 from figures.plot import save_csv, save_figure
+from figures.posttrain import runs as P
 
 PAPER = "post-training structured pruning: calibration time vs L1-norm + retraining time (appendix A.1, seed W2)"
+TIMED = True  # its runs' wall times are its subject: `python -m figures all` makes it first
 
 
 def runs(profile: str):

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from figures import posttrain_runs as P
 from figures.plot import save_table
+from figures.posttrain import runs as P
 
 PAPER = "post-training structured pruning, Tables 1-2 (method x model: top-1, RP, RF, calibration time)"
-REFERENCE = Path(__file__).resolve().parent / "reference" / "posttrain_tables.csv"
+REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "posttrain_tables.csv"
 
 
 def runs(profile: str):

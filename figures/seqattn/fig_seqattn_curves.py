@@ -16,8 +16,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from common.store import read_log
-from figures import seqattn_runs as R
 from figures.plot import save_csv, save_figure
+from figures.seqattn import runs as R
 
 PAPER = "SequentialAttention++ Fig. 3: training accuracy vs step, ACDC vs SequentialAttention++ (phases shaded)"
 PHASE_COLORS = {"dense": "0.93", "sparsify": "#fdd9a8", "sparse": "#cfe8cf"}

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from common import config as C
-from figures import seqattn_runs as R
 from figures.plot import save_csv, save_figure
+from figures.seqattn import runs as R
 from seqattn import oneshot
 
 PAPER = "SequentialAttention++ Fig. 2a: one-shot block pruning, softmax attention vs magnitude scores"

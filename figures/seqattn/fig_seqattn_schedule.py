@@ -12,9 +12,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from common.store import read_log
-from figures import seqattn_runs as R
-from figures.fig_seqattn_curves import PHASE_COLORS, draw_phases, phases_of
 from figures.plot import save_csv, save_figure
+from figures.seqattn import runs as R
+from figures.seqattn.fig_seqattn_curves import PHASE_COLORS, draw_phases, phases_of
 
 PAPER = "SequentialAttention++ §3.2: sparsity schedule of ACDC (instant) vs SequentialAttention++ (exponential)"
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from figures import seqattn_runs as R
 from figures.plot import mean_spread, save_table
+from figures.seqattn import runs as R
 
 PAPER = "SequentialAttention++ Tables 1 (ResNet-50 ImageNet) and 2 (Criteo): methods x block size x sparsity"
-REFERENCE = Path(__file__).resolve().parent / "reference"
+REFERENCE = Path(__file__).resolve().parents[1] / "reference"
 
 
 def runs(profile: str):

@@ -1,0 +1,307 @@
+"""What the run store holds, and the ways to read or remove its runs:
+
+  python -m common.runs list [--script S] [--where FIELD=VALUE ...]   one line per run: script, hash, status,
+                                                                      directory, key metrics (or why it has none)
+  python -m common.runs show HASH_OR_DIR                              its config and its result
+  python -m common.runs log HASH_OR_DIR                               its log.jsonl, one record per line
+  python -m common.runs rm [HASH_OR_DIR ...] [--script S] [--where FIELD=VALUE ...] [--yes]
+
+A run is named by its directory, its hash or a unique start of its hash (at least 4 digits). ``--where`` selects by
+config field (``method=bip``, ``target_sparsity=0.9``, ``pretrain.epochs=3``, ``exclude=first,last``, ``seed=None``);
+several conditions must all hold. A run's status:
+
+  done          it has ``result.json``;
+  locked        a live process holds its lock (host, pid, Slurm job; ``common.store.RunLock``);
+  in progress   a checkpoint but no result: computing it again resumes there;
+  failed        ``failed.json``'s reason (computing it again starts from scratch);
+  queued        a Slurm job was submitted for it (``slurm.submit.JOB_FILE``) and has not started it;
+  started       a config and nothing else yet;
+  damaged       its config.json, failed.json or result.json cannot be read (``collect`` skips it, warning).
+
+Finished runs are read with ``common.store.collect``, logs with ``read_log``. ``rm`` asks before it removes anything
+(unless ``--yes``) and removes nothing while a live process computes one of the runs it selected.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.config import OneLineParser
+from common.errors import UserError, exit_code
+from common.store import HASH_LEN, RUN_NAME, RunLock, _flatten, _stale, collect, read_log
+
+STATUSES = ("done", "locked", "in progress", "failed", "queued", "started", "damaged")
+# shown by list when a result has them: test_acc, or else test_auc and test_loss (Criteo); sparsity; wall_time
+METRICS = ("test_acc", "test_auc", "test_loss", "sparsity", "wall_time")
+HASH_START = re.compile(rf"[0-9a-f]{{4,{HASH_LEN}}}\Z")
+
+
+@dataclass
+class Entry:
+    script: str
+    hash: str
+    dir: Path
+    status: str
+    why: str = ""  # the lock's holder, failed.json's reason, the Slurm job
+    config: dict = field(default_factory=dict)  # flattened: "config.<field>" -> value
+    metrics: dict = field(default_factory=dict)  # collect()'s scalar results of the run's last reported point
+    points: int = 0  # collect()'s rows of the run: the points its result reports (0: not done)
+
+
+# ------------------------------------------------------------------------------------------------ reading the store
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise UserError(f"{path} is damaged ({exc})") from None
+
+
+def live_holder(lock: Path) -> str | None:
+    """Who holds the lock file ``lock`` (host, pid, Slurm job), or None when there is none or it is stale."""
+    seen = RunLock._read(lock)
+    if seen is None:
+        return None
+    info, _, age = seen
+    if _stale(info, age) is not None:
+        return None
+    job = f" (Slurm job {info['job']})" if info.get("job") else ""
+    return f"host {info.get('host')} pid {info.get('pid')}{job}, heartbeat {age:.0f} s ago"
+
+
+def _native(value):
+    return None if isinstance(value, float) and math.isnan(value) else value  # a field this run's script lacks
+
+
+def _unfinished(script: str, run_dir: Path) -> Entry:
+    """The state of a run without a result, from the files its directory holds."""
+    from slurm.submit import JOB_FILE
+
+    entry = Entry(script, run_dir.name, run_dir, "started")
+    try:
+        conf = _read_json(run_dir / "config.json")
+        failed = _read_json(run_dir / "failed.json")
+        if conf is not None and not isinstance(conf.get("config") if isinstance(conf, dict) else None, dict):
+            raise UserError(f"{run_dir / 'config.json'} holds no config")
+    except UserError as exc:
+        conf, failed, entry.status, entry.why = None, None, "damaged", str(exc)
+    entry.config = _flatten(conf["config"], "config.") if conf else {}
+    holder = live_holder(run_dir / "lock")
+    if holder:
+        entry.status, entry.why = "locked", f"by {holder}"
+    elif entry.status == "damaged":
+        pass
+    elif (run_dir / "result.json").exists():  # collect() warned that it skips it
+        entry.status, entry.why = "damaged", "result.json is unreadable"
+    elif (run_dir / "checkpoint.pt").exists():
+        entry.status, entry.why = "in progress", "checkpoint, no result"
+    elif failed is not None:
+        entry.status, entry.why = "failed", str(failed.get("reason", "no reason recorded"))
+    elif (run_dir / JOB_FILE).exists():
+        entry.status, entry.why = "queued", f"Slurm job {(run_dir / JOB_FILE).read_text().strip()}"
+    return entry
+
+
+def _script_dirs(root: Path, script: str | None) -> list[Path]:
+    if script:
+        return [root / script] if (root / script).is_dir() else []
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def entries(root, script: str | None = None) -> list[Entry]:
+    """Every run of the store at ``root`` (of ``script`` only, if given), by script then hash."""
+    root = Path(root)
+    out = []
+    for sdir in _script_dirs(root, script):
+        finished = {}
+        df = collect(root, sdir.name)
+        for row in df.to_dict("records"):
+            finished.setdefault(row["hash"], []).append(row)
+        for run_dir in sorted(p for p in sdir.iterdir() if RUN_NAME.match(p.name) and p.is_dir()):
+            rows = finished.get(run_dir.name)
+            if not rows:
+                out.append(_unfinished(sdir.name, run_dir))
+                continue
+            last = {k: _native(v) for k, v in rows[-1].items()}
+            out.append(Entry(sdir.name, run_dir.name, run_dir, "done",
+                             config={k: v for k, v in last.items() if k.startswith("config.")},
+                             metrics={k: last[k] for k in METRICS if last.get(k) is not None
+                                      and not (k == "test_loss" and last.get("test_acc") is not None)},
+                             points=len(rows)))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ selecting runs
+def _condition(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UserError(f"--where takes FIELD=VALUE (a config field, e.g. method=bip), not '{text}'")
+    return (key if key.startswith("config.") else f"config.{key}"), value
+
+
+def matches(value, text: str) -> bool:
+    """Whether a config value is the one written ``text`` on the command line."""
+    if value is None:
+        return text.lower() in ("none", "null", "")
+    if isinstance(value, bool):
+        return text.lower() == str(value).lower()
+    if isinstance(value, (int, float)):
+        try:
+            return float(text) == value
+        except ValueError:
+            return False
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value)) == text
+    return str(value) == text
+
+
+def select(found: list[Entry], where=()) -> list[Entry]:
+    for key, text in map(_condition, where):
+        if not any(key in e.config for e in found):
+            raise UserError(f"no run here has the config field '{key.removeprefix('config.')}'")
+        found = [e for e in found if key in e.config and matches(e.config[key], text)]
+    return found
+
+
+def find(root, target: str) -> Entry:
+    """The run named by ``target``: its directory, its hash or a unique start of its hash."""
+    path = Path(target)
+    if path.is_dir() and RUN_NAME.match(path.name):
+        return next(e for e in entries(path.parent.parent, path.parent.name) if e.hash == path.name)
+    if not HASH_START.match(target):
+        raise UserError(f"'{target}' is neither a run directory nor a run's hash ({HASH_LEN} hex digits, or a "
+                        "unique start of at least 4)")
+    scripts = sorted({p.parent.name for p in Path(root).glob(f"*/{target}*") if RUN_NAME.match(p.name)})
+    hits = [e for script in scripts for e in entries(root, script) if e.hash.startswith(target)]
+    if not hits:
+        raise UserError(f"no run {target} in {root}")
+    if len(hits) > 1:
+        raise UserError(f"{target} starts the hashes of {len(hits)} runs ({', '.join(e.hash for e in hits[:4])}"
+                        f"{', ...' if len(hits) > 4 else ''}); give more digits")
+    return hits[0]
+
+
+def chosen(args) -> list[Entry]:
+    """The runs a list / rm command names: its targets, else its ``--script`` and ``--where`` selection."""
+    if getattr(args, "targets", None):
+        found = list({e.dir: e for e in (find(args.runs_dir, t) for t in args.targets)}.values())
+        found = [e for e in found if not args.script or e.script == args.script]
+    else:
+        found = entries(args.runs_dir, args.script)
+    found = select(found, args.where)
+    if not found:
+        what = " ".join([f"--script {args.script}"] * bool(args.script) + [f"--where {w}" for w in args.where])
+        raise UserError(f"no run in {args.runs_dir}" + (f" matches {what}" if what else ""))
+    return found
+
+
+# ------------------------------------------------------------------------------------------------ the verbs
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if value == 0 or 1e-3 <= abs(value) < 1e4 else f"{value:.4g}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def line(e: Entry) -> str:
+    if e.status == "done":
+        detail = "  ".join(f"{k} {v:.1f} s" if k == "wall_time" else f"{k} {_fmt(v)}" for k, v in e.metrics.items())
+        detail += f"  (last of {e.points} points)" if e.points > 1 else ""
+    else:
+        detail = e.why
+    return f"{e.script:16s} {e.hash}  {e.status:11s}  {e.dir}  {detail}".rstrip()
+
+
+def list_runs(args) -> None:
+    found = chosen(args)
+    for e in found:
+        print(line(e))
+    counts = [f"{n} {s}" for s in STATUSES if (n := sum(e.status == s for e in found))]
+    print(f"{len(found)} run{'s' * (len(found) != 1)}: {', '.join(counts)}")
+
+
+def show(args) -> None:
+    e = find(args.runs_dir, args.target)
+    print(f"{e.script} {e.hash}  {e.status}" + (f" ({e.why})" if e.why else ""))
+    print(f"directory: {e.dir}")
+    print("config:")
+    print(json.dumps((_read_json(e.dir / "config.json") or {}).get("config"), indent=1, sort_keys=True))
+    if e.status == "done":
+        print("result:")
+        print(json.dumps(_read_json(e.dir / "result.json"), indent=1, sort_keys=True))
+
+
+def log(args) -> None:
+    e = find(args.runs_dir, args.target)
+    if not (e.dir / "log.jsonl").exists():
+        raise UserError(f"{e.dir} has no log.jsonl (its script logs nothing, or the run has not started)")
+    for record in read_log(e.dir):
+        print("  ".join(f"{k} {_fmt(v)}" for k, v in record.items()))
+
+
+def rm(args) -> int:
+    if not (args.targets or args.script or args.where):
+        raise UserError("rm needs the runs to remove: hashes or directories, --script or --where")
+    found = chosen(args)
+    for e in found:
+        holder = live_holder(e.dir / "lock")
+        if holder:
+            raise UserError(f"{e.dir} is being computed by {holder}; nothing removed (leave it out of the selection, "
+                            "or stop that process first)")
+    for e in found:
+        print(line(e))
+    if not args.yes:
+        try:
+            answer = input(f"remove these {len(found)} run(s)? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing removed")
+            return 1
+    for e in found:
+        shutil.rmtree(e.dir)
+    print(f"removed {len(found)} run(s)")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = OneLineParser(prog="python -m common.runs", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs-dir", default="runs", help="root of the run store")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="list|show|log|rm")
+
+    def selection(p, targets: bool):
+        if targets:
+            p.add_argument("targets", nargs="*", metavar="HASH_OR_DIR", help="runs named by hash or directory")
+        p.add_argument("--script", default=None, help="only the runs of this script (e.g. gmp.prune)")
+        p.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE",
+                       help="only the runs whose config has this value (repeatable: all must hold)")
+        p.add_argument("--runs-dir", default=argparse.SUPPRESS, help="root of the run store")
+
+    selection(verbs.add_parser("list", help="one line per run"), targets=False)
+    for name, what in (("show", "a run's config and result"), ("log", "a run's log.jsonl")):
+        p = verbs.add_parser(name, help=what)
+        p.add_argument("target", metavar="HASH_OR_DIR")
+        p.add_argument("--runs-dir", default=argparse.SUPPRESS, help="root of the run store")
+    p = verbs.add_parser("rm", help="remove runs (asks first)")
+    selection(p, targets=True)
+    p.add_argument("--yes", action="store_true", help="do not ask")
+    args = parser.parse_args(argv)
+    action = {"list": list_runs, "show": show, "log": log, "rm": rm}[args.verb]
+    returned = []
+    try:
+        return exit_code(lambda: returned.append(action(args))) or (returned[0] or 0)
+    except BrokenPipeError:  # the reader of the output left (| head)
+        sys.stdout = None
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
