@@ -123,7 +123,7 @@ def compute(cfg: Config, run: Run) -> dict:
         t_start = method_start(run) if t_start is None else t_start
         r, e = divmod(epoch, cfg.epochs)
         if e == 0:  # a new round: prune by magnitude, rewind, fresh optimizer
-            masks.set(S.topk(S.magnitudes(params), targets[r], cfg.scope))
+            masks.set(S.topk_masks(S.magnitudes(params), targets[r], cfg.scope, ties="exact"))
             if rewind is not None:
                 model.load_state_dict({k: v.to(device) for k, v in rewind.items()})
                 masks.apply()

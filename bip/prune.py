@@ -135,8 +135,9 @@ class BiLevelSteps:
         self.w.write_weights()                                     # z = mask (.) theta_{t+1}
         return loss.detach()
 
-    def upper(self, x, y, lr: float, update_stats: bool = False) -> torch.Tensor:
+    def upper(self, x, y, lr: float, update_stats: bool = False) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """m_{t+1} = m_t - alpha [grad_m l - (1/gamma) grad_z l (.) grad_theta l], then the mask top-k(m_{t+1}).
+        Returns the loss and grad_z l (for the logged ig_ratio).
 
         BatchNorm normalizes with the batch's statistics and, unless ``update_stats`` (Hydra's score step, which has
         no lower step), leaves the running statistics to the lower step: in train mode with ``track_running_stats``
@@ -154,7 +155,7 @@ class BiLevelSteps:
         self.w.set_score_grads(list(grad_z), self.inv_gamma)
         self.opt_m.step()
         self.w.project()
-        return loss.detach()
+        return loss.detach(), grad_z
 
 
 def dependencies(cfg: Config) -> list:
@@ -181,6 +182,7 @@ def compute(cfg: Config, run: Run) -> dict:
 
     state = {"model": model, "scores": w, "opt_theta": opt_theta, "opt_m": opt_m}
     t_start = None
+    last_grad_z = None  # the latest upper step's grad_z if it fell on an epoch's last batch: for the logged ig_ratio
     for epoch in resumable_epochs(run, total, state):
         t_start = method_start(run) if t_start is None else t_start
         phase = "finetune" if epoch >= cfg.epochs else cfg.method
@@ -194,15 +196,15 @@ def compute(cfg: Config, run: Run) -> dict:
             if phase == "bip":                                                   # A1: lower level, K steps
                 loss_sum += step.lower(x, y, lr_at(cfg.lower, t, cfg.epochs)) * y.shape[0]
             if phase == "hydra" or (epoch * steps + i + 1) % cfg.lower_steps == 0:  # A1: upper level at theta_{t+1}
-                w.keep_last = i == steps - 1                                     # for the logged ig_ratio
-                upper_loss = step.upper(x, y, lr_at(cfg.upper, t, cfg.epochs), update_stats=phase == "hydra")
+                upper_loss, grad_z = step.upper(x, y, lr_at(cfg.upper, t, cfg.epochs), update_stats=phase == "hydra")
+                last_grad_z = grad_z if i == steps - 1 else None
                 if phase == "hydra":
                     loss_sum += upper_loss * y.shape[0]
         train_loss = float(loss_sum) / data.train.num_samples
         if not torch.isfinite(torch.tensor(train_loss)):
             raise Diverged(f"training loss became {train_loss} in epoch {epoch + 1}; lower the learning rates")
         changed = sum(float((m != m0).sum()) for m, m0 in zip(w.masks, first_masks)) / sum(m.numel() for m in w.masks)
-        ig_ratio = w.ig_ratio(1.0 / cfg.gamma) if phase != "finetune" and w.keep_last else None
+        ig_ratio = w.ig_ratio(last_grad_z, 1.0 / cfg.gamma) if phase != "finetune" and last_grad_z is not None else None
         run.log(epoch=epoch + 1, phase=phase, train_loss=train_loss, sparsity=1.0 - w.density(),
                 mask_changed=changed, ig_ratio=ig_ratio)
         progress.line(f"[{cfg.method}] epoch {epoch + 1}/{total} {phase:8s} loss {train_loss:.4f} "

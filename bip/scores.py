@@ -35,7 +35,7 @@ def kept_units(shape, structure: str, sparsity: float) -> int:
         units = int(torch.Size(shape).numel())
     else:
         units = shape[0] if structure == "filter" else shape[1]
-    return units - round(sparsity * units)
+    return units - S.num_to_prune(sparsity, units)
 
 
 def check_layerwise(params: dict[str, torch.Tensor], structure: str, sparsity: float, flag: str) -> None:
@@ -53,11 +53,17 @@ def unit_sums(scores: torch.Tensor, dim: int) -> torch.Tensor:
     return scores.transpose(0, dim).reshape(scores.shape[dim], -1).sum(1)
 
 
+def kth_smallest_reference(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th smallest of the flat scores (1 <= k <= n), by ``torch.kthvalue``: the value that the fast selections
+    (``topk_kthvalue``, ``Threshold``) return exactly."""
+    return torch.kthvalue(flat, k).values
+
+
 def kth_smallest(flat: torch.Tensor, k: int) -> torch.Tensor:
-    """The k-th smallest of the flat scores (1 <= k <= n): the value ``torch.kthvalue(flat, k)`` returns, found by
-    ``torch.kthvalue`` on a CPU (a quickselect, the faster one there: ``python -m bip.bench``) and by
-    ``topk_kthvalue`` on CUDA, where ``torch.kthvalue`` sorts the whole slice in one thread block."""
-    return topk_kthvalue(flat, k) if flat.is_cuda else torch.kthvalue(flat, k).values
+    """The k-th smallest of the flat scores (1 <= k <= n): the reference on a CPU (a quickselect, the faster one
+    there: ``python -m bip.bench``), ``topk_kthvalue`` on CUDA, where ``torch.kthvalue`` sorts the whole slice in one
+    thread block."""
+    return topk_kthvalue(flat, k) if flat.is_cuda else kth_smallest_reference(flat, k)
 
 
 def topk_kthvalue(flat: torch.Tensor, k: int) -> torch.Tensor:
@@ -71,32 +77,17 @@ def topk_kthvalue(flat: torch.Tensor, k: int) -> torch.Tensor:
     return torch.topk(torch.topk(flat, n - k + 1, sorted=False).values, 1, largest=False).values[0]
 
 
-def _keep_largest(units: list[torch.Tensor], sparsity: float) -> list[torch.Tensor]:
-    """Hard top-k over a list of score tensors taken together: the round(sparsity * n) smallest become 0.
-
-    A threshold, the round(sparsity * n)-th smallest score (``kth_smallest``: linear time, no host sync, the same
-    cost at every sparsity); scores tied with the threshold are all pruned, so with ties the sparsity can exceed the
-    target by the tie count (continuous scores have none in practice; ``sparsity`` in the result is the one
-    measured).
-    """
-    flat = torch.cat([u.reshape(-1) for u in units])
-    n_prune = round(sparsity * flat.numel())
-    if n_prune == 0:
-        return [torch.ones_like(u) for u in units]
-    threshold = kth_smallest(flat, n_prune)
-    return [(u > threshold).to(u.dtype) for u in units]
-
-
 class Threshold:
-    """The exact ``kthvalue(flat, n_prune)`` of scores that change a little at every step, found near the last one.
+    """The exact ``kth_smallest_reference(flat, n_prune)`` of scores that change a little at every step, found near
+    the last one.
 
     Selection over all n scores (``torch.kthvalue``) costs many dense passes on a CPU, at every BiP iteration. The new
     threshold lies close to the previous one, so: count the scores at or below the lower edge ``a`` of a band around
     the previous threshold (L of them), gather the scores inside the band (a, b], and if the n_prune-th smallest score
-    falls in it (L < n_prune <= L + |band|), select it there: kthvalue(band, n_prune - L). The result is the same
-    value ``torch.kthvalue`` returns, hence the same mask; a band that misses it is widened (or, as a last resort, the
-    full selection runs). On CUDA the full selection ``kth_smallest`` (a radix select there, without the band's host
-    synchronizations) runs at every step.
+    falls in it (L < n_prune <= L + |band|), select it there: kth_smallest_reference(band, n_prune - L), the value the
+    reference returns on all n scores, hence the same mask; a band that misses it is widened (or, as a last resort,
+    the full selection runs). On CUDA the full selection ``kth_smallest`` (a radix select there, without the band's
+    host synchronizations) runs at every step.
     """
 
     def __init__(self):
@@ -114,7 +105,7 @@ class Threshold:
             if below < n_prune:
                 band = flat[(flat > a) & (flat <= b)]
                 if n_prune <= below + band.numel():
-                    self.value = torch.kthvalue(band, n_prune - below).values
+                    self.value = kth_smallest_reference(band, n_prune - below)
                     self.width = max(width / 2, abs(float(self.value) - centre) * 4, 1e-12)
                     return self.value
             width *= 8
@@ -139,7 +130,6 @@ class ScoredWeights:
         self.names = list(params)
         self.z = [params[n] for n in self.names]
         self.sparsity, self.structure, self.scope = sparsity, structure, scope
-        self.keep_last = False  # keep the last upper step's grad_z for ig_ratio (set on a logging step only)
         self.threshold = Threshold()
         with torch.no_grad():
             self.theta = [p.detach().clone().requires_grad_(True) for p in self.z]
@@ -162,19 +152,23 @@ class ScoredWeights:
     # ------------------------------------------------------------------------------------------ projection
     @torch.no_grad()
     def project(self) -> None:
-        """masks = top-k(m), then z = masks (.) theta."""
+        """masks = top-k(m), then z = masks (.) theta.
+
+        The top-k is a threshold, the round(sparsity * n)-th smallest score (``ties="prune_all"``: linear time, no
+        host sync, the same cost at every sparsity, the same mask on a CPU and on CUDA); scores tied with it are all
+        pruned, so with ties the sparsity can exceed the target by the tie count (continuous scores have none in
+        practice; ``sparsity`` in the result is the one measured). Global: the threshold of the flat scores, found
+        near the last one (``Threshold``); per layer and per unit: ``kth_smallest``."""
         if self.structure == "unstructured" and self.scope == "global":
-            n_prune = round(self.sparsity * self.flat_mask.numel())
-            if n_prune > 0:  # one threshold over the flat scores (the rule of _keep_largest, found incrementally)
-                flat = self.score_param.detach()
-                self.flat_mask.copy_(flat > self.threshold(flat, n_prune))
+            self.flat_mask.copy_(S.topk_mask(self.score_param, self.sparsity, ties="prune_all", kth=self.threshold))
         elif self.structure == "unstructured":
             for mask, s in zip(self.masks, self.scores):
-                mask.copy_(_keep_largest([s], self.sparsity)[0])
+                mask.copy_(S.topk_mask(s, self.sparsity, ties="prune_all", kth=kth_smallest))
         else:
             dim = 0 if self.structure == "filter" else 1
             for mask, s in zip(self.masks, self.scores):
-                mask.copy_(S.expand_structured(_keep_largest([unit_sums(s, dim)], self.sparsity)[0], s.shape, dim))
+                keep = S.topk_mask(unit_sums(s, dim), self.sparsity, ties="prune_all", kth=kth_smallest)
+                mask.copy_(S.expand_structured(keep, s.shape, dim))
         self.write_weights()
 
     @torch.no_grad()
@@ -186,9 +180,9 @@ class ScoredWeights:
     @torch.no_grad()
     def set_theta_grads(self, grad_z: list[torch.Tensor]) -> None:
         """grad_theta l = mask (.) grad_z l (computed in place: grad_z is not used afterwards)."""
-        torch._foreach_mul_(grad_z, self.masks)
         for theta, g in zip(self.theta, grad_z):
             theta.grad = g
+        S.mask_grads(self.theta, self.masks)
 
     @torch.no_grad()
     def set_score_grads(self, grad_z: list[torch.Tensor], inv_gamma: float = 0.0) -> None:
@@ -196,7 +190,6 @@ class ScoredWeights:
 
         grad_theta l = mask (.) grad_z l, so the sum is grad_z (.) (theta - (1/gamma) mask (.) grad_z), in place.
         """
-        self._last_grad_z = [g.clone() for g in grad_z] if self.keep_last else None
         if inv_gamma > 0:
             factor = torch._foreach_mul(grad_z, self.masks)
             torch._foreach_mul_(factor, -inv_gamma)
@@ -213,13 +206,10 @@ class ScoredWeights:
         return self._views(self.score_param.grad)
 
     @torch.no_grad()
-    def ig_ratio(self, inv_gamma: float) -> float:
-        """||(1/gamma) grad_z (.) grad_theta|| / ||grad_m|| of the last upper step (a host sync: logging only)."""
-        gz = self._last_grad_z
-        if gz is None:
-            raise RuntimeError("ig_ratio needs keep_last = True before the upper step")
-        ig = sum(float((inv_gamma * m * g * g).pow(2).sum()) for g, m in zip(gz, self.masks)) ** 0.5
-        ste = sum(float((g * t).pow(2).sum()) for g, t in zip(gz, self.theta)) ** 0.5
+    def ig_ratio(self, grad_z: list[torch.Tensor], inv_gamma: float) -> float:
+        """||(1/gamma) grad_z (.) grad_theta|| / ||grad_m|| of an upper step's grad_z (a host sync: logging only)."""
+        ig = sum(float((inv_gamma * m * g * g).pow(2).sum()) for g, m in zip(grad_z, self.masks)) ** 0.5
+        ste = sum(float((g * t).pow(2).sum()) for g, t in zip(grad_z, self.theta)) ** 0.5
         return ig / max(ste, 1e-30)
 
     # ------------------------------------------------------------------------------------------ state
@@ -231,7 +221,7 @@ class ScoredWeights:
         layer's weights / filters / channels (ties at the threshold only add to it); structured, the whole units
         make it differ from ``sparsity`` (e.g. 29 of 32 channels: 90.6% for 90%)."""
         if self.structure == "unstructured" and self.scope == "global":
-            return round(self.sparsity * self.flat_mask.numel()) / max(1, self.flat_mask.numel())
+            return S.num_to_prune(self.sparsity, self.flat_mask.numel()) / max(1, self.flat_mask.numel())
         kept = sum(kept_units(z.shape, self.structure, self.sparsity) * z.numel()
                    // kept_units(z.shape, self.structure, 0.0) for z in self.z)
         return 1.0 - kept / max(1, self.flat_mask.numel())

@@ -2,11 +2,15 @@
 
 - ``prunable(model, exclude)``: the Conv2d/Linear weights a method may prune, in module order (``check_patterns``
   refuses a layer-name pattern that matches no layer).
-- ``Masks``: 0/1 masks (one per prunable weight) with the enforcement that keeps pruned weights exactly zero through
-  SGD momentum, Adam moments and weight decay: gradients are masked before each step, weights after it, and the
-  optimizer's state is masked whenever the masks change.
-- ``global_topk`` / ``layerwise_topk``: keep the largest scores (magnitude or any other score).
-- ``BlockView``: a weight seen as BxB tiles of its (H*W*Cin) x Cout matrix (Linear: in x out), zero-padded.
+- ``topk_mask(scores, sparsity, ties=...)``: the one top-k selection (a mask from scores), with its tie rule
+  explicit; ``topk_masks`` applies it to named tensors, over all of them (global) or to each (layer).
+- ``apply_masks`` / ``mask_grads`` / ``mask_optimizer_state``: the enforcement that keeps pruned weights exactly zero
+  through SGD momentum, Adam moments and weight decay: gradients are masked before each step, weights after it, and
+  the optimizer's state whenever the masks change. ``Masks`` holds one 0/1 mask per prunable weight and enforces it
+  (GMP, IMP/OMP, retraining); the reparameterizations keep their own masks and enforce them with these functions:
+  BiP (``bip.scores``) masks theta's gradients, SA++ (``seqattn.attention``) zeroes pruned blocks and their state.
+- ``BlockView``: a weight seen as BxB tiles of its (H*W*Cin) x Cout matrix (Linear: in x out), zero-padded;
+  ``BlockView.expand`` is the one broadcast of one value per block to the weight's shape.
 - ``filter_norms`` / ``channel_norms`` + ``expand_structured``: filter (output channel) and input-channel views.
 - ``report``: exact sparsity, per layer and global, over prunable weights and over all parameters.
 """
@@ -68,42 +72,81 @@ def check_patterns(model: nn.Module, patterns, option: str, keywords: str = "") 
 
 
 # ------------------------------------------------------------------------------------------------ top-k
-def _num_to_prune(sparsity: float, numel: int) -> int:
-    # Python's round(), as torch.nn.utils.prune does, so that our masks equal its masks.
+def num_to_prune(sparsity: float, numel: int) -> int:
+    """k, the entries a top-k at ``sparsity`` prunes: Python's round(), as torch.nn.utils.prune does (our masks equal
+    its masks)."""
     return round(sparsity * numel)
 
 
-def global_topk(scores: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
-    """Masks keeping the largest scores over all tensors together; ``round(sparsity * total)`` entries are pruned."""
-    names = list(scores)
-    flat = torch.cat([scores[n].detach().reshape(-1) for n in names])
+def topk_mask(scores: torch.Tensor, sparsity: float, *, ties: str, kth=None) -> torch.Tensor:
+    """A bool mask of ``scores``' shape keeping the largest scores: k = ``num_to_prune(sparsity, n)`` of the n are
+    pruned (none when k = 0). ``ties`` decides the scores equal to the k-th smallest:
+
+    - ``"exact"``: exactly k pruned, the k smallest by ``torch.topk`` (among scores tied with the k-th smallest,
+      ``torch.topk``'s order picks): the sparsity is exactly k / n and the masks are torch.nn.utils.prune's. GMP,
+      IMP/OMP, SA++ and its block baselines (a clipped attention ties at its bound).
+    - ``"prune_all"``: every score <= the k-th smallest is pruned: a threshold, a value found by a selection (no
+      index scatter, no host sync, the same on a CPU and on CUDA), so ties at it add to the sparsity. BiP and Hydra,
+      whose projection runs at every step; ``kth(flat, k)`` finds the value (default ``torch.kthvalue``).
+    """
+    flat = scores.detach().reshape(-1)
+    k = num_to_prune(sparsity, flat.numel())
+    if ties not in ("exact", "prune_all"):
+        raise ValueError(f"unknown tie rule '{ties}'; choose exact or prune_all")
+    if k == 0:
+        return torch.ones_like(scores, dtype=torch.bool)
+    if ties == "prune_all":
+        return scores.detach() > (kth(flat, k) if kth is not None else torch.kthvalue(flat, k).values)
     keep = torch.ones_like(flat, dtype=torch.bool)
-    k = _num_to_prune(sparsity, flat.numel())
-    if k > 0:
-        keep[torch.topk(flat, k, largest=False).indices] = False
-    out, start = {}, 0
-    for n in names:
-        numel = scores[n].numel()
-        out[n] = keep[start:start + numel].view_as(scores[n])
-        start += numel
-    return out
+    keep[torch.topk(flat, k, largest=False).indices] = False
+    return keep.view_as(scores)
 
 
-def layerwise_topk(scores: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
-    """Masks keeping the largest scores of each tensor separately (a uniform ratio per layer)."""
-    return {n: global_topk({n: s}, sparsity)[n] for n, s in scores.items()}
-
-
-def topk(scores: dict[str, torch.Tensor], sparsity: float, scope: str) -> dict[str, torch.Tensor]:
-    if scope == "global":
-        return global_topk(scores, sparsity)
+def topk_masks(scores: dict[str, torch.Tensor], sparsity: float, scope: str, *, ties: str) -> dict[str, torch.Tensor]:
+    """``topk_mask`` over named score tensors: all of them together (``global``) or each separately (``layer``: a
+    uniform ratio per layer)."""
     if scope == "layer":
-        return layerwise_topk(scores, sparsity)
-    raise UserError(f"unknown pruning scope '{scope}'; choose global or layer")
+        return {n: topk_mask(s, sparsity, ties=ties) for n, s in scores.items()}
+    if scope != "global":
+        raise UserError(f"unknown pruning scope '{scope}'; choose global or layer")
+    names = list(scores)
+    keep = topk_mask(torch.cat([scores[n].detach().reshape(-1) for n in names]), sparsity, ties=ties)
+    parts = keep.split([scores[n].numel() for n in names])
+    return {n: part.view_as(scores[n]) for n, part in zip(names, parts)}
 
 
 def magnitudes(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {n: p.detach().abs() for n, p in params.items()}
+
+
+# ------------------------------------------------------------------------------------------------ enforcement
+@torch.no_grad()
+def apply_masks(tensors: list[torch.Tensor], masks: list[torch.Tensor]) -> None:
+    """Zero the pruned entries in place, tensors (.)= masks in one fused multiply (weights: after every step)."""
+    torch._foreach_mul_(tensors, masks)
+
+
+@torch.no_grad()
+def mask_grads(params: list[torch.Tensor], masks: list[torch.Tensor]) -> None:
+    """Zero the gradients of pruned weights (before every optimizer step); weights without a gradient are skipped."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if len(grads) == len(params):
+        torch._foreach_mul_(grads, masks)
+    else:
+        for p, m in zip(params, masks):
+            if p.grad is not None:
+                p.grad.mul_(m)
+
+
+@torch.no_grad()
+def mask_optimizer_state(optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
+                         masks: list[torch.Tensor]) -> None:
+    """Zero the optimizer's per-weight state of pruned weights (SGD momentum, Adam moments: every state tensor of the
+    weight's shape), whenever the masks change: a pruned weight gets no update from what it had accumulated."""
+    for p, m in zip(params, masks):
+        for value in optimizer.state.get(p, {}).values():
+            if torch.is_tensor(value) and value.shape == p.shape:
+                value.mul_(m)
 
 
 # ------------------------------------------------------------------------------------------------ masks
@@ -129,28 +172,16 @@ class Masks:
         if optimizer is not None:
             self.mask_optimizer_state(optimizer)
 
-    @torch.no_grad()
     def apply(self) -> None:
         """Zero the pruned weights (call after every optimizer step)."""
-        torch._foreach_mul_(self._p, self._m)
+        apply_masks(self._p, self._m)
 
-    @torch.no_grad()
     def mask_grads(self) -> None:
         """Zero the gradients of pruned weights (call before every optimizer step)."""
-        grads = [p.grad for p in self._p if p.grad is not None]
-        if len(grads) == len(self._p):
-            torch._foreach_mul_(grads, self._m)
-        else:
-            for p, m in zip(self._p, self._m):
-                if p.grad is not None:
-                    p.grad.mul_(m)
+        mask_grads(self._p, self._m)
 
-    @torch.no_grad()
     def mask_optimizer_state(self, optimizer: torch.optim.Optimizer) -> None:
-        for p, m in zip(self._p, self._m):
-            for value in optimizer.state.get(p, {}).values():
-                if torch.is_tensor(value) and value.shape == p.shape:
-                    value.mul_(m)
+        mask_optimizer_state(optimizer, self._p, self._m)
 
     def density(self) -> float:
         kept = sum(float(m.sum()) for m in self._m)
@@ -186,6 +217,9 @@ class BlockView:
             raise UserError(f"cannot view a weight of shape {self.shape} as blocks (Conv2d or Linear only)")
         self.grid = (math.ceil(self.rows / block), math.ceil(self.cols / block))
         self.n_blocks = self.grid[0] * self.grid[1]
+        # the blocks tile the weight exactly (no padding, conv: whole blocks of input channels): the fast expand
+        self.exact = self.rows % block == 0 and self.cols % block == 0 and (
+            len(self.shape) == 2 or self.shape[1] % block == 0)
 
     def to_matrix(self, w: torch.Tensor) -> torch.Tensor:
         return w.permute(2, 3, 1, 0).reshape(self.rows, self.cols) if w.dim() == 4 else w.t()
@@ -206,10 +240,25 @@ class BlockView:
         """Frobenius norm of every block: shape ``grid``."""
         return self.tiles(w).pow(2).sum(dim=(1, 3)).sqrt()
 
-    def expand(self, block_values: torch.Tensor) -> torch.Tensor:
-        """Broadcast one value per block (shape ``grid``) to a tensor of the weight's shape."""
-        b = self.block
-        m = block_values.repeat_interleave(b, 0).repeat_interleave(b, 1)[: self.rows, : self.cols]
+    def expand(self, values: torch.Tensor) -> torch.Tensor:
+        """Broadcast one value per block (shape ``grid``) to a contiguous tensor of the weight's shape and layout
+        (differentiable): block masks, SA++'s attention scales. Exact tilings take two broadcast copies, first along
+        the input axis (a small tensor), then over the B output rows of each block; ``expand_reference`` otherwise."""
+        if not self.exact:
+            return self.expand_reference(values)
+        b, (gr, gc) = self.block, self.grid
+        if len(self.shape) == 2:  # (out, in) = (gc*B, gr*B): weight[o, i] is in block (i // B, o // B)
+            per = values.t()[:, :, None]                                              # (gc, in/B, 1)
+        else:                     # matrix row (h, w, cin) -> block row (h, w, cin // B)
+            cout, cin, h, k = self.shape
+            per = values.view(h, k, cin // b, gc).permute(3, 2, 0, 1)[:, :, None]    # (gc, cin/B, 1, h, k)
+        rows = per.expand(gc, per.shape[1], b, *per.shape[3:]).reshape(gc, -1)        # (gc, in * h * k)
+        return rows[:, None].expand(gc, b, rows.shape[1]).reshape(self.shape)
+
+    def expand_reference(self, values: torch.Tensor) -> torch.Tensor:
+        """``expand`` through the padded matrix of tiles: any shape (the plain path the fast one must equal)."""
+        b, (gr, gc) = self.block, self.grid
+        m = values[:, None, :, None].expand(gr, b, gc, b).reshape(gr * b, gc * b)[: self.rows, : self.cols]
         return self.from_matrix(m).contiguous()
 
 

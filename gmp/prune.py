@@ -168,7 +168,7 @@ def compute(cfg: Config, run: Run) -> dict:
         s_t = target_at(t)
         if s_t is None:
             return
-        masks.set(S.topk(S.magnitudes(params), s_t, cfg.scope), optimizer)
+        masks.set(S.topk_masks(S.magnitudes(params), s_t, cfg.scope, ties="exact"), optimizer)
         run.log(event="prune", step=t, target_sparsity=s_t, sparsity=1.0 - masks.density(), lr=lr_of(cfg, t / steps),
                 layer_sparsity={n: 1.0 - float(m.mean()) for n, m in masks.masks.items()})
 

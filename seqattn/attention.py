@@ -20,7 +20,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from common import sparsity as S
-from seqattn.blocks import BlockLayers, block_sum, expand, expand_dense, scale_blocks
+from seqattn.blocks import BlockLayers, scale_blocks
+from seqattn.fused import MaskCache, softmax_scale
 
 
 def clip_range(mode: str, n_blocks: int, density: float) -> tuple[float, float] | None:
@@ -37,32 +38,6 @@ def clip_range(mode: str, n_blocks: int, density: float) -> tuple[float, float] 
     raise ValueError(mode)
 
 
-class _SoftmaxScale(torch.autograd.Function):
-    """W_eff = W (.) expand(clamp(softmax(L / T), lo, hi) (.) n Mask) with a hand-written backward: the same
-    gradients as autograd in fewer operations per layer and step (the per-step cost of SA++). The expanded scale is
-    materialized once and serves both W_eff and dW; the softmax backward is one kernel."""
-
-    @staticmethod
-    def forward(ctx, w, logits, nmask, view, temperature, lo, hi):
-        z = logits.view(-1) if temperature == 1.0 else logits.view(-1) / temperature
-        p = torch.softmax(z, 0)
-        a = p if lo is None else p.clamp(lo, hi)
-        s_full = expand_dense(view, a.view_as(nmask) * nmask)
-        ctx.save_for_backward(w, p, a, s_full, nmask)
-        ctx.view, ctx.temperature, ctx.clipped = view, temperature, lo is not None
-        return w * s_full
-
-    @staticmethod
-    def backward(ctx, g):
-        w, p, a, s_full, nmask = ctx.saved_tensors
-        grad_w = g * s_full if ctx.needs_input_grad[0] else None
-        ga = (nmask * block_sum(ctx.view, g * w)).reshape(-1)        # dLoss/da
-        if ctx.clipped:
-            ga.masked_fill_(a != p, 0.0)                              # clamp passes gradient only inside [lo, hi]
-        grad_l = torch._softmax_backward_data(ga, p, 0, p.dtype).view_as(nmask)
-        return grad_w, grad_l if ctx.temperature == 1.0 else grad_l / ctx.temperature, None, None, None, None, None
-
-
 class BlockScale(nn.Module):
     """The parametrization W -> W (.) expand(S (.) M) of one layer (``kind``: attention, power or mask)."""
 
@@ -75,8 +50,7 @@ class BlockScale(nn.Module):
             self.logits = nn.Parameter(torch.zeros(view.grid))  # L = 0: A = 1, W_eff = W at the start
         self.register_buffer("mask", torch.ones(view.grid))
         self.applied = False  # dense phases track the mask without applying it (set from the phase plan)
-        self._nmask = None
-        self.fused = True     # the hand-written backward of _SoftmaxScale (False: plain autograd, for tests)
+        self._nmask = MaskCache()  # n * Mask for the fused scale
 
     def attention(self, mask: torch.Tensor | None = None) -> torch.Tensor:
         """A = n * softmax(L / T) (mean 1), or exp(L / T) when unnormalized; clipped if configured; times ``mask``.
@@ -97,14 +71,11 @@ class BlockScale(nn.Module):
         return None
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        if self.kind == "attention" and self.normalized and self.fused:
+        if self.kind == "attention" and self.normalized:  # the fast path of every step (seqattn.fused)
             n = float(self.view.n_blocks)
-            key = (self.applied, self.mask._version, self.mask.data_ptr())
-            if self._nmask is None or self._nmask[0] != key:  # n * Mask, recomputed only when the mask changes
-                self._nmask = (key, self.mask * n if self.applied else torch.full_like(self.mask, n))
-            nmask = self._nmask[1]
             lo, hi = (None, None) if self.clip is None else (self.clip[0] / n, self.clip[1] / n)
-            return _SoftmaxScale.apply(w, self.logits, nmask, self.view, self.temperature, lo, hi)
+            return softmax_scale(w, self.logits, self._nmask(self.mask, n, self.applied), self.view, self.temperature,
+                                 lo, hi)
         if self.kind == "attention":
             s = self.attention(self.mask if self.applied else None)
         else:
@@ -129,7 +100,7 @@ class Reparam:
             if kind == "power":  # V_b = W_b / ||W_b||^((alpha-1)/alpha): W_eff starts at the model's init
                 with torch.no_grad():
                     w = layers.params[name]
-                    w.div_(expand(view, view.norms(w).clamp_min(1e-12).pow((scale.alpha - 1) / scale.alpha)))
+                    w.div_(view.expand(view.norms(w).clamp_min(1e-12).pow((scale.alpha - 1) / scale.alpha)))
             parametrize.register_parametrization(module, "weight", scale, unsafe=True)
             self.scales[name] = scale
 
@@ -161,12 +132,20 @@ class Reparam:
         return 1.0 - sum(float(m.sum()) for m in masks) / sum(m.numel() for m in masks)
 
     @torch.no_grad()
-    def set_masks(self, masks: dict[str, torch.Tensor], applied: bool = True, zero_weights: bool = False) -> None:
-        """Install block masks; ``zero_weights`` also sets the pruned blocks of W itself to zero (hard pruning)."""
+    def set_masks(self, masks: dict[str, torch.Tensor], applied: bool = True, zero_weights: bool = False,
+                  optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Install block masks; ``zero_weights`` also sets the pruned blocks of W itself to zero (hard pruning), and
+        with ``optimizer`` the pruned weights get no momentum / Adam moments either (the enforcement of
+        ``common.sparsity`` on the expanded masks)."""
         for n, m in masks.items():
             self.scales[n].mask.copy_(m)
+        if zero_weights or optimizer is not None:
+            weights = [self.layers.params[n] for n in masks]
+            full = [self.scales[n].view.expand(m).to(w.dtype) for (n, m), w in zip(masks.items(), weights)]
             if zero_weights:
-                self.layers.params[n].mul_(expand(self.scales[n].view, m).to(self.layers.params[n].dtype))
+                S.apply_masks(weights, full)
+            if optimizer is not None:
+                S.mask_optimizer_state(optimizer, weights, full)
         self.apply(applied)
 
     def apply(self, applied: bool) -> None:

@@ -3,7 +3,7 @@
 A weight is seen through ``common.sparsity.BlockView`` as a (H*W*Cin) x Cout matrix (Linear: in x out) cut into BxB
 tiles. A layer takes part only when its grid has at least ``min_blocks`` tiles (the paper leaves layers with fewer
 than 100 blocks dense). One value per block (a score, a 0/1 mask, an attention weight) is a tensor of the grid's shape;
-``expand`` broadcasts it to the weight's shape.
+``BlockView.expand`` broadcasts it to the weight's shape, ``block_sum`` is its adjoint.
 """
 from __future__ import annotations
 
@@ -14,37 +14,15 @@ from common import sparsity as S
 from common.errors import UserError
 
 
-def exact(view: S.BlockView) -> bool:
-    """Whether the blocks tile the weight exactly (no padding): then scaling is a broadcast over a view."""
-    return view.rows % view.block == 0 and view.cols % view.block == 0 and (
-        len(view.shape) == 2 or view.shape[1] % view.block == 0)
-
-
-def expand_dense(view: S.BlockView, values: torch.Tensor) -> torch.Tensor:
-    """expand(values) materialized contiguously in the weight's own layout (then w * it is one contiguous multiply,
-    and the same tensor serves the backward). Exact tilings: two broadcast copies, first along the input axis (a
-    small tensor), then over the B output rows of each block."""
-    if not exact(view):
-        return expand(view, values).contiguous()
-    b, (gr, gc) = view.block, view.grid
-    if len(view.shape) == 2:  # (out, in) = (gc*B, gr*B): weight[o, i] is in block (i // B, o // B)
-        per = values.t()[:, :, None]                                              # (gc, in/B, 1)
-    else:                     # matrix row (h, w, cin) -> block row (h, w, cin // B)
-        cout, cin, h, k = view.shape
-        per = values.view(h, k, cin // b, gc).permute(3, 2, 0, 1)[:, :, None]    # (gc, cin/B, 1, h, k)
-    rows = per.expand(gc, per.shape[1], b, *per.shape[3:]).reshape(gc, -1)        # (gc, in * h * k)
-    return rows[:, None].expand(gc, b, rows.shape[1]).reshape(view.shape)
-
-
 def scale_blocks(view: S.BlockView, w: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """w (.) expand(values)."""
-    return w * expand_dense(view, values)
+    """w (.) expand(values): one contiguous multiply."""
+    return w * view.expand(values)
 
 
 def block_sum(view: S.BlockView, t: torch.Tensor) -> torch.Tensor:
     """Sum of ``t`` (a weight-shaped tensor) over every block: shape ``view.grid`` (the adjoint of ``expand``).
     Exact tilings first sum the B output rows of each block (contiguous), then the B inputs (a small mat-vec)."""
-    if not exact(view):
+    if not view.exact:
         return view.tiles(t).sum(dim=(1, 3))
     b, (gr, gc) = view.block, view.grid
     ones = t.new_ones(b)
@@ -53,13 +31,6 @@ def block_sum(view: S.BlockView, t: torch.Tensor) -> torch.Tensor:
     cout, cin, h, k = t.shape
     per = t.view(gc, b, cin, h, k).sum(dim=1).view(gc, cin // b, b, h * k).transpose(2, 3) @ ones  # (gc, cin/B, hk)
     return per.view(gc, cin // b, h, k).permute(2, 3, 1, 0).reshape(gr, gc)
-
-
-def expand(view: S.BlockView, values: torch.Tensor) -> torch.Tensor:
-    """One value per block (shape ``view.grid``) as a tensor of the weight's shape (differentiable, no copies kept)."""
-    b, (gr, gc) = view.block, view.grid
-    m = values[:, None, :, None].expand(gr, b, gc, b).reshape(gr * b, gc * b)[: view.rows, : view.cols]
-    return view.from_matrix(m)
 
 
 class BlockLayers:
@@ -107,4 +78,4 @@ def block_topk(scores: dict[str, torch.Tensor], sparsity: float, scope: str,
     (mask 0) stay removed: they rank below every live block (backward elimination)."""
     if within is not None:
         scores = {n: s.masked_fill(within[n] == 0, float("-inf")) for n, s in scores.items()}
-    return {n: m.float() for n, m in S.topk(scores, sparsity, scope).items()}
+    return {n: m.float() for n, m in S.topk_masks(scores, sparsity, scope, ties="exact").items()}

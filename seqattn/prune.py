@@ -7,7 +7,7 @@
 
 Algorithm 1 (SequentialAttention++), for every block-sparsified layer (a weight with >= ``min_blocks`` BxB blocks):
   1. logits L, one per block; attention A = n_blocks * softmax(L / T); the layer computes W_eff = W (.) A (.) Mask;
-  2. phases of the ACDC-derived layout (``seqattn.phases``), the optimizer reset at every boundary:
+  2. phases of the ACDC-derived layout (``seqattn.phases``), the optimizer reset at every boundary (``Phases``):
      dense        Mask tracked (top-k of A at the phase's end, logged) but not applied;
      sparsify     Mask applied; the lowest-attention blocks are removed (W_b = 0, ``zero_pruned``) gradually,
                   the sparsity s(1-e^{-ct})/(1-e^{-c}) at t in [0, 1] over the phase's steps (0 at its first
@@ -40,7 +40,7 @@ from common.train import (LRSchedule, Optim, Progress, evaluate, lr_at, make_opt
                           resolve_device, resumable_epochs, train_epoch)
 from seqattn import phases as P
 from seqattn.attention import Reparam, clip_range
-from seqattn.blocks import BlockLayers, block_topk, check_block, expand
+from seqattn.blocks import BlockLayers, block_topk, check_block
 
 SCRIPT = "seqattn.prune"
 # The training curve (--curve-every) is measured on this many training samples (all of them when fewer), un-augmented,
@@ -151,11 +151,15 @@ def param_groups(cfg: Config, model, reparam: Reparam) -> list[dict]:
     """The optimizer's parameter groups: the model's weights, then the SA++ logits, with ``logit_weight_decay`` as
     their own weight decay when it is set (otherwise the optimizer's weight decay reaches them too)."""
     logits = reparam.logits()
-    others = [p for p in model.parameters() if all(p is not q for q in logits)]
-    if not logits:
-        return [{"params": others}]
+    weights = [p for p in model.parameters() if all(p is not q for q in logits)]
     own = {} if cfg.logit_weight_decay is None else {"weight_decay": cfg.logit_weight_decay}
-    return [{"params": others}, {"params": logits, **own}]
+    return [{"params": weights}] + ([{"params": logits, **own}] if logits else [])
+
+
+def resets_optimizer(cfg: Config, kind: str) -> bool:
+    """Whether the optimizer state is cleared where a phase of ``kind`` starts (not at step 0)."""
+    reset = cfg.reset_optimizer if cfg.reset_optimizer != "auto" else ("restore" if cfg.method == "acdc" else "phase")
+    return reset == "phase" or (reset == "restore" and kind == "dense")
 
 
 class CurveSubset:
@@ -172,6 +176,65 @@ class CurveSubset:
             yield self.split.take(self.indices[start:start + self.batch_size])
 
 
+class Phases:
+    """Step 2 of Algorithm 1: what starts at a step -- a phase (the optimizer reset, then its kind's handler) and/or a
+    sparsification phase's mask update. Record rule: a record (curve point, epoch) measures the model after a step
+    and carries that step's phase; what starts at the next step runs after the measurement."""
+
+    def __init__(self, cfg: Config, run: Run, plan: P.Plan, reparam: Reparam, optimizer, device, steps: int, curve):
+        self.cfg, self.run, self.plan, self.reparam, self.optimizer = cfg, run, plan, reparam, optimizer
+        self.device, self.steps, self.curve = device, steps, curve  # curve: (step, phase) -> None, or None
+
+    def begin(self, t: int) -> None:
+        phase = self.plan.starts(t)
+        if phase is not None:
+            previous = self.plan.phase_at(t - 1).kind if t > 0 else None
+            if t > 0 and resets_optimizer(self.cfg, phase.kind):
+                self.optimizer.state.clear()  # paper: resetting the optimizer between phases is crucial
+            {"dense": self.dense, "sparsify": self.sparsify, "sparse": self.sparse}[phase.kind](t, previous)
+            self.run.log(event="phase", step=t, phase=phase.kind, end=phase.end)
+        target = self.plan.targets.get(t)
+        if target is not None:  # sparsify: remove the lowest-attention blocks among those still present
+            self.prune(t, target, within=self.reparam.masks())
+
+    def after_step(self, t: int) -> None:
+        if self.curve is not None and (t + 1) % self.cfg.curve_every == 0:
+            self.curve(t + 1, self.plan.phase_at(t).kind)
+        if (t + 1) % self.steps:  # after an epoch's last step: at the next epoch's start, once the epoch is measured
+            self.begin(t + 1)
+
+    def dense(self, t: int, previous: str | None) -> None:
+        """dense: Mask tracked but not applied (SA++ logs how many kept blocks the top-k of A still selects)."""
+        if previous is not None and self.cfg.method == "sapp":
+            tracked, kept = block_topk(self.scores(), self.cfg.sparsity, self.cfg.scope), self.reparam.masks()
+            same = sum(float((tracked[n] * kept[n]).sum()) for n in kept)
+            self.run.log(event="track", step=t, kept_blocks_still_selected=same / max(1.0, sum(
+                float(m.sum()) for m in kept.values())))
+        self.reparam.apply(False)
+
+    def sparsify(self, t: int, previous: str | None) -> None:
+        """sparsify: Mask applied, from all blocks; the plan's mask updates then remove blocks gradually."""
+        self.reparam.set_masks(self.reparam.layers.ones(self.device), applied=True)
+
+    def sparse(self, t: int, previous: str | None) -> None:
+        """sparse: Mask frozen after a sparsification phase; otherwise (ACDC, magnitude, powerprop, SA++ without
+        sparsification phases) the top-k of the scores is installed at once."""
+        if previous != "sparsify":
+            self.prune(t, self.cfg.sparsity)
+
+    def scores(self) -> dict[str, torch.Tensor]:
+        """Block importance: the attention A (SA++) or the Frobenius norm of each block of W_eff (baselines)."""
+        return self.reparam.attention() if self.cfg.method == "sapp" else self.reparam.effective_norms()
+
+    @torch.no_grad()
+    def prune(self, t: int, sparsity: float, within: dict[str, torch.Tensor] | None = None) -> None:
+        """Keep the top-(1 - sparsity) scores (among the blocks ``within`` keeps); hard pruning (``zero_pruned``)
+        sets W_b = 0; the pruned weights get no momentum / Adam moments either."""
+        masks = block_topk(self.scores(), sparsity, self.cfg.scope, within=within)
+        self.reparam.set_masks(masks, applied=True, zero_weights=self.cfg.zero_pruned, optimizer=self.optimizer)
+        self.run.log(event="prune", step=t, target_sparsity=sparsity, sparsity=self.reparam.block_sparsity())
+
+
 def compute(cfg: Config, run: Run) -> dict:
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -184,72 +247,24 @@ def compute(cfg: Config, run: Run) -> dict:
     optimizer = make_optimizer(param_groups(cfg, model, reparam), cfg.optim, cfg.lr.lr)
     steps = len(data.train)
     total = cfg.epochs * steps
-    # 2. The phase layout in steps.
+    # 2. The phase layout in steps, each phase started by its handler (Phases).
     plan = P.Plan(P.layout(cfg.method, cfg.phases, cfg.sparsify_share, cfg.sparsification), total,
                   sparsity=cfg.sparsity, c=cfg.c, every=cfg.mask_every, short_dense_steps=cfg.short_dense_steps)
-    reset = cfg.reset_optimizer if cfg.reset_optimizer != "auto" else ("restore" if cfg.method == "acdc" else "phase")
-    hard = cfg.zero_pruned  # pruning sets W_b = 0 (true) or only masks W_eff (false)
-
-    def scores() -> dict[str, torch.Tensor]:
-        """Block importance: the attention A (SA++) or the Frobenius norm of each block of W_eff (baselines)."""
-        return reparam.attention() if cfg.method == "sapp" else reparam.effective_norms()
-
-    @torch.no_grad()
-    def install(masks: dict[str, torch.Tensor]) -> None:
-        reparam.set_masks(masks, applied=True, zero_weights=hard)
-        for name, m in masks.items():  # pruned weights get no momentum / Adam moments either
-            w = reparam.layers.params[name]
-            for value in optimizer.state.get(w, {}).values():
-                if torch.is_tensor(value) and value.shape == w.shape:
-                    value.mul_(expand(reparam.layers.views[name], m).to(value.dtype))
-
-    def begin(t: int) -> None:
-        """Whatever starts at step t: a phase boundary and/or a mask update of a sparsification phase."""
-        phase = plan.starts(t)
-        if phase is not None:
-            previous = plan.phase_at(t - 1).kind if t > 0 else None
-            if t > 0 and (reset == "phase" or (reset == "restore" and phase.kind == "dense")):
-                optimizer.state.clear()  # paper: resetting the optimizer between phases is crucial
-            if phase.kind == "dense":
-                if previous is not None and cfg.method == "sapp":  # the mask is tracked but not applied
-                    tracked = block_topk(scores(), cfg.sparsity, cfg.scope)
-                    kept = {n: m for n, m in reparam.masks().items()}
-                    same = sum(float((tracked[n] * kept[n]).sum()) for n in kept)
-                    run.log(event="track", step=t, kept_blocks_still_selected=same / max(1.0, sum(
-                        float(m.sum()) for m in kept.values())))
-                reparam.apply(False)
-            elif phase.kind == "sparsify":
-                reparam.set_masks(reparam.layers.ones(device), applied=True)  # start from all blocks
-            elif phase.kind == "sparse" and previous != "sparsify":  # ACDC / magnitude / no-sparsification: at once
-                install(block_topk(scores(), cfg.sparsity, cfg.scope))
-                run.log(event="prune", step=t, target_sparsity=cfg.sparsity, sparsity=reparam.block_sparsity())
-            run.log(event="phase", step=t, phase=phase.kind, end=phase.end)
-        target = plan.targets.get(t)
-        if target is not None:  # remove the lowest-attention blocks among those still present
-            install(block_topk(scores(), target, cfg.scope, within=reparam.masks()))
-            run.log(event="prune", step=t, target_sparsity=target, sparsity=reparam.block_sparsity())
-
-    # Every record of a measurement carries the phase of the step that last trained the measured model (and whose
-    # mask it computes with): what starts at the next step runs after the measurement.
     curve_set = CurveSubset(data.train, CURVE_SAMPLES, CURVE_SEED) if cfg.curve_every else None
-
-    def after_step(t: int) -> None:
-        if cfg.curve_every and (t + 1) % cfg.curve_every == 0:
-            run.log(event="curve", step=t + 1, phase=plan.phase_at(t).kind,
-                    **named("train", evaluate(model, curve_set, loss_fn)))
-        if (t + 1) % steps:  # after an epoch's last step: at the next epoch's start, once the epoch is measured
-            begin(t + 1)
+    curve = None if curve_set is None else lambda step, phase: run.log(
+        event="curve", step=step, phase=phase, **named("train", evaluate(model, curve_set, loss_fn)))
+    phases = Phases(cfg, run, plan, reparam, optimizer, device, steps, curve)
 
     progress = Progress(cfg.progress)
     state = {"model": model, "optimizer": optimizer, "reparam": reparam}
     classifier = data.info.num_classes > 1  # a one-logit model has a loss, no training accuracy
     for epoch in resumable_epochs(run, cfg.epochs, state):
-        begin(epoch * steps)
+        phases.begin(epoch * steps)
         stats = train_epoch(model, data.train, epoch, optimizer, first_step=epoch * steps,
-                            lr_of_step=lambda s: lr_at(cfg.lr, s / steps, cfg.epochs), after_step=after_step,
+                            lr_of_step=lambda s: lr_at(cfg.lr, s / steps, cfg.epochs), after_step=phases.after_step,
                             loss_fn=loss_fn, progress=progress, desc=f"{cfg.method} {epoch + 1}/{cfg.epochs}")
         test = evaluate(model, data.test, loss_fn)
-        phase = plan.phase_at((epoch + 1) * steps - 1).kind
+        phase = plan.phase_at((epoch + 1) * steps - 1).kind  # the record rule (Phases)
         applied = any(s.applied for s in reparam.scales.values())
         run.log(epoch=epoch + 1, step=(epoch + 1) * steps, phase=phase, train_loss=stats["loss"],
                 **({"train_acc": stats["acc"]} if classifier else {}), **named("test", test),

@@ -33,13 +33,23 @@ def test_scores_weights_and_model_tensors_never_share_storage():
 def test_first_mask_is_the_global_magnitude_mask_and_sparsity_is_exact():
     model = _mlp()
     params = S.prunable(model, ())
-    ref = S.global_topk(S.magnitudes(params), 0.9)
+    ref = S.topk_masks(S.magnitudes(params), 0.9, "global", ties="exact")
     w = ScoredWeights(params, 0.9)
     for mask, name in zip(w.masks, w.names):
         assert torch.equal(mask.bool(), ref[name])
     assert 1 - w.density() == pytest.approx(0.9, abs=1e-6)
     for z, theta, mask in zip(w.z, w.theta, w.masks):  # the model computes with z = mask (.) theta
         assert torch.equal(z.detach(), theta.detach() * mask)
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_projection_prunes_every_score_tied_with_the_threshold(scope):
+    """BiP's top-k is a threshold (ties="prune_all"): k = round(0.25 * 8) = 2, the 2nd smallest |theta| = 1 is tied
+    three times, all three are pruned (and the 0)."""
+    params = {"w": nn.Parameter(torch.tensor([[0.0, 1.0, -1.0, 1.0], [2.0, 3.0, 4.0, 5.0]]))}
+    w = ScoredWeights(params, 0.25, scope=scope)
+    assert w.masks[0].tolist() == [[0, 0, 0, 0], [1, 1, 1, 1]]
+    assert w.aimed_sparsity() == 0.25 and 1 - w.density() == 0.5
 
 
 def test_structured_masks_remove_whole_filters_or_channels_at_a_uniform_ratio():
@@ -92,6 +102,27 @@ def test_one_bip_iteration_is_two_forwards_and_two_backwards():
     moved = [(t.detach() != b) for t, b in zip(w.theta, before)]
     assert all(not (mv & (m == 0)).any() for mv, m in zip(moved, w.masks))  # pruned weights get no loss gradient
     assert all(torch.equal(z.detach(), t.detach() * m) for z, t, m in zip(w.z, w.theta, w.masks))
+
+
+def test_the_upper_step_returns_its_loss_and_grad_z_for_the_logged_ig_ratio():
+    """What the epoch's record reads: the upper step's grad_z l at z = top-k(m_t) (.) theta, left unchanged by the
+    step, and ig_ratio = ||(1/gamma) grad_z (.) grad_theta|| / ||grad_m l|| computed from it."""
+    model = _mlp()
+    w = ScoredWeights(S.prunable(model, ()), 0.8)
+    others = [p for p in model.parameters() if all(p is not z for z in w.z)]
+    step = BiLevelSteps(model, w, torch.optim.SGD(w.theta + others, lr=0.01), torch.optim.SGD([w.score_param], lr=0.1),
+                        1e-4, torch.device("cpu"))
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    zs = {n: z.detach().clone().requires_grad_(True) for n, z in zip(w.names, w.z)}
+    expected_loss = nn.functional.cross_entropy(torch.func.functional_call(model, zs, (x,)), y)
+    expected = torch.autograd.grad(expected_loss, list(zs.values()))
+    loss, grad_z = step.upper(x, y, 0.1)
+    torch.testing.assert_close(loss, expected_loss.detach(), rtol=0, atol=0)
+    for g, e in zip(grad_z, expected):
+        torch.testing.assert_close(g, e, rtol=0, atol=0)
+    ig = sum(float((1e-4 * m * g * g).pow(2).sum()) for g, m in zip(expected, w.masks)) ** 0.5
+    ste = sum(float((g * t.detach()).pow(2).sum()) for g, t in zip(expected, w.theta)) ** 0.5
+    assert w.ig_ratio(list(grad_z), 1e-4) == pytest.approx(ig / ste, rel=1e-12)
 
 
 def test_rewind_replay_equals_the_stored_dense_model(runs):
@@ -163,10 +194,10 @@ def test_bad_input_is_one_line_and_nothing_is_done(runs, script, args, message):
     assert not list(runs.glob("*/*/result.json"))
 
 
-def test_incremental_threshold_equals_kthvalue_as_scores_drift():
-    """The projection's threshold, searched near the last one, is exactly torch.kthvalue's at every step (small
+def test_incremental_threshold_equals_the_reference_selection_as_scores_drift():
+    """The projection's threshold, searched near the last one, is exactly the reference's at every step (small
     drifts, large jumps, ties) — so the mask is the exact global top-k."""
-    from bip.scores import Threshold
+    from bip.scores import Threshold, kth_smallest_reference
 
     g = torch.Generator().manual_seed(0)
     for n, sparsity in ((20000, 0.2), (20000, 0.91), (3000, 0.99)):
@@ -178,7 +209,7 @@ def test_incremental_threshold_equals_kthvalue_as_scores_drift():
             flat = flat + scale * torch.randn(n, generator=g)
             if step == 30:
                 flat[:500] = flat[k]                                # a block of ties at the threshold
-            assert torch.equal(threshold(flat, k), torch.kthvalue(flat, k).values), (n, sparsity, step)
+            assert torch.equal(threshold(flat, k), kth_smallest_reference(flat, k)), (n, sparsity, step)
 
 
 def _adversarial_scores():
@@ -199,13 +230,13 @@ def _adversarial_scores():
         yield torch.randint(0, 5, (999,), generator=g).to(dtype)
 
 
-def test_topk_threshold_equals_kthvalue_and_gives_the_same_masks():
-    """The CUDA default (topk over the smaller side), run on the CPU here, selects exactly torch.kthvalue's value at
+def test_topk_threshold_equals_the_reference_selection_and_gives_the_same_masks():
+    """The CUDA default (topk over the smaller side), run on the CPU here, selects exactly the reference's value at
     every k of adversarial vectors and at chosen k of large ones, so the mask (scores > threshold) is the same."""
-    from bip.scores import topk_kthvalue
+    from bip.scores import kth_smallest_reference, topk_kthvalue
 
     def check(flat, k):
-        ref, got = torch.kthvalue(flat, k).values, topk_kthvalue(flat, k)
+        ref, got = kth_smallest_reference(flat, k), topk_kthvalue(flat, k)
         assert got.dtype == flat.dtype and got.shape == ref.shape
         assert torch.equal(flat > got, flat > ref), (flat.numel(), k, ref, got)
         assert torch.equal(got, ref) or (ref.isnan() and got.isnan()), (flat.numel(), k, ref, got)
@@ -317,7 +348,7 @@ def test_batchnorm_running_statistics_move_once_per_iteration_by_the_lower_step(
         assert all(not torch.equal(a, b) for a, b in zip(after_lower, before))     # the training step moves them
         twin = copy.deepcopy(cnn)                                                  # upper: batch statistics
         expected = nn.functional.cross_entropy(twin(x), y)
-        loss = step.upper(x, y, 0.1)
+        loss, _ = step.upper(x, y, 0.1)
         assert torch.allclose(loss, expected, atol=1e-6)
         assert all(torch.equal(a, b) for a, b in zip(stats(), after_lower))       # ... and leaves them alone
         assert all(int(bn.num_batches_tracked) == it + 1 and bn.track_running_stats for bn in bns)

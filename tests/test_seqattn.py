@@ -1,4 +1,5 @@
-"""SequentialAttention++ and its baselines: schedule, layouts, attention, fused backward, runs, resume, bad input."""
+"""SequentialAttention++ and its baselines: schedule, layouts, attention, fused scale vs reference, runs, resume,
+bad input."""
 import json
 import math
 
@@ -9,10 +10,10 @@ from torch import nn
 from common import config as C
 from common import sparsity as S
 from common.store import Run, collect, execute, read_log
-from seqattn import oneshot, prune
+from seqattn import attention, fused, oneshot, prune
 from seqattn import phases as P
 from seqattn.attention import Reparam, clip_range
-from seqattn.blocks import BlockLayers, block_sum, block_topk, expand, scale_blocks
+from seqattn.blocks import BlockLayers, block_sum, block_topk, scale_blocks
 from tests.conftest import one_error_line, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -102,30 +103,68 @@ def test_attention_has_mean_one_and_clipping_bounds_it():
     assert clip_range("literal", 100, 0.1) == (10.0, 1000.0) and clip_range("none", 100, 0.1) is None
 
 
+@pytest.mark.parametrize("shape,block", [((24, 16), 4), ((25, 18), 4), ((16, 8, 3, 3), 4), ((16, 8, 3, 3), 3),
+                                         ((32, 40), 1)])
+@pytest.mark.parametrize("temperature,clip", [(1.0, None), (0.5, (0.5, 2.0)), (1.0, (0.9, 1.1))])
+def test_fused_softmax_scale_equals_its_autograd_reference(shape, block, temperature, clip):
+    """Forward values and the gradients of W and L of the hand-written backward equal autograd's through the plain
+    reference, on random weights, logits and masks, with and without clipping, exact and padded tilings."""
+    g = torch.Generator().manual_seed(block + len(shape))
+    view = S.BlockView(shape, block)
+    n = float(view.n_blocks)
+    nmask = (torch.rand(view.grid, generator=g) > 0.3).float() * n
+    lo, hi = (None, None) if clip is None else (clip[0] / n, clip[1] / n)
+    w0, l0 = torch.randn(shape, generator=g), torch.randn(view.grid, generator=g)
+    upstream = torch.randn(shape, generator=g)
+    out = []
+    for fn in (fused.softmax_scale, fused.softmax_scale_reference):
+        w, logits = w0.clone().requires_grad_(True), l0.clone().requires_grad_(True)
+        y = fn(w, logits, nmask, view, temperature, lo, hi)
+        y.backward(upstream)
+        out.append((y.detach(), w.grad, logits.grad))
+    for a, b in zip(*out):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("block", [4, 3])
-def test_fused_softmax_backward_equals_autograd(block):
+def test_a_model_trains_with_the_fused_scale_as_with_its_reference(block, monkeypatch):
+    """Through the model's parametrizations (n * Mask cached, clip range and temperature passed on): the gradients
+    equal those of the same model computing with the reference scale."""
     grads = []
-    for fused in (True, False):
-        model, layers = _layers(block)
-        reparam = Reparam(model, layers, "attention", temperature=0.5, clip=lambda n: (0.5, 2.0))
-        for scale in reparam.scales.values():
-            scale.fused = fused
-            with torch.no_grad():
-                scale.logits.copy_(torch.randn(scale.logits.shape, generator=torch.Generator().manual_seed(1)))
-        reparam.set_masks(block_topk(reparam.attention(), 0.5, "layer"), applied=True)
-        x = torch.randn(5, 8, 6, 6, generator=torch.Generator().manual_seed(2))
-        model(x).square().sum().backward()
-        grads.append([p.grad.clone() for p in model.parameters()])
+    for reference in (False, True):
+        with monkeypatch.context() as m:
+            if reference:
+                m.setattr(attention, "softmax_scale", fused.softmax_scale_reference)
+            model, layers = _layers(block)
+            reparam = Reparam(model, layers, "attention", temperature=0.5, clip=lambda n: (0.5, 2.0))
+            for scale in reparam.scales.values():
+                with torch.no_grad():
+                    scale.logits.copy_(torch.randn(scale.logits.shape, generator=torch.Generator().manual_seed(1)))
+            reparam.set_masks(block_topk(reparam.attention(), 0.5, "layer"), applied=True)
+            x = torch.randn(5, 8, 6, 6, generator=torch.Generator().manual_seed(2))
+            model(x).square().sum().backward()
+            grads.append([p.grad.clone() for p in model.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_the_cached_mask_follows_every_change_of_the_mask():
+    cache, mask = fused.MaskCache(), torch.ones(2, 3)
+    assert torch.equal(cache(mask, 6.0, False), torch.full((2, 3), 6.0))
+    assert torch.equal(cache(mask, 6.0, True), mask * 6.0)
+    first = cache(mask, 6.0, True)
+    assert cache(mask, 6.0, True) is first                   # unchanged mask: the cached tensor
+    mask[0, 1] = 0.0                                         # an in-place write bumps the version
+    assert torch.equal(cache(mask, 6.0, True), mask * 6.0) and cache(mask, 6.0, True) is not first
 
 
 @pytest.mark.parametrize("shape,block", [((24, 16), 4), ((25, 16), 4), ((16, 8, 3, 3), 4), ((16, 8, 3, 3), 3)])
 def test_block_scaling_matches_the_block_view(shape, block):
     view = S.BlockView(shape, block)
     w, values = torch.randn(shape), torch.rand(view.grid)
-    torch.testing.assert_close(scale_blocks(view, w, values), w * expand(view, values))
-    torch.testing.assert_close(expand(view, values), view.expand(values))
+    torch.testing.assert_close(scale_blocks(view, w, values), w * view.expand_reference(values))
+    assert torch.equal(view.expand(values), view.expand_reference(values))  # fast path (exact tilings) = plain one
+    assert view.expand(values).is_contiguous()
     torch.testing.assert_close(block_sum(view, w), view.tiles(w).sum(dim=(1, 3)))
 
 
@@ -136,6 +175,31 @@ def test_block_topk_keeps_removed_blocks_removed():
     reversed_scores = {"a": -scores["a"]}
     second = block_topk(reversed_scores, 0.5, "layer", within=first)
     assert second["a"].flatten()[:3].tolist() == [0, 0, 0] and int(second["a"].sum()) == 5
+
+
+@pytest.mark.parametrize("kind", ["attention", "mask"])
+def test_hard_pruning_zeroes_the_pruned_blocks_and_their_momentum_and_they_stay_zero(kind):
+    model, layers = _layers(4)
+    reparam = Reparam(model, layers, kind)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    x = torch.randn(5, 8, 6, 6, generator=torch.Generator().manual_seed(2))
+
+    def step():
+        opt.zero_grad()
+        model(x).square().sum().backward()
+        opt.step()
+
+    step()  # momentum on every weight
+    masks = block_topk(reparam.effective_norms(), 0.5, "layer")
+    before = {n: opt.state[w]["momentum_buffer"].clone() for n, w in layers.params.items()}
+    reparam.set_masks(masks, applied=True, zero_weights=True, optimizer=opt)
+    for n, w in layers.params.items():
+        kept = layers.views[n].expand(masks[n]).bool()
+        assert torch.equal(opt.state[w]["momentum_buffer"], torch.where(kept, before[n], 0.0)), n
+    for _ in range(3):
+        step()
+        for n, w in layers.params.items():
+            assert not w[~layers.views[n].expand(masks[n]).bool()].any(), n
 
 
 # ------------------------------------------------------------------------------------------------ runs

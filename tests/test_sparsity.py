@@ -23,21 +23,43 @@ def test_prunable_exclusions():
 
 
 @pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.9, 0.99])
-def test_global_topk_equals_torch_global_unstructured(sparsity):
+def test_exact_global_topk_equals_torch_global_unstructured(sparsity):
     ours, ref = _model(1), _model(1)
     params = S.prunable(ours, exclude=())
-    masks = S.global_topk(S.magnitudes(params), sparsity)
+    masks = S.topk_masks(S.magnitudes(params), sparsity, "global", ties="exact")
     modules = [(mod, "weight") for mod in ref.modules() if isinstance(mod, (nn.Conv2d, nn.Linear))]
     torch_prune.global_unstructured(modules, pruning_method=torch_prune.L1Unstructured, amount=sparsity)
     for (name, mask), (mod, _) in zip(masks.items(), modules):
         assert torch.equal(mask, mod.weight_mask.bool()), name
 
 
-def test_layerwise_topk_has_uniform_ratio():
+def test_layer_topk_has_uniform_ratio():
     params = S.prunable(_model(), exclude=())
-    masks = S.layerwise_topk(S.magnitudes(params), 0.75)
+    masks = S.topk_masks(S.magnitudes(params), 0.75, "layer", ties="exact")
     for n, m in masks.items():
         assert int((~m).sum()) == round(0.75 * m.numel()), n
+
+
+def test_topk_tie_rules_on_tied_scores():
+    """k = round(2/6 * 6) = 2, the k-th smallest score 1.0 is tied three times: "exact" prunes exactly 2 (the 0 and
+    one of the 1s), "prune_all" every score <= 1.0 (4); both keep every score above the k-th smallest."""
+    scores = torch.tensor([[1.0, 3.0, 0.0], [1.0, 2.0, 1.0]])
+    exact = S.topk_mask(scores, 2 / 6, ties="exact")
+    assert exact.shape == scores.shape and exact.dtype == torch.bool
+    assert int((~exact).sum()) == 2 and not exact[0, 2] and int((~exact)[scores == 1.0].sum()) == 1
+    assert exact[scores > 1.0].all()
+    prune_all = S.topk_mask(scores, 2 / 6, ties="prune_all")
+    assert torch.equal(prune_all, scores > 1.0)
+    kth = S.topk_mask(scores, 2 / 6, ties="prune_all", kth=lambda flat, k: torch.sort(flat).values[k - 1])
+    assert torch.equal(kth, prune_all)
+    distinct = torch.randperm(50).float()  # no ties: the two rules give the same mask
+    assert torch.equal(S.topk_mask(distinct, 0.3, ties="exact"), S.topk_mask(distinct, 0.3, ties="prune_all"))
+    for ties in ("exact", "prune_all"):
+        assert S.topk_mask(scores, 0.01, ties=ties).all()  # k = 0 prunes nothing
+    with pytest.raises(ValueError, match="tie rule"):
+        S.topk_mask(scores, 0.5, ties="random")
+    named = S.topk_masks({"a": scores, "b": scores + 10}, 0.25, "global", ties="prune_all")
+    assert torch.equal(named["a"], scores > 1.0) and named["b"].all()
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -51,7 +73,7 @@ def test_pruned_weights_stay_exactly_zero_through_momentum_and_weight_decay(opti
     masks = S.Masks(params)
     for step in range(50):  # momentum builds up on every weight before the pruning at step 10
         if step == 10:
-            masks.set(S.global_topk(S.magnitudes(params), 0.8), opt)
+            masks.set(S.topk_masks(S.magnitudes(params), 0.8, "global", ties="exact"), opt)
             pruned = {n: ~m.bool() for n, m in masks.masks.items()}
         opt.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
@@ -67,7 +89,7 @@ def test_pruned_weights_stay_exactly_zero_through_momentum_and_weight_decay(opti
 def test_masks_state_roundtrip():
     params = S.prunable(_model(), exclude=())
     masks = S.Masks(params)
-    masks.set(S.layerwise_topk(S.magnitudes(params), 0.5))
+    masks.set(S.topk_masks(S.magnitudes(params), 0.5, "layer", ties="exact"))
     other = S.Masks(S.prunable(_model(2), exclude=()))
     other.load_state_dict(masks.state_dict())
     assert all(torch.equal(masks.masks[n], other.masks[n]) for n in masks.masks)
@@ -99,6 +121,21 @@ def test_block_view_layout_and_roundtrip(shape, block):
     assert view.expand(torch.ones(view.grid)).shape == w.shape
 
 
+@pytest.mark.parametrize("shape,block", [((8, 3, 3, 3), 4), ((8, 4, 3, 3), 4), ((16, 8, 3, 3), 4), ((12, 8), 4),
+                                         ((10, 13), 3), ((6, 4), 8)])
+def test_block_expand_fast_path_equals_the_reference(shape, block):
+    """Exact tilings take the fast broadcast; values and gradients equal the padded-matrix reference's."""
+    view = S.BlockView(shape, block)
+    assert view.exact == (shape in ((8, 4, 3, 3), (16, 8, 3, 3), (12, 8)))
+    values = torch.rand(view.grid, requires_grad=True)
+    g = torch.randn(shape)
+    fast, ref = view.expand(values), view.expand_reference(values)
+    assert torch.equal(fast, ref) and fast.is_contiguous() and fast.shape == shape
+    (grad_fast,) = torch.autograd.grad(fast, values, g)
+    (grad_ref,) = torch.autograd.grad(ref, values, g)
+    torch.testing.assert_close(grad_fast, grad_ref)
+
+
 def test_block_size_zero_is_an_error():
     with pytest.raises(UserError, match="block size"):
         S.BlockView((4, 4), 0)
@@ -117,7 +154,7 @@ def test_report_is_exact():
     model = _model()
     params = S.prunable(model, exclude=("last",))
     masks = S.Masks(params)
-    masks.set(S.global_topk(S.magnitudes(params), 0.9))
+    masks.set(S.topk_masks(S.magnitudes(params), 0.9, "global", ties="exact"))
     rep = S.report(model, params)
     total = sum(p.numel() for p in params.values())
     assert rep["prunable_params"] == total
