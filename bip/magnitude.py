@@ -22,9 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-import torch
-
-from bip.base import Base, Level, accuracies, check_rewind, data_of, method_start, prunable_of, validate_base
+from bip.config import Base, Level, accuracies, check_rewind, data_of, method_start, prunable_of, validate_base
 from bip.rewind import load_rewind, rewind_config
 from common import config as C
 from common import sparsity as S
@@ -144,7 +142,7 @@ def compute(cfg: Config, run: Run) -> dict:
     points = [{k: rec[k] for k in ("round", "target_sparsity", "sparsity", "test_acc", "val_acc", "method_time")
                if k in rec} for rec in run.logs if rec.get("event") == "round"]
     rep = S.report(model, params)
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, run.dir / "model.pt")
+    run.save_model(model)
     final = {**accuracies(model, data), "sparsity": 1.0 - masks.density(),
              "method_time": run.elapsed() - method_start(run)}
     return {**final, "final_test_acc": final["test_acc"], "dense_test_acc": dense["test_acc"], "rounds": len(targets),

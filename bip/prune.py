@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bip.base import Base, Level, accuracies, data_of, forward_loss, method_start, prunable_of, validate_base
+from bip.config import Base, Level, accuracies, data_of, forward_loss, method_start, prunable_of, validate_base
 from bip.scores import STRUCTURES, ScoredWeights, check_layerwise
 from common import config as C
 from common import distributed
@@ -215,7 +215,7 @@ def compute(cfg: Config, run: Run) -> dict:
                    "scores tied at the top-k threshold are all pruned" +
                    (" (--score-init 0 starts every score at 0; use a positive one)" if cfg.score_init == 0 else ""))
     rep = S.report(model, params)
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, run.dir / "model.pt")
+    run.save_model(model)
     torch.save(w.mask_dict(), run.dir / "masks.pt")
     ig = [r["ig_ratio"] for r in run.logs if r.get("ig_ratio") is not None]
     return {**accuracies(model, data), "dense_test_acc": dense["test_acc"], "method_time": method_time,

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 
 from bip import prune
-from bip.base import Level, accuracies, check_rewind, data_of, method_start, prunable_of
+from bip.config import Level, accuracies, check_rewind, data_of, method_start, prunable_of
 from bip.rewind import load_rewind, rewind_config
 from common import config as C
 from common import sparsity as S
@@ -82,7 +82,7 @@ def compute(cfg: Config, run: Run) -> dict:
                             progress=progress, desc=f"retrain {epoch + 1}/{cfg.retrain_epochs}")
         run.log(epoch=epoch + 1, train_loss=stats["loss"], sparsity=1.0 - masks.density())
         progress.line(f"[retrain] epoch {epoch + 1}/{cfg.retrain_epochs} loss {stats['loss']:.4f}")
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, run.dir / "model.pt")
+    run.save_model(model)
     return {**accuracies(model, data), "sparsity": 1.0 - masks.density(), "dense_test_acc": pruned["dense_test_acc"],
             "pruned_test_acc": pruned["test_acc"], "method_time": run.elapsed() - method_start(run)}
 

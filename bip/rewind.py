@@ -19,24 +19,19 @@ from dataclasses import dataclass
 import torch
 
 from common import config as C
-from common.cli import Runtime
-from common.data import DATASETS, dataset_info, load_dataset
+from common import pretrain
+from common.data import dataset_info
 from common.errors import UserError
-from common.models import MODELS, build_model, check_model
+from common.models import check_model
 from common.store import Run, atomic_write, execute
-from common.train import Recipe, lr_at, make_optimizer, prepare_model, resolve_device, train_epoch
+from common.train import resolve_device
 
 SCRIPT = "bip.rewind"
 
 
 @dataclass
-class Config(Runtime):
-    dataset: str = C.opt("digits", "dataset", choices=DATASETS)
-    model: str = C.opt("mlp", "model", choices=MODELS)
-    seed: int = C.opt(0, "random seed of the dense training")
-    pretrain: Recipe = C.opt(Recipe(epochs=30, lr=0.05), "recipe of the dense training being replayed")
+class Config(pretrain.DenseStart):
     epoch: int = C.opt(0, "stop after this many epochs (0: the initialization)")
-    val_size: int = C.opt(0, "training samples the dense training held out (its --val-size)")
 
 
 def validate(cfg: Config) -> None:
@@ -46,10 +41,8 @@ def validate(cfg: Config) -> None:
         raise UserError(f"--epoch {cfg.epoch} is outside the dense training (0..{cfg.pretrain.epochs} epochs)")
 
 
-def _dense_config(cfg: Config):
-    from common.pretrain import dense_config
-
-    return dense_config(cfg, keep=(cfg.epoch,))
+def _dense_config(cfg: Config) -> pretrain.Config:
+    return pretrain.dense_config(cfg, keep=(cfg.epoch,))
 
 
 def dependencies(cfg: Config) -> list:
@@ -58,8 +51,6 @@ def dependencies(cfg: Config) -> list:
 
 
 def compute(cfg: Config, run: Run) -> dict:
-    from common import pretrain
-
     dense_cfg = _dense_config(cfg)
     execute(pretrain, dense_cfg)
     dense_dir = Run(pretrain.SCRIPT, dense_cfg).dir
@@ -75,28 +66,17 @@ def compute(cfg: Config, run: Run) -> dict:
 
 
 def _replay(cfg: Config, run: Run) -> dict:
-    # The same sequence of operations as common.pretrain.compute, cut after cfg.epoch epochs.
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    recipe = cfg.pretrain
-    data = load_dataset(cfg.dataset, root=cfg.data_dir, download=cfg.download, device=device,
-                        batch_size=recipe.batch_size, seed=cfg.seed, val_size=cfg.val_size, workers=cfg.workers)
-    model = prepare_model(build_model(cfg.model, data.info.num_classes, data.info.input_shape), device)
-    optimizer = make_optimizer(model.parameters(), recipe, recipe.lr)
-    steps = len(data.train)
-    for epoch in range(cfg.epoch):
-        train_epoch(model, data.train, epoch, optimizer, first_step=epoch * steps,
-                    lr_of_step=lambda s: lr_at(recipe, s / steps, recipe.epochs))
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, run.dir / "model.pt")
+    dense_cfg = _dense_config(cfg)  # the dense run's own training, cut after cfg.epoch epochs
+    data, model, optimizer = pretrain.setup(dense_cfg, resolve_device(cfg.device))
+    for _ in pretrain.train_epochs(dense_cfg, data, model, optimizer, range(cfg.epoch)):
+        pass
+    run.save_model(model)
     return {"epoch": cfg.epoch}
 
 
 def rewind_config(cfg, epoch: int) -> Config:
-    """The snapshot a method config (dataset/model/seed/pretrain/val_size) rewinds to."""
-    from common.cli import runtime_of
-
-    return Config(dataset=cfg.dataset, model=cfg.model, seed=cfg.seed, pretrain=cfg.pretrain, epoch=epoch,
-                  val_size=cfg.val_size, **runtime_of(cfg))
+    """The snapshot a method config (a ``DenseStart``) rewinds to."""
+    return Config(**{name: getattr(cfg, name) for name in pretrain.DenseStart.__dataclass_fields__}, epoch=epoch)
 
 
 def load_rewind(cfg, epoch: int) -> dict[str, torch.Tensor]:

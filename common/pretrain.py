@@ -17,18 +17,39 @@ from common import config as C
 from common.cli import Runtime, runtime_of
 from common.data import DATASETS, dataset_info, load_dataset
 from common.models import MODELS, build_model
-from common.store import Run, atomic_write, execute
+from common.store import Run, atomic_write, execute, save_state_dict
 from common.train import (Progress, Recipe, evaluate, lr_at, make_optimizer, prepare_model, resolve_device,
                           resumable_epochs, train_epoch)
 
 SCRIPT = "common.pretrain"
 
 
+# The help of ``val_size`` in a config that starts from a dense model (``DenseStart``, seqattn.prune).
+VAL_SIZE_HELP = ("training samples held out, never trained on (here nor by the dense model): the same carve-out as a "
+                 "BiP run with this --val-size, so both train on the same images")
+
+
 @dataclass
-class Config(Runtime):
+class Start(Runtime):
+    """What every run trains: a dataset, a model, a seed (initialization and data order)."""
+
     dataset: str = C.opt("digits", "dataset", choices=DATASETS)
-    model: str = C.opt("cnn", "model", choices=MODELS)
+    model: str = C.opt("mlp", "model", choices=MODELS)
     seed: int = C.opt(0, "random seed (initialization and data order)")
+
+
+@dataclass
+class DenseStart(Start):
+    """A config that starts from the dense model of ``common.pretrain`` (``dense_config``): its dataset, model, seed,
+    recipe ``pretrain`` and the training samples both hold out (``val_size``)."""
+
+    pretrain: Recipe = C.opt(Recipe(epochs=30, lr=0.05), "recipe of the dense model this run starts from")
+    val_size: int = C.opt(0, VAL_SIZE_HELP)
+
+
+@dataclass
+class Config(Start):
+    model: str = C.opt("cnn", "model", choices=MODELS)
     train: Recipe = C.opt(Recipe(epochs=30, lr=0.05), "the training recipe")
     val_size: int = C.opt(0, "training samples held out, never trained on (the validation split of the pruning "
                              "runs that start from this model: common.data.carve_val, the same positions for all)")
@@ -70,28 +91,36 @@ def snapshot_path(run_dir, epoch: int):
 
 
 def _save_weights(model, path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    atomic_write(path, lambda tmp: torch.save(weights, tmp))
+    atomic_write(path, lambda tmp: save_state_dict(tmp, model))
 
 
-def compute(cfg: Config, run: Run) -> dict:
-    device = resolve_device(cfg.device)
+def setup(cfg: Config, device: torch.device):
+    """(data, model, optimizer) of ``cfg``'s training before its first epoch: seeded, the validation split held out."""
     torch.manual_seed(cfg.seed)
     data = load_dataset(cfg.dataset, root=cfg.data_dir, download=cfg.download, device=device,
                         batch_size=cfg.train.batch_size, seed=cfg.seed, val_size=cfg.val_size, workers=cfg.workers)
     model = prepare_model(build_model(cfg.model, data.info.num_classes, data.info.input_shape), device)
-    optimizer = make_optimizer(model.parameters(), cfg.train, cfg.train.lr)
+    return data, model, make_optimizer(model.parameters(), cfg.train, cfg.train.lr)
+
+
+def train_epochs(cfg: Config, data, model, optimizer, epochs, progress: Progress | None = None):
+    """Train the given ``epochs`` of ``cfg``'s recipe (the LR schedule over its full length); yields each epoch's
+    index and training stats after it. ``compute`` and ``bip.rewind``'s replay both train through it."""
     steps = len(data.train)
+    for epoch in epochs:
+        yield epoch, train_epoch(model, data.train, epoch, optimizer, first_step=epoch * steps,
+                                 lr_of_step=lambda s: lr_at(cfg.train, s / steps, cfg.train.epochs),
+                                 progress=progress, desc=f"pretrain {epoch + 1}/{cfg.train.epochs}")
+
+
+def compute(cfg: Config, run: Run) -> dict:
+    data, model, optimizer = setup(cfg, resolve_device(cfg.device))
     progress = Progress(cfg.progress)
-    state = {"model": model, "optimizer": optimizer}
     keep = snapshot_epochs(cfg)
     if 0 in keep:  # the initialization (also on a resume: the state is restored by the loop, below)
         _save_weights(model, snapshot_path(run.dir, 0))
-    for epoch in resumable_epochs(run, cfg.train.epochs, state):
-        stats = train_epoch(model, data.train, epoch, optimizer, first_step=epoch * steps,
-                            lr_of_step=lambda s: lr_at(cfg.train, s / steps, cfg.train.epochs), progress=progress,
-                            desc=f"pretrain {epoch + 1}/{cfg.train.epochs}")
+    epochs = resumable_epochs(run, cfg.train.epochs, {"model": model, "optimizer": optimizer})
+    for epoch, stats in train_epochs(cfg, data, model, optimizer, epochs, progress):
         if epoch + 1 in keep:  # before the epoch's checkpoint: a resume recomputes the epoch and writes it again
             _save_weights(model, snapshot_path(run.dir, epoch + 1))
         test = evaluate(model, data.test)
@@ -100,7 +129,7 @@ def compute(cfg: Config, run: Run) -> dict:
         progress.line(f"[pretrain] epoch {epoch + 1}/{cfg.train.epochs} loss {stats['loss']:.4f} "
                       f"train {stats['acc']:.4f} test {test['acc']:.4f}")
     test = evaluate(model, data.test)
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, run.dir / "model.pt")
+    run.save_model(model)
     return {"test_acc": test["acc"], "test_loss": test["loss"], "train_samples": data.train.num_samples}
 
 

@@ -13,11 +13,10 @@ the device are left out). Inside:
 
 Files are created with the permissions the umask gives (a group-shared store stays readable by the group).
 
-A script is a module with ``SCRIPT`` (its ``python -m`` name), a ``Config`` dataclass and ``compute(cfg, run)``
-returning the result dict (optionally ``validate(cfg)``). ``execute(module, cfg)`` runs it through the store;
-dependencies (a pruning run's dense model) call ``execute`` on their own config, so they are computed once and reused.
-A script whose ``compute`` executes other runs declares them: ``dependencies(cfg) -> [(script, config)]`` (Slurm
-submissions queue those first, ``slurm.submit``).
+A script is a module with ``SCRIPT``, a ``Config`` dataclass and ``compute(cfg, run)`` (and optionally ``validate``,
+``PRESETS``, ``dependencies``, ``ONE_PROCESS``): "Writing a script" in common/README.md says what each is, with a
+template. ``execute(module, cfg)`` runs it through the store; dependencies (a pruning run's dense model) call
+``execute`` on their own config, so they are computed once and reused.
 
 The lock works across the nodes of a cluster sharing the runs directory (NFS, Lustre, where flock may be per node).
 A process takes a run's lock by writing a file with its holder -- host, pid (and pid namespace), Slurm job id and
@@ -72,6 +71,14 @@ VERSIONED = ("torch", "torchvision", "torch-pruning", "numpy")  # packages whose
 
 def config_hash(cfg) -> str:
     return hashlib.sha256(C.canonical_json(cfg).encode()).hexdigest()[:HASH_LEN]
+
+
+def save_state_dict(path, module) -> None:
+    """``module``'s state dict, every tensor detached and on the CPU, written by ``torch.save`` to ``path`` (the
+    archive inside the file is named after ``path``: write it under its final name for the same bytes)."""
+    import torch
+
+    torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, path)
 
 
 def unusable_store(root, exc: OSError) -> Exception:
@@ -206,6 +213,10 @@ class Run:
         return state
 
     # ------------------------------------------------------------------------------------------------ outcome
+    def save_model(self, model) -> None:
+        """The run's final weights, ``model.pt`` (``save_state_dict``)."""
+        save_state_dict(self.dir / "model.pt", model)
+
     def finish(self, result: dict) -> dict:
         result = dict(result, script=self.script, hash=self.hash, wall_time=round(self.elapsed(), 3),
                       provenance=provenance())

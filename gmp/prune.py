@@ -23,14 +23,13 @@ import torch
 
 from common import config as C
 from common import sparsity as S
-from common.cli import Runtime
-from common.data import DATASETS, dataset_info, load_dataset
+from common.data import dataset_info, load_dataset
 from common.errors import UserError, check_sparsity
 from common.metrics import count_params, flops
 from common.models import MODELS, build_model, check_model
-from common.pretrain import dense_config, load_dense
+from common.pretrain import DenseStart, dense_config, load_dense
 from common.store import Run
-from common.train import (LRSchedule, Optim, Progress, Recipe, evaluate, lr_at, make_optimizer, resolve_device,
+from common.train import (LRSchedule, Optim, Progress, evaluate, lr_at, make_optimizer, resolve_device,
                           resumable_epochs, train_epoch)
 from gmp.schedule import PruningSteps
 
@@ -38,15 +37,10 @@ SCRIPT = "gmp.prune"
 
 
 @dataclass
-class Config(Runtime):
+class Config(DenseStart):
     method: str = C.opt("gmp", "gmp (cubic gradual schedule) or oneshot (prune to the target at step 0)",
                         choices=("gmp", "oneshot"))
-    dataset: str = C.opt("digits", "dataset", choices=DATASETS)
     model: str = C.opt("cnn", "model", choices=MODELS)
-    seed: int = C.opt(0, "random seed (dense training, data order)")
-    val_size: int = C.opt(0, "training samples held out, never trained on (here nor by the dense model): the same "
-                             "carve-out as a BiP run with this --val-size, so both train on the same images")
-    pretrain: Recipe = C.opt(Recipe(epochs=30, lr=0.05), "recipe of the dense model this run starts from")
     target_sparsity: float = C.opt(0.9, "final sparsity s_f over the prunable weights, in [0, 1)")
     initial_sparsity: float = C.opt(0.05, "sparsity s_i of the first update of the pruning stage")
     scope: str = C.opt("layer", "magnitude ranking per layer (uniform sparsity) or global", choices=("layer", "global"))
@@ -203,7 +197,7 @@ def compute(cfg: Config, run: Run) -> dict:
                    f"the schedule's last mask update (step {last_update}) is past the run's end (step "
                    f"{cfg.epochs * steps}); lengthen --epochs or shorten --prune-epochs / --update-every"
                    if last_update > cfg.epochs * steps else "the final masks do not have the target sparsity")
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, run.dir / "model.pt")
+    run.save_model(model)
     return {"test_acc": test["acc"], "test_loss": test["loss"], "dense_test_acc": dense["test_acc"],
             "steps_per_epoch": steps, **{k: rep[k] for k in ("sparsity", "sparsity_all_params")},
             **count_params(model), **flops(model, data.info.input_shape), "layers": rep["layers"]}

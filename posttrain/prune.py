@@ -29,12 +29,11 @@ import torch_pruning as tp
 
 from common import config as C
 from common import distributed
-from common.cli import Runtime
-from common.data import DATASETS, dataset_info, load_dataset
+from common.data import dataset_info, load_dataset
 from common.errors import UserError
 from common.metrics import count_params, flops, paired_latency_ms
 from common.models import MODELS, build_model, check_model
-from common.pretrain import dense_config, load_dense
+from common.pretrain import DenseStart, dense_config, load_dense
 from common.store import Run
 from common.train import (Progress, Recipe, evaluate, lr_at, make_optimizer, prepare_model, resolve_device,
                           resumable_epochs, train_epoch)
@@ -48,15 +47,10 @@ METHODS = ("ours", "none", "layerwise", "holistic", "l1")
 
 
 @dataclass
-class Config(Runtime):
+class Config(DenseStart):
     method: str = C.opt("ours", "ours (penalty + balanced two-phase reconstruction), none, layerwise (AdaPrune-like), "
                                 "holistic (gAP-like), l1 (L1-norm + retraining with labels)", choices=METHODS)
-    dataset: str = C.opt("digits", "dataset", choices=DATASETS)
     model: str = C.opt("cnn", "model", choices=MODELS)
-    seed: int = C.opt(0, "seed of the dense model (and of L1 retraining's data order)")
-    val_size: int = C.opt(0, "training samples held out, never trained on (here nor by the dense model): the same "
-                             "carve-out as a BiP run with this --val-size, so both train on the same images")
-    pretrain: Recipe = C.opt(Recipe(epochs=30, lr=0.05), "recipe of the dense model from the run store")
     checkpoint: str = C.opt("", "start from this state_dict file instead of the store's dense model", content=True)
     ratio: float = C.opt(0.5, "fraction of all prunable channels to remove (global), in [0, 1)")
     ignore: tuple[str, ...] = C.opt((), "layer-name patterns (fnmatch) whose output channels are never removed, "

@@ -18,11 +18,10 @@ import torch
 
 from common import config as C
 from common import sparsity as S
-from common.cli import Runtime
-from common.data import DATASETS, dataset_info, load_dataset
+from common.data import dataset_info, load_dataset
 from common.errors import UserError, check_sparsity
-from common.models import MODELS, build_model, check_model
-from common.pretrain import dense_config, load_dense
+from common.models import build_model, check_model
+from common.pretrain import Start, dense_config, load_dense
 from common.store import Run
 from common.train import (Progress, Recipe, evaluate, lr_at, make_optimizer, prepare_model, resolve_device,
                           resumable_epochs, train_epoch)
@@ -34,12 +33,9 @@ SCRIPT = "seqattn.oneshot"
 
 
 @dataclass
-class Config(Runtime):
+class Config(Start):
     score: str = C.opt("attention", "block scores: softmax attention of a model trained with it, or block magnitude "
                                     "of a plainly trained model", choices=("attention", "magnitude"))
-    dataset: str = C.opt("digits", "dataset", choices=DATASETS)
-    model: str = C.opt("mlp", "model", choices=MODELS)
-    seed: int = C.opt(0, "random seed (initialization and data order)")
     block: int = C.opt(4, "block size B (1 = unstructured)")
     sparsities: tuple[float, ...] = C.opt((0.5, 0.7, 0.8, 0.9, 0.95, 0.98), "sparsities to prune to, one point each")
     scope: str = C.opt("layer", "uniform sparsity per layer or one global ranking", choices=("layer", "global"))

@@ -30,11 +30,11 @@ import torch
 
 from common import config as C
 from common import sparsity as S
-from common.cli import Runtime
-from common.data import DATASETS, dataset_info, load_dataset
+from common.data import dataset_info, load_dataset
 from common.errors import UserError, check_sparsity
 from common.metrics import count_params, flops
-from common.models import MODELS, build_model, check_model
+from common.models import build_model, check_model
+from common.pretrain import VAL_SIZE_HELP, Start
 from common.store import Run
 from common.train import (LRSchedule, Optim, Progress, evaluate, lr_at, make_optimizer, prepare_model,
                           resolve_device, resumable_epochs, train_epoch)
@@ -50,13 +50,9 @@ KIND = {"sapp": "attention", "acdc": "mask", "magnitude": "mask", "powerprop": "
 
 
 @dataclass
-class Config(Runtime):
+class Config(Start):
     method: str = C.opt("sapp", "sapp (SequentialAttention++), acdc, magnitude or powerprop", choices=tuple(KIND))
-    dataset: str = C.opt("digits", "dataset", choices=DATASETS)
-    model: str = C.opt("mlp", "model", choices=MODELS)
-    seed: int = C.opt(0, "random seed (initialization and data order)")
-    val_size: int = C.opt(0, "training samples held out, never trained on (here nor by the dense model): the same "
-                             "carve-out as a BiP run with this --val-size, so both train on the same images")
+    val_size: int = C.opt(0, VAL_SIZE_HELP)
     block: int = C.opt(4, "block size B: BxB tiles of each weight seen as (H*W*Cin) x Cout; 1 = unstructured")
     sparsity: float = C.opt(0.9, "target sparsity s: fraction of blocks removed in each block-sparsified layer")
     scope: str = C.opt("layer", "uniform sparsity per layer (paper default) or one global ranking",
@@ -282,7 +278,7 @@ def compute(cfg: Config, run: Run) -> dict:
     reparam.fold()
     test = evaluate(model, data.test, loss_fn)
     rep = S.report(model, S.prunable(model, ()))
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, run.dir / "model.pt")
+    run.save_model(model)
     layers = [dict(x, block_sparsified=x["layer"] in candidates) for x in rep["layers"]]
     return {**named("test", test), "block_sparsity": block_sparsity,
             "candidate_sparsity": 1.0 - sum(x["nonzero"] for x in layers if x["block_sparsified"])

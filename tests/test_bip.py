@@ -297,7 +297,7 @@ def test_dense_model_and_rewind_replay_hold_out_the_validation_split(runs, monke
     """The dense model (and its replay for rewinding) trains on exactly the training split of the run that starts
     from it: the validation samples of --val-size are never trained on."""
     from bip import magnitude
-    from bip.base import data_of
+    from bip.config import data_of
     from common import config as C
     from common import pretrain
     from common.store import execute

@@ -148,6 +148,27 @@ def test_stdout_is_the_result_alone_and_a_resume_is_said_and_logged(tmp_path, mo
     assert again.stdout == proc.stdout and "resuming" not in again.stderr
 
 
+def test_the_readme_template_script_runs(tmp_path, monkeypatch, capsys, one_thread):
+    """The template of "Writing a script" (common/README.md), written to a package and run through cli.main."""
+    text = (ROOT / "common" / "README.md").read_text()
+    section = text[text.index("## Writing a script"):]
+    template = section[section.index("```python\n") + len("```python\n"):section.index("\n```\n")]
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "__init__.py").write_text("")
+    (tmp_path / "mine" / "oneshot.py").write_text(template + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    runs = tmp_path / "runs"
+    argv = ["--sparsity", "0.8", "--pretrain.epochs", "1", "--device", "cpu", "--runs-dir", str(runs)]
+    assert cli.main("mine.oneshot", argv) == 0
+    module = importlib.import_module("mine.oneshot")
+    cfg = C.parse_args(module.Config, argv)
+    result = json.loads(capsys.readouterr().out)
+    assert result["hash"] == Run(module.SCRIPT, cfg).hash and abs(result["sparsity"] - 0.8) < 1e-3
+    assert (Run(module.SCRIPT, cfg).dir / "model.pt").exists()
+    assert all(Run(s, c).done for s, c in module.dependencies(cfg))
+    assert set(module.PRESETS) and module.ONE_PROCESS and module.validate(cfg) is None
+
+
 # ---------------------------------------------------------------------------------------------------- errors
 def test_unknown_device_is_one_line(tmp_path):
     proc = run_cli("gmp.prune", "--device", "tpu", "--runs-dir", tmp_path)

@@ -1,4 +1,5 @@
-"""What every script of the BiP folder shares: the dense starting point, the data with a validation split, checks.
+"""The config every script of the BiP folder shares (``Base``, ``Level``), its checks, and the helpers built on it:
+its prunable weights, its data with the validation split, accuracies, the loss of a batch, the method's start time.
 
 Times: every script reports ``method_time``, the seconds spent after its dependencies (the dense model, a rewinding
 snapshot, a BiP mask) were available, so that the dense training shared by all methods is not charged to whichever
@@ -13,19 +14,17 @@ import torch
 
 from common import config as C
 from common import sparsity as S
-from common.cli import Runtime
-from common.data import DATASETS, dataset_info, load_dataset
+from common.data import dataset_info, load_dataset
 from common.errors import UserError
-from common.models import MODELS, build_model, check_model
+from common.models import build_model, check_model
+from common.pretrain import DenseStart
 from common.train import LRSchedule, Recipe, autocast
 
 
 @dataclass
-class Base(Runtime):
-    dataset: str = C.opt("digits", "dataset", choices=DATASETS)
-    model: str = C.opt("mlp", "model", choices=MODELS)
-    seed: int = C.opt(0, "random seed (dense training, data order)")
-    pretrain: Recipe = C.opt(Recipe(epochs=30, lr=0.05), "recipe of the dense model every method starts from")
+class Base(DenseStart):
+    """A BiP-folder config: the dense start, the target sparsity, the layers kept dense, a validation split."""
+
     target_sparsity: float = C.opt(0.5904, "fraction of the prunable weights removed, in [0, 1) "
                                            "(the paper's grid: 1 - 0.8^n)")
     exclude: tuple[str, ...] = C.opt((), "layers never pruned: first, last, or module-name patterns "
