@@ -14,7 +14,7 @@ several conditions must all hold. A run's status:
   locked        a live process holds its lock (host, pid, Slurm job; ``common.store.RunLock``);
   in progress   a checkpoint but no result: computing it again resumes there;
   failed        ``failed.json``'s reason (computing it again starts from scratch);
-  queued        a Slurm job was submitted for it (``slurm.submit.JOB_FILE``) and has not started it;
+  queued        a Slurm job was submitted for it (``common.store.JOB_FILE``) and has not started it;
   started       a config and nothing else yet;
   damaged       its config.json, failed.json or result.json cannot be read (``collect`` skips it, warning).
 
@@ -34,7 +34,7 @@ from pathlib import Path
 
 from common.config import OneLineParser
 from common.errors import UserError, exit_code
-from common.store import HASH_LEN, RUN_NAME, RunLock, _flatten, _stale, collect, read_log
+from common.store import HASH_LEN, JOB_FILE, RUN_NAME, RunLock, _flatten, _stale, collect, read_log
 
 STATUSES = ("done", "locked", "in progress", "failed", "queued", "started", "damaged")
 # shown by list when a result has them: test_acc, or else test_auc and test_loss (Criteo); sparsity; wall_time
@@ -82,7 +82,6 @@ def _native(value):
 
 def _unfinished(script: str, run_dir: Path) -> Entry:
     """The state of a run without a result, from the files its directory holds."""
-    from slurm.submit import JOB_FILE
 
     entry = Entry(script, run_dir.name, run_dir, "started")
     try:

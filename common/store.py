@@ -62,8 +62,10 @@ from pathlib import Path
 from common import config as C
 from common.atomic import atomic_write, atomic_write_json, atomic_write_text
 from common.errors import RunFailed, UserError
+from common.sources import code_hash
 
 HASH_LEN = 16
+JOB_FILE = "slurm_job"  # in a run's directory: the id of the Slurm job that computes it (written by slurm.submit)
 RUN_NAME = re.compile(rf"[0-9a-f]{{{HASH_LEN}}}\Z")  # a run directory's name: its config hash
 CODE_ROOT = Path(__file__).resolve().parents[1]  # the repository (or the Slurm code snapshot) this code runs from
 VERSIONED = ("torch", "torchvision", "torch-pruning", "numpy")  # packages whose versions every result records
@@ -105,15 +107,13 @@ def _git(root: Path, *args) -> str:
 def code_version(root: Path = CODE_ROOT) -> dict:
     """The version of the code in ``root``: ``{"git_commit", "git_dirty"}`` when ``root`` is the top of a git work
     tree (dirty: tracked files changed, or untracked files that are not ignored), else ``{"content_hash"}``, the
-    hash of its ``.py`` files (the name of a Slurm code snapshot, ``slurm.snapshot``)."""
+    hash of its ``.py`` files (``common.sources.code_hash``, also the name of a Slurm code snapshot)."""
     try:
         if Path(_git(root, "rev-parse", "--show-toplevel")).resolve() == Path(root).resolve():
             return {"git_commit": _git(root, "rev-parse", "HEAD"),
                     "git_dirty": bool(_git(root, "status", "--porcelain"))}
     except (OSError, subprocess.SubprocessError):
         pass
-    from slurm.snapshot import code_hash
-
     return {"content_hash": code_hash(root)}
 
 

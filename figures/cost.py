@@ -6,7 +6,7 @@ counted once by its run-store identity, as the store computes it once: a dense m
 shared between figures (``plan all``'s total), is charged once. Each run is
 
   done     its directory has ``result.json``;
-  queued   a Slurm job id is recorded in it (``slurm.submit.JOB_FILE``; the id is not checked against the queue), or
+  queued   a Slurm job id is recorded in it (``common.store.JOB_FILE``; the id is not checked against the queue), or
            it holds a ``lock`` (being computed, or left by a process that died) or a ``checkpoint.pt`` (started, will
            resume) but no result;
   missing  none of these.
@@ -50,7 +50,7 @@ def with_dependencies(rows) -> list[tuple[str, object]]:
 
 def state_of(script: str, cfg) -> tuple[str, str]:
     """(done | queued | missing, why) from the run's directory."""
-    from slurm.submit import JOB_FILE
+    from common.store import JOB_FILE
 
     run = Run(script, cfg)
     if run.done:

@@ -7,41 +7,11 @@ checkout afterwards changes nothing in jobs already queued. Identical code gives
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SKIP_DIRS = {"runs", "data", "slurm_logs", "__pycache__", "out", "node_modules"}
-
-
-def source_files(root: Path = ROOT) -> list[str]:
-    """Repository-relative paths of the Python sources a job may import."""
-    try:
-        top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True,
-                             check=True, timeout=60).stdout.decode().strip()
-        if Path(top).resolve() != Path(root).resolve():  # e.g. a snapshot kept inside a checkout's slurm_logs/
-            raise OSError(f"{root} is not the top of a git work tree")
-        listed = subprocess.run(["git", "-C", str(root), "ls-files", "-co", "--exclude-standard", "-z"],
-                                capture_output=True, check=True, timeout=60).stdout.decode().split("\0")
-        files = [p for p in listed if p.endswith(".py") and (root / p).is_file()]
-    except (OSError, subprocess.SubprocessError):
-        files = []
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS]
-            rel = Path(dirpath).relative_to(root)
-            files += [str(rel / f) for f in filenames if f.endswith(".py")]
-    return sorted(files)
-
-
-def code_hash(root: Path = ROOT, files: list[str] | None = None) -> str:
-    """A hash of the sources' paths and contents (of ``files``, default all of them): a snapshot's folder name."""
-    digest = hashlib.sha256()
-    for rel in source_files(root) if files is None else files:
-        digest.update(rel.encode() + b"\0" + (Path(root) / rel).read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
+from common.sources import ROOT, code_hash, source_files  # noqa: F401 - part of this module's interface
 
 
 def snapshot(dest_root: Path, root: Path = ROOT) -> Path:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from common import config as C
 from common.errors import UserError
+from common.store import JOB_FILE, Run
 from slurm import resources as R
 from slurm.snapshot import snapshot
 
@@ -129,9 +130,6 @@ def _tidy_on_failure(folder: Path, submitted: list):
         raise
 
 
-JOB_FILE = "slurm_job"  # in a run's directory: the id of the job that computes it
-
-
 def queued_jobs(runs) -> dict[str, str]:
     """{run dir: id of the pending or running job already submitted for it}, for those of ``runs`` that have one:
     the ids kept in their ``slurm_job`` files that ``squeue`` still lists (one call for all of them)."""
@@ -174,8 +172,6 @@ def plan(rows, queued=queued_jobs, resources=None) -> tuple[list[Batch], dict[st
     already computes (``queued``), which are not submitted again (nor what only they need). ``resources(script,
     cfg)`` gives each run's resources (default: ``slurm.resources.Choice().for_run``); a batch is the runs of one
     level that wait for the same runs and ask for the same resources."""
-    from common.store import Run
-
     found: dict[str, tuple] = {}  # run dir -> (script, cfg, [dirs of its missing dependencies]), missing runs only
     done: set[str] = set()
     frontier = [(script, place(cfg)) for script, cfg in rows]
@@ -223,7 +219,6 @@ def submit_runs(rows, choice: R.Choice, label: str):
     """Submit ``rows`` [(script, cfg)] and their missing dependencies in dependency order (``plan``), each batch as
     one job or a job array with ``--dependency=afterok`` on what it needs and the resources ``choice`` gives its
     runs; returns (the batches, their log folder, {run dir: id of the job already queued for it})."""
-    from common.store import Run
     from slurm.jobs import Job
 
     require_sbatch()
@@ -273,8 +268,6 @@ def in_queue(job_id: str) -> bool:
 
 def wait(batches, poll: float = 2.0) -> list[str]:
     """Block until every job of ``batches`` ended; returns one line per run that did not finish."""
-    from common.store import Run
-
     pending = [(job, Run(script, cfg), batch.after, 0)
                for batch in batches for job, (script, cfg) in zip(batch.jobs, batch.rows)]
     failures, failed = [], set()

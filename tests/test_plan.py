@@ -8,7 +8,7 @@ from common.store import Run
 from figures import cost, pipeline
 from figures.bip import runs as bip_runs
 from figures.gmp import fig_gmp_schedule as gmp_schedule
-from slurm.submit import JOB_FILE
+from common.store import JOB_FILE
 from tests.conftest import one_error_line, run_cli
 
 
