@@ -104,6 +104,12 @@ def dependencies(cfg: Config) -> list:
         ([("bip.rewind", rewind_config(cfg, cfg.rewind_epoch))] if cfg.rewind_epoch is not None else [])
 
 
+def planned_epochs(cfg: Config, times) -> float:
+    """Planned work of this run (its dependencies apart), in epochs of plain training of its dataset and model,
+    with ``times`` a ``common.cost.Times`` table: what ``make plan-<name>`` and the Slurm requeue budget count."""
+    return len(round_sparsities(cfg)) * cfg.epochs * times.step(cfg.method)
+
+
 def compute(cfg: Config, run: Run) -> dict:
     device = resolve_device(cfg.device)
     model, dense = load_dense(cfg, device)

@@ -163,6 +163,14 @@ def dependencies(cfg: Config) -> list:
     return [("common.pretrain", dense_config(cfg))]
 
 
+def planned_epochs(cfg: Config, times) -> float:
+    """Planned work of this run (its dependencies apart), in epochs of plain training of its dataset and model,
+    with ``times`` a ``common.cost.Times`` table: what ``make plan-<name>`` and the Slurm requeue budget count."""
+    if cfg.method == "bip":  # one lower step per batch, an upper step every lower_steps of them
+        return cfg.epochs * (1 + (times.step("bip") - 1) / cfg.lower_steps)
+    return (cfg.epochs + cfg.finetune_epochs) * times.step("hydra")
+
+
 def compute(cfg: Config, run: Run) -> dict:
     distributed.require_one_process(SCRIPT, ONE_PROCESS)
     device = resolve_device(cfg.device)

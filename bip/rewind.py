@@ -50,6 +50,12 @@ def dependencies(cfg: Config) -> list:
     return [("common.pretrain", _dense_config(cfg))]
 
 
+def planned_epochs(cfg: Config, times) -> float:
+    """Planned work of this run (its dependencies apart), in epochs of plain training of its dataset and model,
+    with ``times`` a ``common.cost.Times`` table: what ``make plan-<name>`` and the Slurm requeue budget count."""
+    return cfg.epoch * times.step("dense")
+
+
 def compute(cfg: Config, run: Run) -> dict:
     dense_cfg = _dense_config(cfg)
     execute(pretrain, dense_cfg)

@@ -12,7 +12,7 @@ cost; a rewinding point the dense epochs it replays. The numbers are estimates f
 """
 from __future__ import annotations
 
-import math
+import importlib
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,46 +71,13 @@ def load_times(path: Path | str = TABLE) -> Times:
     return Times(**tables, path=path)
 
 
-def _seqattn_epochs(cfg, times: Times) -> float:
-    from seqattn.prune import CURVE_SAMPLES
-
-    epochs = cfg.epochs * times.step(cfg.method)
-    if cfg.curve_every:
-        n = times.samples(cfg.dataset) - cfg.val_size
-        points = cfg.epochs * math.ceil(n / cfg.optim.batch_size) // cfg.curve_every
-        epochs += points * min(CURVE_SAMPLES, n) / n * times.step("eval")
-    return epochs
-
-
 def epochs_of(script: str, cfg, times: Times) -> float:
-    """The run's own work (its dependencies apart) in epochs of plain training of its dataset and model."""
-    if script == "common.pretrain":
-        return cfg.train.epochs * times.step("dense")
-    if script == "bip.rewind":
-        return cfg.epoch * times.step("dense")
-    if script == "bip.prune":
-        if cfg.method == "bip":  # one lower step per batch, an upper step every lower_steps of them
-            return cfg.epochs * (1 + (times.step("bip") - 1) / cfg.lower_steps)
-        return (cfg.epochs + cfg.finetune_epochs) * times.step("hydra")
-    if script == "bip.retrain":
-        return cfg.retrain_epochs * times.step("retrain")
-    if script == "bip.magnitude":
-        from bip.magnitude import round_sparsities
-
-        return len(round_sparsities(cfg)) * cfg.epochs * times.step(cfg.method)
-    if script == "gmp.prune":
-        return cfg.epochs * times.step(cfg.method)
-    if script == "seqattn.prune":
-        return _seqattn_epochs(cfg, times)
-    if script == "seqattn.oneshot":  # attention: its own dense training with the reparameterization
-        dense = cfg.pretrain.epochs * times.step("sapp") if cfg.score == "attention" else 0.0
-        return dense + cfg.finetune.epochs * len(cfg.sparsities) * times.step("oneshot")
-    if script == "posttrain.prune":
-        if cfg.method == "l1":
-            return cfg.retrain.epochs * times.step("l1")
-        n = times.samples(cfg.dataset) - cfg.val_size
-        return cfg.samples * (cfg.phase1_epochs + cfg.phase2_epochs) / n * times.step("calibration")
-    raise UserError(f"no cost accounting for script {script}; add it to common.cost.epochs_of")
+    """The run's own work (its dependencies apart) in epochs of plain training of its dataset and model: what the
+    script's ``planned_epochs(cfg, times)`` says (every script declares it, like its ``dependencies``)."""
+    planned = getattr(importlib.import_module(script), "planned_epochs", None)
+    if planned is None:
+        raise UserError(f"no cost accounting for script {script}; give it a planned_epochs(cfg, times) function")
+    return planned(cfg, times)
 
 
 def a100_hours(script: str, cfg, times: Times) -> float:

@@ -113,6 +113,12 @@ def train_epochs(cfg: Config, data, model, optimizer, epochs, progress: Progress
                                  progress=progress, desc=f"pretrain {epoch + 1}/{cfg.train.epochs}")
 
 
+def planned_epochs(cfg: Config, times) -> float:
+    """Planned work of this run (its dependencies apart), in epochs of plain training of its dataset and model,
+    with ``times`` a ``common.cost.Times`` table: what ``make plan-<name>`` and the Slurm requeue budget count."""
+    return cfg.train.epochs * times.step("dense")
+
+
 def compute(cfg: Config, run: Run) -> dict:
     data, model, optimizer = setup(cfg, resolve_device(cfg.device))
     progress = Progress(cfg.progress)

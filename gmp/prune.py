@@ -140,6 +140,12 @@ def dependencies(cfg: Config) -> list:
     return [("common.pretrain", dense_config(cfg))]
 
 
+def planned_epochs(cfg: Config, times) -> float:
+    """Planned work of this run (its dependencies apart), in epochs of plain training of its dataset and model,
+    with ``times`` a ``common.cost.Times`` table: what ``make plan-<name>`` and the Slurm requeue budget count."""
+    return cfg.epochs * times.step(cfg.method)
+
+
 def compute(cfg: Config, run: Run) -> dict:
     device = resolve_device(cfg.device)
     # The trained dense model theta (its own run in the store, trained once and shared by every pruning run).

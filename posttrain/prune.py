@@ -187,6 +187,15 @@ def dependencies(cfg: Config) -> list:
     return [] if cfg.checkpoint else [("common.pretrain", dense_config(cfg))]
 
 
+def planned_epochs(cfg: Config, times) -> float:
+    """Planned work of this run (its dependencies apart), in epochs of plain training of its dataset and model,
+    with ``times`` a ``common.cost.Times`` table: what ``make plan-<name>`` and the Slurm requeue budget count."""
+    if cfg.method == "l1":
+        return cfg.retrain.epochs * times.step("l1")
+    n = times.samples(cfg.dataset) - cfg.val_size
+    return cfg.samples * (cfg.phase1_epochs + cfg.phase2_epochs) / n * times.step("calibration")
+
+
 def compute(cfg: Config, run: Run) -> dict:
     distributed.require_one_process(SCRIPT, ONE_PROCESS)
     device = resolve_device(cfg.device)

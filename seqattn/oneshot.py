@@ -71,6 +71,13 @@ def dependencies(cfg: Config) -> list:
     return [("common.pretrain", dense_config(cfg))] if cfg.score == "magnitude" else []
 
 
+def planned_epochs(cfg: Config, times) -> float:
+    """Planned work of this run (its dependencies apart), in epochs of plain training of its dataset and model,
+    with ``times`` a ``common.cost.Times`` table: what ``make plan-<name>`` and the Slurm requeue budget count."""
+    dense = cfg.pretrain.epochs * times.step("sapp") if cfg.score == "attention" else 0.0  # its own dense training
+    return dense + cfg.finetune.epochs * len(cfg.sparsities) * times.step("oneshot")
+
+
 def compute(cfg: Config, run: Run) -> dict:
     device = resolve_device(cfg.device)
     info = dataset_info(cfg.dataset)

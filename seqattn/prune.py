@@ -23,6 +23,7 @@ Baselines on the same layer set, block views and training budget:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -229,6 +230,17 @@ class Phases:
         masks = block_topk(self.scores(), sparsity, self.cfg.scope, within=within)
         self.reparam.set_masks(masks, applied=True, zero_weights=self.cfg.zero_pruned, optimizer=self.optimizer)
         self.run.log(event="prune", step=t, target_sparsity=sparsity, sparsity=self.reparam.block_sparsity())
+
+
+def planned_epochs(cfg: Config, times) -> float:
+    """Planned work of this run (its dependencies apart), in epochs of plain training of its dataset and model,
+    with ``times`` a ``common.cost.Times`` table: what ``make plan-<name>`` and the Slurm requeue budget count."""
+    epochs = cfg.epochs * times.step(cfg.method)
+    if cfg.curve_every:
+        n = times.samples(cfg.dataset) - cfg.val_size
+        points = cfg.epochs * math.ceil(n / cfg.optim.batch_size) // cfg.curve_every
+        epochs += points * min(CURVE_SAMPLES, n) / n * times.step("eval")
+    return epochs
 
 
 def compute(cfg: Config, run: Run) -> dict:
