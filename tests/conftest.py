@@ -1,6 +1,7 @@
 """Shared test helpers: run a script as a user would (a subprocess) and read what it printed."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -26,34 +27,37 @@ def one_error_line(proc: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny forward passes gain nothing from more threads, and spinning OpenMP workers
-    make the tests many times slower when the 2 cores are shared with other jobs."""
+@contextlib.contextmanager
+def single_thread():
+    """torch on one thread inside the block (as a 1-CPU job computes), the previous count restored afterwards."""
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny forward passes gain nothing from more threads, and spinning OpenMP workers
+    make the tests many times slower when the 2 cores are shared with other jobs."""
+    with single_thread():
+        yield
 
 
 def one_thread_pretrain(args, runs_dir):
     """A ``common.pretrain`` run computed in this process with one thread (as a 1-CPU job computes it):
     (its result, its ``Run``)."""
-    import torch
-
     from common import config as C
     from common import pretrain
     from common.store import Run, execute
 
     cfg = C.parse_args(pretrain.Config, [*args, "--runs-dir", str(runs_dir)])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_thread():
         return execute(pretrain, cfg), Run(pretrain.SCRIPT, cfg)
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -4,11 +4,11 @@ declarations name, transitively, and nothing else."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from common import config as C
 from common.store import Run, execute
 from slurm.submit import dependencies
+from tests.conftest import single_thread
 
 GMP = ["--model", "mlp", "--exclude", "last", "--pretrain.epochs", "2", "--epochs", "3", "--stabilize-epochs", "1",
        "--prune-epochs", "1"]
@@ -39,12 +39,8 @@ def test_declared_dependencies_are_what_compute_executes(script, tmp_path):
     module = importlib.import_module(script)
     cfg = C.parse_args(module.Config, [*CASES[script], "--progress", "off", "--runs-dir", str(tmp_path)],
                        presets=getattr(module, "PRESETS", None))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_thread():
         execute(module, cfg)
-    finally:
-        torch.set_num_threads(threads)
     made = {(p.parent.parent.name, p.parent.name) for p in tmp_path.glob("*/*/result.json")}
     assert made == closure(script, cfg)
     assert len(made) > 1  # it has dependencies at all

@@ -16,6 +16,7 @@ from figures.gmp import fig_gmp_vs_oneshot
 from figures.posttrain import tab_posttrain
 from figures.seqattn import fig_seqattn_oneshot, fig_seqattn_schedule
 from figures.seqattn import runs as seqattn_runs
+from tests.conftest import single_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = ROOT / "figures" / "notebooks"
@@ -62,16 +63,10 @@ def store_rows(runs_dir: str) -> list:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    import torch
-
     runs_dir = tmp_path_factory.mktemp("notebooks") / "runs"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_thread():
         for script, cfg in store_rows(str(runs_dir)):
             execute(script, cfg)
-    finally:
-        torch.set_num_threads(threads)
     return runs_dir
 
 

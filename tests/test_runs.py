@@ -15,7 +15,7 @@ from common.atomic import atomic_write_json
 from common.runs import main
 from common.store import Run, RunLock, execute, read_log
 from gmp import prune
-from tests.conftest import one_error_line, run_cli
+from tests.conftest import one_error_line, run_cli, single_thread
 
 
 def gmp_config(runs_dir, **changes):
@@ -35,16 +35,10 @@ def started(script: str, cfg) -> Run:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """{name: Run} of a store holding a run in every state; the lock of ``locked`` is held by this process."""
-    import torch
-
     root = tmp_path_factory.mktemp("store") / "runs"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_thread():
         done = gmp_config(root, target_sparsity=0.5)
         execute(prune, done)
-    finally:
-        torch.set_num_threads(threads)
     [(dense_script, dense)] = prune.dependencies(done)
     runs = {"done": Run(prune.SCRIPT, done), "dense": Run(dense_script, dense)}
     runs["failed"] = started(prune.SCRIPT, gmp_config(root, target_sparsity=0.9))

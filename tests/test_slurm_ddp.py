@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from common.store import read_log
-from tests.conftest import one_thread_pretrain, run_cli
+from tests.conftest import one_thread_pretrain, run_cli, single_thread
 from tests.test_slurm import cluster, logs  # noqa: F401 - the cluster fixtures
 
 # 1437 training samples in batches of 128: the last batch (29) is not divisible by 2 ranks, on purpose
@@ -108,13 +108,9 @@ def test_torchrun_resumes_a_checkpoint_one_process_took_within_an_epoch(single, 
 
     monkeypatch.setattr(store.Run, "save_checkpoint", killing)
     cfg = C.parse_args(pretrain.Config, [*ARGS, "--checkpoint-every-steps", "5", "--runs-dir", str(tmp_path)])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_thread():
         with pytest.raises(Killed):
             store.execute(pretrain, cfg)
-    finally:
-        torch.set_num_threads(threads)
     assert saves == [5, 10, None, 5]
     proc = run_cli("torch.distributed.run", "--nproc-per-node", "2", "-m", "common.pretrain", *ARGS,
                    "--runs-dir", tmp_path, env={"OMP_NUM_THREADS": "1"}, timeout=300)
