@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.cost import TABLE, Times, a100_hours, epochs_of, load_times
-from common.store import Run
+from common.store import JOB_FILE, Run
 
 STATES = ("done", "queued", "missing")
 
@@ -50,8 +50,6 @@ def with_dependencies(rows) -> list[tuple[str, object]]:
 
 def state_of(script: str, cfg) -> tuple[str, str]:
     """(done | queued | missing, why) from the run's directory."""
-    from common.store import JOB_FILE
-
     run = Run(script, cfg)
     if run.done:
         return "done", ""
