@@ -369,6 +369,120 @@ def _load_digits(info: DatasetInfo, o: _Options) -> Data:
     return _tensor_data(info, o, x[tr], y[tr], x[te], y[te])
 
 
+# --------------------------------------------------------------------------- Fashion-MNIST
+
+FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)  # of the 60,000 training images, pixels / 255
+FASHION_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60000),
+                 "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10000)}
+# where Debian's package dataset-fashion-mnist installs the four official files (`dpkg -L dataset-fashion-mnist`)
+FASHION_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """One IDX file (optionally gzipped): the big-endian header (two zero bytes, type 0x08 = uint8, the number of
+    dimensions, then each dimension as a uint32), then the uint8 data."""
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise UserError(f"{path} cannot be read as an IDX file ({type(e).__name__}: {' '.join(str(e).split())}); "
+                        f"fetch the official file again") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise UserError(f"{path} is not an IDX file of uint8 (its header is {raw[:4].hex() or 'empty'}, expected "
+                        f"0000 08 <ndim>); fetch the official file again")
+    ndim = raw[3]
+    shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    if data.size != math.prod(shape):
+        raise UserError(f"{path} holds {data.size} bytes of data where its header {shape} says "
+                        f"{math.prod(shape)}; the file is truncated, fetch it again")
+    return data.reshape(shape)
+
+
+def fashion_folder(root: Path) -> Path | None:
+    """The first folder that holds the four official files (each plain or .gz): torchvision's layout
+    ``root/FashionMNIST/raw``, ``root`` itself, then Debian's package location; None if none does."""
+    for folder in (root / "FashionMNIST" / "raw", root, FASHION_DEBIAN):
+        if all(_idx_file(folder, name) for split in FASHION_FILES.values() for name in split[:2]):
+            return folder
+    return None
+
+
+def _idx_file(folder: Path, name: str) -> Path | None:
+    return next((p for p in (folder / f"{name}.gz", folder / name) if p.is_file()), None)
+
+
+def download_fashionmnist(root: Path) -> None:
+    """Fetch the four files into ``root/FashionMNIST/raw`` with torchvision's downloader."""
+    import torchvision.datasets
+
+    try:
+        for train in (True, False):
+            torchvision.datasets.FashionMNIST(str(root), train=train, download=True)
+    except Exception as e:  # network or disk problem: report it on one line
+        raise UserError(f"downloading Fashion-MNIST into {root} failed ({type(e).__name__}: "
+                        f"{' '.join(str(e).split())}); install Debian's dataset-fashion-mnist or fetch the four "
+                        f"files by hand") from None
+
+
+def fetch_fashionmnist(root: Path) -> str:
+    """Get Fashion-MNIST where it is missing: Debian's package where ``apt-get`` runs as root, otherwise torchvision's
+    download into ``root``. Returns one line saying what was done; raises UserError (one line) when neither works."""
+    import shutil
+    import subprocess
+
+    found = fashion_folder(root)
+    if found is not None:
+        return f"Fashion-MNIST: found in {found}"
+    why = "apt-get is not available" if shutil.which("apt-get") is None else \
+        "not root, so apt-get cannot install" if os.geteuid() != 0 else ""
+    if not why:
+        install = ["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"]
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        ok = subprocess.run(install, env=env, capture_output=True).returncode == 0
+        if not ok:  # an empty or stale package list: refresh it once
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+            ok = subprocess.run(install, env=env, capture_output=True).returncode == 0
+        if ok and fashion_folder(root) is not None:
+            return f"Fashion-MNIST: installed Debian's dataset-fashion-mnist ({FASHION_DEBIAN})"
+        why = "apt-get install dataset-fashion-mnist failed"
+    try:
+        download_fashionmnist(root)
+    except UserError as e:
+        raise UserError(f"Fashion-MNIST: {why}, and {e}") from None
+    return f"Fashion-MNIST: {why}; downloaded into {root / 'FashionMNIST' / 'raw'}"
+
+
+def _read_fashion(folder: Path, split: str) -> tuple[Tensor, Tensor]:
+    images, labels, count = FASHION_FILES[split]
+    x, y = read_idx(_idx_file(folder, images)), read_idx(_idx_file(folder, labels))
+    if x.ndim != 3 or x.shape[1:] != (28, 28) or y.ndim != 1 or len(x) != len(y):
+        raise UserError(f"{folder}: {images} has shape {x.shape} and {labels} {y.shape}; expected (N, 28, 28) "
+                        f"images with N labels")
+    if y.max(initial=0) > 9:
+        raise UserError(f"{folder}/{labels} has label {int(y.max())}; Fashion-MNIST has 10 classes (0..9)")
+    return torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.astype(np.int64))
+
+
+def _load_fashionmnist(info: DatasetInfo, o: _Options) -> Data:
+    """The official Fashion-MNIST (60,000 train / 10,000 test, 28x28 grey), uint8 on the device, standardized per
+    batch with the training set's mean and std; no augmentation."""
+    folder = fashion_folder(o.root)
+    if folder is None and o.download:
+        download_fashionmnist(o.root)
+        folder = fashion_folder(o.root)
+    if folder is None:
+        names = ", ".join(f"{n}.gz" for split in FASHION_FILES.values() for n in split[:2])
+        raise _missing("Fashion-MNIST", f"{names} in {o.root / 'FashionMNIST' / 'raw'}, in {o.root} or in "
+                       f"{FASHION_DEBIAN}", "pass --download, install Debian's dataset-fashion-mnist, or point "
+                       "--data-dir at the folder that holds them")
+    return _tensor_data(info, o, *_read_fashion(folder, "train"), *_read_fashion(folder, "test"),
+                        mean=FASHION_MEAN, std=FASHION_STD)
+
+
 # --------------------------------------------------------------------------- CIFAR
 
 
@@ -499,6 +613,7 @@ _CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 
 DATASETS: dict[str, DatasetSpec] = {
     "digits": DatasetSpec(DatasetInfo("digits", 10, (1, 8, 8)), _load_digits),
+    "fashionmnist": DatasetSpec(DatasetInfo("fashionmnist", 10, (1, 28, 28)), _load_fashionmnist),
     "cifar10": DatasetSpec(
         DatasetInfo("cifar10", 10, (3, 32, 32)),
         _cifar_loader("CIFAR-10", "cifar-10-batches-py", _CIFAR10_FILES, "test_batch", b"labels",
@@ -538,6 +653,9 @@ def plain_input(name: str) -> PlainInput:
         mean, std = _digits()[4]
         return PlainInput((0.0, 1.0), "sklearn.datasets.load_digits().images / 16 (pixel values 0..16), float32, "
                           "shape (batch, 1, 8, 8)", (float(mean),), (float(std),))
+    if name == "fashionmnist":
+        return PlainInput((0.0, 1.0), "the official 28x28 grey images / 255 (uint8 pixels -> [0, 1]), float32, "
+                          "shape (batch, 1, 28, 28)", FASHION_MEAN, FASHION_STD)
     if name in ("cifar10", "cifar100"):
         mean, std = (CIFAR10_MEAN, CIFAR10_STD) if name == "cifar10" else (CIFAR100_MEAN, CIFAR100_STD)
         return PlainInput((0.0, 1.0), f"32x32 {_TO_TENSOR}, shape (batch, 3, 32, 32)", mean, std)

@@ -70,6 +70,22 @@ def cnn(num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
     return _init_weights(nn.Sequential(*layers))
 
 
+def lenet5(num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+    """LeNet-5 (LeCun et al. 1998) with BN after each conv: 5x5 conv 6 (padded, as for 28x28 inputs) -> max-pool ->
+    5x5 conv 16 -> max-pool -> Linear 120 -> Linear 84 -> Linear classes (61.7k weights on 28x28 inputs)."""
+    c, h, w = input_shape
+    side = lambda n: (n // 2 - 4) // 2  # noqa: E731  (padded conv, pool, valid 5x5 conv, pool)
+    layers = [
+        nn.Conv2d(c, 6, 5, padding=2, bias=False), nn.BatchNorm2d(6), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * side(h) * side(w), 120), nn.ReLU(inplace=True),
+        nn.Linear(120, 84), nn.ReLU(inplace=True),
+        nn.Linear(84, num_classes),
+    ]
+    return _init_weights(nn.Sequential(*layers))
+
+
 # --------------------------------------------------------------------------- ResNets
 
 
@@ -232,6 +248,7 @@ def _vgg(depth: int) -> Callable:
 MODELS: dict[str, Callable[[int, tuple[int, int, int]], nn.Module]] = {
     "mlp": mlp,
     "cnn": cnn,
+    "lenet5": lenet5,
     "resnet8": resnet8,
     "resnet20": _cifar_resnet(20),
     "resnet32": _cifar_resnet(32),

@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     parser = OneLineParser(prog="python -m figures", description=__doc__)
     parser.add_argument("names", nargs="+", help="figure/table targets (fig-..., tab-...), 'all', or 'list'; "
                                                   "'plan' followed by targets or 'all': their runs and cost only")
-    parser.add_argument("--profile", default="tiny", help="tiny (digits, minutes on a laptop) or paper")
+    parser.add_argument("--profile", default="tiny", help="tiny (digits: a smoke test of the code path, minutes), small (Fashion-MNIST: the findings, two hours on a laptop CPU) or paper")
     parser.add_argument("--cluster", default="none", choices=("none", "local", "slurm"),
                         help="where missing runs are computed: in this process, a pool of local processes, or "
                              "submitted as a Slurm job array (resources: slurm/resources.toml, PRUNING_SLURM_*)")

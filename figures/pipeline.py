@@ -17,7 +17,7 @@ from common.errors import RunFailed, UserError
 from common.store import Run, collect, execute
 from figures import FIGURES
 
-PROFILES = ("tiny", "paper")
+PROFILES = ("tiny", "small", "paper")
 OUT = Path(__file__).resolve().parent / "out"
 
 
@@ -61,6 +61,16 @@ def compute_in_process(rows) -> list[str]:
     return failures
 
 
+def fetch_data(rows) -> None:
+    """Get the datasets that the runs ``rows`` need and that can be fetched (Fashion-MNIST), saying so in one line."""
+    from common.data import fashion_folder, fetch_fashionmnist
+
+    roots = {Path(cfg.data_dir) for _, cfg in rows if getattr(cfg, "dataset", None) == "fashionmnist"}
+    for root in roots:
+        if fashion_folder(root) is None:
+            print(fetch_fashionmnist(root), flush=True)
+
+
 def make(name: str, profile: str = "tiny", cluster: str = "none", runtime: dict | None = None,
          out_root: Path = OUT) -> list[Path]:
     runtime = dict(runtime or {})
@@ -68,6 +78,7 @@ def make(name: str, profile: str = "tiny", cluster: str = "none", runtime: dict 
     todo = missing_runs(rows)
     print(f"{name} [{profile}]: {len(rows)} runs, {len(todo)} to compute", flush=True)
     if todo:
+        fetch_data(todo)
         if cluster == "none":
             failures = compute_in_process(todo)
         else:

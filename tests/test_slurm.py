@@ -429,7 +429,7 @@ def test_figure_runs_are_submitted_in_dependency_order_then_the_figure_is_drawn(
              "prune_epochs": 2, "finetune_lr.milestones": (1.0,)}
     monkeypatch.setitem(gmp_runs.SETUPS, "tiny", [small])
     monkeypatch.setattr(gmp_runs, "SEEDS", (0, 1))
-    monkeypatch.setattr(fig_gmp_wd, "SPARSITIES", (0.9,))
+    monkeypatch.setitem(fig_gmp_wd.SPARSITIES, "tiny", (0.9,))
     monkeypatch.setenv("PRUNING_SLURM_MAX_PARALLEL", "2")
     monkeypatch.setenv("PRUNING_SLURM_TIME", "10")
     runtime = {"runs_dir": str(tmp_path / "runs"), "progress": "off"}

@@ -6,6 +6,11 @@ tiny:  digits with the MLP (64-300-100-10, 10 epochs per method) and the 3-conv 
        like).
        The same epochs E everywhere: BiP runs E epochs, OMP retrains E, every IMP round retrains E, Hydra trains
        scores E then fine-tunes E; retrained BiP masks (Fig. 9) also get E.
+small: Fashion-MNIST (the full 60,000 / 10,000 split; 100 training images held out for BiP's upper level), LeNet-300-100
+       (784-300-100-10, E = 4 epochs of 469 steps per method) for the unstructured figures, LeNet-5 (6-16 convs with
+       BN, 120-84 Linear; E = 2) for the structured one. The grid reaches the regime where the methods part:
+       n = 4, 8, 10, 12, ..., 20 (48.8% ... 98.8%); IMP runs its 20 rounds. Dense models: 30 epochs (MLP, 89.5%) and
+       15 epochs (LeNet-5) of SGD 0.05 cosine. 3 seeds.
 paper: the presets of bip.prune / bip.magnitude (the BiP paper's models, datasets and hyperparameters, Appendix A;
        figures/reference/README.md), n = 1..20.
 Every method prunes every conv and linear layer (global unstructured, as the paper); structured pruning leaves the
@@ -17,8 +22,8 @@ from common import config as C
 from common.pretrain import dense_config
 
 SEEDS = (0, 1, 2)
-GRID_N = {"tiny": (1, 3, 5, 7, 9, 10, 11, 13), "paper": tuple(range(1, 21))}
-STRUCTURED = {"tiny": (0.3, 0.5, 0.7, 0.9), "paper": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)}
+GRID_N = {"tiny": (1, 3, 5, 7, 9, 10, 11, 13), "small": (4, 8, 10, 12, 14, 16, 18, 20), "paper": tuple(range(1, 21))}
+STRUCTURED = {"tiny": (0.3, 0.5, 0.7, 0.9), "small": (0.3, 0.5, 0.7, 0.9), "paper": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)}
 REWIND_FRACTIONS = (0.05, 0.1, 0.5, 0.75, 1.0)
 REWIND_SPARSITIES = tuple(round(1 - 0.8 ** n, 6) for n in (1, 5, 9))   # 20%, 67.2%, 86.6% as in the paper's Fig. 9
 IG_SPARSITIES = tuple(round(1 - 0.8 ** n, 6) for n in (5, 11))          # 67.2%, 91.4%
@@ -27,6 +32,9 @@ GAMMAS = (1e4, 1.0, 1e-2, 1e-3, 1e-4)                                    # 1e4: 
 # name -> (preset or None, overrides, epochs E)
 SETUPS = {
     "tiny": {"mlp / digits": (None, {"model": "mlp"}, 10), "cnn / digits": (None, {"model": "cnn"}, 5)},
+    "small": {"mlp / fashionmnist": (None, {"dataset": "fashionmnist", "model": "mlp"}, 4),
+              "lenet5 / fashionmnist": (None, {"dataset": "fashionmnist", "model": "lenet5", "pretrain.epochs": 15},
+                                        2)},
     "paper": {f"{m} / {ds}": (f"{ds}-{m}", {}, None) for ds, m in [
         ("cifar10", "resnet18"), ("cifar10", "resnet20"), ("cifar10", "resnet56"), ("cifar10", "vgg16_bn"),
         ("cifar100", "resnet18"), ("cifar100", "resnet20"), ("tinyimagenet", "resnet18"),
@@ -39,10 +47,11 @@ IMP_ONLY = {"resnet50 / imagenet"}  # Fig. 6's ImageNet panel shows IMP and BiP 
 SETUP_SEEDS = {"resnet50 / imagenet": (0,)}
 SETUP_GRID_N = {"resnet50 / imagenet": (1, 3, 5, 7, 9, 11)}
 # the setups of the other figures (names of SETUPS[profile])
-STRUCTURED_SETUPS = {"tiny": ("cnn / digits",), "paper": ("resnet18 / cifar10", "vgg16_bn / cifar10")}
-REWIND_SETUPS = {"tiny": ("mlp / digits", "cnn / digits"),
+TRAJECTORY_SETUPS = {"small": ("mlp / fashionmnist",)}  # Fig. 6 / 8 / Table 1; tiny and paper: every setup
+STRUCTURED_SETUPS = {"tiny": ("cnn / digits",), "small": ("lenet5 / fashionmnist",), "paper": ("resnet18 / cifar10", "vgg16_bn / cifar10")}
+REWIND_SETUPS = {"tiny": ("mlp / digits", "cnn / digits"), "small": ("mlp / fashionmnist",),
                  "paper": ("resnet20 / cifar10", "resnet18 / cifar10", "resnet18 / cifar100")}
-IG_SETUPS = {"tiny": ("mlp / digits", "cnn / digits"), "paper": ("resnet20 / cifar10",)}
+IG_SETUPS = {"tiny": ("mlp / digits", "cnn / digits"), "small": ("mlp / fashionmnist",), "paper": ("resnet20 / cifar10",)}
 
 
 def sparsities(profile: str, setup: str | None = None) -> list[float]:
@@ -86,7 +95,7 @@ def retrain_config(setup, **overrides):
 def trajectory(profile: str, methods=("bip", "hydra", "imp", "omp"), only=None) -> list:
     """Every Fig. 6 run: BiP/Hydra/OMP at each grid point (from the dense model), IMP as one chain per seed."""
     rows = []
-    for name, setup in setups(profile, only).items():
+    for name, setup in setups(profile, only or TRAJECTORY_SETUPS.get(profile)).items():
         for seed in seeds(name):
             for s in sparsities(profile, name):
                 for m in ("bip", "hydra"):

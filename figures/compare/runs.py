@@ -6,6 +6,10 @@ tiny:  digits, the 3-conv CNN (every method runs on it), the BiP figures' grid 1
        their very configs (BiP / Hydra / IMP / OMP runs are shared with fig-bip-trajectory, BiP filter / channel runs
        with fig-bip-structured, post-training runs at seed 0 with fig-posttrain-time), seeds 0 and 1 (two seeds, not
        three, to keep the new compute near 5 minutes).
+small: Fashion-MNIST with the BiP figures' setups and grid (1 - 0.8^n, n = 4, 8, 10, ..., 20): fig-compare on
+       LeNet-300-100, fig-compare-structured on LeNet-5 (BiP filter / channel runs shared with fig-bip-structured),
+       3 seeds; the from-scratch ACDC / SA++ runs at n = 4, 10, 16, 20 (48.8, 89.3, 97.2, 98.8%), the block methods
+       at 90% only (each is a from-scratch LeNet-5 run of 19 epochs, ~2 minutes).
 paper: CIFAR-10 ResNet-20 and ResNet-18 with the bip.prune / bip.magnitude / gmp.prune / posttrain.prune presets.
        The option-A (zero-padding) shortcuts of ResNet-20 are not traceable by Torch-Pruning: as posttrain's ResNet-56
        preset does, its residual widths (stem and every block's conv2) stay and the blocks' inner channels are pruned.
@@ -26,19 +30,21 @@ from common import config as C
 from figures.bip import runs as R
 from figures.posttrain import runs as PT
 
-SEEDS = (0, 1)
+SEEDS = {"tiny": (0, 1), "small": (0, 1, 2), "paper": (0, 1)}
 UNSTRUCTURED_METHODS = ("bip", "hydra", "imp", "omp", "gmp", "acdc", "sapp")
 STRUCTURED_METHODS = ("bip-filter", "bip-channel", "posttrain", "sapp-block", "acdc-block", "magnitude-block")
-BLOCK_SPARSITIES = {"tiny": (0.5, 0.9), "paper": (0.5, 0.7, 0.9)}  # tiny: two points (make figures' 30 min)
+BLOCK_SPARSITIES = {"tiny": (0.5, 0.9), "small": (0.9,), "paper": (0.5, 0.7, 0.9)}  # tiny: two points (make figures' 30 min)
 COST_N = 9  # the accuracy-vs-cost panels: sparsity 1 - 0.8^9 = 86.58%
-TRAIN_SIZE = {"digits": 1437, "cifar10": 50000, "cifar100": 50000}
+TRAIN_SIZE = {"digits": 1437, "fashionmnist": 60000, "cifar10": 50000, "cifar100": 50000}
 # the grid points (n of 1 - 0.8^n) of the unstructured from-scratch runs (ACDC, SA++); None: the whole grid
-SCRATCH_N = {"tiny": (1, 5, 9, 13), "paper": None}
+SCRATCH_N = {"tiny": (1, 5, 9, 13), "small": (4, 10, 16, 20), "paper": None}
 
 # BiP setup name -> what the other scripts need: gmp / posttrain (preset or None, overrides), seqattn overrides,
 # the block size of the block methods (posttrain None: not run on that setup)
 SETUPS = {
     "tiny": {"cnn / digits": {"gmp": (None, {}), "seqattn": {}, "posttrain": (None, {}), "block": 4}},
+    "small": {"mlp / fashionmnist": {"gmp": (None, {}), "seqattn": {}, "posttrain": None, "block": 4},
+              "lenet5 / fashionmnist": {"gmp": (None, {}), "seqattn": {}, "posttrain": (None, {}), "block": 4}},
     "paper": {
         "resnet20 / cifar10": {"gmp": ("cifar10-resnet20", {}), "seqattn": {"lr.lr": 0.1, "optim.weight_decay": 1e-4},
                                "posttrain": ("cifar10-resnet56", {"model": "resnet20"}), "block": 4},
@@ -47,6 +53,9 @@ SETUPS = {
                                "posttrain": ("cifar100-resnet18", {"dataset": "cifar10"}), "block": 8},
     },
 }
+# the setups of each figure (names of SETUPS[profile]); tiny and paper: every setup in both
+UNSTRUCTURED_SETUPS = {"small": ("mlp / fashionmnist",)}
+STRUCTURED_SETUPS = {"small": ("lenet5 / fashionmnist",)}
 LABELS = {"bip": "BiP", "hydra": "Hydra", "imp": "IMP", "omp": "OMP", "gmp": "GMP", "acdc": "ACDC (B=1)",
           "sapp": "SA++ (B=1)", "bip-filter": "BiP filter", "bip-channel": "BiP channel",
           "posttrain": "post-training (ours)", "sapp-block": "SA++ blocks", "acdc-block": "ACDC blocks",
@@ -115,9 +124,9 @@ def unstructured(profile: str) -> list:
     rows = []
     grid = R.sparsities(profile)
     scratch = [s for n, s in zip(R.GRID_N[profile], grid) if SCRATCH_N[profile] is None or n in SCRATCH_N[profile]]
-    for name in SETUPS[profile]:
+    for name in UNSTRUCTURED_SETUPS.get(profile, SETUPS[profile]):
         setup = _bip(profile, name)
-        for seed in SEEDS:
+        for seed in SEEDS[profile]:
             for s in grid:
                 rows += [("bip.prune", R.prune_config(setup, m, target_sparsity=s, seed=seed))
                          for m in ("bip", "hydra")]
@@ -132,9 +141,9 @@ def unstructured(profile: str) -> list:
 def structured(profile: str) -> list:
     """fig-compare-structured: BiP filter / channel, post-training pruning, block SA++ / ACDC / magnitude."""
     rows = []
-    for name, extra in SETUPS[profile].items():
-        setup = _bip(profile, name)
-        for seed in SEEDS:
+    for name in STRUCTURED_SETUPS.get(profile, SETUPS[profile]):
+        setup, extra = _bip(profile, name), SETUPS[profile][name]
+        for seed in SEEDS[profile]:
             for s in R.STRUCTURED[profile]:
                 rows += [("bip.prune", R.prune_config(setup, "bip", structure=st, exclude=("first",),
                                                       target_sparsity=s, seed=seed)) for st in ("filter", "channel")]

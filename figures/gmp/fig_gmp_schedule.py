@@ -5,6 +5,7 @@ the run's config fixes: they are computed from it by gmp.prune's own schedule fu
 profile's table measures a run (``MEASURED``), each layer's sparsity at every update is read from its log and drawn
 beside the target:
 tiny:  one run (seconds) with a global magnitude ranking, so that each layer follows its own path under the target;
+small: the same on LeNet-300-100 / Fashion-MNIST at 95% (a run of fig-gmp-vs-oneshot's grid setup, seed 0);
 paper: SparseML's ResNet-50 ImageNet recipe as SparseML runs it, per layer (GMPruningModifier), target 88%; with a
        per-layer ranking every layer's sparsity is the target at every update, so a run (90 ImageNet epochs,
        ~45 A100 GPU-hours) would only redraw the config: cut, the figure is drawn from the config alone.
@@ -24,9 +25,9 @@ from gmp import prune
 
 PAPER = "Neural Magic GMP blog, the sparsity-vs-step and LR-vs-step plots (stages marked)"
 STAGE_COLORS = {"stabilize": "0.85", "prune": "#fde6c8", "finetune": "#d6ecd6"}
-MEASURED = {"tiny": True, "paper": False}
-SCOPE = {"tiny": "global", "paper": "layer"}
-TARGET = {"tiny": 0.9, "paper": 0.88}
+MEASURED = {"tiny": True, "small": True, "paper": False}
+SCOPE = {"tiny": "global", "small": "global", "paper": "layer"}
+TARGET = {"tiny": 0.9, "small": 0.95, "paper": 0.88}
 
 
 def schedule_config(profile: str) -> prune.Config:

@@ -13,12 +13,13 @@ from figures.gmp import runs as gmp_runs
 from figures.plot import band, mean_spread, save_csv, save_figure
 
 PAPER = "Neural Magic GMP blog: weight decay removed in fine-tuning"
-SPARSITIES = (0.9, 0.95, 0.98)  # the high-sparsity end of the GMP grid, where fine-tuning matters most
+# the high-sparsity end of each profile's GMP grid, where fine-tuning matters most
+SPARSITIES = {"tiny": (0.9, 0.95, 0.98), "small": (0.95, 0.98, 0.99), "paper": (0.9, 0.95, 0.98)}
 
 
 def runs(profile: str):
     return [row for wd in (None, 0.0)
-            for row in gmp_runs.grid(profile, sparsities=SPARSITIES, method="gmp", finetune_weight_decay=wd)]
+            for row in gmp_runs.grid(profile, sparsities=SPARSITIES[profile], method="gmp", finetune_weight_decay=wd)]
 
 
 def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:

@@ -21,6 +21,7 @@ from seqattn import oneshot
 PAPER = "SequentialAttention++ Fig. 2a: one-shot block pruning, softmax attention vs magnitude scores"
 SETUPS = {
     "tiny": ({"dataset": "digits", "model": "mlp"}, (1, 2, 4, 8), (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)),
+    "small": ({"dataset": "fashionmnist", "model": "mlp"}, (1, 4, 8, 16), (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)),
     # ours: the dense ResNet-50 recipe of common.pretrain's imagenet preset, one fine-tuning epoch at lr 0.01
     "paper": ({"dataset": "imagenet", "model": "resnet50", "exclude": (), "pretrain.epochs": 90, "pretrain.lr": 0.1,
                "pretrain.weight_decay": 1e-4, "pretrain.batch_size": 256, "pretrain.schedule": "multistep",

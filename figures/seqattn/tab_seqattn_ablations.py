@@ -19,8 +19,8 @@ PAPER = "SequentialAttention++ ablations (§4 and the review discussion): sparsi
 REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "seqattn_ablations.csv"
 # Cut (paper profile, cost): 90% only (each variant is a 90-epoch ImageNet run; every ablation the paper reports has a
 # value at 90% but the sparsification phase's, an average); 80% too would add ~950 ImageNet epochs.
-SPARSITIES = {"tiny": (0.9, 0.95), "paper": (0.9,)}
-SHORT_DENSE = {"tiny": 2, "paper": 11}  # paper: ~11 steps of ~56k; tiny: 2 of 360
+SPARSITIES = {"tiny": (0.9, 0.95), "small": (0.95, 0.98), "paper": (0.9,)}
+SHORT_DENSE = {"tiny": 2, "small": 2, "paper": 11}  # paper: ~11 steps of ~56k; tiny: 2 of 360; small: 2 of 3,752
 
 # (ablation, variant, overrides, block: None = the focus block size)
 VARIANTS = [
