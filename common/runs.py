@@ -34,7 +34,7 @@ from pathlib import Path
 
 from common.config import OneLineParser
 from common.errors import UserError, exit_code
-from common.store import HASH_LEN, JOB_FILE, RUN_NAME, RunLock, _flatten, _stale, collect, read_log
+from common.store import HASH_LEN, JOB_FILE, RUN_NAME, RunLock, collect, flatten, read_log, stale_reason
 
 STATUSES = ("done", "locked", "in progress", "failed", "queued", "started", "damaged")
 # shown by list when a result has them: test_acc, or else test_auc and test_loss (Criteo); sparsity; wall_time
@@ -66,11 +66,11 @@ def _read_json(path: Path):
 
 def live_holder(lock: Path) -> str | None:
     """Who holds the lock file ``lock`` (host, pid, Slurm job), or None when there is none or it is stale."""
-    seen = RunLock._read(lock)
+    seen = RunLock.read(lock)
     if seen is None:
         return None
     info, _, age = seen
-    if _stale(info, age) is not None:
+    if stale_reason(info, age) is not None:
         return None
     job = f" (Slurm job {info['job']})" if info.get("job") else ""
     return f"host {info.get('host')} pid {info.get('pid')}{job}, heartbeat {age:.0f} s ago"
@@ -91,7 +91,7 @@ def _unfinished(script: str, run_dir: Path) -> Entry:
             raise UserError(f"{run_dir / 'config.json'} holds no config")
     except UserError as exc:
         conf, failed, entry.status, entry.why = None, None, "damaged", str(exc)
-    entry.config = _flatten(conf["config"], "config.") if conf else {}
+    entry.config = flatten(conf["config"], "config.") if conf else {}
     holder = live_holder(run_dir / "lock")
     if holder:
         entry.status, entry.why = "locked", f"by {holder}"

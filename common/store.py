@@ -380,7 +380,7 @@ class RunLock:
                 warned = True
 
     @staticmethod
-    def _read(path: Path):
+    def read(path: Path):
         """(holder dict or None, the file's inode, seconds since its heartbeat), or None when there is no file."""
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -400,11 +400,11 @@ class RunLock:
 
     def _break_if_stale(self) -> str | None:
         """Break the lock if it is stale; the description of its live holder, or None (no lock any more)."""
-        seen = self._read(self.path)
+        seen = self.read(self.path)
         if seen is None:
             return None
         info, inode, age = seen
-        why = _stale(info, age)
+        why = stale_reason(info, age)
         if why is None:
             return (f"host {info.get('host')} pid {info.get('pid')}"
                     + (f" (Slurm job {info['job']})" if info.get("job") else "") + f", heartbeat {age:.0f} s ago")
@@ -412,7 +412,7 @@ class RunLock:
         claim = self.path.with_name(f"{self.path.name}.break.{token}")
         fd = _create(claim, json.dumps({"host": socket.gethostname(), "pid": os.getpid()}) + "\n")
         if fd is None:  # another process is breaking it (a few system calls), or died doing so
-            claimed = self._read(claim)
+            claimed = self.read(claim)
             if claimed is None or claimed[2] < 5.0:
                 return None
             if claimed[2] > LOCK_STALE_S:  # an orphaned claim is cleared once it is stale itself
@@ -422,7 +422,7 @@ class RunLock:
             who = claimed[0] or {}
             return f"nobody (a stale lock that host {who.get('host')} pid {who.get('pid')} began to break)"
         try:
-            now = self._read(self.path)
+            now = self.read(self.path)
             if now is not None and now[1] == inode and (now[0] or {}).get("token") == (info or {}).get("token"):
                 os.unlink(self.path)
                 warn(self.path, f"broke a stale lock ({why})")
@@ -432,7 +432,7 @@ class RunLock:
         return None
 
 
-def _stale(info: dict | None, age: float) -> str | None:
+def stale_reason(info: dict | None, age: float) -> str | None:
     """Why a lock file with holder ``info`` (None: it names none) and heartbeat ``age`` seconds ago is stale, or None
     when its holder may be alive."""
     if age > LOCK_STALE_S:
@@ -568,11 +568,12 @@ class WorkerRun(Run):
 
 
 # ---------------------------------------------------------------------------------------------------- collect
-def _flatten(d: dict, prefix: str = "") -> dict:
+def flatten(d: dict, prefix: str = "") -> dict:
+    """A nested dict as one level of dotted keys: {"a": {"b": 1}} -> {"a.b": 1} (with ``prefix`` before each)."""
     out = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         elif isinstance(v, list) and v and isinstance(v[0], dict):
             continue  # nested tables (per-layer reports) stay in result.json, out of the tidy frame
         else:
@@ -634,10 +635,10 @@ def collect(root: str | os.PathLike = "runs", script: str | None = None):
                     continue
                 points = result.pop("points", None) or [{}]
                 base = {"script": name, "hash": entry.name, "run_dir": entry.path}
-                base.update(_flatten(config, "config."))
-                base.update(_flatten({k: v for k, v in result.items() if k not in ("script", "hash", "provenance")}))
+                base.update(flatten(config, "config."))
+                base.update(flatten({k: v for k, v in result.items() if k not in ("script", "hash", "provenance")}))
                 for point in points:
-                    rows.append({**base, **_flatten(point)})
+                    rows.append({**base, **flatten(point)})
     return pd.DataFrame(rows)
 
 

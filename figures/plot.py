@@ -34,11 +34,21 @@ def save_table(df: pd.DataFrame, base: Path, caption: str = "") -> list[Path]:
 
     def tex(p):
         cols = list(df.columns)
-        body = [" & ".join(_fmt(v) for v in row) + r" \\" for row in df.itertuples(index=False)]
-        Path(p).write_text("\\begin{tabular}{" + "l" * len(cols) + "}\n\\toprule\n" + " & ".join(map(str, cols))
-                           + r" \\" + "\n\\midrule\n" + "\n".join(body) + "\n\\bottomrule\n\\end{tabular}\n")
+        body = [" & ".join(tex_escape(_fmt(v)) for v in row) + r" \\" for row in df.itertuples(index=False)]
+        Path(p).write_text("\\begin{tabular}{" + "l" * len(cols) + "}\n\\toprule\n"
+                           + " & ".join(map(tex_escape, cols)) + r" \\" + "\n\\midrule\n" + "\n".join(body)
+                           + "\n\\bottomrule\n\\end{tabular}\n")
 
     return [atomic_write(base.with_suffix(".md"), md), atomic_write(base.with_suffix(".tex"), tex), save_csv(df, base)]
+
+
+TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+       "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}"}
+
+
+def tex_escape(text) -> str:
+    """``text`` with every character that TeX reads as markup escaped (a ``%`` would comment out the rest)."""
+    return "".join(TEX.get(ch, ch) for ch in str(text))
 
 
 def _fmt(v) -> str:

@@ -20,8 +20,8 @@ def small_profile(monkeypatch):
     monkeypatch.setitem(bip_runs.REWIND_SETUPS, "tiny", ("mlp / digits",))
     monkeypatch.setitem(bip_runs.IG_SETUPS, "tiny", ("mlp / digits",))
     monkeypatch.setattr(bip_runs, "REWIND_FRACTIONS", (0.5, 1.0))
-    monkeypatch.setattr(bip_runs, "REWIND_SPARSITIES", (0.2,))
-    monkeypatch.setattr(bip_runs, "IG_SPARSITIES", (0.672,))
+    monkeypatch.setitem(bip_runs.REWIND_SPARSITIES, "tiny", (0.2,))
+    monkeypatch.setitem(bip_runs.IG_SPARSITIES, "tiny", (0.672,))
     monkeypatch.setattr(bip_runs, "GAMMAS", (1e4, 1e-3))
 
 

@@ -103,7 +103,7 @@ def small_profile(monkeypatch):
     monkeypatch.setitem(R.SETUPS, "tiny", {"cnn / digits": (None, {"model": "cnn", "pretrain.epochs": 2}, 1)})
     monkeypatch.setitem(R.GRID_N, "tiny", (1, X.COST_N))
     monkeypatch.setitem(R.STRUCTURED, "tiny", (0.5,))
-    monkeypatch.setattr(X, "SEEDS", (0,))
+    monkeypatch.setitem(X.SEEDS, "tiny", (0,))
     monkeypatch.setitem(X.BLOCK_SPARSITIES, "tiny", (0.5,))
     monkeypatch.setitem(X.SETUPS, "tiny", {"cnn / digits": dict(
         X.SETUPS["tiny"]["cnn / digits"], posttrain=(None, {"phase1_epochs": 1, "phase2_epochs": 1}))})

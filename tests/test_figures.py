@@ -20,8 +20,8 @@ SMALL = {"model": "mlp", "exclude": ("last",), "pretrain.epochs": 3, "epochs": 4
 def small_profile(monkeypatch):
     monkeypatch.setitem(gmp_runs.SETUPS, "tiny", [SMALL])
     monkeypatch.setattr(gmp_runs, "SEEDS", (0, 1))
-    monkeypatch.setattr(gmp_runs, "SPARSITIES", (0.5, 0.9))
-    monkeypatch.setattr(gmp_wd, "SPARSITIES", (0.9,))
+    monkeypatch.setitem(gmp_runs.SPARSITIES, "tiny", (0.5, 0.9))
+    monkeypatch.setitem(gmp_wd.SPARSITIES, "tiny", (0.9,))
 
 
 def test_gmp_figures_are_drawn_from_the_run_store(small_profile, tmp_path, capsys):
@@ -72,8 +72,8 @@ def test_make_passes_out_and_defaults_to_figures_out():
 
 
 def test_each_figure_is_found_in_its_papers_package():
-    papers = ("bip", "seqattn", "gmp", "posttrain", "compare")
-    assert len(FIGURES) == 21 and not [*(ROOT / "figures").glob("fig_*.py"), *(ROOT / "figures").glob("tab_*.py")]
+    papers = ("bip", "seqattn", "gmp", "posttrain", "compare", "claims")  # claims: the scoreboard, tab-claims
+    assert len(FIGURES) == 22 and not [*(ROOT / "figures").glob("fig_*.py"), *(ROOT / "figures").glob("tab_*.py")]
     for name, module in FIGURES.items():
         paper = name.split("-")[1]
         assert paper in papers and module == f"figures.{paper}.{name.replace('-', '_')}"
@@ -94,3 +94,35 @@ def test_local_pool_computes_missing_runs(small_profile, tmp_path):
 
     assert launch(rows, "local") == []
     assert pipeline.missing_runs(rows) == []
+
+
+def test_small_profile_is_fashion_mnist_with_three_seeds_and_grids_that_reach_where_methods_part():
+    from figures.bip import runs as bip_runs
+
+    for name in FIGURES:
+        rows = pipeline.planned_runs(name, "small", {})
+        assert {cfg.dataset for _, cfg in rows} <= {"fashionmnist"}, name
+        assert {cfg.model for _, cfg in rows} <= {"mlp", "lenet5"}, name
+        draws = {getattr(cfg, "sample_seed", None) if s == "posttrain.prune" else cfg.seed for s, cfg in rows}
+        if name not in ("fig-gmp-schedule", "fig-seqattn-schedule", "fig-posttrain-time"):  # one run per point
+            assert {0, 1, 2} <= draws, name
+    assert max(bip_runs.sparsities("small")) >= 0.988 and max(gmp_runs.SPARSITIES["small"]) >= 0.99
+
+
+def test_small_profile_end_to_end_on_idx_files(monkeypatch, tmp_path):
+    """The small profile's code path (Fashion-MNIST files found in --data-dir, LeNet-300-100) with reduced epochs."""
+    from common import data as D
+    from tests.test_fashionmnist import write_fashion
+
+    monkeypatch.setattr(D, "FASHION_DEBIAN", tmp_path / "no-debian")
+    write_fashion(tmp_path / "data" / "FashionMNIST" / "raw", n_train=200, n_test=100)
+    setup = dict(gmp_runs.SETUPS["small"][0], **{"pretrain.epochs": 1, "epochs": 3, "stabilize_epochs": 1,
+                                                 "prune_epochs": 1, "finetune_lr.milestones": (1.0,)})
+    monkeypatch.setitem(gmp_runs.SETUPS, "small", [setup])
+    monkeypatch.setattr(gmp_runs, "SEEDS", (0,))
+    monkeypatch.setitem(gmp_runs.SPARSITIES, "small", (0.9,))
+    runtime = {"runs_dir": str(tmp_path / "runs"), "data_dir": str(tmp_path / "data"), "progress": "off"}
+    paths = pipeline.make("fig-gmp-vs-oneshot", "small", runtime=runtime, out_root=tmp_path / "out")
+    assert (tmp_path / "out" / "small" / "fig-gmp-vs-oneshot.png") in paths
+    vs = pd.read_csv(tmp_path / "out" / "small" / "fig-gmp-vs-oneshot.csv")
+    assert set(vs["method"]) == {"gmp", "oneshot"} and set(vs["setup"]) == {"mlp / fashionmnist"}

@@ -10,13 +10,14 @@ from common.models import MODELS, BasicBlock, build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-DIGITS, CIFAR, TINY, IMAGENET = (1, 8, 8), (3, 32, 32), (3, 64, 64), (3, 224, 224)
+DIGITS, FASHION, CIFAR, TINY, IMAGENET = (1, 8, 8), (1, 28, 28), (3, 32, 32), (3, 64, 64), (3, 224, 224)
 
 # Input sizes each model is used with.
 TABULAR = {"criteo_mlp"}  # takes Criteo feature rows, tested on real-format rows in tests/test_seqattn_criteo.py
 INPUTS = {
-    "mlp": [DIGITS],
+    "mlp": [DIGITS, FASHION],
     "cnn": [DIGITS],
+    "lenet5": [FASHION, CIFAR],
     "resnet8": [DIGITS, CIFAR],
     "resnet20": [CIFAR, TINY],
     "resnet32": [CIFAR, TINY],
@@ -50,6 +51,8 @@ def test_every_registered_model_has_input_sizes():
         ("vgg16_bn", CIFAR, 10, 14_724_042),
         ("vgg19_bn", CIFAR, 10, 20_035_018),
         ("mlp", (1, 28, 28), 10, 266_610),  # LeNet-300-100 on MNIST: 266,610
+        # LeNet-5 on 28x28: 61,706 with conv biases; here BN (2 x 22) replaces the convs' 22 biases
+        ("lenet5", FASHION, 10, 61_728),
     ],
 )
 def test_standard_parameter_counts(name, input_shape, num_classes, expected):
@@ -75,7 +78,7 @@ def test_builds_and_runs_for_all_class_counts(name):
 
 @pytest.mark.parametrize("name, input_shape", [(n, s) for n, shapes in INPUTS.items() for s in shapes])
 def test_runs_on_each_input_size(name, input_shape):
-    num_classes = {DIGITS: 10, CIFAR: 100, TINY: 200, IMAGENET: 1000}[input_shape]
+    num_classes = {DIGITS: 10, FASHION: 10, CIFAR: 100, TINY: 200, IMAGENET: 1000}[input_shape]
     batch = 1 if input_shape == IMAGENET else 2
     model = build_model(name, num_classes, input_shape).eval()
     with torch.no_grad():
@@ -124,7 +127,7 @@ def test_cifar_resnet50_has_the_cifar_stem():
     assert n_params(model) == n_params(build_model("resnet50", 10, CIFAR)) - 64 * 3 * (49 - 9)
 
 
-@pytest.mark.parametrize("name, input_shape", [("cnn", DIGITS), ("resnet8", DIGITS), ("resnet20", CIFAR),
+@pytest.mark.parametrize("name, input_shape", [("cnn", DIGITS), ("lenet5", FASHION), ("resnet8", DIGITS), ("resnet20", CIFAR),
                                                ("resnet50_cifar", CIFAR)])
 def test_torch_pruning_structured_pruning_applies(name, input_shape):
     tp = pytest.importorskip("torch_pruning")

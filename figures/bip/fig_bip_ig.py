@@ -18,7 +18,7 @@ PAPER = "beyond the BiP paper: implicit-gradient term on/off and a gamma sweep"
 
 def runs(profile: str):
     return [("bip.prune", R.prune_config(setup, ig=ig, gamma=g, target_sparsity=s, seed=seed))
-            for setup in R.setups(profile, R.IG_SETUPS[profile]).values() for s in R.IG_SPARSITIES
+            for setup in R.setups(profile, R.IG_SETUPS[profile]).values() for s in R.IG_SPARSITIES[profile]
             for ig, g in [("none", 1e4)] + [("paper", g) for g in R.GAMMAS] for seed in R.SEEDS]
 
 

@@ -19,15 +19,26 @@ def runs(profile: str):
     return R.trajectory(profile)
 
 
+def dense_accuracy(df: pd.DataFrame) -> pd.Series:
+    """setup -> the dense model's test accuracy (%), mean over the seeds (``df``: ``R.tidy`` rows)."""
+    return mean_spread(df.drop_duplicates(["setup", "config.seed"]), ["setup"], "dense").set_index("setup")["mean"]
+
+
+def sparsest_ticket(s: pd.DataFrame, dense: float):
+    """The winning ticket of one setup x method (``s``: its ``mean_spread`` rows over ``x``): the row at the highest
+    sparsity whose mean accuracy is >= ``dense``, or None."""
+    wins = s[s["mean"] >= dense]
+    return wins.loc[wins["x"].idxmax()] if len(wins) else None
+
+
 def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
     df = R.tidy(df)
     stats = mean_spread(df, ["setup", "method", "x"], "acc")
-    dense = mean_spread(df.drop_duplicates(["setup", "config.seed"]), ["setup"], "dense").set_index("setup")["mean"]
+    dense = dense_accuracy(df)
     ref = pd.read_csv(REFERENCE) if profile == "paper" else None
     rows = []
     for (setup, method), s in stats.groupby(["setup", "method"], sort=False):
-        wins = s[s["mean"] >= dense[setup]]
-        best = wins.loc[wins["x"].idxmax()] if len(wins) else None
+        best = sparsest_ticket(s, dense[setup])
         row = {"setup": setup, "dense acc (%)": round(dense[setup], 2), "method": R.LABELS[method],
                "sparsest ticket (%)": round(best["x"], 1) if best is not None else "none",
                "its acc (%)": round(best["mean"], 2) if best is not None else "-"}

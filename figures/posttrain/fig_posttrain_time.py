@@ -25,7 +25,9 @@ def runs(profile: str):
     return [P.row(setup, method=m, ratio=r) for r in P.TIME_RATIOS[profile] for m in ("ours", "l1")]
 
 
-def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
+def table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per ratio: both methods' wall times (mean over their runs), time_ratio = calibration / (L1 + retraining), both
+    top-1s (%), the retraining epochs and the calibration samples."""
     g = df.groupby(["config.ratio", "config.method"]).agg(time=("method_time", "mean"), top1=("test_acc", "mean"))
     t = g["time"].unstack("config.method")
     acc = 100 * g["top1"].unstack("config.method")
@@ -34,6 +36,11 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
                         "top1_l1_retrain": acc["l1"].values,
                         "retrain_epochs": int(df["config.retrain.epochs"].iloc[0]),
                         "samples": int(df["config.samples"].iloc[0])})
+    return csv
+
+
+def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
+    csv = table(df)
     fig, ax = plt.subplots(figsize=(6, 3.8))
     x = np.arange(len(csv))
     ax.bar(x - 0.2, csv["calibration_s"], 0.4, color="C0", label=f"ours: calibration on {csv['samples'][0]} samples")

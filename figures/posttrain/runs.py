@@ -5,7 +5,7 @@ tiny:  digits (1437 training samples), the 3-conv CNN and the narrow residual Re
        training set), 20 + 10 epochs; L1 + retraining: 100 epochs with labels (the paper's length).
 small: Fashion-MNIST (60,000 / 10,000), LeNet-5 (6-16 convs with BN, 120-84 Linear; 15 dense epochs), channel ratio
        0.5, 512 calibration samples (0.9% of the training set, the paper's CIFAR count), 3 calibration draws (the
-       spread the figures show; one dense model), 10 draws in Fig. 4; L1 + retraining: 20 epochs with labels.
+       spread the figures show; one dense model), 10 draws in Fig. 4; L1 + retraining: 10 epochs with labels.
 paper: the paper's setups (its Tables 1-2 and Figs. 4-6, as figures/reference/README.md lists them; posttrain.prune
        PRESETS): CIFAR-10/100 ResNet-56 / ResNet-50 / VGG-19 at ratio 0.5 (VGG-19 on CIFAR-100: 0.4) with 512
        samples, ImageNet ResNet-50 at 0.3 with 2048 samples; Fig. 5 on CIFAR-100 ResNet-18.
@@ -24,12 +24,12 @@ DRAWS = {"tiny": (0, 1, 2), "small": (0, 1, 2), "paper": (0,)}  # calibration dr
 SETUPS = {
     "tiny": [{"model": "cnn"}, {"model": "resnet8"}],
     "small": [{"dataset": "fashionmnist", "model": "lenet5", "pretrain.epochs": 15, "samples": 512,
-               "retrain.epochs": 20}],
+               "retrain.epochs": 10}],
     "paper": [{"preset": p} for p in ("cifar10-resnet56", "cifar10-resnet50", "cifar10-vgg19", "cifar100-resnet56",
                                       "cifar100-resnet50", "cifar100-vgg19", "imagenet-resnet50")],
 }
 # Fig. 4 (samples), Fig. 5 (ratios), Fig. 6 (balance) and the time figure use one setup each.
-SAMPLES = {"tiny": (16, 32, 64, 128, 256), "small": (32, 128, 512, 1024, 2048), "paper": (128, 512, 1024, 2048, 5120)}
+SAMPLES = {"tiny": (16, 32, 64, 128, 256), "small": (32, 128, 512, 2048), "paper": (128, 512, 1024, 2048, 5120)}
 SAMPLES_SETUP = {"tiny": {"model": "cnn"}, "small": SETUPS["small"][0], "paper": {"preset": "imagenet-resnet50", "ratio": 0.2}}
 SAMPLE_DRAWS = tuple(range(10))
 RATIOS = {"tiny": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7), "small": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7), "paper": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)}
