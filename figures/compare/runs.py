@@ -9,7 +9,7 @@ tiny:  digits, the 3-conv CNN (every method runs on it), the BiP figures' grid 1
 small: Fashion-MNIST with the BiP figures' setups and grid (1 - 0.8^n, n = 4, 8, 10, ..., 20): fig-compare on
        LeNet-300-100, fig-compare-structured on LeNet-5 (BiP filter / channel runs shared with fig-bip-structured),
        3 seeds; the from-scratch ACDC / SA++ runs at n = 10, 16, 20 (89.3, 97.2, 98.8%), the block methods at 90%
-       only (each is a from-scratch LeNet-5 run of 17 epochs, ~3 minutes).
+       only (each is a from-scratch LeNet-5 run of 12 epochs, ~2 minutes).
 paper: CIFAR-10 ResNet-20 and ResNet-18 with the bip.prune / bip.magnitude / gmp.prune / posttrain.prune presets.
        The option-A (zero-padding) shortcuts of ResNet-20 are not traceable by Torch-Pruning: as posttrain's ResNet-56
        preset does, its residual widths (stem and every block's conv2) stay and the blocks' inner channels are pruned.

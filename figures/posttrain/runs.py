@@ -3,7 +3,7 @@
 tiny:  digits (1437 training samples), the 3-conv CNN and the narrow residual ResNet-8 (projection shortcuts, so the
        channels joined by every residual add are one group), channel ratio 0.5, 128 calibration samples (9% of the
        training set), 20 + 10 epochs; L1 + retraining: 100 epochs with labels (the paper's length).
-small: Fashion-MNIST (60,000 / 10,000), LeNet-5 (6-16 convs with BN, 120-84 Linear; 15 dense epochs), channel ratio
+small: Fashion-MNIST (60,000 / 10,000), LeNet-5 (6-16 convs with BN, 120-84 Linear; 10 dense epochs), channel ratio
        0.5, 512 calibration samples (0.9% of the training set, the paper's CIFAR count), 3 calibration draws (the
        spread the figures show; one dense model), 10 draws in Fig. 4; L1 + retraining: 10 epochs with labels.
 paper: the paper's setups (its Tables 1-2 and Figs. 4-6, as figures/reference/README.md lists them; posttrain.prune
@@ -23,7 +23,7 @@ DRAWS = {"tiny": (0, 1, 2), "small": (0, 1, 2), "paper": (0,)}  # calibration dr
 
 SETUPS = {
     "tiny": [{"model": "cnn"}, {"model": "resnet8"}],
-    "small": [{"dataset": "fashionmnist", "model": "lenet5", "pretrain.epochs": 15, "samples": 512,
+    "small": [{"dataset": "fashionmnist", "model": "lenet5", "pretrain.epochs": 10, "samples": 512,
                "retrain.epochs": 10}],
     "paper": [{"preset": p} for p in ("cifar10-resnet56", "cifar10-resnet50", "cifar10-vgg19", "cifar100-resnet56",
                                       "cifar100-resnet50", "cifar100-vgg19", "imagenet-resnet50")],
