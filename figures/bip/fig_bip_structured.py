@@ -14,13 +14,12 @@ from figures.bip import runs as R
 from figures.plot import band, mean_spread, save_csv, save_figure
 
 PAPER = "BiP (Zhang et al. 2022) Fig. 7: filter-wise and channel-wise structured pruning"
-STRUCTURES = ("filter", "channel")
 
 
 def runs(profile: str):
     return [("bip.prune", R.prune_config(setup, method, structure=structure, exclude=("first",), target_sparsity=s,
                                          seed=seed))
-            for setup in R.setups(profile, R.STRUCTURED_SETUPS[profile]).values() for structure in STRUCTURES
+            for setup in R.setups(profile, R.STRUCTURED_SETUPS[profile]).values() for structure in R.STRUCTURES[profile]
             for method in ("bip", "hydra") for s in R.STRUCTURED[profile] for seed in R.SEEDS]
 
 

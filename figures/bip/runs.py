@@ -24,6 +24,9 @@ from common.pretrain import dense_config
 
 SEEDS = (0, 1, 2)
 GRID_N = {"tiny": (1, 3, 5, 7, 9, 10, 11, 13), "small": (4, 8, 10, 12, 14, 16, 18, 20), "paper": tuple(range(1, 21))}
+# Fig. 7's structures; small: filter-wise only, as LeNet-5's one prunable conv (the first stays dense) has 6 input
+# channels: channel-wise sparsities snap to sixths and the units' score sums tie (runs fail on the tied threshold)
+STRUCTURES = {"tiny": ("filter", "channel"), "small": ("filter",), "paper": ("filter", "channel")}
 STRUCTURED = {"tiny": (0.3, 0.5, 0.7, 0.9), "small": (0.5, 0.7, 0.9), "paper": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)}
 REWIND_FRACTIONS = (0.05, 0.1, 0.5, 0.75, 1.0)
 _GRID = lambda *ns: tuple(round(1 - 0.8 ** n, 6) for n in ns)  # noqa: E731

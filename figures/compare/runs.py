@@ -146,7 +146,7 @@ def structured(profile: str) -> list:
         for seed in SEEDS[profile]:
             for s in R.STRUCTURED[profile]:
                 rows += [("bip.prune", R.prune_config(setup, "bip", structure=st, exclude=("first",),
-                                                      target_sparsity=s, seed=seed)) for st in ("filter", "channel")]
+                                                      target_sparsity=s, seed=seed)) for st in R.STRUCTURES[profile]]
                 if extra["posttrain"] is not None:
                     rows.append(("posttrain.prune", posttrain_config(profile, name, s, seed)))
             for s in BLOCK_SPARSITIES[profile]:
