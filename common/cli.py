@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from common import config as C
 from common import distributed
 from common.errors import exit_code
-from common.export import export_run
+from common.export import BLOCK_HELP, FORMAT_HELP, check_block, export_run
+from common.sparse import FORMATS
 from common.store import Run, execute, run_for
 from common.train import check_device
 
@@ -37,6 +38,9 @@ class Runtime:
                           choices=("auto", "bar", "lines", "off"), hash=False)
     export: bool = C.opt(False, "once the run is done (or read from the store), write its final model for use without "
                                 "this repository to <run>/export/ (see python -m common.export --help)", hash=False)
+    export_format: str = C.opt("dense", "with --export (a sparse one implies it): " + FORMAT_HELP,
+                               choices=FORMATS, hash=False)
+    export_block: int = C.opt(0, "with --export-format bsr: " + BLOCK_HELP, hash=False)
 
 
 def runtime_of(cfg) -> dict:
@@ -48,7 +52,9 @@ def export(module, cfg) -> None:
     """Write the finished run's export (by one process: rank 0 under torchrun)."""
     if not distributed.is_main():
         return
-    print(f"exported: {export_run(Run(module.SCRIPT, cfg).dir)}", file=sys.stderr)
+    out = export_run(Run(module.SCRIPT, cfg).dir, cfg.export_format, cfg.export_block,
+                     note=lambda line: print(line, file=sys.stderr))
+    print(f"exported: {out}", file=sys.stderr)
 
 
 def main(module_name: str, argv=None) -> int:
@@ -67,13 +73,14 @@ def main(module_name: str, argv=None) -> int:
                            presets=getattr(module, "PRESETS", None), prog=f"python -m {module_name}")
         if hasattr(cfg, "device"):
             check_device(cfg.device)  # before the run's directory is made
+        check_block(cfg.export_format, cfg.export_block, "--export-block")
         run_dir.append(str(run_for(module, cfg).dir))
         if distributed.is_main():  # the other ranks of a torchrun job compute along but print nothing
             print(f"run: {run_dir[0]}", file=sys.stderr, flush=True)
         result = execute(module, cfg)
         print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}, sort_keys=True),
               flush=True)
-        if cfg.export:
+        if cfg.export or cfg.export_format != "dense":
             export(module, cfg)
 
     return exit_code(action, where=lambda: run_dir[0] if run_dir else None)

@@ -3,6 +3,8 @@
     python -m common.export --run runs/gmp.prune/<hash>            # one run
     python -m common.export --run 'runs/bip.prune/*' --run runs/posttrain.prune/<hash>
     python -m gmp.prune --target-sparsity 0.9 --export              # any script: export once the run is done
+    python -m common.export --run runs/gmp.prune/<hash> --format csr          # sparse weights: export-csr/
+    python -m seqattn.prune --block 4 --sparsity 0.9 --export-format bsr      # the run's 4x4 blocks: export-bsr4/
 
 Writes ``<run>/export/`` (each file atomically, readable by all; ``sparsity.json`` last, so a complete export is one
 that has it):
@@ -24,6 +26,15 @@ that has it):
 The prunable weights are the layers the run itself reports (``result.json``'s ``layers``); runs that list none use
 their config's ``exclude`` (and ``structure``) over every Conv2d / Linear weight, as the scripts' masks do.
 A run without a final model (``seqattn.oneshot`` keeps one model per sparsity as a point, none stored) is refused.
+
+``--format csr|bsr`` writes ``<run>/export-csr/`` or ``<run>/export-bsr<B>/`` instead (the same three files): a
+TorchScript program (``torch.jit.load``; ``torch.export`` cannot capture sparse products) whose Linear / Conv2d layers
+compute with torch.sparse CSR or BSR (BxB) weights (``common.sparse``: Conv2d through im2col), each layer only where
+that measured faster than the dense layer at export time (``--batch`` inputs, one thread; ``--layers all``: every
+layer with zeros). ``sparsity.json``'s ``weights`` records each layer's decision (format, block, sparsity, padded
+shape, measured dense and sparse ms, why). Its outputs equal the dense export's within ``common.sparse.TOLERANCE``
+of the output's scale (checked on write). A structurally pruned run is written as its physically smaller dense model;
+a run none of whose layers is faster sparse is refused, naming each layer and why.
 """
 from __future__ import annotations
 
@@ -37,6 +48,7 @@ from pathlib import Path
 import torch
 
 from common import config as C
+from common import sparse as SP
 from common import sparsity as S
 from common.atomic import atomic_write
 from common.data import dataset_info, plain_input
@@ -47,10 +59,23 @@ from common.models import build_model
 EXAMPLE_BATCH = 2  # torch.export specializes a batch of 1; the exported batch dimension is dynamic anyway
 
 
+FORMAT_HELP = ("how the exported program computes its Linear / Conv2d layers: dense (the masked dense weights, a "
+               "torch.export program in export/), csr or bsr (torch.sparse weights where that measured faster, a "
+               "TorchScript program in export-csr/ or export-bsr<B>/)")
+BLOCK_HELP = ("BSR block size B (BxB blocks; a layer B does not divide is zero-padded); 0: the run's own block size "
+              f"where it has one (seqattn.prune --block), else {SP.DEFAULT_BLOCK}")
+
+
 @dataclass
 class Config:
     run: tuple[str, ...] = C.opt((), "finished run directories (runs/<script>/<hash>), comma-separated or with "
                                      "--run repeated; shell-style globs such as 'runs/gmp.prune/*' allowed")
+    format: str = C.opt("dense", FORMAT_HELP, choices=SP.FORMATS)
+    block: int = C.opt(0, BLOCK_HELP)
+    layers: str = C.opt("faster", "which layers a sparse format computes sparse: faster (each layer timed dense and "
+                                  "sparse at export, the faster kept), all (every layer with zero weights)",
+                        choices=("faster", "all"))
+    batch: int = C.opt(SP.DECISION_BATCH, "the batch size each layer is timed at (one thread)", positive=True)
 
 
 # ---------------------------------------------------------------------------------------------------- reading a run
@@ -144,25 +169,36 @@ def expected_input(dataset: str, input_shape) -> dict:
             "program_weights": "model.<name>, with <name> as in state_dict.pt and in layers"}
 
 
-def save_program(model: torch.nn.Module, example: torch.Tensor, out: Path) -> tuple[str, str]:
-    """Write ``model`` with torch.export (dynamic batch), or torch.jit.trace when it cannot be exported: (file, format).
+def save_program(model: torch.nn.Module, example: torch.Tensor, out: Path, trace: bool = False,
+                 reference: torch.nn.Module | None = None) -> tuple[str, str]:
+    """Write ``model`` with torch.export (dynamic batch), or torch.jit.trace when it cannot be exported (or with
+    ``trace``: a model of sparse layers): (file, format).
 
-    The written program is loaded back and checked against the model on random inputs of two batch sizes."""
+    The written program is loaded back and checked on random inputs of three batch sizes (1, 3 and one above the BSR
+    column padding): against the model itself, or against ``reference`` (the dense model a sparse one must equal)
+    within ``common.sparse.TOLERANCE`` of its scale."""
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     try:
+        if trace:
+            raise NotImplementedError("sparse products: traced")
         program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
         name, fmt = "model.pt2", "torch.export"
         atomic_write(out / name, lambda tmp: torch.export.save(program, tmp))
         load = lambda p: torch.export.load(p).module()  # noqa: E731
     except Exception:  # noqa: BLE001 - any model torch.export cannot capture falls back to tracing
-        traced = torch.jit.trace(model, example, check_trace=False)
-        name, fmt = "model.torchscript.pt", "torchscript"
-        atomic_write(out / name, lambda tmp: torch.jit.save(traced, tmp))
+        with SP.quiet():
+            traced = torch.jit.trace(model, example, check_trace=False)
+            name, fmt = "model.torchscript.pt", "torchscript"
+            atomic_write(out / name, lambda tmp: torch.jit.save(traced, tmp))
         load = torch.jit.load
-    loaded = load(str(out / name))
-    for n in (1, 3):
+    with SP.quiet():
+        loaded = load(str(out / name))
+    for n in (1, 3, SP.MIN_BSR_COLUMNS + 1):
         x = torch.randn(n, *example.shape[1:])
-        if not torch.allclose(loaded(x), model(x), rtol=1e-4, atol=1e-5):
+        got = loaded(x)
+        ok = SP.agrees(got, reference(x)) if reference is not None else \
+            torch.allclose(got, model(x), rtol=1e-4, atol=1e-5)
+        if not ok:
             raise RuntimeError(f"the exported {fmt} program does not reproduce the model's outputs (batch {n})")
     return name, fmt
 
@@ -180,29 +216,108 @@ def report(run_dir: Path, conf: dict, result: dict, model, original, structured:
     return out
 
 
-def export_run(run_dir) -> Path:
-    """Write ``<run_dir>/export/`` (model program, plain state_dict, sparsity.json) on the CPU; returns that folder."""
+def check_block(fmt: str, block: int, option: str = "--block") -> None:
+    if block < 0 or (block and fmt != "bsr"):
+        raise UserError(f"{option} {block}: give a positive block size with the bsr format (0: the run's own block "
+                        f"size or {SP.DEFAULT_BLOCK}), none with {fmt}")
+
+
+def resolve_block(fmt: str, block: int, conf: dict) -> int:
+    """The BSR block size: ``block``, or (0) the run's own block size where it has one, else the default."""
+    check_block(fmt, block)
+    if fmt != "bsr":
+        return 0
+    own = conf["config"].get("block")
+    return block or (int(own) if isinstance(own, int) and own > 1 else SP.DEFAULT_BLOCK)
+
+
+def tag(fmt: str, block: int) -> str:
+    """dense, csr or bsr<B>: the weights' format in one word."""
+    return f"bsr{block}" if fmt == "bsr" else fmt
+
+
+def folder(fmt: str, block: int) -> str:
+    """The export's folder in the run directory: export/ (dense), export-csr/, export-bsr<B>/."""
+    return "export" if fmt == "dense" else f"export-{tag(fmt, block)}"
+
+
+@dataclass
+class Program:
+    """What an export writes, in memory: the run's final model, the module its program computes with, the decisions."""
+
+    conf: dict
+    result: dict
+    model: torch.nn.Module       # the run's final model (masked weights; structured: the physically smaller one)
+    original: torch.nn.Module    # a freshly built model of the original architecture
+    structured: bool
+    computed: torch.nn.Module    # what the program computes: ``model`` itself, or a copy with sparse layers
+    weights: dict                # format, block, batch, threads, per-layer decisions
+    input_shape: tuple
+
+
+def program(run_dir, fmt: str = "dense", block: int = 0, layers: str = "faster", batch: int = SP.DECISION_BATCH,
+            rounds: int = SP.ROUNDS, repeats: int = SP.REPEATS, require_sparse: bool = True) -> Program:
+    """A finished run's export, built in memory (nothing written): for csr / bsr the layers are timed and chosen here.
+    ``require_sparse``: refuse (a UserError naming each layer and why) when no layer is faster sparse; without it
+    such a program is the dense model."""
+    if fmt not in SP.FORMATS:
+        raise UserError(f"--format {fmt} is not one of: {', '.join(SP.FORMATS)}")
     run_dir = Path(run_dir)
     conf, result = _read_run(run_dir)
     model, original, structured = final_model(run_dir, conf)
+    block = resolve_block(fmt, block, conf)
     input_shape = dataset_info(conf["config"]["dataset"]).input_shape
-    out = run_dir / "export"
+    weights = {"format": fmt, "block": block or None}
+    if fmt == "dense":
+        return Program(conf, result, model, original, structured, model, weights, input_shape)
+    weights.update(batch=batch, threads=1, margin=SP.MARGIN, layers_rule=layers,
+                   how=f"each Linear / Conv2d layer with zero weights timed dense and {fmt} on random inputs of its "
+                       f"own shape, batch {batch}, one thread (median of {rounds} alternating rounds); computed "
+                       f"{fmt} where sparse_ms < {SP.MARGIN:g} x dense_ms" if layers == "faster" else
+                       f"every Linear / Conv2d layer with zero weights computed {fmt} (--layers all), untimed")
+    if structured:  # physically smaller: nothing left to skip
+        weights["layers"] = [dict(SP.decision(name, m), why="structurally pruned: the physically smaller model is "
+                                                            "exported dense") for name, m in SP.layers_of(model)]
+        return Program(conf, result, model, original, structured, model, weights, input_shape)
+    computed, weights["layers"] = SP.sparsify(model, fmt, block, input_shape, when=layers, batch=batch,
+                                              rounds=rounds, repeats=repeats)
+    if require_sparse and not any(d["format"] != "dense" for d in weights["layers"]):
+        raise UserError(f"--format {tag(fmt, block)}: no layer of {run_dir} is faster {fmt}, every one stays "
+                        f"dense: " + "; ".join(f"{d['layer']} ({d['why']})" for d in weights["layers"])
+                        + "; export it with --format dense")
+    return Program(conf, result, model, original, structured, computed, weights, input_shape)
+
+
+def export_run(run_dir, fmt: str = "dense", block: int = 0, layers: str = "faster", batch: int = SP.DECISION_BATCH,
+               note=None) -> Path:
+    """Write ``<run_dir>/export/`` (model program, plain state_dict, sparsity.json) on the CPU, or with a sparse
+    ``fmt`` ``export-csr/`` / ``export-bsr<B>/``; returns that folder. ``note(line)`` is told which layers that have
+    zeros stay dense, and why."""
+    run_dir = Path(run_dir)
+    p = program(run_dir, fmt, block, layers, batch)
+    dataset = p.conf["config"]["dataset"]
+    out = run_dir / folder(fmt, p.weights["block"] or 0)
     out.mkdir(exist_ok=True)
     (out / "sparsity.json").unlink(missing_ok=True)  # until the new export is complete
-    plain = plain_input(conf["config"]["dataset"])
+    plain = plain_input(dataset)
     with torch.no_grad():
-        state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+        state = {k: v.detach().clone().contiguous() for k, v in p.model.state_dict().items()}
         atomic_write(out / "state_dict.pt", lambda tmp: torch.save(state, tmp))
-        name, fmt = save_program(PlainInputModel(model, plain.mean, plain.std).eval(),
-                                 torch.rand(EXAMPLE_BATCH, *input_shape), out)
-        rep = report(run_dir, conf, result, model, original, structured, input_shape)
+        sparse = p.computed is not p.model
+        name, program_format = save_program(
+            PlainInputModel(p.computed, plain.mean, plain.std).eval(), torch.rand(EXAMPLE_BATCH, *p.input_shape),
+            out, trace=sparse, reference=PlainInputModel(p.model, plain.mean, plain.std).eval() if sparse else None)
+        rep = report(run_dir, p.conf, p.result, p.model, p.original, p.structured, p.input_shape)
     for stale in {"model.pt2", "model.torchscript.pt"} - {name}:  # an earlier export's other format
         (out / stale).unlink(missing_ok=True)
-    text = json.dumps({"file": name, "format": fmt, "torch": torch.__version__,
-                       "input": expected_input(conf["config"]["dataset"], input_shape), **rep},
-                      indent=1, sort_keys=True)
+    text = json.dumps({"file": name, "format": program_format, "torch": torch.__version__, "weights": p.weights,
+                       "input": expected_input(dataset, p.input_shape), **rep}, indent=1, sort_keys=True)
     # written last: an export that has it is complete
     atomic_write(out / "sparsity.json", lambda tmp: Path(tmp).write_text(text + "\n"))
+    dense = SP.summary(p.weights.get("layers", []))
+    if note is not None and fmt != "dense" and (dense or p.structured):
+        note(f"note: {out}: " + ("structurally pruned, exported as the physically smaller dense model"
+                                 if p.structured else f"layers that stay dense: {dense}"))
     return out
 
 
@@ -244,9 +359,11 @@ def main(argv=None) -> int:
         if not cfg.run:
             raise UserError("no run given; name one with --run runs/<script>/<hash> (see --help)")
         for run_dir in run_dirs(cfg.run):
-            out = export_run(run_dir)
-            print(json.dumps({"run": str(run_dir), "export": str(out),
-                              "format": json.loads((out / "sparsity.json").read_text())["format"]}))
+            out = export_run(run_dir, cfg.format, cfg.block, cfg.layers, cfg.batch,
+                             note=lambda line: print(line, file=sys.stderr))
+            rep = json.loads((out / "sparsity.json").read_text())
+            print(json.dumps({"run": str(run_dir), "export": str(out), "format": rep["format"],
+                              "weights": rep["weights"]["format"]}))
 
     return exit_code(action)
 

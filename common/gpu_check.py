@@ -13,7 +13,12 @@ SA++ also on ResNet-50 at 224x224) and post-training reconstruction (``posttrain
 - ResNet-18 CIFAR-10 epoch time (50k images, bs 128, random crop with 4-pixel zero padding + flip done on the device
   by ``common.data.TensorSplit``): a fraction of the epoch is timed and extrapolated (the JSON says which);
 - BiP / dense, SA++ / dense and masked / dense step ratios (timed as ``common.bench`` does: ``interleaved`` rounds);
-- peak GPU memory (``torch.cuda.max_memory_allocated``) per section.
+- peak GPU memory (``torch.cuda.max_memory_allocated``) per section;
+- sparse inference (``sparse_inference``), CUDA only (skipped on a CPU: ``make bench`` and fig-sparse-speed measure
+  it there): the dense model against its ``common.sparse`` copy, LeNet-300-100 at 90% in CSR and the Criteo model's
+  first layer (390 -> 400) at 95% in 8x8 BSR (``common.bench.SPEED_GOALS``: random weights, batch 64), and 2:4
+  semi-structured sparsity (``torch.sparse.to_sparse_semi_structured``, fp16) on Linear layers of those shapes
+  (zero-padded to multiples of 128) and a 4096 x 4096 one; each with whether the sparse output equals the dense one.
 Needs only torch, torchvision, numpy and pandas: a section whose extra package is missing (torch-pruning for the
 post-training reconstruction) is skipped and recorded under ``skipped``.
 """
@@ -245,6 +250,71 @@ def repeatability(device, arch: str, shape, batch_size: int, steps: int) -> dict
     return out
 
 
+def _per_call_ms(fns: dict, device, calls: int, rounds: int) -> dict:
+    """Milliseconds per call of each function, ``calls`` calls per timing, rounds interleaved as common.bench does."""
+    from common.bench import interleaved
+
+    t = interleaved({k: (lambda f=f: ([f() for _ in range(calls)], _sync(device))) for k, f in fns.items()}, rounds)
+    return {k: 1e3 * v / calls for k, v in t.items()}
+
+
+def sparse_inference(device, quick: bool) -> dict:
+    """Dense vs sparse forward passes on ``device``: the CSR / BSR models of ``common.bench.SPEED_GOALS`` (what
+    ``common.export --format csr|bsr`` computes with) and 2:4 semi-structured Linear layers (CUDA only)."""
+    from common import sparse as SP
+    from common.bench import SPEED_GOALS, random_pruned, speed_model
+
+    calls, rounds = (2, 1) if quick else (50, 5)
+    out = {}
+    for name, sparsity, fmt, block, label, goal in SPEED_GOALS:
+        _, model, shape, exclude = speed_model(name)
+        random_pruned(model, sparsity, block if fmt == "bsr" else 0, exclude)
+        key = f"{name}_{fmt}{block or ''}_{round(100 * sparsity)}"
+        try:
+            with SP.quiet(), torch.no_grad():
+                sparse, _ = SP.sparsify(model, fmt, block, shape, when="all")
+                model, sparse = model.to(device), sparse.to(device)
+                x = torch.randn(64, *shape, device=device)
+                ms = _per_call_ms({"dense": lambda: model(x), "sparse": lambda: sparse(x)}, device, calls, rounds)
+                out[key] = {"what": label, "batch": 64, "dense_ms": ms["dense"], "sparse_ms": ms["sparse"],
+                            "speedup": ms["dense"] / ms["sparse"], "goal_on_cpu": goal,
+                            "equal": bool(SP.agrees(sparse(x), model(x)))}
+        except (RuntimeError, NotImplementedError) as exc:  # a kernel this device / build lacks
+            out[key] = {"what": label, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    if device.type != "cuda":
+        out["semi_structured_2_4"] = {"skipped": "2:4 semi-structured kernels (cuSPARSELt / CUTLASS) run on CUDA only"}
+        return out
+    out["semi_structured_2_4"] = semi_structured(device, calls, rounds)
+    return out
+
+
+def semi_structured(device, calls: int, rounds: int) -> dict:
+    """fp16 Linear layers with a 2:4 pattern (two of every four consecutive inputs kept), dense against
+    ``to_sparse_semi_structured``: ms per call and whether the outputs agree (fp16 tolerance)."""
+    from torch.sparse import to_sparse_semi_structured
+
+    out = {}
+    for name, (rows, cols), batch in (("lenet300_fc1", (300, 784), 64), ("criteo_fc1", (400, 390), 64),
+                                      ("square_4096", (4096, 4096), 4096)):
+        rows, cols = (math.ceil(n / 128) * 128 for n in (rows, cols))  # the kernels' shape multiples
+        try:
+            g = torch.Generator(device=device).manual_seed(0)
+            w = torch.randn(rows, cols, generator=g, device=device, dtype=torch.float16)
+            w = w * torch.tensor([1, 1, 0, 0], device=device, dtype=w.dtype).repeat(rows, cols // 4)
+            x = torch.randn(batch, cols, generator=g, device=device, dtype=torch.float16)
+            ws = to_sparse_semi_structured(w)
+            with torch.no_grad():
+                linear = torch.nn.functional.linear
+                ms = _per_call_ms({"dense": lambda: linear(x, w), "sparse": lambda: linear(x, ws)}, device, calls,
+                                  rounds)
+                equal = bool(torch.allclose(linear(x, ws).float(), linear(x, w).float(), rtol=1e-2, atol=1e-1))
+            out[name] = {"shape": [rows, cols], "batch": batch, "dense_ms": ms["dense"], "sparse_ms": ms["sparse"],
+                         "speedup": ms["dense"] / ms["sparse"], "equal": equal}
+        except (RuntimeError, NotImplementedError, ValueError) as exc:
+            out[name] = {"shape": [rows, cols], "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    return out
+
+
 def check(device: torch.device, quick: bool) -> dict:
     from common.bench import interleaved
 
@@ -289,6 +359,12 @@ def check(device: torch.device, quick: bool) -> dict:
     section("posttrain_reconstruct", lambda m, d: _posttrain(m, d, device, 1), with_dense=False,
             model=("cnn", (1, 8, 8), 64) if quick else ("resnet18", (3, 32, 32), 64), n_steps=2 if quick else 8)
 
+    if device.type == "cuda":
+        sparse = sparse_inference(device, quick)
+    else:
+        sparse = None
+        skipped.append({"section": "sparse_inference", "why": "measured on CUDA only; on a CPU by make bench and "
+                                                              "make fig-sparse-speed"})
     arch, shape, bs = cifar
     batch = DeviceBatches(shape, 10, bs, 1, device, seed=1).batches[0]
     agreement = bf16_agreement(_model(arch, shape, device), *batch)
@@ -296,9 +372,18 @@ def check(device: torch.device, quick: bool) -> dict:
             "epoch_time_resnet18_cifar10": epoch_time(device, *((1, "cnn") if quick else (60, "resnet18"))),
             "bip_threshold": threshold_selection(device, 10_000 if quick else 11_200_000),
             "repeatability": repeatability(device, arch, shape, bs, 2 if quick else 50),
+            "sparse_inference": sparse,
             "ratios": {k: sections[s]["ratio_to_dense"] for k, s in
                        (("bip_over_dense", "bip"), ("sapp_over_dense", "sapp"), ("masked_over_dense", "masked_imp_omp"))
                        if s in sections}}
+
+
+def sparse_outputs_agree(result: dict) -> bool:
+    """Every sparse measurement that ran gave the dense output (a kernel that is missing is recorded, not failed)."""
+    sparse = result.get("sparse_inference") or {}
+    entries = [v for k, v in sparse.items() if k != "semi_structured_2_4"]
+    entries += [v for v in (sparse.get("semi_structured_2_4") or {}).values() if isinstance(v, dict)]
+    return all(e.get("equal", True) for e in entries)
 
 
 def main(argv=None) -> int:
@@ -320,7 +405,7 @@ def main(argv=None) -> int:
                       data="random tensors generated on the device (no dataset read)",
                       peak_memory_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)
         result["ok"] = bool(result["bf16_vs_fp32"]["ok"]) and result["bip_threshold"]["equal"] and all(
-            math.isfinite(s["seconds"]) for s in result["sections"].values())
+            math.isfinite(s["seconds"]) for s in result["sections"].values()) and sparse_outputs_agree(result)
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")

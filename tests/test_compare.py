@@ -131,4 +131,9 @@ def test_both_figures_are_drawn_from_a_real_small_store(small_profile, tmp_path,
     assert list(st.columns) == fig_compare_structured.COLUMNS
     assert set(st["method"]) == set(X.STRUCTURED_METHODS)
     assert (st["RP"] > 1).all() and (st["RF"] > 1).all() and (st["speedup_b64"] > 0).all()
+    assert (st["sparse_speedup_b64"] > 0).all()  # each run's export, measured; sparse_format: what it computes with
+    allowed = {"posttrain": {"dense (physically pruned)"}, "bip-filter": {"csr", "dense (csr not faster)"},
+               "bip-channel": {"csr", "dense (csr not faster)"}}
+    for method, formats in zip(st["method"], st["sparse_format"]):
+        assert set(formats.split("; ")) <= allowed.get(method, {"bsr4", "dense (bsr4 not faster)"}), (method, formats)
     assert st["budget"].str.len().gt(0).all() and st["acc_mean"].between(0, 100).all()

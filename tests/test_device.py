@@ -267,3 +267,5 @@ def test_gpu_check_runs_quick_on_the_cpu(tmp_path):
     assert result["bip_threshold"]["equal"] and result["bip_threshold"]["topk_ms"] > 0
     assert result["repeatability"]["deterministic"]["max_abs_weight_difference"] == 0.0  # CPU: bit-identical
     assert "generated on the device" in result["data"]
+    assert result["sparse_inference"] is None  # CUDA only; on the CPU make bench and fig-sparse-speed measure it
+    assert any(s["section"] == "sparse_inference" for s in result["skipped"])

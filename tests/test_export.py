@@ -24,8 +24,9 @@ RUNS = {  # one run per kind of model: unstructured, block-sparse, structurally 
                         "--phase2-epochs", "1"],
 }
 
-# Runs in a fresh interpreter whose path holds no copy of this repository: plain torch only.
-LOAD = r"""
+# The start of a script that runs in a fresh interpreter whose path holds no copy of this repository: plain torch
+# only; argv: the (images, labels) file, then the export folders.
+NO_REPOSITORY = r"""
 import json, sys
 import torch
 try:
@@ -35,6 +36,8 @@ except ModuleNotFoundError:
     pass
 x, y = torch.load(sys.argv[1], weights_only=True)
 out = {}
+"""
+LOAD = NO_REPOSITORY + r"""
 for folder in sys.argv[2:]:
     rep = json.load(open(f"{folder}/sparsity.json"))
     lo, hi = rep["input"]["range"]

@@ -33,6 +33,7 @@ def test_posttrain_targets_are_drawn_from_the_run_store(small_profile, tmp_path,
     tab = pd.read_csv(out / "tiny" / "tab-posttrain.csv")
     assert list(tab["method"]) == [P.LABELS[m] for m in P.METHODS]
     assert list(tab["draws"]) == [2, 2, 2, 2, 1] and (tab["RP"] > 1).all() and (tab["RF"] > 1).all()
+    assert (tab["sparse_format"] == "dense (physically pruned)").all() and (tab["sparse_speedup_b64"] > 0).all()
     assert "| mlp / digits | ours (penalty + balanced) |" in (out / "tiny" / "tab-posttrain.md").read_text()
     samples = pd.read_csv(out / "tiny" / "fig-posttrain-samples.csv")
     assert list(samples["samples"]) == [16, 32] and (samples["draws"] == 3).all()

@@ -5,8 +5,11 @@ methods of the SequentialAttention++ paper (SA++, ACDC, block magnitude; BxB blo
 RP (parameters original / pruned: nonzero entries for masked models, so a zero block or filter counts as removed),
 vs RF (FLOPs original / pruned, zero weights not counted) and vs the measured CPU speedup of the final model
 (dense latency / pruned latency, one thread, batch 1 and batch 64; each a median of repeats, the dense model of the
-same seed measured alternately with it). Masked and block-sparse models
-run as dense tensors, so their measured speedup is ~1x: only post-training pruning removes channels physically.
+same seed measured alternately with it). As a model runs, with dense tensors, a masked or block-sparse model's
+measured speedup is ~1x: only post-training pruning removes channels physically. So every run is also measured as
+its sparse export (``figures.speed.exports``: BSR in the run's BxB blocks for the block methods, CSR for BiP's
+filters / channels, each layer sparse only where it measured faster; post-training: its physically smaller model):
+``sparse_format`` and ``sparse_speedup_b64`` (batch 64, one thread), the last panel.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from figures.bip import runs as R
 from figures.compare import runs as X
 from figures.compare.fig_compare import budget_label
 from figures.plot import save_csv, save_figure
+from figures.speed.exports import export_speed
 
 PAPER = ("Beyond the papers (cross-paper comparison): BiP filter/channel, post-training pruning, "
          "SA++ / ACDC / block magnitude with blocks")
@@ -32,8 +36,9 @@ REPEATS = 15
 ROUNDS = 3
 COLUMNS = ["setup", "method", "label", "knob", "acc_mean", "acc_std", "acc_min", "acc_max", "seeds", "dense_acc",
            "RP", "RF", "latency_b1_ms", "latency_b64_ms", "dense_latency_b1_ms", "dense_latency_b64_ms",
-           "speedup_b1", "speedup_b64", "dense_ep", "method_ep", "total_ep", "method_s", "dense_s", "total_s",
-           "budget"]
+           "speedup_b1", "speedup_b64", "sparse_layers", "sparse_latency_b64_ms", "sparse_speedup_b64", "dense_ep",
+           "method_ep", "total_ep", "method_s", "dense_s", "total_s", "sparse_format", "budget"]
+TEXT = ("sparse_format", "budget")  # one value per group (the same for every seed)
 
 
 def runs(profile: str):
@@ -84,9 +89,10 @@ def tidy(df: pd.DataFrame) -> pd.DataFrame:
         knob = r.get("config.ratio") if r["script"] == "posttrain.prune" else \
             r.get("config.target_sparsity") if r["script"] == "bip.prune" else r.get("config.sparsity")
         lat = latencies(load_model(r), dense_models[setup, seed], shape)
+        exported = export_speed(r["run_dir"], dense_models[setup, seed], ROUNDS, REPEATS)
         rows.append({"setup": setup, "seed": seed, "method": X.method_of(r), "knob": float(knob),
                      "acc": 100 * r["test_acc"], "dense_acc": 100 * d["test_acc"] if d is not None else float("nan"),
-                     **reductions(r), **lat,
+                     **reductions(r), **lat, **exported,
                      **cost, "method_s": method_s, "dense_s": dense_s, "total_s": method_s + dense_s})
     return pd.DataFrame(rows)
 
@@ -95,9 +101,10 @@ def summarize(t: pd.DataFrame) -> pd.DataFrame:
     g = t.groupby(["setup", "method", "knob"], sort=False)
     out = g["acc"].agg(acc_mean="mean", acc_std="std", acc_min="min", acc_max="max", seeds="count").reset_index()
     out["acc_std"] = out["acc_std"].fillna(0.0)
-    numeric = [c for c in COLUMNS[9:-1] if c in t]
+    numeric = [c for c in COLUMNS[9:] if c in t and c not in TEXT]
     out = out.merge(g[numeric].mean().reset_index(), on=["setup", "method", "knob"])
-    out = out.merge(g["budget"].first().reset_index(), on=["setup", "method", "knob"])
+    out = out.merge(g[list(TEXT)].agg(lambda v: "; ".join(dict.fromkeys(v))).reset_index(),
+                    on=["setup", "method", "knob"])
     out["label"] = out["method"].map(X.LABELS)
     order = {m: i for i, m in enumerate(X.STRUCTURED_METHODS)}
     out = out.assign(_o=out["method"].map(order)).sort_values(["setup", "_o", "knob"])
@@ -108,8 +115,9 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
     stats = summarize(tidy(df))
     setups = list(dict.fromkeys(stats["setup"]))
     panels = (("RP", "RP: parameters original / pruned (log)"), ("RF", "RF: FLOPs original / pruned (log)"),
-              ("speedup_b1", "measured CPU speedup, batch 1"), ("speedup_b64", "measured CPU speedup, batch 64"))
-    fig, axes = plt.subplots(len(setups), len(panels), figsize=(19, 4.2 * len(setups)), squeeze=False)
+              ("speedup_b1", "measured CPU speedup, batch 1"), ("speedup_b64", "measured CPU speedup, batch 64"),
+              ("sparse_speedup_b64", "measured CPU speedup of the sparse export, batch 64"))
+    fig, axes = plt.subplots(len(setups), len(panels), figsize=(23, 4.2 * len(setups)), squeeze=False)
     for row, setup in zip(axes, setups):
         s = stats[stats["setup"] == setup]
         for ax, (col, xlabel) in zip(row, panels):
@@ -126,6 +134,6 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
             ax.grid(alpha=0.3, which="both")
         row[0].legend(fontsize=7, loc="lower left")
     fig.suptitle("cross-paper comparison, structured / block (mean over seeds, min-max); masked and block-sparse "
-                 "models run dense, so their measured speedup is ~1x", fontsize=9)
+                 "models run dense (~1x), their sparse exports (CSR / BSR where faster) in the last panel", fontsize=9)
     fig.tight_layout()
     return [*save_figure(fig, base), save_csv(stats, base)]
