@@ -24,7 +24,7 @@ def test_unstructured_run_list_is_one_model_one_grid_one_dense_start():
             if s != "common.pretrain" and getattr(c, "method", "") != "imp"} == grid
     scratch_grid = {round(1 - 0.8 ** n, 6) for n in X.SCRATCH_N["tiny"]}
     assert {c.sparsity for s, c in rows if s == "seqattn.prune"} == scratch_grid <= grid  # every other point
-    assert X.cost_sparsity() in grid
+    assert X.cost_sparsity("tiny") in grid
     assert {c.seed for _, c in rows} == set(X.SEEDS["tiny"])
     dense = {Run("common.pretrain", dense_config(c)).hash for s, c in rows if hasattr(c, "pretrain") and c.seed == 0}
     assert len(dense) == 1  # BiP, Hydra, IMP, OMP and GMP start from the very same dense model
@@ -37,7 +37,7 @@ def test_unstructured_run_list_is_one_model_one_grid_one_dense_start():
     assert {c.epochs for s, c in rows if s == "gmp.prune"} == {2 * cfg.epochs}
     scratch = [c for s, c in rows if s == "seqattn.prune"]
     assert {c.epochs for c in scratch} == {cfg.pretrain.epochs + 2 * cfg.epochs}
-    assert X.cost_sparsity() in {c.sparsity for c in scratch}
+    assert X.cost_sparsity("tiny") in {c.sparsity for c in scratch}
     assert {(c.scope, c.exclude, c.block) for c in scratch} == {("global", (), 1)}
 
 
@@ -101,7 +101,7 @@ def test_method_seconds_on_hand_made_rows():
 @pytest.fixture
 def small_profile(monkeypatch):
     monkeypatch.setitem(R.SETUPS, "tiny", {"cnn / digits": (None, {"model": "cnn", "pretrain.epochs": 2}, 1)})
-    monkeypatch.setitem(R.GRID_N, "tiny", (1, X.COST_N))
+    monkeypatch.setitem(R.GRID_N, "tiny", (1, X.COST_N["tiny"]))
     monkeypatch.setitem(R.STRUCTURED, "tiny", (0.5,))
     monkeypatch.setitem(X.SEEDS, "tiny", (0,))
     monkeypatch.setitem(X.BLOCK_SPARSITIES, "tiny", (0.5,))
@@ -122,10 +122,10 @@ def test_both_figures_are_drawn_from_a_real_small_store(small_profile, tmp_path,
     assert set(un["method"]) == set(X.UNSTRUCTURED_METHODS)
     scratch = un[un["method"].isin(["acdc", "sapp"])]  # from scratch, for the pretrained methods' whole work
     assert (scratch["total_ep"] == un[un["method"] == "bip"]["total_ep"].max()).all()
-    assert set(un["sparsity"]) == {20.0, round(100 * (1 - 0.8 ** X.COST_N), 2)}
+    assert set(un["sparsity"]) == {20.0, round(100 * (1 - 0.8 ** X.COST_N["tiny"]), 2)}
     assert un["budget"].str.len().gt(0).all() and (un["total_ep"] > 0).all() and (un["total_s"] > 0).all()
     imp = un[un["method"] == "imp"].set_index("sparsity")
-    assert imp.loc[20.0, "method_ep"] == 1 and imp["method_ep"].max() == X.COST_N  # one epoch per round
+    assert imp.loc[20.0, "method_ep"] == 1 and imp["method_ep"].max() == X.COST_N["tiny"]  # one epoch per round
     assert (un[un["method"].isin(["sapp", "acdc"])]["dense_ep"] == 0).all()
     st = pd.read_csv(out / "tiny" / "fig-compare-structured.csv")
     assert list(st.columns) == fig_compare_structured.COLUMNS

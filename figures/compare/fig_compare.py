@@ -76,7 +76,7 @@ def budget_label(rows: pd.DataFrame) -> str:
 
 def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
     stats = summarize(tidy(df, profile))
-    at = round(100 * (1 - 0.8 ** X.COST_N), 2)
+    at = round(100 * X.cost_sparsity(profile), 2)
     setups = list(dict.fromkeys(stats["setup"]))
     fig, axes = plt.subplots(len(setups), 3, figsize=(15, 4.2 * len(setups)), squeeze=False)
     for (ax, ax_ep, ax_s), setup in zip(axes, setups):
