@@ -115,7 +115,7 @@ def raw(x, mean, std):
 
 
 def test_registry_and_info():
-    assert set(DATASETS) == {"digits", "cifar10", "cifar100", "tinyimagenet", "imagenet", "criteo"}
+    assert set(DATASETS) == {"digits", "fashionmnist", "cifar10", "cifar100", "tinyimagenet", "imagenet", "criteo"}
     assert dataset_info("digits") == DatasetInfo("digits", 10, (1, 8, 8))
     assert dataset_info("cifar100").num_classes == 100
     assert dataset_info("tinyimagenet").input_shape == (3, 64, 64)

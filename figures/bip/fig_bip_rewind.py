@@ -35,44 +35,46 @@ def runs(profile: str):
     return rows
 
 
-LABELS = ["no retrain"] + [f"{100 * f:.0f}%" for f in R.REWIND_FRACTIONS]  # "rewind": none, then each fraction
+def labels() -> list[str]:
+    """The values of ``rewind``: none, then each rewinding fraction of ``R.REWIND_FRACTIONS``."""
+    return ["no retrain"] + [f"{100 * f:.0f}%" for f in R.REWIND_FRACTIONS]
 
 
 def tidy(df: pd.DataFrame) -> pd.DataFrame:
-    """``R.tidy`` rows with ``rewind`` (one of ``LABELS``) and ``rewind_epoch`` (NaN: BiP without retraining)."""
+    """``R.tidy`` rows with ``rewind`` (one of ``labels()``) and ``rewind_epoch`` (NaN: BiP without retraining)."""
     df = R.tidy(df.assign(**{"config.method": "bip"}))
     epochs = df["config.pretrain.epochs"]
     rewind = df["config.rewind_epoch"] if "config.rewind_epoch" in df else pd.Series(np.nan, index=df.index)
-    nominal = {(int(round(f * e)), e): lab for e in set(epochs) for f, lab in zip(R.REWIND_FRACTIONS, LABELS[1:])}
+    nominal = {(int(round(f * e)), e): lab for e in set(epochs) for f, lab in zip(R.REWIND_FRACTIONS, labels()[1:])}
     return df.assign(rewind=["no retrain" if pd.isna(r) else nominal[(int(r), e)] for r, e in zip(rewind, epochs)],
                      rewind_epoch=rewind)
 
 
 def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
-    df = tidy(df)
+    df, names = tidy(df), labels()
     stats = mean_spread(df, ["setup", "x", "rewind"], "acc")
     stats = stats.merge(df.groupby(["setup", "x", "rewind"], dropna=False)["rewind_epoch"].first().reset_index(),
                         on=["setup", "x", "rewind"])
-    stats = stats.sort_values(["setup", "x", "rewind"], key=lambda c: c.map(LABELS.index) if c.name == "rewind" else c)
+    stats = stats.sort_values(["setup", "x", "rewind"], key=lambda c: c.map(names.index) if c.name == "rewind" else c)
     setups = list(dict.fromkeys(df["setup"]))
     fig, axes = plt.subplots(1, len(setups), figsize=(5.2 * len(setups), 3.8), squeeze=False)
     ref = pd.read_csv(REFERENCE) if profile == "paper" else None
-    width = 0.8 / len(LABELS)
+    width = 0.8 / len(names)
     for ax, setup in zip(axes[0], setups):
         s = stats[stats["setup"] == setup]
         xs = sorted(s["x"].unique())
-        for j, lab in enumerate(LABELS):
+        for j, lab in enumerate(names):
             r = s[s["rewind"] == lab].set_index("x").reindex(xs)
-            pos = np.arange(len(xs)) + (j - (len(LABELS) - 1) / 2) * width
+            pos = np.arange(len(xs)) + (j - (len(names) - 1) / 2) * width
             ax.bar(pos, r["mean"], width, yerr=[r["mean"] - r["min"], r["max"] - r["mean"]], capsize=2,
                    label="BiP, no retraining" if lab == "no retrain" else f"rewind {lab}",
-                   color="C3" if lab == "no retrain" else plt.cm.Blues(0.3 + 0.7 * j / len(LABELS)))
+                   color="C3" if lab == "no retrain" else plt.cm.Blues(0.3 + 0.7 * j / len(names)))
         if ref is not None:
             r = ref[ref["setup"] == setup]
             for i, x in enumerate(xs):
                 hit = r[(r["sparsity"] - x).abs() < 0.1]
                 if len(hit):
-                    ax.plot(i - (len(LABELS) - 1) / 2 * width, hit["accuracy"].iloc[0], "k*", ms=8,
+                    ax.plot(i - (len(names) - 1) / 2 * width, hit["accuracy"].iloc[0], "k*", ms=8,
                             label="paper N/A" if i == 0 else None)
         lo = s["min"].min()
         ax.set_ylim(max(0, lo - 0.3 * (s["max"].max() - lo) - 0.5), s["max"].max() + 0.5)

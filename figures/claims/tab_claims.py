@@ -414,11 +414,11 @@ def _rewind(board: Board) -> None:
         for x in xs:
             bip = side_of("no retraining", stats, {"setup": setup, "x": x, "rewind": "no retrain"})
             points += [point(f"{x:g}%, rewind {lab}", [bip, side_of(f"rewind {lab}", stats, {
-                "setup": setup, "x": x, "rewind": lab})]) for lab in fig_bip_rewind.LABELS[1:]]
+                "setup": setup, "x": x, "rewind": lab})]) for lab in fig_bip_rewind.labels()[1:]]
         board.add("BiP", "BiP without retraining within noise of its masks retrained from any rewinding point",
                   "fig-bip-rewind",
                   f"{setup}: test accuracy (%) of BiP without retraining vs its mask retrained from "
-                  f"{len(fig_bip_rewind.LABELS) - 1} rewinding points ({', '.join(fig_bip_rewind.LABELS[1:])} of the "
+                  f"{len(fig_bip_rewind.labels()) - 1} rewinding points ({', '.join(fig_bip_rewind.labels()[1:])} of the "
                   f"dense training) at {listed(xs)}, {_seeds(runs)}",
                   points, "rewinding rule: holds when at every point the retrained mask is within noise of or below "
                   "BiP (comparison rule on 'no retraining > retrained'), does not hold when one is above beyond "
