@@ -27,6 +27,20 @@ def one_error_line(proc: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+def refused_in_a_job_of(world: int, script: str, argv, monkeypatch, capsys) -> str:
+    """Run ``script`` in this process as if it were one of ``world`` processes (WORLD_SIZE, no process group); it must
+    exit with 2 and one ``error: ...`` line, which is returned."""
+    from common import cli, distributed
+
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    monkeypatch.setattr(distributed, "init_from_env", lambda: False)  # the process group itself is not needed here
+    assert cli.main(script, list(argv)) == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
 @contextlib.contextmanager
 def single_thread():
     """torch on one thread inside the block (as a 1-CPU job computes), the previous count restored afterwards."""

@@ -404,15 +404,10 @@ def test_the_sparsity_checked_at_the_end_is_the_one_the_projection_aims_at():
 def test_bip_prune_refuses_a_job_of_several_processes(runs, monkeypatch, capsys):
     """BiP's bi-level steps are not data-parallel: under torchrun / a multi-task Slurm job (WORLD_SIZE > 1) every
     process would compute the whole run, so the script ends with one line naming the fix, before any training."""
-    from common import cli, distributed
+    from tests.conftest import refused_in_a_job_of
 
-    monkeypatch.setenv("WORLD_SIZE", "4")
-    monkeypatch.setattr(distributed, "init_from_env", lambda: False)  # the process group itself is not needed here
-    assert cli.main("bip.prune", ["--runs-dir", str(runs), *FAST]) == 2
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith("error: bip.prune runs in one process, on one GPU (the two levels' steps are not "
-                               "data-parallel); this job has 4 processes (WORLD_SIZE=4)")
-    assert "python -m slurm.submit --gpus 1" in lines[0]
+    line = refused_in_a_job_of(4, "bip.prune", ["--runs-dir", str(runs), *FAST], monkeypatch, capsys)
+    assert line.startswith("error: bip.prune runs in one process, on one GPU (the two levels' steps are not "
+                           "data-parallel); this job has 4 processes (WORLD_SIZE=4)")
+    assert "python -m slurm.submit --gpus 1" in line
     assert not list(runs.glob("*/*/result.json")) and not list(runs.glob("common.pretrain/*"))

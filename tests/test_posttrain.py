@@ -225,14 +225,9 @@ def test_calibration_draw_is_seeded_without_replacement_and_unaugmented():
 
 def test_a_job_of_several_processes_is_one_line(runs, monkeypatch, capsys):
     """The calibration is not data-parallel (and the latency timing needs the CPUs): WORLD_SIZE > 1 is refused."""
-    from common import cli, distributed
+    from tests.conftest import refused_in_a_job_of
 
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setattr(distributed, "init_from_env", lambda: False)  # the process group itself is not needed here
-    assert cli.main("posttrain.prune", ["--runs-dir", str(runs), *FAST]) == 2
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith("error: posttrain.prune runs in one process, on one GPU")
-    assert "(WORLD_SIZE=2)" in lines[0] and "python -m slurm.submit --gpus 1" in lines[0]
+    line = refused_in_a_job_of(2, "posttrain.prune", ["--runs-dir", str(runs), *FAST], monkeypatch, capsys)
+    assert line.startswith("error: posttrain.prune runs in one process, on one GPU")
+    assert "(WORLD_SIZE=2)" in line and "python -m slurm.submit --gpus 1" in line
     assert not list(runs.glob("*/*/result.json")) and not list(runs.glob("common.pretrain/*"))
