@@ -103,26 +103,21 @@ def collect_seconds(n: int = 1000) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------- sparse inference
-SPEED_MODELS = {"mlp": "LeNet-300-100 (784-300-100-10)", "lenet5": "LeNet-5 (1x28x28)", "cnn": "3-conv CNN (1x8x8)",
+SPEED_MODELS = {"mlp": "LeNet-300-100 (784-300-100-10)", "lenet5": "LeNet-5 (1x28x28)",
                 "criteo-first-layer": "Criteo model's first layer (390 -> 400)"}
 
 
 def speed_model(name: str) -> tuple[str, nn.Module, tuple, tuple]:
     """(its label, a model with random weights, its input shape, the layers left dense) of a sparse-speed model:
-    ``mlp`` (LeNet-300-100 on 28x28), ``lenet5`` (LeNet-5 on 28x28; the 3-conv ``cnn`` on 8x8 where the model zoo
-    has no lenet5), ``criteo-first-layer`` (``CriteoNet``'s first Linear, 390 -> 400, alone)."""
-    from common.models import MODELS
-
+    ``mlp`` (LeNet-300-100 on 28x28), ``lenet5`` (LeNet-5 on 28x28), ``criteo-first-layer`` (``CriteoNet``'s first
+    Linear, 390 -> 400, alone)."""
     torch.manual_seed(0)
     if name == "criteo-first-layer":
         from common.criteo import CriteoNet
 
         first = CriteoNet().net[0]
         return SPEED_MODELS[name], nn.Sequential(first).eval(), (first.in_features,), ()
-    if name == "lenet5" and "lenet5" not in MODELS:
-        name = "cnn"
-    shape = (1, 8, 8) if name == "cnn" else (1, 28, 28)
-    return SPEED_MODELS[name], build_model(name, 10, shape).eval(), shape, ("last",)
+    return SPEED_MODELS[name], build_model(name, 10, (1, 28, 28)).eval(), (1, 28, 28), ("last",)
 
 
 @torch.no_grad()

@@ -219,9 +219,8 @@ def layer_inputs(model: nn.Module, input_shape) -> dict[str, tuple]:
             shapes.setdefault(name, tuple(args[0].shape[1:]))
         return hook
 
-    for name, m in model.named_modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
-            hooks.append(m.register_forward_hook(record(name)))
+    for name, m in layers_of(model):
+        hooks.append(m.register_forward_hook(record(name)))
     try:
         with torch.no_grad():
             model.eval()(torch.zeros(1, *input_shape))
