@@ -4,7 +4,8 @@ What the sparse exports (``python -m common.export --format csr|bsr``, ``common.
 LeNet-300-100 (784-300-100-10), the Criteo model's first layer alone (390 -> 400) and LeNet-5 (1x28x28), each with
 **random weights** pruned at each sparsity by the one top-k (``common.bench.random_pruned``: per layer, the
 classifier dense; unstructured for CSR, BxB blocks for BSR with B = 2, 4, 8, 16, 32) and every layer with zeros
-computed in that format (``sparsify(..., when="all")``: what the format gives, including where it loses); at batch 64 CSR and BSR 8x8 also "as exported": each layer sparse only where it
+computed in that format (``sparsify(..., when="all")``: what the format gives, including where it loses);
+at batch 64 CSR and BSR 8x8 also "as exported": each layer sparse only where it
 measured faster than dense (at batch 64, one thread), as ``common.export`` decides. Speedup = dense (masked)
 latency / sparse latency, one forward pass in eval mode, batch 1 and 64, one and two threads, both models as
 TorchScript programs as the export runs them (``common.sparse.time_pair``: traced, timed alternately by
