@@ -114,8 +114,8 @@ class Threshold:
     def _full(self, flat: torch.Tensor, n_prune: int) -> torch.Tensor:
         self.value = kth_smallest(flat, n_prune)
         if not flat.is_cuda:  # a first band width: the spread of the middle 1% of the scores (then adapted per step)
-            q = torch.quantile(flat[:: max(1, flat.numel() // 4096)].float(),
-                               torch.tensor([0.495, 0.505], device=flat.device))
+            sample = flat[:: max(1, flat.numel() // 4096)].float()  # levels in the sample's dtype, not the default
+            q = torch.quantile(sample, torch.tensor([0.495, 0.505], dtype=sample.dtype, device=flat.device))
             self.width = max(float(q[1] - q[0]), 1e-12)
         return self.value
 

@@ -411,3 +411,22 @@ def test_bip_prune_refuses_a_job_of_several_processes(runs, monkeypatch, capsys)
                            "data-parallel); this job has 4 processes (WORLD_SIZE=4)")
     assert "python -m slurm.submit --gpus 1" in line
     assert not list(runs.glob("*/*/result.json")) and not list(runs.glob("common.pretrain/*"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_threshold_works_under_a_float64_default_dtype(dtype):
+    """The first band width comes from quantiles of the scores: their levels take the scores' dtype, whatever torch's
+    default dtype is."""
+    from bip.scores import Threshold, kth_smallest_reference
+
+    flat = torch.rand(5000, generator=torch.Generator().manual_seed(0)).to(dtype)
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        threshold = Threshold()
+        for step in range(3):  # the full selection first, then the band around it
+            flat = flat + 1e-3 * step
+            assert torch.equal(threshold(flat, 4000), kth_smallest_reference(flat, 4000)), step
+        assert threshold.width > 0
+    finally:
+        torch.set_default_dtype(before)
