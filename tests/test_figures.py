@@ -3,6 +3,7 @@ import os
 import shutil
 import subprocess
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -24,6 +25,73 @@ def small_profile(monkeypatch):
     monkeypatch.setitem(gmp_wd.SPARSITIES, "tiny", (0.9,))
 
 
+def check_long(folder, name: str, rows: int | None = None) -> pd.DataFrame:
+    """The long CSV of target ``name`` in ``folder``: a ``seed`` column, one row per (run, reported point) -- the arm
+    columns its module states with the seed tell every row apart (``rows``: how many there must be) -- and, where the
+    target writes a summary of mean columns, each mean equal to the long table's mean over the seeds of its arm."""
+    module = pipeline.figure_module(name)
+    long = pd.read_csv(folder / f"{name}.csv")
+    arms = list(module.ARMS)
+    assert list(long.columns[:len(arms) + 1]) == [*arms, "seed"], name
+    assert not long.duplicated([*arms, "seed"]).any(), name
+    if "run" in long:
+        assert not long.duplicated(["run", *arms]).any(), name
+    if rows is not None:
+        assert len(long) == rows, name
+    path = folder / f"{name}-summary.csv"
+    means = [v for v in module.VALUES if path.exists() and f"{v}_mean" in pd.read_csv(path, nrows=0).columns]
+    if means:
+        summary = pd.read_csv(path)
+        grouped = long.groupby(arms, dropna=False)[means].mean().reset_index()
+        both = summary.merge(grouped, on=arms, how="outer", indicator=True)
+        assert (both["_merge"] == "both").all(), name
+        for v in means:
+            assert np.allclose(both[f"{v}_mean"], both[v], rtol=1e-4, equal_nan=True), (name, v)
+        if "seeds" in summary:
+            assert summary["seeds"].sum() == len(long), name
+    return long
+
+
+def test_plot_helpers_long_summary_interval_and_axis(tmp_path):
+    from figures import plot
+
+    long = pd.DataFrame({"method": ["a", "a", "b", "b", "a", "b"], "sparsity": [0.5] * 4 + [0.9] * 2,
+                         "seed": [0, 1, 0, 1, 0, 0], "acc": [90.0, 92.0, 85.0, 88.0, 70.0, 60.0]})
+    paths = plot.save_long(long, tmp_path / "tiny" / "x", ["method", "sparsity"], ["acc"])
+    assert [p.name for p in paths] == ["x.csv", "x-summary.csv"]
+    summary = pd.read_csv(paths[1])
+    assert list(summary["acc_mean"]) == [91.0, 86.5, 70.0, 60.0] and list(summary["seeds"]) == [2, 2, 1, 1]
+    d = plot.paired(long, "method", "a", "b", "acc", ["sparsity"])
+    assert list(d["diff"]) == [5.0, 4.0, 10.0] and list(d["seed"]) == [0, 1, 0]
+    mean, lo, hi = plot.t_interval([5.0, 4.0])
+    assert mean == 4.5 and hi - mean == pytest.approx(12.7062 * 0.5, rel=1e-4)  # sd 0.707 / sqrt(2)
+    assert plot.t_quantile(0.975, 9) == pytest.approx(2.2622, abs=1e-4)
+    assert np.isnan(plot.t_interval([3.0])[1])
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    grid = [100 * (1 - 0.8 ** n) for n in range(1, 8)]
+    plot.sparsity_axis(ax, grid)
+    pos = ax.transData.transform([[x, 0] for x in grid])[:, 0]
+    assert np.allclose(np.diff(pos), np.diff(pos)[0])  # the 0.8^n grid is evenly spaced
+    assert [t.get_text() for t in ax.get_xticklabels()][-1] == "79"
+    plt.close(fig)
+
+
+def test_tiny_outputs_say_they_are_a_smoke_test(tmp_path):
+    from figures import plot
+
+    import matplotlib.pyplot as plt
+
+    for profile in ("tiny", "small"):
+        fig, _ = plt.subplots()
+        plot.save_figure(fig, tmp_path / profile / "f")
+        assert any(plot.SMOKE in t.get_text() for t in fig.texts) == (profile == "tiny")
+        plot.save_table(pd.DataFrame({"a": [1]}), tmp_path / profile / "t", "caption")
+        for suffix in (".md", ".tex"):
+            assert (plot.SMOKE in (tmp_path / profile / f"t{suffix}").read_text()) == (profile == "tiny")
+
+
 def test_gmp_figures_are_drawn_from_the_run_store(small_profile, tmp_path, capsys):
     runtime = {"runs_dir": str(tmp_path / "runs"), "progress": "off"}
     out = tmp_path / "out"
@@ -31,12 +99,14 @@ def test_gmp_figures_are_drawn_from_the_run_store(small_profile, tmp_path, capsy
         paths = pipeline.make(name, "tiny", runtime=runtime, out_root=out)
         assert {p.suffix for p in paths} == {".png", ".pdf", ".csv"}
         assert all(p.stat().st_size > 0 for p in paths)
-    vs = pd.read_csv(out / "tiny" / "fig-gmp-vs-oneshot.csv")
+    vs = check_long(out / "tiny", "fig-gmp-vs-oneshot", rows=2 * 2 * 2)  # method x sparsity x seed
     assert set(vs["method"]) == {"gmp", "oneshot"} and set(vs["sparsity"]) == {0.5, 0.9}
-    assert (vs["seeds"] == 2).all() and vs["acc_mean"].between(50, 100).all() and (vs["dense_acc"] > 80).all()
-    wd = pd.read_csv(out / "tiny" / "fig-gmp-wd.csv")
-    assert list(wd["sparsity"]) == [0.9] and {"acc_without_wd", "acc_gain_without_wd"} <= set(wd.columns)
-    sched = pd.read_csv(out / "tiny" / "fig-gmp-schedule.csv")
+    assert set(vs["seed"]) == {0, 1} and vs["acc"].between(50, 100).all() and (vs["dense_acc"] > 80).all()
+    summary = pd.read_csv(out / "tiny" / "fig-gmp-vs-oneshot-summary.csv")
+    assert (summary["seeds"] == 2).all() and (summary["acc_min"] <= summary["acc_mean"]).all()
+    wd = check_long(out / "tiny", "fig-gmp-wd", rows=2 * 2)  # weight decay x seed
+    assert list(wd["sparsity"].unique()) == [0.9] and wd["finetune_wd"].nunique() == 2 and 0.0 in set(wd["finetune_wd"])
+    sched = check_long(out / "tiny", "fig-gmp-schedule")
     assert sched["target_sparsity"].is_monotonic_increasing and sched["target_sparsity"].iloc[-1] == pytest.approx(0.9)
     capsys.readouterr()
     pipeline.make("fig-gmp-wd", "tiny", runtime=runtime, out_root=out)  # everything cached now
@@ -47,8 +117,8 @@ def test_gmp_figures_are_drawn_from_the_run_store(small_profile, tmp_path, capsy
     elsewhere = tmp_path / "elsewhere"
     assert figures_main(["fig-gmp-wd", "--runs-dir", runtime["runs_dir"], "--progress", "off",
                          "--out", str(elsewhere)]) == 0
-    assert sorted(p.name for p in (elsewhere / "tiny").iterdir()) == ["fig-gmp-wd.csv", "fig-gmp-wd.pdf",
-                                                                      "fig-gmp-wd.png"]
+    assert sorted(p.name for p in (elsewhere / "tiny").iterdir()) == ["fig-gmp-wd-summary.csv", "fig-gmp-wd.csv",
+                                                                      "fig-gmp-wd.pdf", "fig-gmp-wd.png"]
     assert (elsewhere / "tiny" / "fig-gmp-wd.csv").read_bytes() == (out / "tiny" / "fig-gmp-wd.csv").read_bytes()
     assert {p: p.read_bytes() for p in (ROOT / "figures" / "out").rglob("*") if p.is_file()} == committed
 
@@ -124,5 +194,5 @@ def test_small_profile_end_to_end_on_idx_files(monkeypatch, tmp_path):
     runtime = {"runs_dir": str(tmp_path / "runs"), "data_dir": str(tmp_path / "data"), "progress": "off"}
     paths = pipeline.make("fig-gmp-vs-oneshot", "small", runtime=runtime, out_root=tmp_path / "out")
     assert (tmp_path / "out" / "small" / "fig-gmp-vs-oneshot.png") in paths
-    vs = pd.read_csv(tmp_path / "out" / "small" / "fig-gmp-vs-oneshot.csv")
+    vs = check_long(tmp_path / "out" / "small", "fig-gmp-vs-oneshot", rows=2)
     assert set(vs["method"]) == {"gmp", "oneshot"} and set(vs["setup"]) == {"mlp / fashionmnist"}

@@ -20,13 +20,14 @@ import pandas as pd
 
 from common.store import read_log
 from figures.gmp import runs as gmp_runs
-from figures.plot import save_csv, save_figure
+from figures.plot import save_figure, save_long
 from gmp import prune
 
 PAPER = "Neural Magic GMP blog, the sparsity-vs-step and LR-vs-step plots (stages marked)"
 STAGE_COLORS = {"stabilize": "0.85", "prune": "#fde6c8", "finetune": "#d6ecd6"}
 MEASURED = {"tiny": True, "small": True, "paper": False}
 SCOPE = {"tiny": "global", "small": "global", "paper": "layer"}
+ARMS, VALUES = ("step",), ("target_sparsity", "lr")  # the long CSV (and each layer's measured sparsity)
 TARGET = {"tiny": 0.9, "small": 0.95, "paper": 0.88}
 
 
@@ -102,4 +103,6 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
     table = prunes.join(layers, on="step") if len(layers) else prunes
-    return [*save_figure(fig, base), save_csv(table, base)]
+    # one row per mask update of the run (paper: of the config, no run)
+    table = table.assign(seed=cfg.seed, run=df.iloc[0]["hash"] if len(df) else "")
+    return [*save_figure(fig, base), *save_long(table, base, ARMS, VALUES, summary=False)]
