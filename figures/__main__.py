@@ -1,12 +1,22 @@
-"""python -m figures NAME [NAME ...] | all | list  [--profile tiny|paper] [--cluster none|local|slurm] [--out DIR]
-python -m figures plan NAME [NAME ...] | all  [--profile tiny|paper] [--runs]   (what they need and cost, computing
-nothing: figures/cost.py, common/cost.py, figures/epoch_times.toml)"""
+"""python -m figures NAME [NAME ...] | all | list  [--profile small|smoke|tiny|paper] [--cluster auto|none|local|slurm]
+                                                 [--out DIR] [--device auto|cpu|cuda|cuda:N]
+python -m figures plan NAME [NAME ...] | all  [--profile ...] [--runs]   (what they need and cost, computing nothing:
+figures/cost.py, common/cost.py, figures/epoch_times.toml)
+
+Profiles (figures/profiles.py): small (the default: Fashion-MNIST, the papers' findings at laptop scale), smoke (tiny's
+runs thinned to one seed and two grid points per figure: every code path in minutes), tiny (digits: a smoke test,
+not evidence), paper. Cluster auto: a pool of local processes on a machine of more than one core, else in process."""
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 from common.config import OneLineParser
 from figures import FIGURES
+from figures.profiles import SCOREBOARD
+
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 def timed_first(names: list[str]) -> list[str]:
@@ -24,10 +34,13 @@ def main(argv=None) -> int:
     parser = OneLineParser(prog="python -m figures", description=__doc__)
     parser.add_argument("names", nargs="+", help="figure/table targets (fig-..., tab-...), 'all', or 'list'; "
                                                   "'plan' followed by targets or 'all': their runs and cost only")
-    parser.add_argument("--profile", default="tiny", help="tiny (digits: a smoke test of the code path, minutes), small (Fashion-MNIST: the findings, two hours on a laptop CPU) or paper")
-    parser.add_argument("--cluster", default="none", choices=("none", "local", "slurm"),
+    parser.add_argument("--profile", default="small",
+                        help="small (Fashion-MNIST: the findings at laptop scale), smoke (every code path in "
+                             "minutes), tiny (digits: a smoke test, not evidence) or paper")
+    parser.add_argument("--cluster", default="auto", choices=("auto", "none", "local", "slurm"),
                         help="where missing runs are computed: in this process, a pool of local processes, or "
-                             "submitted as a Slurm job array (resources: slurm/resources.toml, PRUNING_SLURM_*)")
+                             "submitted as a Slurm job array (resources: slurm/resources.toml, PRUNING_SLURM_*); "
+                             "auto: local on a machine of more than one core, else none")
     parser.add_argument("--runs-dir", default="runs", help="root of the run store")
     parser.add_argument("--out", default=None,
                         help="folder the figures are drawn into, as OUT/<profile>/<name>.* (default figures/out)")
@@ -39,6 +52,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epoch-times", default=None,
                         help="plan: the table of epoch times and step costs (default figures/epoch_times.toml)")
     args = parser.parse_args(argv)
+    if not DEVICE.fullmatch(args.device):
+        parser.error(f"unknown device '{args.device}'; choose auto, cpu, cuda or cuda:N")
     if args.names == ["list"]:
         from figures.pipeline import figure_module
 
@@ -50,7 +65,11 @@ def main(argv=None) -> int:
     if planning and not names:
         parser.error("plan needs the figures to plan: one or more targets (fig-..., tab-...) or 'all'")
     if names == ["all"]:
-        names = timed_first(list(FIGURES))
+        names = timed_first([n for n in FIGURES if n != "tab-claims" or args.profile in SCOREBOARD])
+    if "tab-claims" in names and args.profile not in SCOREBOARD:
+        parser.error(f"tab-claims: no scoreboard at the {args.profile} profile (a smoke test, not evidence); "
+                     f"use --profile {' or '.join(SCOREBOARD)}")
+    cluster = ("local" if (os.cpu_count() or 1) > 1 else "none") if args.cluster == "auto" else args.cluster
     device = "cuda" if args.profile == "paper" and args.device == "auto" else args.device  # paper: a GPU or an error
     runtime = {"runs_dir": args.runs_dir, "data_dir": args.data_dir, "device": device,
                "progress": args.progress}
@@ -64,7 +83,7 @@ def main(argv=None) -> int:
     from figures.pipeline import OUT, make
 
     out_root = Path(args.out) if args.out else OUT
-    return exit_code(lambda: [make(name, args.profile, args.cluster, runtime, out_root) for name in names])
+    return exit_code(lambda: [make(name, args.profile, cluster, runtime, out_root) for name in names])
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ from common import config as C
 from common.errors import RunFailed, UserError
 from common.store import Run, collect, execute
 from figures import FIGURES
+from figures.profiles import PROFILES, tables, thin
 
-PROFILES = ("tiny", "small", "paper")
 OUT = Path(__file__).resolve().parent / "out"
 
 
@@ -32,7 +32,7 @@ def planned_runs(name: str, profile: str, runtime: dict) -> list[tuple[str, obje
     if profile not in PROFILES:
         raise UserError(f"unknown profile '{profile}'; choose one of: {', '.join(PROFILES)}")
     rows, seen = [], set()
-    for script, cfg in figure_module(name).runs(profile):
+    for script, cfg in thin(profile, figure_module(name).runs(tables(profile))):
         cfg = C.replace(cfg, **runtime)
         key = (script, Run(script, cfg).hash)
         if key not in seen:
@@ -93,7 +93,7 @@ def make(name: str, profile: str = "tiny", cluster: str = "none", runtime: dict 
     runs_dir = runtime.get("runs_dir", "runs")
     df = collect(runs_dir)
     df = df[df["hash"].isin(hashes)].reset_index(drop=True) if len(df) else df
-    paths = figure_module(name).draw(df, profile, out_root / profile / name)
+    paths = figure_module(name).draw(df, tables(profile), out_root / profile / name)
     for p in paths:
         print(f"  wrote {p}")
     return paths

@@ -137,7 +137,7 @@ def test_make_passes_out_and_defaults_to_figures_out():
         assert proc.returncode == 0, proc.stderr
         commands = [line for line in proc.stdout.splitlines() if " -m figures fig-gmp-wd " in line]
         assert len(commands) == 1, proc.stdout
-        assert commands[0].endswith(f" -m figures fig-gmp-wd --profile tiny --cluster none "
+        assert commands[0].endswith(f" -m figures fig-gmp-wd --profile small --cluster auto "
                                     f"--runs-dir runs --data-dir data --device auto --out {out}")
 
 

@@ -1,0 +1,88 @@
+"""The profiles and the entry point's defaults: `make figures` is the small profile on the local pool, `make smoke` is
+tiny's runs thinned to one seed and two grid points per figure in a store and folder of its own, there is no
+scoreboard at tiny / smoke, and an unknown device is refused before anything runs."""
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from figures import FIGURES, pipeline, profiles
+from figures.__main__ import main as figures_main
+from tests.conftest import ROOT, one_error_line, run_cli
+
+
+def make_n(*args) -> str:
+    """The `python -m figures` command line that `make -n ARGS` would run (a make of its own, default variables)."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("no make on this machine")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "PROFILE", "CLUSTER", "RUNS", "DATA", "DEVICE", "OUT")}
+    proc = subprocess.run([make, "--no-print-directory", "-n", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    commands = [line for line in proc.stdout.splitlines() if " -m figures " in line]
+    assert len(commands) == 1, proc.stdout
+    return commands[0]
+
+
+def test_make_figures_is_the_small_profile_on_the_local_pool_and_make_smoke_has_its_own_store():
+    assert make_n("figures").endswith(" -m figures all --profile small --cluster auto --runs-dir runs --data-dir data "
+                                      "--device auto --out figures/out")
+    assert make_n("smoke").endswith(" -m figures all --profile smoke --cluster auto --runs-dir runs-smoke "
+                                    "--data-dir data --device auto --out figures/out")
+    assert " --runs-dir /r " in make_n("smoke", "RUNS=/r")
+
+
+def test_cluster_auto_is_the_local_pool_on_more_than_one_core(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(pipeline, "make", lambda name, profile, cluster, runtime, out: calls.append((profile, cluster)))
+    for cores, cluster in ((1, "none"), (2, "local"), (16, "local")):
+        monkeypatch.setattr(os, "cpu_count", lambda: cores)
+        assert figures_main(["fig-gmp-wd", "--runs-dir", str(tmp_path)]) == 0
+        assert calls.pop() == ("small", cluster)
+    assert figures_main(["fig-gmp-wd", "--cluster", "none", "--profile", "smoke"]) == 0
+    assert calls.pop() == ("smoke", "none")
+
+
+@pytest.mark.parametrize("argv", [["fig-gmp-wd", "--device", "tpu"], ["plan", "all", "--device", "cuda0"]])
+def test_an_unknown_device_is_refused_before_anything_runs(argv, tmp_path):
+    proc = run_cli("figures", *argv, "--runs-dir", tmp_path)
+    assert proc.returncode == 2 and "unknown device" in one_error_line(proc)
+    assert not any(tmp_path.iterdir())
+
+
+def test_there_is_no_scoreboard_at_the_smoke_profiles(monkeypatch):
+    for profile in ("tiny", "smoke"):
+        with pytest.raises(SystemExit) as exc:
+            figures_main(["tab-claims", "--profile", profile])
+        assert exc.value.code == 2
+    made = []
+    monkeypatch.setattr(pipeline, "make", lambda name, *a: made.append(name))
+    assert figures_main(["all", "--profile", "smoke", "--cluster", "none"]) == 0
+    assert sorted(made) == sorted(n for n in FIGURES if n != "tab-claims")
+    assert not list((ROOT / "figures" / "out" / "tiny").glob("tab-claims*"))
+
+
+def _grid(cfg) -> dict:
+    return {f: getattr(cfg, f) for f in profiles.GRID_FIELDS if hasattr(cfg, f)}
+
+
+def test_smoke_is_tiny_thinned_to_one_seed_and_two_grid_points_per_figure():
+    assert profiles.tables("smoke") == "tiny" and profiles.tables("small") == "small"
+    scripts = {"smoke": set(), "tiny": set()}
+    for name in FIGURES:
+        if name == "tab-claims":
+            continue
+        tiny, smoke = (pipeline.planned_runs(name, p, {}) for p in ("tiny", "smoke"))
+        assert bool(smoke) == bool(tiny), name
+        keys = {(s, pipeline.Run(s, c).hash) for s, c in tiny}
+        assert {(s, pipeline.Run(s, c).hash) for s, c in smoke} <= keys, name  # the very runs of tiny
+        assert {getattr(c, f, 0) for _, c in smoke for f in profiles.SEED_FIELDS} <= {0}, name
+        for field in profiles.GRID_FIELDS:
+            values = {_grid(c)[field] for _, c in smoke if field in _grid(c)}
+            assert len(values) <= 2, (name, field, values)
+        scripts["tiny"] |= {s for s, _ in tiny}
+        scripts["smoke"] |= {s for s, _ in smoke}
+    assert scripts["smoke"] == scripts["tiny"]  # every script runs
