@@ -4,6 +4,7 @@ import pytest
 
 from figures import pipeline
 from figures.bip import runs as bip_runs
+from tests.test_figures import check_long
 
 TARGETS = ("fig-bip-trajectory", "fig-bip-time", "tab-bip-tickets", "fig-bip-structured", "fig-bip-rewind",
            "fig-bip-ig")
@@ -31,28 +32,34 @@ def test_bip_figures_are_drawn_from_the_run_store(small_profile, tmp_path, one_t
     for name in TARGETS:
         paths = pipeline.make(name, "tiny", runtime=runtime, out_root=out)
         assert paths and all(p.stat().st_size > 0 for p in paths)
-    traj = pd.read_csv(out / "tiny" / "fig-bip-trajectory.csv")
+    tiny = out / "tiny"
+    # one seed, grid n = 1, 5, 11: per setup BiP and OMP 3 points, Hydra 3 (MLP and CNN), IMP 11 rounds
+    traj = check_long(tiny, "fig-bip-trajectory", rows=2 * (3 + 3 + 3 + 11))
     mlp = traj[traj["setup"] == "mlp / digits"]
-    assert set(mlp["method"]) == {"bip", "hydra", "imp", "omp"}
+    assert set(mlp["method"]) == {"bip", "hydra", "imp", "omp"} and set(traj["seed"]) == {0}
     assert set(mlp[mlp["method"] == "bip"]["sparsity"]) == {20.0, 67.23, 91.41}
     assert set(mlp[mlp["method"] == "imp"]["sparsity"]) == {round(100 * (1 - 0.8 ** n), 2) for n in range(1, 12)}
-    assert mlp["acc_mean"].between(10, 100).all() and (mlp["dense_acc"] > 80).all()
-    summary = pd.read_csv(out / "tiny" / "fig-bip-time-summary.csv")
-    assert {"bip_time_max_over_min", "imp_over_bip", "row"} <= set(summary.columns)
-    assert (summary["imp_over_bip"] > 0).all() and (summary["row"] == "to 89%").sum() == 2
-    assert (summary["imp_over_bip_fastest_seeds"] > 0).all()
-    time = pd.read_csv(out / "tiny" / "fig-bip-time.csv")
+    assert mlp["acc"].between(10, 100).all() and (mlp["dense_acc"] > 80).all()
+    bounds = pd.read_csv(tiny / "fig-bip-time-bounds.csv")
+    assert {"bip_time_max_over_min", "imp_over_bip", "row"} <= set(bounds.columns)
+    assert (bounds["imp_over_bip"] > 0).all() and (bounds["row"] == "to 89%").sum() == 2
+    assert (bounds["imp_over_bip_fastest_seeds"] > 0).all()
+    time = check_long(tiny, "fig-bip-time", rows=len(traj) + 2)  # + the two dense trainings
     imp = time[(time["method"] == "imp") & (time["setup"] == "mlp / digits")].sort_values("sparsity")
-    assert imp["time_mean"].is_monotonic_increasing  # cumulative over rounds
-    tickets = (out / "tiny" / "tab-bip-tickets.md").read_text()
+    assert imp["time"].is_monotonic_increasing  # cumulative over rounds
+    assert set(time[time["method"] == "dense"]["sparsity"]) == {0.0}
+    tickets = (tiny / "tab-bip-tickets.md").read_text()
     assert "sparsest ticket" in tickets and "BiP" in tickets and "IMP" in tickets
-    structured = pd.read_csv(out / "tiny" / "fig-bip-structured.csv")
+    assert check_long(tiny, "tab-bip-tickets").equals(traj)
+    assert "sparsest ticket (%)" in pd.read_csv(tiny / "tab-bip-tickets-summary.csv").columns
+    structured = check_long(tiny, "fig-bip-structured", rows=2 * 2)  # structure x method, one sparsity and seed
     assert set(structured["structure"]) == {"filter", "channel"} and set(structured["setup"]) == {"cnn / digits"}
-    rewind = pd.read_csv(out / "tiny" / "fig-bip-rewind.csv")
+    rewind = check_long(tiny, "fig-bip-rewind", rows=3)
     assert set(rewind["rewind"]) == {"no retrain", "50%", "100%"}
-    ig = pd.read_csv(out / "tiny" / "fig-bip-ig.csv")
+    ig = check_long(tiny, "fig-bip-ig", rows=3)
     assert set(ig["variant"]) == {"no IG", "10000", "0.001"}
-    assert ig.set_index("variant").loc["0.001", "ig_ratio_mean"] > ig.set_index("variant").loc["10000", "ig_ratio_mean"]
+    ratio = pd.read_csv(tiny / "fig-bip-ig-summary.csv").set_index("variant")["ig_ratio_mean"]
+    assert ratio["0.001"] > ratio["10000"]
 
 
 def test_paper_profile_plans_the_papers_setups():

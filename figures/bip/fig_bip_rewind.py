@@ -1,6 +1,7 @@
 """BiP paper, Fig. 9: BiP without retraining ("no retrain") vs its masks retrained from rewinding points at
 5/10/50/75/100% of the dense training, at three sparsities (20%, 67.2%, 86.6%). At the paper profile the paper's
-"N/A" (no retraining) accuracies are overlaid as black stars.
+"N/A" (no retraining) accuracies are overlaid as black stars. Below: BiP without retraining minus each retrained
+mask, per seed (the same seed's BiP mask), with the mean's 95% t-interval.
 """
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import numpy as np
 import pandas as pd
 
 from figures.bip import runs as R
-from figures.plot import mean_spread, save_csv, save_figure
+from figures.plot import PAIRED_NOTE, mean_spread, paired, paired_panel, save_figure, save_long
 
 PAPER = "BiP (Zhang et al. 2022) Fig. 9: BiP vs retraining its masks from rewinding points"
 REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "bip_fig9_rewind.csv"
+ARMS, VALUES = ("setup", "sparsity", "rewind"), ("acc",)  # the long CSV: arms, seed, values (and rewind_epoch)
 
 
 def rewind_epoch(fraction: float, cfg) -> int:
@@ -52,23 +54,25 @@ def tidy(df: pd.DataFrame) -> pd.DataFrame:
 
 def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
     df, names = tidy(df), labels()
+    data = pd.DataFrame({"setup": df["setup"], "sparsity": df["x"], "rewind": df["rewind"], "seed": df["config.seed"],
+                         "acc": df["acc"], "rewind_epoch": df["rewind_epoch"], "run": df["hash"]})
     stats = mean_spread(df, ["setup", "x", "rewind"], "acc")
-    stats = stats.merge(df.groupby(["setup", "x", "rewind"], dropna=False)["rewind_epoch"].first().reset_index(),
-                        on=["setup", "x", "rewind"])
     stats = stats.sort_values(["setup", "x", "rewind"], key=lambda c: c.map(names.index) if c.name == "rewind" else c)
     setups = list(dict.fromkeys(df["setup"]))
-    fig, axes = plt.subplots(1, len(setups), figsize=(5.2 * len(setups), 3.8), squeeze=False)
+    fig, axes = plt.subplots(2, len(setups), figsize=(5.2 * len(setups), 6.6), squeeze=False, sharex="col",
+                             gridspec_kw={"height_ratios": [3, 2]})
     ref = pd.read_csv(REFERENCE) if profile == "paper" else None
     width = 0.8 / len(names)
-    for ax, setup in zip(axes[0], setups):
+    colors = {lab: "C3" if lab == "no retrain" else plt.cm.Blues(0.3 + 0.7 * j / len(names))
+              for j, lab in enumerate(names)}
+    for ax, dax, setup in zip(axes[0], axes[1], setups):
         s = stats[stats["setup"] == setup]
         xs = sorted(s["x"].unique())
         for j, lab in enumerate(names):
             r = s[s["rewind"] == lab].set_index("x").reindex(xs)
             pos = np.arange(len(xs)) + (j - (len(names) - 1) / 2) * width
             ax.bar(pos, r["mean"], width, yerr=[r["mean"] - r["min"], r["max"] - r["mean"]], capsize=2,
-                   label="BiP, no retraining" if lab == "no retrain" else f"rewind {lab}",
-                   color="C3" if lab == "no retrain" else plt.cm.Blues(0.3 + 0.7 * j / len(names)))
+                   label="BiP, no retraining" if lab == "no retrain" else f"rewind {lab}", color=colors[lab])
         if ref is not None:
             r = ref[ref["setup"] == setup]
             for i, x in enumerate(xs):
@@ -78,14 +82,20 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
                             label="paper N/A" if i == 0 else None)
         lo = s["min"].min()
         ax.set_ylim(max(0, lo - 0.3 * (s["max"].max() - lo) - 0.5), s["max"].max() + 0.5)
-        ax.set_xticks(range(len(xs)), [f"{x:g}%" for x in xs])
-        ax.set(title=setup, xlabel="sparsity", ylabel="test accuracy (%)")
+        ax.set(title=setup, ylabel="test accuracy (%)")
         ax.grid(alpha=0.3, axis="y")
+        part = data[data["setup"] == setup]
+        diffs = pd.concat([paired(part, "rewind", "no retrain", lab, "acc", ["sparsity"]).assign(vs=lab)
+                           for lab in names[1:]], ignore_index=True)
+        paired_panel(dax, diffs.assign(pos=diffs["sparsity"].map(xs.index)), "pos", series="vs", colors=colors,
+                     labels={lab: f"- rewind {lab}" for lab in names[1:]},
+                     ylabel="no retraining - retrained, accuracy (pt)")
+        dax.set_xticks(range(len(xs)), [f"{x:g}%" for x in xs])
+        dax.set(xlabel="sparsity")
+        dax.set_title(PAIRED_NOTE, fontsize=7)
     handles, names = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=7, frameon=False)
     fig.suptitle("BiP without retraining vs its masks retrained from rewinding points (% of the dense training); "
-                 "mean over seeds, min-max bars", fontsize=9)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    csv = stats.rename(columns={"x": "sparsity", "mean": "acc_mean", "std": "acc_std", "min": "acc_min",
-                                "max": "acc_max", "count": "seeds"})
-    return [*save_figure(fig, base), save_csv(csv, base)]
+                 "mean over seeds, min-max bars; below: no retraining minus each rewinding point, per seed", fontsize=9)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return [*save_figure(fig, base), *save_long(data, base, ARMS, VALUES)]

@@ -2,6 +2,7 @@
 
 A mask entry covers a whole filter (output channel) or input channel; its score is the sum of the signed scores of its
 weights (bip/scores.py) and every layer keeps the same fraction (the first conv stays dense). Linear layers stay dense.
+Below each panel: BiP minus Hydra per seed, with the mean's 95% t-interval.
 """
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from figures.bip import runs as R
-from figures.plot import band, mean_spread, save_csv, save_figure
+from figures.bip.fig_bip_trajectory import long
+from figures.plot import PAIRED_NOTE, band, mean_spread, paired, paired_panel, save_figure, save_long, sparsity_axis
 
 PAPER = "BiP (Zhang et al. 2022) Fig. 7: filter-wise and channel-wise structured pruning"
+ARMS, VALUES = ("setup", "structure", "method", "sparsity"), ("acc", "dense_acc")  # the long CSV: arms, seed, values
 
 
 def runs(profile: str):
@@ -24,22 +27,26 @@ def runs(profile: str):
 
 
 def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
-    df = R.tidy(df).assign(structure=lambda d: d["config.structure"])
-    stats = mean_spread(df, ["setup", "structure", "method", "x"], "acc")
-    dense = mean_spread(df.drop_duplicates(["setup", "config.seed"]), ["setup"], "dense").set_index("setup")["mean"]
-    panels = list(dict.fromkeys(zip(df["setup"], df["structure"])))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
-    for ax, (setup, structure) in zip(axes[0], panels):
+    data = long(df).assign(structure=R.tidy(df)["config.structure"].values)
+    stats = mean_spread(data, ["setup", "structure", "method", "sparsity"], "acc")
+    dense = mean_spread(data.drop_duplicates(["setup", "seed"]), ["setup"], "dense_acc").set_index("setup")["mean"]
+    panels = list(dict.fromkeys(zip(data["setup"], data["structure"])))
+    fig, axes = plt.subplots(2, len(panels), figsize=(4.6 * len(panels), 6.6), squeeze=False, sharex="col",
+                             gridspec_kw={"height_ratios": [3, 2]})
+    for ax, dax, (setup, structure) in zip(axes[0], axes[1], panels):
+        part = data[(data["setup"] == setup) & (data["structure"] == structure)]
         for method in ("hydra", "bip"):
             s = stats[(stats["setup"] == setup) & (stats["structure"] == structure) & (stats["method"] == method)]
-            band(ax, s["x"], s.sort_values("x"), R.LABELS[method], R.COLORS[method])
+            band(ax, s["sparsity"], s.sort_values("sparsity"), R.LABELS[method], R.COLORS[method])
         ax.axhline(dense[setup], color="k", ls="--", lw=1, label=f"dense ({dense[setup]:.2f}%)")
-        ax.set(title=f"{setup}, {structure}-wise", xlabel=f"{structure}s removed per conv layer (%)",
-               ylabel="test accuracy (%)")
+        for a in (ax, dax):
+            sparsity_axis(a, part["sparsity"], f"{structure}s removed per conv layer")
+        ax.set(title=f"{setup}, {structure}-wise", ylabel="test accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("structured pruning (mean over seeds, min-max band)", fontsize=9)
+        paired_panel(dax, paired(part, "method", "bip", "hydra", "acc", ["sparsity"]), "sparsity",
+                     ylabel="BiP - Hydra, accuracy (pt)")
+        dax.set_title(PAIRED_NOTE, fontsize=7)
+    fig.suptitle("structured pruning (mean over seeds, min-max band); below: BiP minus Hydra per seed", fontsize=9)
     fig.tight_layout()
-    csv = stats.rename(columns={"x": "sparsity", "mean": "acc_mean", "std": "acc_std", "min": "acc_min",
-                                "max": "acc_max", "count": "seeds"}).assign(dense_acc=lambda d: d["setup"].map(dense))
-    return [*save_figure(fig, base), save_csv(csv, base)]
+    return [*save_figure(fig, base), *save_long(data[[*ARMS, "seed", *VALUES, "run"]], base, ARMS, VALUES)]

@@ -1,8 +1,10 @@
 """BiP paper, Fig. 8: wall-clock time to reach each sparsity, per method, log scale.
 
 BiP / Hydra / OMP: each run's own time (``method_time``: after the shared dense model exists); IMP: the cumulative
-time of its rounds up to that sparsity; the dense training's time as a dashed line. The summary CSV
-(``fig-bip-time-summary.csv``) holds the speed bounds: BiP's max/min time over the grid (of the seed means, and of the
+time of its rounds up to that sparsity; the dense training's time as a dashed line; below, BiP minus IMP per seed
+with the mean's 95% t-interval. The CSV holds every run's time (long, one row per run and point, with its seed; the
+dense trainings as method "dense"), ``fig-bip-time-summary.csv`` their mean and spread per method and sparsity, and
+``fig-bip-time-bounds.csv`` the speed bounds: BiP's max/min time over the grid (of the seed means, and of the
 fastest seed at each sparsity, the estimate least disturbed by other load on the machine), and IMP/BiP at each BiP
 grid point (IMP: its first round at or above that sparsity) plus the row "to 89%", of the seed means and of the
 fastest seeds.
@@ -16,11 +18,13 @@ from matplotlib.ticker import FuncFormatter
 import pandas as pd
 
 from figures.bip import runs as R
-from figures.plot import band, mean_spread, save_csv, save_figure
+from figures.bip.fig_bip_trajectory import differences, long
+from figures.plot import PAIRED_NOTE, band, mean_spread, paired_panel, save_csv, save_figure, save_long, sparsity_axis
 
 PAPER = "BiP (Zhang et al. 2022) Fig. 8: time to reach each sparsity, BiP vs IMP/OMP/Hydra"
 TIMED = True  # its runs' wall times are its subject: `python -m figures all` makes it first
 REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "bip_fig8_time.csv"
+ARMS, VALUES = ("setup", "method", "sparsity"), ("time",)  # the long CSV (dense training: method dense, sparsity 0)
 
 
 def runs(profile: str):
@@ -30,16 +34,22 @@ def runs(profile: str):
 
 def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
     dense_rows = df[df["script"] == "common.pretrain"]
-    dense = mean_spread(dense_rows.assign(setup=dense_rows.apply(R.setup_label, axis=1)), ["setup"], "wall_time")
-    df = R.tidy(df)
-    stats = mean_spread(df, ["setup", "method", "x"], "time")
-    setups = list(dict.fromkeys(df["setup"]))
+    data = long(df)
+    dense_long = pd.DataFrame({"setup": dense_rows.apply(R.setup_label, axis=1), "method": "dense", "sparsity": 0.0,
+                               "seed": dense_rows["config.seed"], "time": dense_rows["wall_time"],
+                               "run": dense_rows["hash"]}) if len(dense_rows) else None
+    dense = mean_spread(dense_long, ["setup"], "time") if dense_long is not None else pd.DataFrame(columns=["setup"])
+    stats = mean_spread(data.rename(columns={"sparsity": "x"}), ["setup", "method", "x"], "time")
+    diffs = differences(data, "time", others=("imp",))
+    setups = list(dict.fromkeys(data["setup"]))
     cols = min(4, len(setups))
     rows = -(-len(setups) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(4.6 * cols, 6.6 * rows), squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 2] * rows})
     ref = pd.read_csv(REFERENCE) if profile == "paper" else None
     summary = []
-    for ax, setup in zip(axes.flat, setups):
+    for i, setup in enumerate(setups):
+        ax, dax = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
         for method in ("omp", "hydra", "imp", "bip"):
             s = stats[(stats["setup"] == setup) & (stats["method"] == method)].sort_values("x")
             if len(s):
@@ -54,22 +64,30 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
             ax.plot(imp["sparsity"], 60 * imp["minutes"], "ks", mfc="none", label="paper IMP")
             for _, row in r[r["method"] != "imp"].iterrows():
                 ax.axhline(60 * row["minutes"], color=R.COLORS.get(row["method"], "gray"), ls=":", lw=1)
-        ax.set(title=setup, xlabel="sparsity (%)", ylabel="wall-clock time (s)", yscale="log")
+        grid = data[(data["setup"] == setup) & (data["method"] != "imp")]["sparsity"]
+        for a in (ax, dax):
+            sparsity_axis(a, grid)
+        ax.set(title=setup, ylabel="wall-clock time (s)", yscale="log")
         plain = FuncFormatter(lambda v, _: f"{v:g}")
         ax.yaxis.set_major_formatter(plain)
         ax.yaxis.set_minor_formatter(plain)
         ax.tick_params(axis="y", which="minor", labelsize=6)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
+        dax.sharex(ax)
+        paired_panel(dax, diffs[diffs["setup"] == setup], "sparsity", series="vs", colors=R.COLORS,
+                     labels={"imp": "BiP - IMP (cumulative)"}, ylabel="BiP - IMP, wall time (s; claim: < 0)")
+        dax.set_title(PAIRED_NOTE, fontsize=7)
         summary += _bounds(stats[stats["setup"] == setup], setup)
-    for ax in list(axes.flat)[len(setups):]:
-        ax.axis("off")
-    fig.suptitle("time to reach each sparsity (mean over seeds, min-max band; IMP: cumulative over rounds)", fontsize=9)
+    for k in range(len(setups), rows * cols):
+        axes[2 * (k // cols), k % cols].axis("off")
+        axes[2 * (k // cols) + 1, k % cols].axis("off")
+    fig.suptitle("time to reach each sparsity (mean over seeds, min-max band; IMP: cumulative over rounds); below: "
+                 "BiP minus IMP per seed", fontsize=9)
     fig.tight_layout()
-    csv = stats.rename(columns={"x": "sparsity", "mean": "time_mean", "std": "time_std", "min": "time_min",
-                                "max": "time_max", "count": "seeds"})
-    summary = pd.DataFrame(summary)
-    return [*save_figure(fig, base), save_csv(csv, base), save_csv(summary, base.with_name(base.name + "-summary"))]
+    data = pd.concat([data, dense_long], ignore_index=True) if dense_long is not None else data
+    return [*save_figure(fig, base), *save_long(data, base, ARMS, VALUES),
+            save_csv(pd.DataFrame(summary), base.with_name(base.name + "-bounds"))]
 
 
 def _bounds(stats: pd.DataFrame, setup: str) -> list[dict]:

@@ -2,6 +2,8 @@
 
 Every BiP / Hydra / OMP point prunes the dense model directly; IMP is one chain of 20%-per-round rounds per seed, each
 round a point. At the paper profile the paper's read-offs (BiP/IMP/OMP at 20/59/79%) are overlaid as black markers.
+Below each panel: BiP minus IMP / OMP / Hydra per seed (the same seed's dense model) at each sparsity both have, with
+the mean's 95% t-interval.
 """
 from __future__ import annotations
 
@@ -11,46 +13,69 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from figures.bip import runs as R
-from figures.plot import band, mean_spread, save_csv, save_figure
+from figures.plot import PAIRED_NOTE, band, mean_spread, paired, paired_panel, save_figure, save_long, sparsity_axis
 
 PAPER = "BiP (Zhang et al. 2022) Fig. 6: unstructured pruning trajectories, BiP vs IMP/OMP/Hydra"
 REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "bip_fig6.csv"
 MARKERS = {"bip": "o", "imp": "s", "omp": "^", "hydra": "v"}
+ARMS, VALUES = ("setup", "method", "sparsity"), ("acc", "dense_acc")  # the long CSV: arms, seed, values
 
 
 def runs(profile: str):
     return R.trajectory(profile)
 
 
+def long(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per run and reported point (IMP: per round): setup, method, sparsity (%, the grid value), seed, acc and
+    dense_acc (%), time (the method's wall time, s), run (hash). The BiP figures' long CSVs are cut from it."""
+    t = R.tidy(df)
+    return pd.DataFrame({"setup": t["setup"], "method": t["method"], "sparsity": t["x"], "seed": t["config.seed"],
+                         "acc": t["acc"], "dense_acc": t["dense"], "time": t["time"], "run": t["hash"]})
+
+
+def differences(long: pd.DataFrame, value: str, better: str = "bip", others=("imp", "omp", "hydra")) -> pd.DataFrame:
+    """Per seed and sparsity: ``value`` of ``better`` minus each of ``others`` (column ``vs``), from ``long`` rows."""
+    parts = [paired(long, "method", better, m, value, ["setup", "sparsity"]).assign(vs=m) for m in others]
+    return pd.concat(parts, ignore_index=True)
+
+
 def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
-    df = R.tidy(df)
-    stats = mean_spread(df, ["setup", "method", "x"], "acc")
-    dense = mean_spread(df.drop_duplicates(["setup", "config.seed"]), ["setup"], "dense")
-    setups = list(dict.fromkeys(df["setup"]))
+    data = long(df)
+    stats = mean_spread(data, ["setup", "method", "sparsity"], "acc")
+    dense = mean_spread(data.drop_duplicates(["setup", "seed"]), ["setup"], "dense_acc")
+    diffs = differences(data, "acc")
+    setups = list(dict.fromkeys(data["setup"]))
     cols = min(4, len(setups))
     rows = -(-len(setups) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(4.6 * cols, 6.6 * rows), squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 2] * rows})
     ref = pd.read_csv(REFERENCE) if profile == "paper" else None
-    for ax, setup in zip(axes.flat, setups):
+    for i, setup in enumerate(setups):
+        ax, dax = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
         for method in ("omp", "hydra", "imp", "bip"):
-            s = stats[(stats["setup"] == setup) & (stats["method"] == method)].sort_values("x")
+            s = stats[(stats["setup"] == setup) & (stats["method"] == method)].sort_values("sparsity")
             if len(s):
-                band(ax, s["x"], s, R.LABELS[method], R.COLORS[method], marker=MARKERS[method])
+                band(ax, s["sparsity"], s, R.LABELS[method], R.COLORS[method], marker=MARKERS[method])
         d = dense[dense["setup"] == setup]["mean"].iloc[0]
         ax.axhline(d, color="k", ls="--", lw=1, label=f"dense ({d:.2f}%)")
         if ref is not None:
             for method, r in ref[ref["setup"] == setup].groupby("method"):
                 ax.plot(r["sparsity"], r["accuracy"], MARKERS.get(method, "x"), mfc="none", color="k", ms=7,
                         label=f"paper {R.LABELS.get(method, method)}")
-        ax.set(title=setup, xlabel="sparsity (%)", ylabel="test accuracy (%)")
+        grid = data[(data["setup"] == setup) & (data["method"] != "imp")]["sparsity"]
+        for a in (ax, dax):
+            sparsity_axis(a, grid)
+        ax.set(title=setup, ylabel="test accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(setups):]:
-        ax.axis("off")
+        dax.sharex(ax)
+        paired_panel(dax, diffs[diffs["setup"] == setup], "sparsity", series="vs", colors=R.COLORS,
+                     labels={m: f"BiP - {R.LABELS[m]}" for m in R.LABELS}, ylabel="BiP - other, accuracy (pt)")
+        dax.set_title(PAIRED_NOTE, fontsize=7)
+    for k in range(len(setups), rows * cols):
+        axes[2 * (k // cols), k % cols].axis("off")
+        axes[2 * (k // cols) + 1, k % cols].axis("off")
     fig.suptitle("test accuracy vs sparsity (mean over seeds, min-max band); every point pruned from the dense "
-                 "model except IMP's rounds", fontsize=9)
+                 "model except IMP's rounds; below each: BiP minus each method, per seed", fontsize=9)
     fig.tight_layout()
-    csv = stats.rename(columns={"x": "sparsity", "mean": "acc_mean", "std": "acc_std", "min": "acc_min",
-                                "max": "acc_max", "count": "seeds"})
-    csv = csv.merge(dense[["setup", "mean"]].rename(columns={"mean": "dense_acc"}), on="setup")
-    return [*save_figure(fig, base), save_csv(csv, base)]
+    return [*save_figure(fig, base), *save_long(data, base, ARMS, VALUES)]

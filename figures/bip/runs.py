@@ -9,10 +9,21 @@ tiny:  digits with the MLP (64-300-100-10, 10 epochs per method) and the 3-conv 
 small: Fashion-MNIST (the full 60,000 / 10,000 split; 100 training images held out for BiP's upper level), LeNet-300-100
        (784-300-100-10, E = 4 epochs of 468 steps per method) for the unstructured figures, LeNet-5 (6-16 convs with
        BN, 120-84 Linear; E = 1 epoch, 468 steps: a BiP step there costs ~5 dense ones) for the structured one
-       (filter-wise). The grid reaches the regime where the methods part: n = 4, 8, 10, 12, ..., 20 (48.8% ... 98.8%);
-       IMP runs its 20 rounds. Dense models: 30 epochs (MLP, 90.16%) and 10 epochs (LeNet-5, 91.04%) of SGD 0.05
-       cosine. 3 seeds. Cut (cost): Fig. 9 at 86.6% only, the IG figure at 91.4% only,
-       the structured grid 50/70/90%.
+       (filter-wise). Dense models: 30 epochs (MLP, 90.16%) and 10 epochs (LeNet-5, 91.04%) of SGD 0.05 cosine.
+       Grid n = 4, 5, 6, 7, 8, 10, 12, ..., 20 (48.8, 67.2, 73.8, 79.0, 83.2, 89.3, 93.1, 95.6, 97.2, 98.2, 98.8%);
+       IMP runs its 20 rounds (every n). Seeds: 3 (0-2) below 93%; 5 (0-4) from 93% on (n >= 12, where BiP, IMP and
+       OMP part by 1-3 seed SDs) and for the IMP chains (so 5 dense MLPs).
+       Budget: BiP E = 4 epochs of two passes (lower + upper step per batch) = 8 epoch-equivalents; IMP's chain has
+       accumulated 4n epochs at n (64 / 72 / 80 at n = 16 / 18 / 20), so BiP spends 8 / 4n of IMP's work (0.125 /
+       0.111 / 0.1). Beside it, at the three sparsest points (n = 16, 18, 20) with 5 seeds, BiP at E = 12 (24
+       epoch-equivalents: 0.375 / 0.333 / 0.3 of IMP's accumulated epochs; method "bip-long" in ``tidy``).
+       Winning tickets: a grid point whose mean accuracy is at least the dense model's mean minus the dense models'
+       seed SD (``TICKET_TOLERANCE``: 5 dense MLPs; the SD of the mean of seeds is smaller, the tolerance is stated
+       so that "as good as dense" is decided against the dense models' own spread).
+       Rewinding (Fig. 9) at 86.6%, 3 seeds: each of the 5 rewinding points retrained for E epochs, and at one point
+       (5%, epoch 2 of 30) also retrained for the dense length, 30 epochs (``REWIND_FULL``): "no retraining is as
+       good as retraining" becomes equivalence within the dense models' seed SD. IG figure at 91.4% only, 3 seeds;
+       the structured grid 50/70/90% (filter-wise), 3 seeds.
 paper: the presets of bip.prune / bip.magnitude (the BiP paper's models, datasets and hyperparameters, Appendix A;
        figures/reference/README.md), n = 1..20.
 Every method prunes every conv and linear layer (global unstructured, as the paper); structured pruning leaves the
@@ -24,7 +35,16 @@ from common import config as C
 from common.pretrain import dense_config
 
 SEEDS = (0, 1, 2)
-GRID_N = {"tiny": (1, 3, 5, 7, 9, 10, 11, 13), "small": (4, 8, 10, 12, 14, 16, 18, 20), "paper": tuple(range(1, 21))}
+GRID_N = {"tiny": (1, 3, 5, 7, 9, 10, 11, 13), "small": (4, 5, 6, 7, 8, 10, 12, 14, 16, 18, 20),
+          "paper": tuple(range(1, 21))}
+# (sparsity from which, seeds there and for the IMP chains) of Fig. 6 / 8 / Table 1: small, 5 seeds at the sparse end
+SPARSE_SEEDS = {"small": (0.93, (0, 1, 2, 3, 4))}
+# BiP's longer budget arm beside E (method "bip-long"): (its epochs, the grid points n it runs at)
+LONG = {"small": (12, (16, 18, 20))}
+# a winning ticket's tolerance below the dense accuracy, in seed SDs of the dense models (tab-bip-tickets)
+TICKET_TOLERANCE = {"tiny": 0.0, "small": 1.0, "paper": 0.0}
+# Fig. 9: the rewinding fraction also retrained for the dense length (its retraining epochs = the dense epochs)
+REWIND_FULL = {"small": 0.05}
 # Fig. 7's structures; small: filter-wise only, as LeNet-5's one prunable conv (the first stays dense) has 6 input
 # channels: channel-wise sparsities snap to sixths and the units' score sums tie (runs fail on the tied threshold)
 STRUCTURES = {"tiny": ("filter", "channel"), "small": ("filter",), "paper": ("filter", "channel")}
@@ -66,8 +86,10 @@ def sparsities(profile: str, setup: str | None = None) -> list[float]:
     return [round(1 - 0.8 ** n, 6) for n in SETUP_GRID_N.get(setup, GRID_N[profile])]
 
 
-def seeds(setup: str) -> tuple[int, ...]:
-    return SETUP_SEEDS.get(setup, SEEDS)
+def seeds(setup: str, profile: str | None = None, sparsity: float = 0.0) -> tuple[int, ...]:
+    """The seeds of a setup (by name), at a grid sparsity of ``profile`` where ``SPARSE_SEEDS`` adds seeds there."""
+    start, sparse = SPARSE_SEEDS.get(profile, (2.0, ()))
+    return sparse if sparsity >= start else SETUP_SEEDS.get(setup, SEEDS)
 
 
 def setups(profile: str, only=None) -> dict:
@@ -100,20 +122,25 @@ def retrain_config(setup, **overrides):
 
 
 def trajectory(profile: str, methods=("bip", "hydra", "imp", "omp"), only=None) -> list:
-    """Every Fig. 6 run: BiP/Hydra/OMP at each grid point (from the dense model), IMP as one chain per seed."""
+    """Every Fig. 6 run: BiP/Hydra/OMP at each grid point (from the dense model), IMP as one chain per seed, BiP's
+    longer arm (``LONG``) at its points; seed-major, each point at its seeds (``seeds``)."""
     rows = []
+    long_epochs, long_n = LONG.get(profile, (None, ()))
     for name, setup in setups(profile, only or TRAJECTORY_SETUPS.get(profile)).items():
-        for seed in seeds(name):
-            for s in sparsities(profile, name):
+        grid = sparsities(profile, name)
+        for seed in dict.fromkeys(seed for s in grid for seed in seeds(name, profile, s)):
+            for n, s in zip(SETUP_GRID_N.get(name, GRID_N[profile]), grid):
+                if seed not in seeds(name, profile, s):
+                    continue
                 for m in ("bip", "hydra"):
                     if m in methods and (m == "bip" or name not in IMP_ONLY):
                         rows.append(("bip.prune", prune_config(setup, m, target_sparsity=s, seed=seed)))
                 if "omp" in methods and name not in IMP_ONLY:
                     rows.append(("bip.magnitude", magnitude_config(setup, "omp", target_sparsity=s, seed=seed)))
-            if "imp" in methods:
-                rows.append(("bip.magnitude", magnitude_config(setup, "imp",
-                                                               target_sparsity=max(sparsities(profile, name)),
-                                                               seed=seed)))
+                if "bip" in methods and n in long_n:
+                    rows.append(("bip.prune", prune_config(setup[:2] + (long_epochs,), target_sparsity=s, seed=seed)))
+            if "imp" in methods and seed in seeds(name, profile, max(grid)):
+                rows.append(("bip.magnitude", magnitude_config(setup, "imp", target_sparsity=max(grid), seed=seed)))
     return rows
 
 

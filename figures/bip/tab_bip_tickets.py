@@ -1,6 +1,7 @@
 """BiP paper, Table 1: the sparsest "winning ticket" per method and setup -- the highest grid sparsity whose test
 accuracy (mean over seeds) is at least the dense model's (mean over the same seeds). At the paper profile the
-paper's tickets are listed beside ours.
+paper's tickets are listed beside ours. The CSV holds every run's accuracy at every grid point (long: one row per run
+and point, with its seed); the table itself is ``tab-bip-tickets-summary.csv``.
 """
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from pathlib import Path
 import pandas as pd
 
 from figures.bip import runs as R
-from figures.plot import mean_spread, save_table
+from figures.bip.fig_bip_trajectory import long
+from figures.plot import mean_spread, save_long, save_table
 
 PAPER = "BiP (Zhang et al. 2022) Table 1: sparsest winning tickets"
 REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "bip_table1.csv"
+ARMS, VALUES = ("setup", "method", "sparsity"), ("acc", "dense_acc")  # the long CSV (the table: -summary.csv)
 
 
 def runs(profile: str):
@@ -32,7 +35,7 @@ def sparsest_ticket(s: pd.DataFrame, dense: float):
 
 
 def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
-    df = R.tidy(df)
+    data, df = long(df), R.tidy(df)
     stats = mean_spread(df, ["setup", "method", "x"], "acc")
     dense = dense_accuracy(df)
     ref = pd.read_csv(REFERENCE) if profile == "paper" else None
@@ -55,4 +58,4 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
     cuts = [f"{name}: {len(R.seeds(name))} seed(s), n in {list(R.SETUP_GRID_N[name])}" for name in R.SETUP_GRID_N
             if name in set(df["setup"])]
     caption += "".join(f"; cut for cost, {c}" for c in cuts)
-    return save_table(table, base, caption)
+    return [*save_table(table, base, caption, csv_suffix="-summary"), *save_long(data, base, ARMS, VALUES, summary=False)]
