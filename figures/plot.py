@@ -1,6 +1,6 @@
 """Shared drawing helpers: atomic writes of png/pdf/csv/md/tex, the long per-run CSV and its summary, mean and spread
 over seeds, the sparsity axis (log of the remaining fraction), the panel of per-seed paired differences with its
-t-interval, the smoke-test mark of the tiny profile's outputs, a consistent style.
+t-interval, the smoke-test mark of the outputs of the profiles that are not evidence (tiny, smoke), a consistent style.
 
 Every output is written to ``<out>/<profile>/<name>.*`` (``figures.pipeline``, the notebooks): the profile is the name
 of the folder ``base`` is in, and ``SMOKE_PROFILES`` says which profiles' images and tables are marked as a smoke test.
@@ -19,8 +19,10 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import NullLocator  # noqa: E402
 
 from common.store import atomic_write  # noqa: E402
+from figures.claims import rule  # noqa: E402
+from figures.profiles import PROFILES, SCOREBOARD  # noqa: E402
 
-SMOKE_PROFILES = ("tiny",)
+SMOKE_PROFILES = tuple(p for p in PROFILES if p not in SCOREBOARD)  # tiny, smoke: their runs are not evidence
 SMOKE = "smoke test - not evidence"
 
 
@@ -30,7 +32,8 @@ def profile_of(base: Path) -> str:
 
 
 def is_smoke(base: Path) -> bool:
-    """Whether the output ``base`` is a smoke test (the tiny profile): it then says so on every image and table."""
+    """Whether the output ``base`` is a smoke test (tiny, smoke: not a profile whose runs are evidence,
+    ``figures.profiles.SCOREBOARD``): it then says so on every image and table."""
     return profile_of(base) in SMOKE_PROFILES
 
 
@@ -170,37 +173,15 @@ def sparsity_axis(ax, ticks=None, label: str = "sparsity (%)", most: int = 11) -
 
 
 # ------------------------------------------------------------------------------- paired differences and t-interval
-def _t_cdf(t: float, dof: int) -> float:
-    """Student's t distribution function at ``t`` >= 0 (Simpson's rule on the density from 0 to t)."""
-    c = math.exp(math.lgamma((dof + 1) / 2) - math.lgamma(dof / 2)) / math.sqrt(dof * math.pi)
-    x = np.linspace(0.0, t, 2001)
-    f = c * (1.0 + x * x / dof) ** (-(dof + 1) / 2)
-    h = t / 2000
-    return 0.5 + h / 3 * (f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum())
-
-
-def t_quantile(q: float, dof: int) -> float:
-    """The ``q`` quantile (q >= 0.5) of Student's t with ``dof`` degrees of freedom, by bisection on ``_t_cdf``."""
-    lo, hi = 0.0, 1.0
-    while _t_cdf(hi, dof) < q:
-        lo, hi = hi, 2 * hi
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if _t_cdf(mid, dof) < q else (lo, mid)
-    return (lo + hi) / 2
-
-
 def t_interval(diffs, alpha: float = 0.05) -> tuple[float, float, float]:
-    """(mean, low, high): the mean of ``diffs`` and its two-sided 1 - ``alpha`` t-interval (NaN bounds for fewer than
-    two values)."""
+    """(mean, low, high): the mean of the paired differences ``diffs`` and its two-sided 1 - ``alpha`` t-interval, as
+    the scoreboard's rule computes it (``figures.claims.rule.compare``, paired, whose one-sided bounds at alpha / 2
+    are this interval); NaN bounds for fewer than two values."""
     d = np.asarray(pd.Series(diffs, dtype=float).dropna())
-    if not len(d):
-        return math.nan, math.nan, math.nan
-    mean = float(d.mean())
     if len(d) < 2:
-        return mean, math.nan, math.nan
-    half = t_quantile(1 - alpha / 2, len(d) - 1) * float(d.std(ddof=1)) / math.sqrt(len(d))
-    return mean, mean - half, mean + half
+        return (float(d.mean()) if len(d) else math.nan), math.nan, math.nan
+    c = rule.compare(d, np.zeros_like(d), paired=True, margin=0.0, alpha=alpha / 2)
+    return c.estimate, c.lower, c.upper
 
 
 def paired(long: pd.DataFrame, side: str, better, other, value: str, by, seed: str = "seed") -> pd.DataFrame:
@@ -215,10 +196,11 @@ def paired(long: pd.DataFrame, side: str, better, other, value: str, by, seed: s
 
 
 def paired_panel(ax, diffs: pd.DataFrame, x: str, series: str | None = None, colors=None, labels=None,
-                 ylabel: str = "difference", alpha: float = 0.05) -> None:
+                 ylabel: str = "difference", alpha: float = 0.05, line: bool = True) -> None:
     """Per-seed paired differences against ``x`` (``diffs``: rows of ``paired``, with an ``x`` column; one series
     per value of ``series``): one dot per seed, the mean with its 1 - ``alpha`` t-interval, the line at zero. Set
-    the x scale first (``sparsity_axis``, log, or positions): the series are set apart along it."""
+    the x scale first (``sparsity_axis``, log, or positions): the series are set apart along it. ``line``: join a
+    series' means (False where x is a category)."""
     ax.axhline(0.0, color="0.4", lw=0.8)
     if diffs is None or not len(diffs):
         ax.text(0.5, 0.5, "no paired runs", ha="center", va="center", transform=ax.transAxes, fontsize=8)
@@ -241,7 +223,7 @@ def paired_panel(ax, diffs: pd.DataFrame, x: str, series: str | None = None, col
             stats.append((at, *t_interval(h["diff"], alpha), len(h)))
         at, mean, lo, hi, n = (np.array(v, dtype=float) for v in zip(*stats))
         err = np.where(np.isnan(lo), 0.0, [mean - lo, hi - mean])
-        ax.errorbar(at, mean, yerr=err, fmt="D-", ms=4, lw=1, capsize=3, color=color,
+        ax.errorbar(at, mean, yerr=err, fmt="D-" if line else "D", ms=4, lw=1, capsize=3, color=color,
                     label=None if label is None else f"{label} (n = {int(n.max())})")
     ax.set_ylabel(ylabel, fontsize=8)
     ax.grid(alpha=0.3)

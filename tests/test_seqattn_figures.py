@@ -6,6 +6,7 @@ from figures import pipeline
 from figures.seqattn import fig_seqattn_oneshot, tab_seqattn_ablations
 from figures.seqattn import runs as seqattn_runs
 from seqattn.prune import KIND
+from tests.test_figures import check_long
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TARGETS = ("tab-seqattn-blocks", "fig-seqattn-curves", "fig-seqattn-schedule", "tab-seqattn-ablations",
@@ -28,21 +29,28 @@ def test_seqattn_figures_are_drawn_from_the_run_store(small_profile, tmp_path, c
     for name in TARGETS:
         paths = pipeline.make(name, "tiny", runtime=runtime, out_root=out)
         suffixes = {p.suffix for p in paths}
-        assert suffixes == ({".md", ".tex", ".csv"} if name.startswith("tab") else {".png", ".pdf", ".csv"})
+        drawn = {".png", ".pdf", ".csv"}  # the tables draw their paired differences too
+        assert suffixes == (drawn | {".md", ".tex"} if name.startswith("tab") else drawn)
         assert all(p.stat().st_size > 0 for p in paths)
-    blocks = pd.read_csv(out / "tiny" / "tab-seqattn-blocks.csv")
+    tiny = out / "tiny"
+    blocks = pd.read_csv(tiny / "tab-seqattn-blocks-summary.csv")
     assert {"ACDC", "SequentialAttention++", "block magnitude", "block PowerProp"} <= set(blocks.columns)
-    assert len(blocks) == 1 and blocks["realized sparsity (%)"].between(80, 90).all()
-    ablations = pd.read_csv(out / "tiny" / "tab-seqattn-ablations.csv")
+    assert len(blocks) == 1 and blocks["realized sparsity (%)"].between(80, 91).all()
+    runs = check_long(tiny, "tab-seqattn-blocks", rows=len(KIND) * 2)  # method x seed, one block and sparsity
+    assert set(runs["seed"]) == {0, 1} and runs["accuracy"].between(0, 100).all()
+    ablations = pd.read_csv(tiny / "tab-seqattn-ablations-summary.csv")
     assert set(ablations["ablation"]) == {"sparsification phase", "exponential c", "attention",
                                           "short dense phases", "unstructured", "pruned weights"}
-    oneshot = pd.read_csv(out / "tiny" / "fig-seqattn-oneshot.csv")
-    assert len(oneshot) == 4 and oneshot["attention_minus_magnitude"].notna().all()
-    schedule = pd.read_csv(out / "tiny" / "fig-seqattn-schedule.csv")
+    runs = check_long(tiny, "tab-seqattn-ablations", rows=(len(ablations) + 2) * 2)  # + the defaults at B = 4, 1
+    assert set(runs["variant"]) == {*ablations["variant"], "default SA++"}
+    oneshot = check_long(tiny, "fig-seqattn-oneshot", rows=2 * 2 * 2 * 2)  # score x block x sparsity x seed
+    assert oneshot["accuracy"].notna().all() and set(oneshot["score"]) == {"attention", "magnitude"}
+    schedule = check_long(tiny, "fig-seqattn-schedule")
     sapp = schedule[schedule["method"] == "sapp"]["sparsity"]
     assert sapp.max() == pytest.approx(0.9, abs=1e-3) and sapp.iloc[-1] == pytest.approx(0.9, abs=1e-3)
-    curves = pd.read_csv(out / "tiny" / "fig-seqattn-curves.csv")
-    assert set(curves["method"]) == {"acdc", "sapp"} and curves["mean"].between(0, 100).all()
+    curves = check_long(tiny, "fig-seqattn-curves")
+    assert set(curves["method"]) == {"acdc", "sapp"} and curves["train_acc"].between(0, 100).all()
+    assert set(curves["seed"]) == {0, 1}
     capsys.readouterr()
     pipeline.make("fig-seqattn-schedule", "tiny", runtime=runtime, out_root=out)  # everything cached now
     assert "2 runs, 0 to compute" in capsys.readouterr().out

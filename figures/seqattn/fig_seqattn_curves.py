@@ -16,11 +16,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from common.store import read_log
-from figures.plot import save_csv, save_figure
+from figures.plot import save_figure, save_long
 from figures.seqattn import runs as R
 
 PAPER = "SequentialAttention++ Fig. 3: training accuracy vs step, ACDC vs SequentialAttention++ (phases shaded)"
 PHASE_COLORS = {"dense": "0.93", "sparsify": "#fdd9a8", "sparse": "#cfe8cf"}
+ARMS, VALUES = ("method", "step"), ("train_acc",)  # the long CSV: arms, seed, values (and the phase)
 
 
 def runs(profile: str):
@@ -36,8 +37,8 @@ def curves(df: pd.DataFrame) -> pd.DataFrame:
     for _, run in df.iterrows():
         for rec in read_log(run["run_dir"]):
             if rec.get("event") == "curve":
-                rows.append({"method": run["config.method"], "seed": run["config.seed"], "step": rec["step"],
-                             "phase": rec["phase"], "train_acc": 100 * rec["train_acc"]})
+                rows.append({"method": run["config.method"], "step": rec["step"], "seed": run["config.seed"],
+                             "train_acc": 100 * rec["train_acc"], "phase": rec["phase"], "run": run["hash"]})
     return pd.DataFrame(rows)
 
 
@@ -74,4 +75,4 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
     strip.set_xlabel("optimizer step")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in PHASE_COLORS.values()]
     strip.legend(handles, list(PHASE_COLORS), fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.6))
-    return [*save_figure(fig, base), save_csv(stats, base)]
+    return [*save_figure(fig, base), *save_long(data, base, ARMS, VALUES)]

@@ -1,5 +1,6 @@
 """One-shot block pruning: softmax-attention scores minus magnitude scores, accuracy difference per block size x
-sparsity (paper Fig. 2a), mean over seeds; the right panel shows both accuracies.
+sparsity (paper Fig. 2a), mean over seeds; the middle panel shows both accuracies, the right one attention minus
+magnitude per seed (the same dense recipe, seed and data order), with the mean's 95% t-interval.
 
 attention: a dense model trained with W (.) A (A = n * softmax(L) per layer, one logit per block), the blocks with the
 lowest A removed; magnitude: the plain dense model (same recipe, seed, data order), the blocks with the smallest
@@ -14,11 +15,12 @@ import numpy as np
 import pandas as pd
 
 from common import config as C
-from figures.plot import save_csv, save_figure
+from figures.plot import PAIRED_NOTE, paired, paired_panel, save_figure, save_long, sparsity_axis
 from figures.seqattn import runs as R
 from seqattn import oneshot
 
 PAPER = "SequentialAttention++ Fig. 2a: one-shot block pruning, softmax attention vs magnitude scores"
+ARMS, VALUES = ("setup", "score", "block", "sparsity"), ("accuracy",)  # the long CSV: arms, seed, values
 SETUPS = {
     "tiny": ({"dataset": "digits", "model": "mlp"}, (1, 2, 4, 8), (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)),
     # small: one fine-tuning epoch (469 steps) per sparsity
@@ -49,8 +51,16 @@ def score_stats(df: pd.DataFrame) -> pd.DataFrame:
             .agg(["mean", "min", "max", "count"]).reset_index())
 
 
+def long(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per run and sparsity (``df``: ``tidy`` rows): setup, score, block, sparsity, seed, accuracy, run."""
+    return pd.DataFrame({"setup": df.apply(R.setup_label, axis=1), "score": df["config.score"],
+                         "block": df["config.block"], "sparsity": df["sparsity"], "seed": df["config.seed"],
+                         "accuracy": df["accuracy"], "run": df["hash"]})
+
+
 def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
     df = tidy(df)
+    data = long(df)
     stats = score_stats(df)
     wide = stats.pivot_table(index=["config.block", "sparsity"], columns="config.score", values="mean").reset_index()
     wide["difference"] = wide["attention"] - wide["magnitude"]
@@ -58,7 +68,7 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
     sparsities = sorted(wide["sparsity"].unique())
     grid = np.array([[wide[(wide["config.block"] == b) & (wide["sparsity"] == s)]["difference"].iloc[0]
                       for s in sparsities] for b in blocks])
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [1.1, 1]})
+    fig, (ax, ax2, dax) = plt.subplots(1, 3, figsize=(17, 4.2), gridspec_kw={"width_ratios": [1.1, 1, 1]})
     lim = max(1e-9, np.nanmax(np.abs(grid)))
     im = ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
     for i in range(len(blocks)):
@@ -75,9 +85,15 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
             s = stats[(stats["config.score"] == score) & (stats["config.block"] == b)]
             ax2.plot(100 * s["sparsity"], s["mean"], ls, marker="o", ms=3, color=f"C{k}",
                      label=f"{b}x{b} {score}")
-    ax2.set(xlabel="sparsity (%)", ylabel="test accuracy (%), mean over seeds", title="both scores after fine-tuning")
+    for a in (ax2, dax):
+        sparsity_axis(a, [100 * s for s in sparsities])
+    ax2.set(ylabel="test accuracy (%), mean over seeds", title="both scores after fine-tuning")
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=7, ncol=2)
-    csv = wide.rename(columns={"config.block": "block", "attention": "acc_attention", "magnitude": "acc_magnitude",
-                               "difference": "attention_minus_magnitude"})
-    return [*save_figure(fig, base), save_csv(csv, base)]
+    diffs = paired(data, "score", "attention", "magnitude", "accuracy", ["block", "sparsity"])
+    paired_panel(dax, diffs.assign(x=100 * diffs["sparsity"], at=[f"{b}x{b}" for b in diffs["block"]]), "x",
+                 series="at", colors={f"{b}x{b}": f"C{k}" for k, b in enumerate(blocks)},
+                 ylabel="attention - magnitude, accuracy (pt)")
+    dax.set_title(PAIRED_NOTE, fontsize=8)
+    fig.tight_layout()
+    return [*save_figure(fig, base), *save_long(data, base, ARMS, VALUES)]

@@ -12,11 +12,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from common.store import read_log
-from figures.plot import save_csv, save_figure
+from figures.plot import save_figure, save_long
 from figures.seqattn import runs as R
 from figures.seqattn.fig_seqattn_curves import PHASE_COLORS, draw_phases, phases_of
 
 PAPER = "SequentialAttention++ §3.2: sparsity schedule of ACDC (instant) vs SequentialAttention++ (exponential)"
+ARMS, VALUES = ("method", "step"), ("sparsity",)  # the long CSV: one row per change of each run's sparsity
 
 
 def runs(profile: str):
@@ -46,7 +47,7 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
         ax.step(sched["step"], 100 * sched["sparsity"], where="post", color=R.COLORS[method], lw=1.6,
                 label=R.LABELS[method])
         draw_phases(strip, phases_of(run["run_dir"]), i, 0.8)
-        tables.append(sched.assign(method=method))
+        tables.append(sched.assign(method=method, seed=run["config.seed"], run=run["hash"]))
     row = df.iloc[0]
     ax.axhline(100 * row["config.sparsity"], color="k", ls=":", lw=1, label="target s")
     ax.set(ylabel="block sparsity applied (%)",
@@ -59,4 +60,5 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
     strip.set_xlabel("optimizer step")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in PHASE_COLORS.values()]
     strip.legend(handles, list(PHASE_COLORS), fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.6))
-    return [*save_figure(fig, base), save_csv(pd.concat(tables, ignore_index=True), base)]
+    return [*save_figure(fig, base), *save_long(pd.concat(tables, ignore_index=True), base, ARMS, VALUES,
+                                                summary=False)]

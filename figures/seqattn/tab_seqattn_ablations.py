@@ -4,19 +4,23 @@ seeds (mean [min-max]; the difference in points), next to what the paper and its
 Variants: no sparsification phase (masks set at once by attention), c in {2, 8} (default 4), unnormalized attention
 exp(L), very short dense phases, and unstructured (B = 1) with softmax temperature 0.25 (default 1; ACDC B = 1 shown
 for reference), and the pruned blocks of W kept at mask updates, only W_eff masked (default: zeroed, as ACDC does).
+The table is ``tab-seqattn-ablations-summary.csv`` (and md / tex); the CSV holds every run (long, one row per run with
+its seed, the default SA++ runs as variant "default SA++"); the figure the default minus each variant per seed.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 
-from figures.plot import save_table
+from figures.plot import PAIRED_NOTE, paired, paired_panel, save_figure, save_long, save_table
 from figures.seqattn import runs as R
 
 PAPER = "SequentialAttention++ ablations (§4 and the review discussion): sparsification phase, c, normalization, " \
         "short dense phases, unstructured temperature"
 REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "seqattn_ablations.csv"
+ARMS, VALUES = ("ablation", "variant", "block", "sparsity"), ("accuracy", "test_loss")  # the long CSV
 # Cut (paper profile, cost): 90% only (each variant is a 90-epoch ImageNet run; every ablation the paper reports has a
 # value at 90% but the sparsification phase's, an average); 80% too would add ~950 ImageNet epochs.
 SPARSITIES = {"tiny": (0.9, 0.95), "small": (0.9,), "paper": (0.9,)}
@@ -72,15 +76,55 @@ def _select(df, method, block, sparsity, **fields):
     return df[sel]
 
 
+DEFAULT = "default SA++"
+
+
+def _entries(profile: str):
+    """(ablation, variant, block, config fields, method) of every row of the table."""
+    entries = [(ablation, variant, block, {**DEFAULTS, **o}, "sapp") for ablation, variant, o, block
+               in _variant_rows(profile)]
+    return entries + [("unstructured", "ACDC (magnitude)", 1, {}, "acdc")]
+
+
+def long(df: pd.DataFrame, profile: str) -> pd.DataFrame:
+    """One row per run: ablation, variant, block, sparsity, seed, accuracy (%; NaN for Criteo), test_loss, run; the
+    default SA++ runs a variant is compared with as ablation "default", variant ``DEFAULT`` (at each block size)."""
+    entries = _entries(profile)
+    defaults = [("default", DEFAULT, b, DEFAULTS, "sapp") for b in dict.fromkeys(e[2] for e in entries)]
+    parts = []
+    for s in SPARSITIES[profile]:
+        for ablation, variant, block, fields, method in defaults + entries:
+            rows = _select(df, method, block, s, **fields)
+            parts.append(pd.DataFrame({"ablation": ablation, "variant": variant, "block": block, "sparsity": s,
+                                       "seed": rows["config.seed"], "accuracy": rows["accuracy"],
+                                       "test_loss": rows.get("test_loss", float("nan")), "run": rows["hash"]}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def draw_differences(data: pd.DataFrame, value: str, higher: bool, base: Path) -> list[Path]:
+    """The default SA++ minus each variant, per seed (the same block size, sparsity and seed), one position per
+    variant, one series per sparsity."""
+    variants = [v for v in dict.fromkeys(data["variant"]) if v != DEFAULT]
+    diffs = pd.concat([paired(data, "variant", DEFAULT, v, value, ["block", "sparsity"]).assign(variant=v)
+                       for v in variants], ignore_index=True)
+    diffs["pos"] = diffs["variant"].map(variants.index)
+    diffs["at"] = [f"{100 * s:g}%" for s in diffs["sparsity"]]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(variants)), 4.2))
+    paired_panel(ax, diffs, "pos", series="at", line=False,
+                 ylabel=f"default SA++ - variant, {value} (default better: {'> 0' if higher else '< 0'})")
+    names = data.drop_duplicates("variant").set_index("variant")["ablation"]
+    ax.set_xticks(range(len(variants)), [f"{names[v]}:\n{v}" for v in variants], rotation=20, ha="right", fontsize=7)
+    ax.set_title(f"SA++ ablations: the default minus each variant, per seed\n{PAIRED_NOTE}", fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, base)
+
+
 def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
     df = R.with_accuracy(df)
     value, label, higher = R.metric(df)
     rows = []
     for s in SPARSITIES[profile]:
-        entries = [(ablation, variant, block, {**DEFAULTS, **o}, "sapp") for ablation, variant, o, block
-                   in _variant_rows(profile)]
-        entries.append(("unstructured", "ACDC (magnitude)", 1, {}, "acdc"))
-        for ablation, variant, block, fields, method in entries:
+        for ablation, variant, block, fields, method in _entries(profile):
             runs_ = _select(df, method, block, s, **fields)
             base_runs = _select(df, "sapp", block, s, **DEFAULTS)
             if runs_.empty or base_runs.empty:
@@ -99,4 +143,6 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
             zip(table["ablation"], table["sparsity"])]
     caption = (f"SequentialAttention++ ablations, {profile} profile, {R.setup_label(df.iloc[0])}: mean over seeds "
                f"[min-max]; difference = variant - default SA++ ({'higher' if higher else 'lower'} is better).")
-    return save_table(table, base, caption)
+    data = long(df, profile)
+    return [*save_table(table, base, caption, csv_suffix="-summary"),
+            *save_long(data, base, ARMS, VALUES, summary=False), *draw_differences(data, value, higher, base)]

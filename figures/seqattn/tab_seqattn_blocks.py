@@ -1,18 +1,23 @@
 """Block sparsification: method x block size x sparsity, mean over seeds (min-max in brackets).
 
 Tiny: digits MLP, test accuracy. Paper: ResNet-50 ImageNet top-1 (Table 1, ACDC vs SA++) and Criteo eval loss
-(Table 2, all four methods), each next to the paper's published number (``paper`` columns).
+(Table 2, all four methods), each next to the paper's published number (``paper`` columns). The table is
+``tab-seqattn-blocks-summary.csv`` (and md / tex); the CSV holds every run (long, one row per run with its seed), and the
+figure ``tab-seqattn-blocks.png`` SA++ minus each other method per seed, with the mean's 95% t-interval.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 
-from figures.plot import mean_spread, save_table
+from figures.plot import (PAIRED_NOTE, mean_spread, paired, paired_panel, save_figure, save_long, save_table,
+                          sparsity_axis)
 from figures.seqattn import runs as R
 
 PAPER = "SequentialAttention++ Tables 1 (ResNet-50 ImageNet) and 2 (Criteo): methods x block size x sparsity"
+ARMS, VALUES = ("setup", "method", "block", "sparsity"), ("accuracy", "test_loss", "realized_sparsity")  # long CSV
 REFERENCE = Path(__file__).resolve().parents[1] / "reference"
 
 
@@ -26,7 +31,45 @@ def _reference(setup: str) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.exists() else None
 
 
+def long(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: setup, method, block, sparsity (the target), seed, accuracy (%; NaN for Criteo), test_loss,
+    realized_sparsity (%), run."""
+    df = R.with_accuracy(df)
+    return pd.DataFrame({"setup": df.apply(R.setup_label, axis=1), "method": df["config.method"],
+                         "block": df["config.block"], "sparsity": df["config.sparsity"], "seed": df["config.seed"],
+                         "accuracy": df["accuracy"], "test_loss": df.get("test_loss", float("nan")),
+                         "realized_sparsity": 100 * df["sparsity"], "run": df["hash"]})
+
+
+def draw_differences(data: pd.DataFrame, base: Path) -> list[Path]:
+    """SA++ minus every other method, per seed, against the sparsity: one row of panels per setup, one panel per
+    block size."""
+    setups = list(dict.fromkeys(data["setup"]))
+    cols = max(data[data["setup"] == s]["block"].nunique() for s in setups)
+    fig, axes = plt.subplots(len(setups), cols, figsize=(4.2 * cols, 3.6 * len(setups)), squeeze=False)
+    for row, setup in zip(axes, setups):
+        part = data[data["setup"] == setup]
+        value = "test_loss" if part["accuracy"].isna().all() else "accuracy"
+        others = [m for m in R.METHODS if m != "sapp" and m in set(part["method"])]
+        diffs = pd.concat([paired(part, "method", "sapp", m, value, ["block", "sparsity"]).assign(vs=m)
+                           for m in others], ignore_index=True)
+        blocks = sorted(part["block"].unique())
+        for ax, b in zip(row, blocks):
+            sparsity_axis(ax, 100 * part["sparsity"], "target block sparsity")
+            d = diffs[diffs["block"] == b]
+            paired_panel(ax, d.assign(x=100 * d["sparsity"]), "x", series="vs", colors=R.COLORS,
+                         labels={m: f"SA++ - {R.LABELS[m]}" for m in others},
+                         ylabel=f"SA++ - other, {value} ({'claim: > 0' if value == 'accuracy' else 'claim: < 0'})")
+            ax.set_title(f"{setup}, {b}x{b} blocks", fontsize=9)
+        for ax in row[len(blocks):]:
+            ax.axis("off")
+    fig.suptitle(f"SequentialAttention++ minus each block method, per seed; {PAIRED_NOTE}", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, base)
+
+
 def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
+    data = long(df)
     df = R.with_accuracy(df).assign(setup=df.apply(R.setup_label, axis=1))
     tables = []
     for setup, part in df.groupby("setup", sort=False):
@@ -53,4 +96,5 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
     table = pd.concat(tables, ignore_index=True)
     caption = (f"Block sparsification, {profile} profile: mean over seeds [min-max]; realized sparsity counts every "
                f"prunable weight (layers with < min_blocks blocks and the classifier stay dense).")
-    return save_table(table, base, caption)
+    return [*save_table(table, base, caption, csv_suffix="-summary"),
+            *save_long(data, base, ARMS, VALUES, summary=False), *draw_differences(data, base)]
