@@ -131,7 +131,8 @@ def summarize(long: pd.DataFrame, arms, values, seed: str = "seed") -> pd.DataFr
 def save_long(long: pd.DataFrame, base: Path, arms, values, seed: str = "seed", summary=True) -> list[Path]:
     """The figure's data as ``base.csv``, long: one row per run and reported point, the ``arms`` columns (the config
     values that tell the compared arms apart, e.g. setup, method, sparsity), its ``seed`` (post-training: the
-    calibration draw), the measured ``values``, then any other column of ``long`` (e.g. ``run``, the run's hash).
+    calibration draw), the measured ``values``, then any other column of ``long`` (e.g. ``run``, the run's hash);
+    sorted by the arms and the seed.
     ``summary``: True writes ``summarize(long, arms, values)`` as ``base-summary.csv``; a frame (a summary of the
     figure's own, derived from ``long``) is written there as it is; False writes none."""
     arms, values = list(arms), list(values)
@@ -140,6 +141,7 @@ def save_long(long: pd.DataFrame, base: Path, arms, values, seed: str = "seed", 
         raise KeyError(f"{base.name}: the long table has no column(s) {missing}")
     ordered = [*arms, seed, *values]
     long = long[ordered + [c for c in long.columns if c not in ordered]].rename(columns={seed: "seed"})
+    long = long.sort_values([*arms, "seed"], kind="stable", na_position="first").reset_index(drop=True)
     paths = [save_csv(long, base)]
     if summary is True:
         summary = summarize(long, arms, values)

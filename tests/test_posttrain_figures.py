@@ -4,6 +4,7 @@ import pytest
 
 from figures import pipeline
 from figures.posttrain import runs as P
+from tests.test_figures import check_long
 
 SMALL = {"model": "mlp", "pretrain.epochs": 3, "samples": 32, "phase1_epochs": 2, "phase2_epochs": 2,
          "retrain.epochs": 2}
@@ -24,27 +25,34 @@ def small_profile(monkeypatch):
 def test_posttrain_targets_are_drawn_from_the_run_store(small_profile, tmp_path, one_thread, capsys):
     runtime = {"runs_dir": str(tmp_path / "runs"), "progress": "off", "device": "cpu"}
     out = tmp_path / "out"
-    suffixes = {"tab-posttrain": {".md", ".tex", ".csv"}}
     for name in ("tab-posttrain", "fig-posttrain-samples", "fig-posttrain-ablation", "fig-posttrain-balance",
                  "fig-posttrain-time"):
         paths = pipeline.make(name, "tiny", runtime=runtime, out_root=out)
-        assert {p.suffix for p in paths} == suffixes.get(name, {".png", ".pdf", ".csv"}), name
+        tables = {".md", ".tex"} if name.startswith("tab") else set()  # a table draws its paired differences too
+        assert {p.suffix for p in paths} == {".png", ".pdf", ".csv"} | tables, name
         assert all(p.stat().st_size > 0 for p in paths)
-    tab = pd.read_csv(out / "tiny" / "tab-posttrain.csv")
+    tiny = out / "tiny"
+    tab = pd.read_csv(tiny / "tab-posttrain-summary.csv")
     assert list(tab["method"]) == [P.LABELS[m] for m in P.METHODS]
     assert list(tab["draws"]) == [2, 2, 2, 2, 1] and (tab["RP"] > 1).all() and (tab["RF"] > 1).all()
     assert (tab["sparse_format"] == "dense (physically pruned)").all() and (tab["sparse_speedup_b64"] > 0).all()
-    assert "| mlp / digits | ours (penalty + balanced) |" in (out / "tiny" / "tab-posttrain.md").read_text()
-    samples = pd.read_csv(out / "tiny" / "fig-posttrain-samples.csv")
-    assert list(samples["samples"]) == [16, 32] and (samples["draws"] == 3).all()
-    assert (samples["top1_min"] <= samples["top1_mean"]).all() and (samples["top1_mean"] <= samples["top1_max"]).all()
-    ablation = pd.read_csv(out / "tiny" / "fig-posttrain-ablation.csv")
+    assert "| mlp / digits | ours (penalty + balanced) |" in (tiny / "tab-posttrain.md").read_text()
+    runs = check_long(tiny, "tab-posttrain", rows=4 * 2 + 1)  # four methods x two draws, L1 + retraining once
+    assert runs.groupby("method")["top1"].mean()["ours"] == pytest.approx(tab["top1"].iloc[0], abs=0.01)
+    samples = check_long(tiny, "fig-posttrain-samples", rows=2 * 3)  # counts x draws
+    assert set(samples["seed"]) == {0, 1, 2} and list(samples["samples"].unique()) == [16, 32]
+    summary = pd.read_csv(tiny / "fig-posttrain-samples-summary.csv")
+    assert (summary["seeds"] == 3).all() and (summary["top1_min"] <= summary["top1_mean"]).all()
+    ablation = check_long(tiny, "fig-posttrain-ablation", rows=3 * 2 * 2)  # variant x ratio x draw
     assert set(ablation["variant"]) == {"full", "w/o sparsity penalty", "w/o reconstruction"}
-    balance = pd.read_csv(out / "tiny" / "fig-posttrain-balance.csv")
+    balance = check_long(tiny, "fig-posttrain-balance", rows=2 * 2 * 3)  # balanced x draw x layer
     assert set(balance["balanced"]) == {True, False} and list(balance["layer"].unique()) == [1, 3, 5]
-    time = pd.read_csv(out / "tiny" / "fig-posttrain-time.csv")
-    ratio = time["calibration_s"].iloc[0] / time["l1_retrain_s"].iloc[0]
-    assert time["time_ratio"].iloc[0] == pytest.approx(ratio, rel=1e-4)
+    time = check_long(tiny, "fig-posttrain-time", rows=2)
+    summary = pd.read_csv(tiny / "fig-posttrain-time-summary.csv")
+    ratio = summary["calibration_s"].iloc[0] / summary["l1_retrain_s"].iloc[0]
+    assert summary["time_ratio"].iloc[0] == pytest.approx(ratio, rel=1e-4)
+    assert summary["calibration_s"].iloc[0] == pytest.approx(time[time["method"] == "ours"]["time_s"].mean(),
+                                                             rel=1e-4)
     capsys.readouterr()
     pipeline.make("fig-posttrain-time", "tiny", runtime=runtime, out_root=out)  # everything cached now
     assert "2 runs, 0 to compute" in capsys.readouterr().out

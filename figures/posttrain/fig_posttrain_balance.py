@@ -13,10 +13,11 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from figures.plot import save_csv, save_figure
+from figures.plot import save_figure, save_long
 from figures.posttrain import runs as P
 
 PAPER = "post-training structured pruning, Fig. 6 (per-layer update magnitude, balanced vs unbalanced)"
+ARMS, VALUES = ("balanced", "depth", "layer"), ("update", "top1")  # the long CSV: one row per run and layer
 
 
 def runs(profile: str):
@@ -25,12 +26,14 @@ def runs(profile: str):
 
 
 def updates(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (run, layer) from each run's result.json (per-layer lists stay out of the tidy frame)."""
+    """One row per (run, layer) from each run's result.json (per-layer lists stay out of the tidy frame): balanced,
+    depth, layer, seed (the calibration draw), update, the run's top1 (%) and hash."""
     rows = []
-    for run_dir, balanced, draw_ in zip(df["run_dir"], df["config.balanced"], df["config.sample_seed"]):
+    for run_dir, balanced, draw_, top1, run in zip(df["run_dir"], df["config.balanced"], df["config.sample_seed"],
+                                                   df["test_acc"], df["hash"]):
         result = json.loads((Path(run_dir) / "result.json").read_text())
-        rows += [{"balanced": balanced, "draw": draw_, "depth": depth, "layer": u["layer"], "update": u["update"]}
-                 for depth, u in enumerate(result["updates"], 1)]
+        rows += [{"balanced": balanced, "depth": depth, "layer": u["layer"], "seed": draw_, "update": u["update"],
+                  "top1": 100 * top1, "run": run} for depth, u in enumerate(result["updates"], 1)]
     return pd.DataFrame(rows)
 
 
@@ -48,6 +51,4 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
            xlabel="layer (conv / linear, forward order)", ylabel="||W_after - W_before|| / ||W_before||")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    csv = stats.rename(columns={"mean": "update_mean", "min": "update_min", "max": "update_max"})
-    csv["top1"] = csv["balanced"].map(acc)
-    return [*save_figure(fig, base), save_csv(csv, base)]
+    return [*save_figure(fig, base), *save_long(ups, base, ARMS, VALUES)]
