@@ -10,6 +10,7 @@ from figures import pipeline
 from figures.bip import runs as R
 from figures.compare import fig_compare, fig_compare_structured
 from figures.compare import runs as X
+from tests.test_figures import check_long
 
 
 def test_unstructured_run_list_is_one_model_one_grid_one_dense_start():
@@ -117,8 +118,10 @@ def test_both_figures_are_drawn_from_a_real_small_store(small_profile, tmp_path,
     for name in ("fig-compare", "fig-compare-structured"):
         paths = pipeline.make(name, "tiny", runtime=runtime, out_root=out)
         assert {p.suffix for p in paths} == {".png", ".pdf", ".csv"} and all(p.stat().st_size > 0 for p in paths)
-    un = pd.read_csv(out / "tiny" / "fig-compare.csv")
-    assert list(un.columns) == fig_compare.COLUMNS
+    runs = check_long(out / "tiny", "fig-compare")
+    assert set(runs["seed"]) == {0} and runs["acc"].between(0, 100).all()
+    un = pd.read_csv(out / "tiny" / "fig-compare-summary.csv")
+    assert list(un.columns) == fig_compare.COLUMNS and un["seeds"].sum() == len(runs)
     assert set(un["method"]) == set(X.UNSTRUCTURED_METHODS)
     scratch = un[un["method"].isin(["acdc", "sapp"])]  # from scratch, for the pretrained methods' whole work
     assert (scratch["total_ep"] == un[un["method"] == "bip"]["total_ep"].max()).all()
@@ -127,8 +130,10 @@ def test_both_figures_are_drawn_from_a_real_small_store(small_profile, tmp_path,
     imp = un[un["method"] == "imp"].set_index("sparsity")
     assert imp.loc[20.0, "method_ep"] == 1 and imp["method_ep"].max() == X.COST_N["tiny"]  # one epoch per round
     assert (un[un["method"].isin(["sapp", "acdc"])]["dense_ep"] == 0).all()
-    st = pd.read_csv(out / "tiny" / "fig-compare-structured.csv")
-    assert list(st.columns) == fig_compare_structured.COLUMNS
+    runs = check_long(out / "tiny", "fig-compare-structured")
+    assert set(runs["seed"]) == {0} and (runs["sparse_speedup_b64"] > 0).all()
+    st = pd.read_csv(out / "tiny" / "fig-compare-structured-summary.csv")
+    assert list(st.columns) == fig_compare_structured.COLUMNS and st["seeds"].sum() == len(runs)
     assert set(st["method"]) == set(X.STRUCTURED_METHODS)
     assert (st["RP"] > 1).all() and (st["RF"] > 1).all() and (st["speedup_b64"] > 0).all()
     assert (st["sparse_speedup_b64"] > 0).all()  # each run's export, measured; sparse_format: what it computes with

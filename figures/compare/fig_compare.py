@@ -3,7 +3,8 @@
 Left: test accuracy vs sparsity (mean over seeds, min-max band) of BiP, Hydra, IMP, OMP (BiP paper), GMP, ACDC and
 SequentialAttention++ with B=1 (unstructured), the dense model dashed. Middle and right, at one sparsity (86.58%):
 accuracy vs the forward+backward work in epoch-equivalents (dense pretraining included) and vs the measured wall time
-(dense training + the method). The CSV holds every grid point with its budget in words and in numbers.
+(dense training + the method). The CSV holds every run at every grid point (long, with its seed), its costs and its
+budget in words; ``fig-compare-summary.csv`` the mean and spread over seeds per method and grid point (``COLUMNS``).
 """
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from matplotlib.ticker import FuncFormatter
 from common.store import read_log
 from figures.bip import runs as R
 from figures.compare import runs as X
-from figures.plot import band, save_csv, save_figure
+from figures.plot import band, save_figure, save_long, sparsity_axis
 
 PAPER = ("Beyond the papers (cross-paper comparison): BiP / Hydra / IMP / OMP, GMP, ACDC and "
          "SequentialAttention++ (B=1) on one model, grid and budget")
+ARMS = ("setup", "method", "sparsity")  # the long CSV: arms, seed, values (then the costs and the budget in words)
+VALUES = ("acc", "dense_acc", "total_ep", "total_s")
 PLAIN = FuncFormatter(lambda v, _: f"{v:g}")
 COLUMNS = ["setup", "method", "label", "sparsity", "acc_mean", "acc_std", "acc_min", "acc_max", "seeds", "dense_acc",
            "dense_ep", "method_ep", "total_ep", "method_s", "dense_s", "total_s", "budget"]
@@ -48,7 +51,7 @@ def tidy(df: pd.DataFrame, profile: str) -> pd.DataFrame:
         d_s = dense_s.get(key, float("nan")) if cost["dense_ep"] else 0.0
         rows.append({"setup": key[0], "seed": key[1], "method": X.method_of(r), "x": round(100 * float(grid), 2),
                      "acc": 100 * r["test_acc"], "dense_acc": dense_acc.get(key, float("nan")), **cost,
-                     "method_s": method_s, "dense_s": d_s, "total_s": method_s + d_s})
+                     "method_s": method_s, "dense_s": d_s, "total_s": method_s + d_s, "run": r["hash"]})
     out = pd.DataFrame(rows)
     grid = {round(100 * s, 2) for s in R.sparsities(profile)}
     return out[out["x"].isin(grid)].reset_index(drop=True) if len(out) else out
@@ -75,7 +78,8 @@ def budget_label(rows: pd.DataFrame) -> str:
 
 
 def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
-    stats = summarize(tidy(df, profile))
+    runs_ = tidy(df, profile)
+    stats = summarize(runs_)
     at = round(100 * X.cost_sparsity(profile), 2)
     setups = list(dict.fromkeys(stats["setup"]))
     fig, axes = plt.subplots(len(setups), 3, figsize=(15, 4.2 * len(setups)), squeeze=False)
@@ -88,7 +92,8 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
                      budget_label(m), X.COLORS[method])
         dense = s["dense_acc"].mean()
         ax.axhline(dense, color="k", ls="--", lw=1, label=f"dense ({dense:.2f}%)")
-        ax.set(title=f"{setup}: accuracy vs sparsity", xlabel="sparsity (%)", ylabel="test accuracy (%)")
+        sparsity_axis(ax, s["sparsity"])
+        ax.set(title=f"{setup}: accuracy vs sparsity", ylabel="test accuracy (%)")
         point = s[s["sparsity"] == at]
         for a, col, xlabel in ((ax_ep, "total_ep", "forward+backward work (epoch-equivalents, dense included)"),
                                (ax_s, "total_s", "wall time (s, dense training + method)")):
@@ -100,11 +105,13 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
             a.xaxis.set_major_formatter(PLAIN)
             a.xaxis.set_minor_formatter(PLAIN)
             a.tick_params(axis="x", which="minor", labelsize=6)
-        for a in (ax, ax_ep, ax_s):
+        ax.grid(alpha=0.3)
+        for a in (ax_ep, ax_s):
             a.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="lower left")
     fig.suptitle("cross-paper comparison, unstructured (mean over seeds, min-max); [total forward+backward work in "
                  "epoch-equivalents, dense pretraining included]; ACDC / SA++ train from scratch for the same total work",
                  fontsize=9)
     fig.tight_layout()
-    return [*save_figure(fig, base), save_csv(stats, base)]
+    long = runs_.rename(columns={"x": "sparsity"})
+    return [*save_figure(fig, base), *save_long(long, base, ARMS, VALUES, summary=stats)]

@@ -9,7 +9,8 @@ same seed measured alternately with it). As a model runs, with dense tensors, a 
 measured speedup is ~1x: only post-training pruning removes channels physically. So every run is also measured as
 its sparse export (``figures.speed.exports``: BSR in the run's BxB blocks for the block methods, CSR for BiP's
 filters / channels, each layer sparse only where it measured faster; post-training: its physically smaller model):
-``sparse_format`` and ``sparse_speedup_b64`` (batch 64, one thread), the last panel.
+``sparse_format`` and ``sparse_speedup_b64`` (batch 64, one thread), the last panel. The CSV holds every run (long,
+with its seed); ``fig-compare-structured-summary.csv`` the mean and spread over seeds per method and knob (``COLUMNS``).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from common.metrics import paired_latency_ms
 from figures.bip import runs as R
 from figures.compare import runs as X
 from figures.compare.fig_compare import budget_label
-from figures.plot import save_csv, save_figure
+from figures.plot import save_figure, save_long
 from figures.speed.exports import export_speed
 
 PAPER = ("Beyond the papers (cross-paper comparison): BiP filter/channel, post-training pruning, "
@@ -38,6 +39,8 @@ COLUMNS = ["setup", "method", "label", "knob", "acc_mean", "acc_std", "acc_min",
            "RP", "RF", "latency_b1_ms", "latency_b64_ms", "dense_latency_b1_ms", "dense_latency_b64_ms",
            "speedup_b1", "speedup_b64", "sparse_layers", "sparse_latency_b64_ms", "sparse_speedup_b64", "dense_ep",
            "method_ep", "total_ep", "method_s", "dense_s", "total_s", "sparse_format", "budget"]
+ARMS = ("setup", "method", "knob")  # the long CSV: arms, seed, values (then latencies, costs, formats)
+VALUES = ("acc", "dense_acc", "RP", "RF", "speedup_b1", "speedup_b64", "sparse_speedup_b64")
 TEXT = ("sparse_format", "budget")  # one value per group (the same for every seed)
 
 
@@ -93,7 +96,8 @@ def tidy(df: pd.DataFrame) -> pd.DataFrame:
         rows.append({"setup": setup, "seed": seed, "method": X.method_of(r), "knob": float(knob),
                      "acc": 100 * r["test_acc"], "dense_acc": 100 * d["test_acc"] if d is not None else float("nan"),
                      **reductions(r), **lat, **exported,
-                     **cost, "method_s": method_s, "dense_s": dense_s, "total_s": method_s + dense_s})
+                     **cost, "method_s": method_s, "dense_s": dense_s, "total_s": method_s + dense_s,
+                     "run": r["hash"]})
     return pd.DataFrame(rows)
 
 
@@ -112,7 +116,8 @@ def summarize(t: pd.DataFrame) -> pd.DataFrame:
 
 
 def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
-    stats = summarize(tidy(df))
+    runs_ = tidy(df)
+    stats = summarize(runs_)
     setups = list(dict.fromkeys(stats["setup"]))
     panels = (("RP", "RP: parameters original / pruned (log)"), ("RF", "RF: FLOPs original / pruned (log)"),
               ("speedup_b1", "measured CPU speedup, batch 1"), ("speedup_b64", "measured CPU speedup, batch 64"),
@@ -136,4 +141,4 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
     fig.suptitle("cross-paper comparison, structured / block (mean over seeds, min-max); masked and block-sparse "
                  "models run dense (~1x), their sparse exports (CSR / BSR where faster) in the last panel", fontsize=9)
     fig.tight_layout()
-    return [*save_figure(fig, base), save_csv(stats, base)]
+    return [*save_figure(fig, base), *save_long(runs_, base, ARMS, VALUES, summary=stats)]
