@@ -196,3 +196,16 @@ def test_small_profile_end_to_end_on_idx_files(monkeypatch, tmp_path):
     assert (tmp_path / "out" / "small" / "fig-gmp-vs-oneshot.png") in paths
     vs = check_long(tmp_path / "out" / "small", "fig-gmp-vs-oneshot", rows=2)
     assert set(vs["method"]) == {"gmp", "oneshot"} and set(vs["setup"]) == {"mlp / fashionmnist"}
+
+
+def test_sparse_speed_is_one_row_per_measurement(monkeypatch, tmp_path, one_thread):
+    from figures.speed import fig_sparse_speed as S
+
+    for name, value in (("MODELS", ("mlp",)), ("SPARSITIES", (0.8, 0.95)), ("FORMATS", (("csr", 0),)),
+                        ("EXPORTED", ()), ("BATCHES", (1,)), ("THREADS", (1,)), ("ROUNDS", 1), ("REPEATS", 2)):
+        monkeypatch.setattr(S, name, value)
+    paths = pipeline.make("fig-sparse-speed", "tiny", runtime={"runs_dir": str(tmp_path / "runs")},
+                          out_root=tmp_path / "out")
+    assert {p.name for p in paths} >= {"fig-sparse-speed.csv", "fig-sparse-speed.png", "fig-sparse-speed-payoff.md"}
+    data = check_long(tmp_path / "out" / "tiny", "fig-sparse-speed", rows=2)
+    assert set(data["seed"]) == {0} and (data["speedup"] > 0).all()

@@ -14,7 +14,7 @@ No run: everything is measured when the figure is drawn, the same at every profi
 lightly loaded, ~3 minutes while other work keeps both cores busy).
 Timings on a machine shared with other work are noisy, two-thread ones most (a busy second core stalls every
 parallel region); OMP_NUM_THREADS=1 in the environment makes torch's two-thread runs far slower still.
-Writes ``base.{png,pdf,csv}`` (one row per model, format, sparsity, batch, threads) and ``base-payoff.{md,tex,csv}``:
+Writes ``base.{png,pdf,csv}`` (long: one row per model, format, sparsity, batch, threads, with the weights' seed) and ``base-payoff.{md,tex,csv}``:
 per model and format, the sparsity from which the format is faster than dense (at that and every higher sparsity of
 the grid) at each batch size and thread count. The other figures' real pruned models are measured as sparse exports
 by fig-compare-structured and tab-posttrain (their ``sparse_speedup_b64`` columns).
@@ -27,7 +27,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from common.bench import sparse_speedups
-from figures.plot import save_csv, save_figure, save_table
+from figures.plot import save_figure, save_long, save_table, sparsity_axis
 
 PAPER = "Beyond the papers: measured CPU speedup of CSR / BSR sparse execution vs sparsity (random weights)"
 MODELS = ("mlp", "criteo-first-layer", "lenet5")
@@ -37,6 +37,9 @@ BATCHES = (1, 64)
 THREADS = (1, 2)
 EXPORTED = (("csr", 0), ("bsr", 8))  # also as an export chooses: each layer sparse only where it measured faster
 ROUNDS, REPEATS = 3, 10
+SEED = 0  # the one draw of random weights and masks (common.bench.random_pruned's seed)
+ARMS = ("model", "kind", "sparsity", "batch", "threads")  # the long CSV: one row per measurement
+VALUES = ("speedup", "dense_ms", "sparse_ms")
 BUDGET_MS = 60.0  # per measurement and model: slow forward passes (LeNet-5's sparse convolutions) get fewer repeats
 COLORS = {"csr": "k", "bsr2": "C0", "bsr4": "C1", "bsr8": "C2", "bsr16": "C3", "bsr32": "C4",
           "csr as exported": "k", "bsr8 as exported": "C2"}
@@ -63,7 +66,7 @@ def measure() -> pd.DataFrame:
     df = pd.DataFrame(rows)
     df.insert(2, "kind", [label(f, b) + (" as exported" if w == "faster" else "")
                           for f, b, w in zip(df["format"], df["block"], df["layers"])])
-    return df
+    return df.assign(seed=SEED)
 
 
 def payoff(df: pd.DataFrame) -> pd.DataFrame:
@@ -102,7 +105,8 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
             ideal = p.drop_duplicates("sparsity").sort_values("sparsity")
             ax.plot(100 * ideal["sparsity"], ideal["ideal"], "k:", lw=1, label="ideal 1 / density")
             ax.axhline(1.0, color="0.5", lw=0.8)
-            ax.set(yscale="log", title=f"{model}\nbatch {b}, {n} thread{'s' * (n > 1)}", xlabel="sparsity (%)",
+            sparsity_axis(ax, 100 * p["sparsity"])
+            ax.set(yscale="log", title=f"{model}\nbatch {b}, {n} thread{'s' * (n > 1)}",
                    ylabel="speedup over dense (measured)")
             ax.grid(alpha=0.3, which="both")
         row[panels.index((max(BATCHES), 1))].legend(fontsize=6, loc="upper left", ncol=2)
@@ -114,5 +118,5 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
     caption = (f"Sparsity from which each format is faster than the dense model on this CPU ({profile} profile; "
                "random weights; 'never': not within the grid 50-98%), and its batch-64 one-thread speedup at "
                "90% / 95%.")
-    return [*save_figure(fig, base), save_csv(data, base),
+    return [*save_figure(fig, base), *save_long(data, base, ARMS, VALUES, summary=False),
             *save_table(table.round(2), base.with_name(base.name + "-payoff"), caption)]
