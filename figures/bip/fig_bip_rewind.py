@@ -87,7 +87,8 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
         part = data[data["setup"] == setup]
         diffs = pd.concat([paired(part, "rewind", "no retrain", lab, "acc", ["sparsity"]).assign(vs=lab)
                            for lab in names[1:]], ignore_index=True)
-        paired_panel(dax, diffs.assign(pos=diffs["sparsity"].map(xs.index)), "pos", series="vs", colors=colors, line=False,
+        paired_panel(dax, diffs.assign(pos=diffs["sparsity"].map(xs.index)), "pos", series="vs", colors=colors,
+                     line=False,
                      labels={lab: f"- rewind {lab}" for lab in names[1:]},
                      ylabel="no retraining - retrained, accuracy (pt)")
         dax.set_xticks(range(len(xs)), [f"{x:g}%" for x in xs])

@@ -58,4 +58,5 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
     cuts = [f"{name}: {len(R.seeds(name))} seed(s), n in {list(R.SETUP_GRID_N[name])}" for name in R.SETUP_GRID_N
             if name in set(df["setup"])]
     caption += "".join(f"; cut for cost, {c}" for c in cuts)
-    return [*save_table(table, base, caption, csv_suffix="-summary"), *save_long(data, base, ARMS, VALUES, summary=False)]
+    return [*save_table(table, base, caption, csv_suffix="-summary"),
+            *save_long(data, base, ARMS, VALUES, summary=False)]

@@ -2,8 +2,8 @@
 
 Tiny: digits MLP, test accuracy. Paper: ResNet-50 ImageNet top-1 (Table 1, ACDC vs SA++) and Criteo eval loss
 (Table 2, all four methods), each next to the paper's published number (``paper`` columns). The table is
-``tab-seqattn-blocks-summary.csv`` (and md / tex); the CSV holds every run (long, one row per run with its seed), and the
-figure ``tab-seqattn-blocks.png`` SA++ minus each other method per seed, with the mean's 95% t-interval.
+``tab-seqattn-blocks-summary.csv`` (and md / tex); the CSV holds every run (long, one row per run with its seed),
+and the figure ``tab-seqattn-blocks.png`` SA++ minus each other method per seed, with the mean's 95% t-interval.
 """
 from __future__ import annotations
 

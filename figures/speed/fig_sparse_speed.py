@@ -14,9 +14,9 @@ No run: everything is measured when the figure is drawn, the same at every profi
 lightly loaded, ~3 minutes while other work keeps both cores busy).
 Timings on a machine shared with other work are noisy, two-thread ones most (a busy second core stalls every
 parallel region); OMP_NUM_THREADS=1 in the environment makes torch's two-thread runs far slower still.
-Writes ``base.{png,pdf,csv}`` (long: one row per model, format, sparsity, batch, threads, with the weights' seed) and ``base-payoff.{md,tex,csv}``:
-per model and format, the sparsity from which the format is faster than dense (at that and every higher sparsity of
-the grid) at each batch size and thread count. The other figures' real pruned models are measured as sparse exports
+Writes ``base.{png,pdf,csv}`` (long: one row per model, format, sparsity, batch, threads, with the weights' seed)
+and ``base-payoff.{md,tex,csv}``: per model and format, the sparsity from which the format is faster than dense (at
+that and every higher sparsity of the grid) at each batch size and thread count. The other figures' real pruned models are measured as sparse exports
 by fig-compare-structured and tab-posttrain (their ``sparse_speedup_b64`` columns).
 """
 from __future__ import annotations
