@@ -11,9 +11,9 @@ and one threshold over all groups removes ``ratio`` of all prunable channels (a 
 classifier's outputs (and those of layers matched by ``ignore``) are never pruned. The L1-norm baseline (Li et al.
 2017) ranks each layer's filters by the L1 norm of its own filter and removes ``ratio`` of every layer's channels.
 
-``Plan`` holds the chosen groups before anything is removed, so that phase 1 can shrink the scales of exactly those
-channels first (BN gamma; the conv/linear weights where the group has no BN); ``Plan.remove()`` then removes them
-physically (a smaller dense model).
+``Plan`` holds the chosen groups before anything is removed, so that phase 1 can first shrink exactly those
+channels' weights (their conv/linear rows, their consumers' columns, their BN gamma); ``Plan.remove()`` then removes
+them physically (a smaller dense model).
 """
 from __future__ import annotations
 
@@ -52,10 +52,9 @@ class Plan:
     kept: dict[str, torch.Tensor] = field(default_factory=dict)  # layer name -> kept output channel indices
 
     def slices(self) -> list[tuple[nn.Parameter, torch.Tensor]]:
-        """(parameter, 0/1 mask of its to-be-removed entries): the target of phase 1's sparsity penalty, the scale
-        of each channel to remove. In a group with BatchNorm that is the BN scale gamma of its channels (as the
-        official code); in a group without BN, the producing conv/linear weight rows and the consumers' weight
-        columns. Biases and BN's beta are never penalized."""
+        """(parameter, 0/1 mask of its to-be-removed entries): the target of phase 1's sparsity penalty. As the
+        official code, in every group: the producing conv/linear weight rows, the consumers' weight columns and the
+        BN scale gamma of the channels to remove. Biases and BN's beta are never penalized."""
         masks: dict[nn.Parameter, torch.Tensor] = {}
 
         def mark(p, index):
@@ -63,13 +62,11 @@ class Plan:
             m[index] = True
 
         for group in self.groups:
-            deps = [(dep.target.module, dep.handler, list(idxs)) for dep, idxs in group]
-            has_bn = any(fn == F.prune_batchnorm_out_channels for _, fn, _ in deps)
-            for layer, fn, idxs in deps:
+            for dep, idxs in group:
+                layer, fn, idxs = dep.target.module, dep.handler, list(idxs)
                 if fn == F.prune_batchnorm_out_channels:
-                    mark(layer.weight, idxs)  # gamma
-                elif has_bn:
-                    continue
+                    if layer.weight is not None:  # an affine BN
+                        mark(layer.weight, idxs)  # gamma
                 elif fn in OUT_FNS:
                     mark(layer.weight, idxs)
                 elif fn in IN_FNS and getattr(layer, "groups", 1) == 1:

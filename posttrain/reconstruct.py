@@ -5,15 +5,15 @@ Holistic loss, normalized per layer (every conv / linear / BatchNorm output l of
     L_rec = sum_l || S_l - T_l[:, kept_l] ||^2 / || T_l[:, kept_l] ||^2                              (eq. 2)
 
 Phase 1 (before pruning, the student still has every channel): Adam on L_rec over the channels that will stay, while
-a growing sparsity penalty (lambda_j / 2) ||W_P||^2 pulls the scales W_P of the to-be-removed channels to zero,
-lambda_j = lambda_0 + j * delta at epoch j. As in the official code the scale is BN's gamma (beta and biases are not
-penalized); a group without BN has its conv/linear weight rows and its consumers' columns penalized instead
-(``Plan.slices``). The penalty's gradient step
+a growing sparsity penalty (lambda_j / 2) ||W_P||^2 pulls the weights W_P of the to-be-removed channels to zero,
+lambda_j = lambda_0 + j * delta at epoch j. As in the official code W_P is, in every group, the producing conv/linear
+weight rows, the consumers' input columns and BN's gamma of those channels (beta and biases are not penalized;
+``Plan.slices``). The penalty's gradient step
 W_P <- W_P - lambda_j W_P is applied after every Adam step, decoupled from Adam (as AdamW applies weight decay):
 Adam divides each coordinate's gradient by its own running scale, so a penalty added to the loss would move W_P by
 ~lr per step whatever lambda is, and the growing coefficient would have no effect. The kept channels meanwhile take
 over what the shrinking ones carried, so removing them afterwards loses little (a removed BN channel still outputs
-its constant ReLU(beta), which removal drops and phase 2 recalibrates).
+its constant ReLU(beta), but its consumers' columns have shrunk with it, so little of it reaches them).
 Phase 2 (after pruning): Adam on L_rec over the kept channels; with balanced updates the layer at depth k of N gets
 learning rate lr / (N - k + 1): the first layer (whose weights receive the gradient of every later layer's error)
 takes the smallest steps, the last one lr / 1.

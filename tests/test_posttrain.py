@@ -72,7 +72,7 @@ def test_phase1_penalty_shrinks_the_channels_to_remove_and_teacher_stays_in_eval
     targets = R.TeacherOutputs(teacher, X, plan.kept)
     log = R.reconstruct(student, targets, X, epochs=8, lr=3e-3, batch_size=16, seed=0, kept=plan.kept,
                         penalty=plan.slices(), lambda0=0.05, growth=0.05)
-    assert log[-1]["pruned_norm"] < 0.01 * norm0  # the to-be-removed scales (BN gamma) are ~0 before removal
+    assert log[-1]["pruned_norm"] < 0.01 * norm0  # rows, columns, gammas to remove: ~0 before removal
     assert [r["penalty_coef"] for r in log][:3] == pytest.approx([0.05, 0.10, 0.15])
     # a removed channel now outputs only its constant ReLU(beta): removal changes the kept outputs by exactly that,
     # far less than removal straight from the dense model
@@ -95,20 +95,8 @@ def test_phase1_penalty_shrinks_the_channels_to_remove_and_teacher_stays_in_eval
         assert torch.equal(v, stats[k]), k
 
 
-def test_phase1_penalty_touches_only_the_scales_of_the_channels_to_remove():
-    """With BN: only BN's gamma of the removed channels (not the conv rows, beta, or the consumers' columns); without
-    BN (the MLP): the producers' weight rows and the consumers' weight columns, never a bias."""
-    model = trained_like("cnn")
-    plan = G.plan(model, X[:1], 0.5)
-    names = {id(p): n for n, p in model.named_parameters()}
-    slices = {names[id(p)]: m for p, m in plan.slices()}
-    assert sorted(slices) == ["1.weight", "4.weight", "8.weight"]  # the BN gammas
-    for name, mask in slices.items():
-        layer = name.split(".")[0]
-        removed = torch.ones(model.get_submodule(layer).num_features, dtype=torch.bool)
-        removed[plan.kept[layer]] = False
-        assert torch.equal(mask.bool(), removed) and 0 < removed.sum() < len(removed), name
-
+def test_phase1_penalty_of_groups_without_bn_takes_the_rows_and_the_consumers_columns():
+    """Without BN (the MLP): the producers' weight rows and the consumers' weight columns, never a bias."""
     mlp = build_model("mlp", 10, (1, 8, 8))
     plan = G.plan(mlp, X[:1], 0.5)
     names = {id(p): n for n, p in mlp.named_parameters()}
@@ -231,3 +219,52 @@ def test_a_job_of_several_processes_is_one_line(runs, monkeypatch, capsys):
     assert line.startswith("error: posttrain.prune runs in one process, on one GPU")
     assert "(WORLD_SIZE=2)" in line and "python -m slurm.submit --gpus 1" in line
     assert not list(runs.glob("*/*/result.json")) and not list(runs.glob("common.pretrain/*"))
+
+
+def test_phase1_penalty_steps_exactly_the_removed_rows_consumer_columns_and_bn_gammas(one_thread):
+    """LeNet-5 (conv-BN groups whose consumers include a Linear behind a flatten, and Linear groups without BN): the
+    penalty's step moves exactly what the official code penalizes -- the removed channels' conv/linear weight rows,
+    their consumers' input columns and their BN gammas -- each by -lambda * w, and nothing else (no bias, no beta, no
+    kept row or column, no BN statistic)."""
+    x = torch.randn(32, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    teacher = build_model("lenet5", 10, (1, 28, 28)).eval().requires_grad_(False)
+    for bn in (teacher[1], teacher[5]):
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.2, 0.2)
+    student = copy.deepcopy(teacher).requires_grad_(True)
+    plan = G.plan(student, x[:1], 0.5)
+
+    def gone(layer):
+        out = torch.ones(student[layer].weight.shape[0], dtype=torch.bool)
+        out[plan.kept[str(layer)]] = False
+        return out
+
+    expected = {name: torch.zeros_like(p, dtype=torch.bool) for name, p in student.named_parameters()}
+    for conv, bn in ((0, 1), (4, 5)):
+        assert 0 < gone(conv).sum() < len(gone(conv)) and torch.equal(gone(conv), gone(bn))
+        expected[f"{conv}.weight"][gone(conv)] = True                     # the removed conv rows
+        expected[f"{bn}.weight"][gone(bn)] = True                         # their BN gammas
+    expected["4.weight"][:, gone(0)] = True                               # conv 4 reads conv 0's channels
+    expected["9.weight"][:, gone(4).repeat_interleave(25)] = True         # flatten: 5 x 5 columns per channel
+    for linear, consumer in ((9, 11), (11, 13)):
+        expected[f"{linear}.weight"][gone(linear)] = True                 # the removed Linear rows
+        expected[f"{consumer}.weight"][:, gone(linear)] = True            # and the next Linear's columns
+    names = {id(p): n for n, p in student.named_parameters()}
+    slices = {names[id(p)]: m.bool() for p, m in plan.slices()}
+    assert sorted(slices) == ["0.weight", "1.weight", "11.weight", "13.weight", "4.weight", "5.weight", "9.weight"]
+    for name, mask in slices.items():
+        assert torch.equal(mask, expected[name]), name
+
+    # one phase-1 epoch whose reconstruction step moves nothing (lr 0): what moves is the penalty's step alone
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    targets = R.TeacherOutputs(teacher, x, plan.kept)
+    R.reconstruct(student, targets, x, epochs=1, lr=0.0, batch_size=len(x), seed=0, kept=plan.kept,
+                  penalty=plan.slices(), lambda0=0.25)
+    for name, value in student.state_dict().items():
+        want = before[name].clone()
+        if name in expected:
+            want[expected[name]] *= 0.75                                  # w - lambda_0 w
+        assert torch.allclose(value, want, rtol=1e-6, atol=0), name
+        assert torch.equal(value != before[name], expected.get(name, torch.zeros_like(value, dtype=torch.bool))
+                           & (before[name] != 0)), name
