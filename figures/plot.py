@@ -211,7 +211,7 @@ def paired_panel(ax, diffs: pd.DataFrame, x: str, series: str | None = None, col
     groups = list(diffs.groupby(series, sort=False)) if series else [(None, diffs)]
     scale = ax.xaxis.get_transform()
     xs = np.unique(scale.transform(np.asarray(diffs[x], dtype=float).reshape(-1, 1)).ravel())
-    gap = float(np.min(np.diff(xs))) if len(xs) > 1 else 1.0
+    gap = float(np.min(np.diff(xs))) if len(xs) > 1 else 0.6
     width = 0.35 * gap / max(1, len(groups))
     inverse = scale.inverted()
     for k, (name, g) in enumerate(groups):
