@@ -175,6 +175,8 @@ class Board:
                         "against its stated threshold", NOT_TESTABLE, reason)
 
     def _record(self, paper, claim, figure, link: Link, r: R.Range | None, seeds: list) -> None:
+        """One record per point and seed: both values and a - b; the point's estimate, bounds and Holm decision in
+        the rule's orientation (claimed better minus other: b - a for a loss)."""
         for point, (a, b) in link.points.items():
             c = r.points[point] if r is not None else None
             for seed in sorted(set(a.index) | set(b.index)):
@@ -183,7 +185,7 @@ class Board:
                     "paper": paper, "claim": claim, "figure": figure, "link": link.name, "point": point,
                     "seed": seed, "paired": seed in seeds, "side": link.a, "value": va, "other": link.b,
                     "other_value": vb, "difference": va - vb,
-                    "point_estimate": np.nan if c is None else (-c.estimate if link.lower else c.estimate),
+                    "point_estimate": np.nan if c is None else c.estimate,
                     "point_lower": np.nan if c is None else c.lower, "point_upper": np.nan if c is None else c.upper,
                     "point_decided": "" if r is None else r.decided[point]})
 
