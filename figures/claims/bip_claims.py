@@ -50,6 +50,9 @@ def trajectory(board: Board) -> None:
     plan, data = board.plan(name), board.data(name)
     tidy = BR.tidy(data) if len(data) else pd.DataFrame()
     for setup, runs in plan.groupby("setup", sort=False):
+        long = longer(setup)  # BiP's longer arm, where the profile has one: labelled "bip-long" as BR.tidy does
+        runs = runs.assign(method=[("bip-long" if m == "bip" and c.epochs == long else m)
+                                   for m, c in zip(runs["method"], runs["cfg"])])
         methods = [m for m in ("bip", "imp", "omp") if m in set(runs["method"])]
         grid = pct(runs.loc[runs["method"] == "bip", "target_sparsity"])
         ref = "omp" if "omp" in methods else "imp"
@@ -57,7 +60,7 @@ def trajectory(board: Board) -> None:
         compared = (f"{setup}: test accuracy (%) of {', '.join(BR.LABELS[m] for m in methods)} at the grid "
                     f"sparsities ({len(grid)}: {grid[0]:g}-{grid[-1]:g}%), {runs['seed'].nunique()} seeds, paired by "
                     "seed (one dense model per seed); IMP: its round at that sparsity")
-        missing = board.missing(name, runs[runs["method"].isin(methods)])
+        missing = board.missing(name, runs[runs["method"].isin(methods + ["bip-long"])])
         if missing:
             board.add(PAPER, claim, name, compared, "", [], missing)
             board.add(PAPER, "BiP's sparsest winning ticket at least as sparse as IMP's", "tab-bip-tickets",
@@ -85,22 +88,47 @@ def trajectory(board: Board) -> None:
                       + ", ".join(f"{imp_epochs(imp, x):g} at {x:g}%" for x in high)
                       + f" ({imp.epochs} per round) from the same dense model")
             verdict = board.add(PAPER, claim, name, compared, regime, links, budget=budget)
+            row = board.rows[-1]
             if verdict in (FAILS, MIXED):
-                board.rows[-1]["detail"] += (". Against the paper where IMP leads: IMP has trained "
-                                             f"{imp_epochs(imp, high[0]) / bip.epochs:g}x or more BiP's epochs there")
+                row["detail"] += (". Against the paper where IMP leads: IMP has trained "
+                                  f"{imp_epochs(imp, high[0]) / bip.epochs:g}x or more BiP's epochs there")
+            if long:
+                arm = longer_arm(board, runs, t, high, long, imp, compared, regime)
+                row["detail"] += f". BiP's longer arm ({long} epochs) >= IMP: {arm}"
         tickets(board, setup, t, grid, dense, compared)
+
+
+def longer(setup: str) -> int | None:
+    """The epochs of BiP's longer arm in ``setup`` (``BR.LONG``), where the profile table has one."""
+    arms = getattr(BR, "long_arms", None)  # a profile table without a longer arm has no such function
+    return arms().get(setup) if arms else None
+
+
+def longer_arm(board: Board, runs, t, high, long: int, imp, compared: str, regime: str) -> str:
+    """BiP's longer arm against IMP at its high-sparsity points: does more training close IMP's lead (a budget
+    artifact)? Its own row; returns its verdict."""
+    xs = [x for x in pct(runs.loc[runs["method"] == "bip-long", "target_sparsity"]) if x in high]
+    budget = (f"BiP's longer arm trains {long} epochs per sparsity; IMP has accumulated "
+              + ", ".join(f"{imp_epochs(imp, x):g} at {x:g}%" for x in xs))
+    return board.add(PAPER, f"BiP >= IMP at high sparsity with BiP trained longer ({long} epochs)",
+                     "fig-bip-trajectory", compared + f"; BiP's longer arm at {', '.join(f'{x:g}%' for x in xs)}",
+                     regime, [Link(BR.LABELS.get("bip-long", "BiP, longer"), "IMP",
+                                   {f"{x:g}%": (at(t, x, method="bip-long"), at(t, x, method="imp")) for x in xs},
+                                   kind="non-inferiority", paper=paper.bip_fig6("bip", "imp"))], budget=budget)
 
 
 def tickets(board: Board, setup: str, t: pd.DataFrame, grid: list[float], dense: pd.Series, compared: str) -> None:
     """The sparsest winning ticket: the highest grid sparsity whose mean accuracy over the seeds is within the
-    tolerance (the dense model's seed SD) of the dense model's mean; BiP vs IMP on the grid both share."""
+    tolerance (k seed SDs of the dense models: tab-bip-tickets' ``BR.TICKET_TOLERANCE`` where the profile table
+    states k, else 1) of the dense model's mean; BiP vs IMP on the grid both share."""
     claim, name = "BiP's sparsest winning ticket at least as sparse as IMP's", "tab-bip-tickets"
-    tol = float(dense.std(ddof=1)) if len(dense) > 1 else 0.0
+    k = getattr(BR, "TICKET_TOLERANCE", {}).get(board.profile, 1.0)
+    tol = k * float(dense.std(ddof=1)) if len(dense) > 1 else 0.0
     floor = float(dense.mean()) - tol
     means = {m: {x: float(at(t, x, method=m).mean()) for x in grid} for m in ("bip", "imp")}
     ticket = {m: max((x for x in grid if means[m][x] >= floor), default=None) for m in means}
-    regime = (f"a ticket: mean accuracy >= dense {dense.mean():.2f}% - tolerance {tol:.2f} (the dense model's seed "
-              f"SD) = {floor:.2f}%, on the {len(grid)} grid sparsities {grid[0]:g}-{grid[-1]:g}%")
+    regime = (f"a ticket: mean accuracy >= dense {dense.mean():.2f}% - tolerance {tol:.2f} ({k:g} seed SD of the "
+              f"dense models) = {floor:.2f}%, on the {len(grid)} grid sparsities {grid[0]:g}-{grid[-1]:g}%")
     text = "; ".join(f"{BR.LABELS[m]}: " + ("none" if ticket[m] is None else f"{ticket[m]:g}% "
                                             f"({means[m][ticket[m]]:.2f}%)") + f", at {grid[0]:g}%: "
                      f"{means[m][grid[0]]:.2f}%" for m in means)
