@@ -1,10 +1,63 @@
 """Atomic file writes: a reader sees the old file or the complete new one, never a part of it."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import re
 import secrets
+import time
 from pathlib import Path
+
+# the name of atomic_write's temporary file beside <stem><suffix>: .<stem>.<8 hex digits><suffix>
+TEMP_NAME = re.compile(r"\.(?P<stem>.+?)\.[0-9a-f]{8}(?P<suffix>\.[^.]+)?\Z")
+FULL_BELOW = 1 << 20  # a disk with fewer free bytes than this is full (for a writer's RuntimeError: disk_full)
+
+
+def disk_full(path) -> bool:
+    """Whether the filesystem holding ``path`` (or its nearest existing folder) has (almost) no room left."""
+    path = Path(os.path.abspath(path))
+    for folder in (path, *path.parents):
+        try:
+            st = os.statvfs(folder)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return False
+        return st.f_bavail * st.f_frsize < FULL_BELOW
+    return False
+
+
+@contextlib.contextmanager
+def full_disk_named(path):
+    """Report a full disk met by a writer of ``path`` as ``OSError(ENOSPC)`` naming ``path``: ``torch.save`` raises a
+    ``RuntimeError`` from its C++ stream, without errno (recognized by the disk having no room left: ``disk_full``),
+    and a buffered ``write`` or ``flush`` raises ENOSPC without a file name."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC or exc.filename:
+            raise
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
+    except RuntimeError:
+        if not disk_full(path):
+            raise
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
+
+
+def leftover_temps(folder, min_age: float = 0.0) -> list[Path]:
+    """The temporary files of ``atomic_write`` in ``folder`` (not in its subfolders) at least ``min_age`` seconds old:
+    what a writer killed between creating one and replacing its target left behind (a live writer removes its own)."""
+    found = []
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError), os.scandir(folder) as entries:
+        for entry in entries:
+            if not TEMP_NAME.match(entry.name):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.is_file(follow_symlinks=False) and time.time() - entry.stat().st_mtime >= min_age:
+                    found.append(Path(entry.path))
+    return sorted(found)
 
 
 def atomic_write(path, write, mode: int | None = None) -> Path:
@@ -22,7 +75,8 @@ def atomic_write(path, write, mode: int | None = None) -> Path:
         except FileExistsError:
             continue
     try:
-        write(tmp)
+        with full_disk_named(path):
+            write(tmp)
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, path)

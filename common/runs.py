@@ -5,6 +5,9 @@
   python -m common.runs show HASH_OR_DIR                              its config and its result
   python -m common.runs log HASH_OR_DIR                               its log.jsonl, one record per line
   python -m common.runs rm [HASH_OR_DIR ...] [--script S] [--where FIELD=VALUE ...] [--yes]
+  python -m common.runs rm --stale [--script S] [--where FIELD=VALUE ...] [--yes]
+                                                                      what stopped runs left behind: folders that hold
+                                                                      only a config, writes cut short by a kill
 
 A run is named by its directory, its hash or a unique start of its hash (at least 4 digits). ``--where`` selects by
 config field (``method=bip``, ``target_sparsity=0.9``, ``pretrain.epochs=3``, ``exclude=first,last``, ``seed=None``);
@@ -16,7 +19,9 @@ several conditions must all hold. A run's status:
   failed        ``failed.json``'s reason (computing it again starts from scratch);
   queued        a Slurm job was submitted for it (``common.store.JOB_FILE``) and has not started it;
   started       a config and nothing else yet;
-  damaged       its config.json, failed.json or result.json cannot be read (``collect`` skips it, warning).
+  damaged       one of its files cannot be used: not a file, not JSON, not of the expected shape, a config.json
+                that does not hash to the run's name, or one this user may not read (``collect`` skips it,
+                warning); the file and its problem are shown.
 
 Finished runs are read with ``common.store.collect``, logs with ``read_log``. ``rm`` asks before it removes anything
 (unless ``--yes``) and removes nothing while a live process computes one of the runs it selected.
@@ -26,19 +31,24 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.atomic import leftover_temps
 from common.config import OneLineParser
-from common.errors import UserError, exit_code
-from common.store import HASH_LEN, JOB_FILE, RUN_NAME, RunLock, collect, flatten, read_log, stale_reason
+from common.errors import DamagedFile, UserError, exit_code, no_permission
+from common.store import (HASH_LEN, JOB_FILE, RUN_NAME, RunLock, collect, flatten, read_bytes, read_config, read_json,
+                          read_log, read_result, not_an_object, stale_reason)
 
 STATUSES = ("done", "locked", "in progress", "failed", "queued", "started", "damaged")
-# shown by list when a result has them: test_acc, or else test_auc and test_loss (Criteo); sparsity; wall_time
-METRICS = ("test_acc", "test_auc", "test_loss", "sparsity", "wall_time")
+# shown by list when a result has them: test_acc, or else test_auc and test_loss (Criteo); sparsity; run_time (the
+# run's own time) and wall_time (with the runs it depends on, when it computed them)
+METRICS = ("test_acc", "test_auc", "test_loss", "sparsity", "run_time", "wall_time")
+DEBRIS_AGE_S = 60.0  # rm --stale removes a temporary file of a run nobody holds once it is this old
 HASH_START = re.compile(rf"[0-9a-f]{{4,{HASH_LEN}}}\Z")
 
 
@@ -55,15 +65,6 @@ class Entry:
 
 
 # ------------------------------------------------------------------------------------------------ reading the store
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except ValueError as exc:
-        raise UserError(f"{path} is damaged ({exc})") from None
-
-
 def live_holder(lock: Path) -> str | None:
     """Who holds the lock file ``lock`` (host, pid, Slurm job), or None when there is none or it is stale."""
     seen = RunLock.read(lock)
@@ -81,30 +82,40 @@ def _native(value):
 
 
 def _unfinished(script: str, run_dir: Path) -> Entry:
-    """The state of a run without a result, from the files its directory holds."""
-
+    """The state of a run that ``collect`` does not report, from the files its directory holds: each is read and
+    checked (``common.store``'s readers), and a file that cannot be used makes the run "damaged", naming it."""
     entry = Entry(script, run_dir.name, run_dir, "started")
-    try:
-        conf = _read_json(run_dir / "config.json")
-        failed = _read_json(run_dir / "failed.json")
-        if conf is not None and not isinstance(conf.get("config") if isinstance(conf, dict) else None, dict):
-            raise UserError(f"{run_dir / 'config.json'} holds no config")
-    except UserError as exc:
-        conf, failed, entry.status, entry.why = None, None, "damaged", str(exc)
+    problems = []
+
+    def checked(read):
+        try:
+            return read()
+        except DamagedFile as exc:
+            problems.append(f"{exc.path.name} {exc.problem}")
+        except UserError as exc:  # a file this user may not read
+            problems.append(str(exc))
+        return None
+
+    conf = checked(lambda: read_config(run_dir))
+    result = checked(lambda: read_result(run_dir))
+    failed = checked(lambda: read_json(run_dir / "failed.json", not_an_object))
+    holder = checked(lambda: live_holder(run_dir / "lock"))
+    job = checked(lambda: read_bytes(run_dir / JOB_FILE))
+    if result is not None and conf is None and not problems:
+        problems.append("config.json is missing, so its result's config is unknown")
     entry.config = flatten(conf["config"], "config.") if conf else {}
-    holder = live_holder(run_dir / "lock")
     if holder:
         entry.status, entry.why = "locked", f"by {holder}"
-    elif entry.status == "damaged":
-        pass
-    elif (run_dir / "result.json").exists():  # collect() warned that it skips it
-        entry.status, entry.why = "damaged", "result.json is unreadable"
+    elif problems:
+        entry.status, entry.why = "damaged", "; ".join(problems)
+    elif result is not None:  # finished since collect() looked
+        entry.status = "done"
     elif (run_dir / "checkpoint.pt").exists():
         entry.status, entry.why = "in progress", "checkpoint, no result"
     elif failed is not None:
         entry.status, entry.why = "failed", str(failed.get("reason", "no reason recorded"))
-    elif (run_dir / JOB_FILE).exists():
-        entry.status, entry.why = "queued", f"Slurm job {(run_dir / JOB_FILE).read_text().strip()}"
+    elif job is not None:
+        entry.status, entry.why = "queued", f"Slurm job {job.decode(errors='replace').strip()}"
     return entry
 
 
@@ -116,7 +127,13 @@ def _script_dirs(root: Path, script: str | None) -> list[Path]:
 
 def entries(root, script: str | None = None) -> list[Entry]:
     """Every run of the store at ``root`` (of ``script`` only, if given), by script then hash."""
-    root = Path(root)
+    try:
+        return _entries(Path(root), script)
+    except PermissionError as exc:  # a folder of the store this user may not list
+        raise no_permission(exc.filename or root, "read") from None
+
+
+def _entries(root: Path, script: str | None) -> list[Entry]:
     out = []
     for sdir in _script_dirs(root, script):
         finished = {}
@@ -212,7 +229,8 @@ def _fmt(value) -> str:
 
 def line(e: Entry) -> str:
     if e.status == "done":
-        detail = "  ".join(f"{k} {v:.1f} s" if k == "wall_time" else f"{k} {_fmt(v)}" for k, v in e.metrics.items())
+        detail = "  ".join(f"{k} {v:.1f} s" if k in ("run_time", "wall_time") else f"{k} {_fmt(v)}"
+                           for k, v in e.metrics.items())
         detail += f"  (last of {e.points} points)" if e.points > 1 else ""
     else:
         detail = e.why
@@ -231,11 +249,16 @@ def show(args) -> None:
     e = find(args.runs_dir, args.target)
     print(f"{e.script} {e.hash}  {e.status}" + (f" ({e.why})" if e.why else ""))
     print(f"directory: {e.dir}")
-    print("config:")
-    print(json.dumps((_read_json(e.dir / "config.json") or {}).get("config"), indent=1, sort_keys=True))
+    try:
+        conf = read_config(e.dir)
+    except UserError:  # the status line names the problem
+        conf = None
+    print("config:" if conf or e.status != "damaged" else "config: not shown (config.json cannot be used: above)")
+    if conf or e.status != "damaged":
+        print(json.dumps((conf or {}).get("config"), indent=1, sort_keys=True))
     if e.status == "done":
         print("result:")
-        print(json.dumps(_read_json(e.dir / "result.json"), indent=1, sort_keys=True))
+        print(json.dumps(read_result(e.dir), indent=1, sort_keys=True))
 
 
 def log(args) -> None:
@@ -246,9 +269,67 @@ def log(args) -> None:
         print("  ".join(f"{k} {_fmt(v)}" for k, v in record.items()))
 
 
+def _stale(args) -> tuple[list[Entry], dict[Path, list[Path]]]:
+    """What stopped runs left (``rm --stale``): the runs whose folder holds only a config (and a dead lock), and the
+    temporary files of writes cut short (``atomic.leftover_temps``) in the other runs nobody holds."""
+    found = select(entries(args.runs_dir, args.script), args.where)
+    empty, debris = [], {}
+    for e in found:
+        if e.status == "locked":
+            continue
+        temps = leftover_temps(e.dir, DEBRIS_AGE_S)
+        try:
+            names = set(os.listdir(e.dir)) - {t.name for t in temps}
+        except OSError:
+            continue
+        if e.status == "started" and names <= {"config.json", "lock"}:
+            empty.append(e)
+        elif temps:
+            debris[e.dir] = temps
+    return empty, debris
+
+
+def rm_stale(args) -> int:
+    if args.targets:
+        raise UserError("rm --stale finds the runs itself; give it no HASH_OR_DIR (--script and --where narrow it)")
+    empty, debris = _stale(args)
+    if not empty and not debris:
+        print(f"nothing stale in {args.runs_dir}")
+        return 0
+    for e in empty:
+        print(line(e))
+    for run_dir, temps in debris.items():
+        print(f"{run_dir}  {len(temps)} temporary file(s) of an interrupted write: {', '.join(t.name for t in temps)}")
+    if not args.yes:
+        try:
+            answer = input(f"remove these {len(empty)} run(s) and {sum(map(len, debris.values()))} file(s)? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing removed")
+            return 1
+    removed = 0
+    for e in empty:
+        if live_holder(e.dir / "lock") is None:  # nobody took it up meanwhile
+            shutil.rmtree(e.dir, ignore_errors=True)
+            removed += not e.dir.exists()
+    files = 0
+    for temps in debris.values():
+        for t in temps:
+            try:
+                t.unlink()
+                files += 1
+            except FileNotFoundError:
+                pass
+    print(f"removed {removed} run(s) and {files} temporary file(s)")
+    return 0
+
+
 def rm(args) -> int:
+    if args.stale:
+        return rm_stale(args)
     if not (args.targets or args.script or args.where):
-        raise UserError("rm needs the runs to remove: hashes or directories, --script or --where")
+        raise UserError("rm needs the runs to remove: hashes or directories, --script or --where (or --stale)")
     found = chosen(args)
     for e in found:
         holder = live_holder(e.dir / "lock")
@@ -292,6 +373,9 @@ def main(argv=None) -> int:
     p = verbs.add_parser("rm", help="remove runs (asks first)")
     selection(p, targets=True)
     p.add_argument("--yes", action="store_true", help="do not ask")
+    p.add_argument("--stale", action="store_true",
+                   help="remove what stopped runs left: folders holding only a config, and temporary files of "
+                        f"writes cut short (older than {DEBRIS_AGE_S:.0f} s) in runs nobody holds")
     args = parser.parse_args(argv)
     action = {"list": list_runs, "show": show, "log": log, "rm": rm}[args.verb]
     returned = []

@@ -1,5 +1,6 @@
-"""The repository's Python sources and a hash of them: the code version of a checkout without git (recorded in every
-result) and the name of a Slurm code snapshot (``slurm.snapshot``)."""
+"""The repository's Python sources and a hash of them: the code version every result records (``content_hash`` in its
+provenance, beside the git commit where there is one: the code, not the figures and tables a run of ``make`` rewrites)
+and the name of a Slurm code snapshot (``slurm.snapshot``)."""
 from __future__ import annotations
 
 import hashlib

@@ -3,15 +3,26 @@
 A run is (script, config). Its directory name is a hash of the config's canonical JSON (execution-only fields such as
 the device are left out). Inside:
 
-- ``config.json``   the full config, written when the run starts (rewritten if it was damaged);
+- ``config.json``   the full config, written when the run starts (and the sha256 of any file a ``content`` field
+                    names); it must hash to the folder's name: one that does not (damaged, edited) is not trusted
+                    (``collect`` skips the run, warning) and is rewritten when that config is run again;
 - ``log.jsonl``     one JSON line per epoch / round / phase (a run that starts from scratch starts a fresh one);
 - ``checkpoint.pt`` enough state to resume (written atomically at each checkpoint);
 - ``result.json``   written last and atomically: a run that has it is done and is never recomputed; it records its
-                    ``provenance`` (the code's git commit or content hash, python and package versions);
+                    ``provenance`` (the hash of the Python sources, and the git commit and whether those sources
+                    differ from it; python and package versions), ``wall_time`` (seconds from the run's start to its
+                    result, summed over resumes, including the time spent computing or reading the runs it depends on,
+                    e.g. its dense model) and ``run_time`` (the same less the time in those runs: the run's own);
 - ``failed.json``   the reason a run failed (NaN loss, ...); the next invocation tries again from scratch;
 - ``lock``          present while a process computes the run, so two processes never do the same work (below).
 
-Files are created with the permissions the umask gives (a group-shared store stays readable by the group).
+Files are created with the permissions the umask gives (a group-shared store stays readable by the group). Every
+file is read through ``read_bytes`` / ``read_json`` and checked against the shape the code expects: what is not a
+regular file (never opened blocking: a FIFO does not hang a reader), not JSON or of another shape is a
+``DamagedFile``, one line naming it; a file this user may not read is one line naming what it needs. A writer
+killed mid-write leaves a temporary file beside its target; it is removed when the run is next opened (its lock
+taken), or by ``python -m common.runs rm --stale``. A run refused (``UserError``) before it wrote anything but its
+config leaves no folder.
 
 A script is a module with ``SCRIPT``, a ``Config`` dataclass and ``compute(cfg, run)`` (and optionally ``validate``,
 ``PRESETS``, ``dependencies``, ``ONE_PROCESS``): "Writing a script" in common/README.md says what each is, with a
@@ -52,6 +63,7 @@ import platform
 import re
 import secrets
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -60,8 +72,8 @@ import time
 from pathlib import Path
 
 from common import config as C
-from common.atomic import atomic_write, atomic_write_json, atomic_write_text
-from common.errors import RunFailed, UserError
+from common.atomic import atomic_write, atomic_write_json, atomic_write_text, full_disk_named, leftover_temps
+from common.errors import DamagedFile, RunFailed, UserError, no_permission
 from common.sources import code_hash
 
 HASH_LEN = 16
@@ -80,7 +92,156 @@ def save_state_dict(path, module) -> None:
     archive inside the file is named after ``path``: write it under its final name for the same bytes)."""
     import torch
 
-    torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, path)
+    with full_disk_named(path):
+        torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, path)
+
+
+# ---------------------------------------------------------------------------------------------------- reading files
+# Every file read from the store is read by these helpers and checked against the shape the code expects: a file
+# that is not (a folder or a FIFO in its place, bytes that are not JSON, JSON of another shape) is a DamagedFile,
+# which a reader of one run reports in one line and a reader of the whole store (collect) skips with one warning.
+def _kind(mode: int) -> str:
+    return next((what for test, what in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
+                                         (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+                                         (stat.S_ISBLK, "a device")) if test(mode)), "not a regular file")
+
+
+def read_bytes(path, fix: str = "remove it and run again") -> bytes | None:
+    """The bytes of the store file ``path``, or None when there is none. Something else in its place (a folder, a
+    FIFO: opened without blocking, so a FIFO never hangs the reader) is a ``DamagedFile`` (``fix``: what to do);
+    a file this user may not read is a one-line ``UserError`` naming what is needed."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except PermissionError:
+        raise no_permission(path, "read") from None
+    except OSError as exc:  # a socket (ENXIO), a dangling device, ...
+        raise DamagedFile(path, f"cannot be opened ({exc.strerror})", fix) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise DamagedFile(path, f"is {_kind(mode)}, not a file",
+                              re.sub(r"^(remove|delete) it", r"\1 it (rm -r)", fix) if stat.S_ISDIR(mode) else fix)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+    except IsADirectoryError:
+        raise DamagedFile(path, "is a folder, not a file", fix) from None
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def read_json(path, shape=None, fix: str = "remove it and run again"):
+    """The JSON document of the store file ``path`` (None when there is none), checked by ``shape(data)``: None when
+    it is what the code expects, else the problem (a ``DamagedFile``, as are bytes that are not JSON)."""
+    raw = read_bytes(path, fix)
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise DamagedFile(path, f"is damaged ({exc})", fix) from None
+    problem = shape(data) if shape is not None else None
+    if problem:
+        raise DamagedFile(path, f"is damaged ({problem})", fix)
+    return data
+
+
+def not_an_object(data) -> str | None:
+    """None for a JSON object, else what it is instead (a ``shape`` for ``read_json``)."""
+    if isinstance(data, dict):
+        return None
+    kind = ("null" if data is None else "boolean" if isinstance(data, bool) else "array" if isinstance(data, list)
+            else "string" if isinstance(data, str) else "number")
+    return f"a JSON {kind}, not an object"
+
+
+def result_shape(data) -> str | None:
+    """What is wrong with a ``result.json`` document, or None: a JSON object whose ``points``, if any, are a list of
+    JSON objects."""
+    if not isinstance(data, dict):
+        return not_an_object(data)
+    points = data.get("points")
+    if points is not None and not (isinstance(points, list) and all(isinstance(p, dict) for p in points)):
+        return "its 'points' are not a list of JSON objects"
+    return None
+
+
+RESULT_FIX = "delete it and run again to compute the run anew"
+CONFIG_FIX = "run that config again to rewrite it, or delete the run directory"
+
+
+def config_doc(script: str, cfg) -> dict:
+    """What a run's ``config.json`` holds: its script and config (the hashed fields), and the sha256 of each file a
+    ``content`` field names (dotted field -> "sha256:...", only where one is set), with which its hash is checked."""
+    plain, hashed = C.to_dict(cfg, True), json.loads(C.canonical_json(cfg))
+    doc = {"script": script, "config": plain}
+    digests = {}
+
+    def walk(a, b, prefix=""):
+        for key, value in a.items():
+            if isinstance(value, dict):
+                walk(value, b[key], f"{prefix}{key}.")
+            elif value != b[key]:
+                digests[prefix + key] = b[key]
+
+    walk(plain, hashed)
+    if digests:
+        doc["digests"] = digests
+    return doc
+
+
+def doc_hash(doc: dict) -> str:
+    """The run hash of a ``config.json`` document (``config_hash`` of the config it was written from)."""
+    data = json.loads(json.dumps(doc["config"]))
+    for dotted, digest in (doc.get("digests") or {}).items():
+        *parents, leaf = dotted.split(".")
+        node = data
+        for key in parents:
+            node = node[key]
+        node[leaf] = digest
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:HASH_LEN]
+
+
+def read_config(run_dir) -> dict | None:
+    """The ``config.json`` document of the run in ``run_dir`` (None when it has none), checked: a JSON object with
+    the run's script (its folder's name) and a config whose hash is the run's (its folder's name) -- an edited
+    config.json would put the run's result under another config."""
+    run_dir = Path(run_dir)
+
+    def shape(data):
+        if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+            return "not a JSON object with a 'config' object"
+        if data.get("script") != run_dir.parent.name:
+            return f"its script {data.get('script')!r} is not its folder's, {run_dir.parent.name}"
+        if not isinstance(data.get("digests") or {}, dict):
+            return "its 'digests' are not a JSON object"
+        try:
+            computed = doc_hash(data)
+        except (KeyError, TypeError):
+            return "its 'digests' name fields its config lacks"
+        if computed != run_dir.name:
+            return f"its config hashes to {computed}, not to its folder's name: edited since the run was made?"
+        return None
+
+    return read_json(run_dir / "config.json", shape, CONFIG_FIX)
+
+
+def read_result(run_dir) -> dict | None:
+    """The ``result.json`` of the run in ``run_dir`` (None when it has none), checked (``result_shape``)."""
+    return read_json(Path(run_dir) / "result.json", result_shape, RESULT_FIX)
+
+
+def read_run(run_dir) -> tuple[dict, dict]:
+    """(config.json, result.json) of the finished run in ``run_dir``, both checked; a ``UserError`` names what is
+    missing or damaged."""
+    conf, result = read_config(run_dir), read_result(run_dir)
+    if conf is None or result is None:
+        raise UserError(f"{run_dir} is not a finished run (no {'config.json' if conf is None else 'result.json'}); "
+                        "give a directory runs/<script>/<hash> whose run is done, or run its script first")
+    return conf, result
 
 
 def unusable_store(root, exc: OSError) -> Exception:
@@ -93,9 +254,11 @@ def unusable_store(root, exc: OSError) -> Exception:
         where = "is a file" if file == root else f"cannot be created: {file} is a file"
         return UserError(f"the runs directory {root} {where}, not a folder; pass --runs-dir a folder "
                          "(a missing one is created)")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    if exc.errno == errno.EROFS:
         return UserError(f"the runs directory {root} is not writable ({exc.strerror}: {exc.filename}); make it "
                          "writable (e.g. chmod u+w) or pass --runs-dir a writable folder")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return no_permission(exc.filename or root, "write")
     return exc
 
 
@@ -105,16 +268,18 @@ def _git(root: Path, *args) -> str:
 
 
 def code_version(root: Path = CODE_ROOT) -> dict:
-    """The version of the code in ``root``: ``{"git_commit", "git_dirty"}`` when ``root`` is the top of a git work
-    tree (dirty: tracked files changed, or untracked files that are not ignored), else ``{"content_hash"}``, the
-    hash of its ``.py`` files (``common.sources.code_hash``, also the name of a Slurm code snapshot)."""
+    """The version of the code in ``root``: ``{"content_hash"}``, the hash of the Python sources the results depend
+    on (``common.sources``: also the name of a Slurm code snapshot), and, when ``root`` is the top of a git work
+    tree, ``"git_commit"`` and ``"git_dirty"``: whether those sources differ from the commit (a changed, added or
+    deleted ``.py`` file; the figures and tables a ``make fig-*`` rewrites are outputs, not code)."""
+    version = {}
     try:
         if Path(_git(root, "rev-parse", "--show-toplevel")).resolve() == Path(root).resolve():
-            return {"git_commit": _git(root, "rev-parse", "HEAD"),
-                    "git_dirty": bool(_git(root, "status", "--porcelain"))}
+            version = {"git_commit": _git(root, "rev-parse", "HEAD"),
+                       "git_dirty": bool(_git(root, "status", "--porcelain", "--", ":(glob)**/*.py"))}
     except (OSError, subprocess.SubprocessError):
         pass
-    return {"content_hash": code_hash(root)}
+    return {**version, "content_hash": code_hash(root)}
 
 
 def _version(package: str) -> str:
@@ -149,29 +314,70 @@ class Run:
         self.logs: list[dict] = []
         self._t0 = time.time()
         self._elapsed_before = 0.0
+        self._dependency_time = 0.0  # of elapsed(): seconds spent in the execute() of the runs it depends on
+        self._refused = False  # compute_and_store refused it before it did anything (its folder goes)
 
     # ------------------------------------------------------------------------------------------------ state
     @property
     def done(self) -> bool:
-        return (self.dir / "result.json").exists()
+        try:
+            os.stat(self.dir / "result.json")
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except PermissionError:
+            raise no_permission(self.dir / "result.json", "read") from None
+        return True
 
     def result(self) -> dict:
-        path = self.dir / "result.json"
-        try:
-            return json.loads(path.read_text())
-        except ValueError as exc:
-            raise UserError(f"{path} is damaged ({exc}); delete it and run again to compute the run anew") from None
+        result = read_result(self.dir)
+        if result is None:
+            raise DamagedFile(self.dir / "result.json", "is missing (removed while it was read?)", "run again")
+        return result
 
     def elapsed(self) -> float:
-        """Wall-clock seconds spent computing this run, summed over every resume."""
+        """Wall-clock seconds spent computing this run, summed over every resume: its ``wall_time``, which includes
+        the time spent computing (or reading) the runs it depends on."""
         return self._elapsed_before + time.time() - self._t0
+
+    def own_time(self) -> float:
+        """``elapsed()`` less the time spent in the runs it depends on: its ``run_time``."""
+        return self.elapsed() - self._dependency_time
+
+    def write_config(self) -> None:
+        """``config.json`` made to hold this run's config (``config_doc``): written when it is missing, damaged or
+        edited, left alone when it holds it already."""
+        path, doc = self.dir / "config.json", config_doc(self.script, self.cfg)
+        try:
+            current = json.loads(read_bytes(path) or b"null")
+        except ValueError:
+            current = None
+        if current != doc:
+            atomic_write_json(path, doc)
+
+    def clear_debris(self, min_age: float = 0.0) -> list[Path]:
+        """Remove the temporary files that writers killed mid-write left in the run's directory (``leftover_temps``);
+        the ones removed. Called with the run's lock held, or ``min_age`` seconds after any live writer finished."""
+        gone = []
+        for path in leftover_temps(self.dir, min_age):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                gone.append(path)
+        return gone
+
+    def holds_only_config(self) -> bool:
+        """Whether the run's directory holds nothing but its ``config.json`` (and the lock): a run that stopped before
+        it did anything."""
+        try:
+            return set(os.listdir(self.dir)) - {"lock"} <= {"config.json"}
+        except OSError:
+            return False
 
     # ------------------------------------------------------------------------------------------------ logging
     def log(self, **record) -> None:
         """Append one line to ``log.jsonl`` (it is also kept in the checkpoint, so resumes keep it consistent)."""
         record.setdefault("time", round(self.elapsed(), 3))
         self.logs.append(record)
-        with open(self.dir / "log.jsonl", "a") as fh:
+        with full_disk_named(self.dir / "log.jsonl"), open(self.dir / "log.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
 
     def rewrite_log(self) -> None:
@@ -186,7 +392,7 @@ class Run:
     def save_checkpoint(self, state: dict) -> None:
         import torch  # imported when a run computes: reading the store (collect, read_log) needs no torch
 
-        state = dict(state, _logs=self.logs, _elapsed=self.elapsed())
+        state = dict(state, _logs=self.logs, _elapsed=self.elapsed(), _dependency_time=self._dependency_time)
         atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
 
     def load_checkpoint(self) -> dict | None:
@@ -208,6 +414,7 @@ class Run:
             return None
         self.logs = list(state.pop("_logs"))
         self._elapsed_before = float(state.pop("_elapsed"))
+        self._dependency_time = float(state.pop("_dependency_time", 0.0))  # (a checkpoint written before it: 0)
         self._t0 = time.time()
         self.rewrite_log()
         return state
@@ -219,7 +426,7 @@ class Run:
 
     def finish(self, result: dict) -> dict:
         result = dict(result, script=self.script, hash=self.hash, wall_time=round(self.elapsed(), 3),
-                      provenance=provenance())
+                      run_time=round(self.own_time(), 3), provenance=provenance())
         atomic_write_json(self.dir / "result.json", result)
         with contextlib.suppress(FileNotFoundError):
             (self.dir / "failed.json").unlink()
@@ -232,7 +439,9 @@ class Run:
     def lock(self):
         """Hold the run's lock (``RunLock``); if a live process holds it, say so and wait for it, or raise
         ``RunLocked`` when ``LOCK_WAIT`` is off. The first write of a run: a runs directory that cannot hold it ends
-        in one line naming it (a missing one is created, parents included)."""
+        in one line naming it (a missing one is created, parents included). Holding it, the temporary files of
+        writes that a kill interrupted are removed (``clear_debris``); a run that was refused before it did anything
+        (``compute_and_store``) leaves no directory behind."""
         lock = RunLock(self.dir / "lock")
         told, pause = False, 0.05
         while True:
@@ -240,6 +449,8 @@ class Run:
                 self.dir.mkdir(parents=True, exist_ok=True)
                 if lock.acquire():
                     break
+            except FileNotFoundError:  # the run's folder was removed meanwhile (runs rm, a refused run): again
+                lock.holder = None
             except OSError as exc:
                 raise unusable_store(self.root, exc) from None
             if lock.holder is not None:  # else: released or broken meanwhile, try again
@@ -251,10 +462,16 @@ class Run:
                     told = True
             time.sleep(pause)
             pause = min(2 * pause, 2.0)
+        self._refused = False
         try:
+            self.clear_debris()
             yield self
         finally:
             lock.release()
+            if self._refused:  # compute_and_store removed its config: the folders go if nothing else came
+                with contextlib.suppress(OSError):
+                    self.dir.rmdir()
+                    self.dir.parent.rmdir()
 
 
 # ---------------------------------------------------------------------------------------------------- the lock
@@ -381,13 +598,19 @@ class RunLock:
 
     @staticmethod
     def read(path: Path):
-        """(holder dict or None, the file's inode, seconds since its heartbeat), or None when there is no file."""
+        """(holder dict or None, the file's inode, seconds since its heartbeat), or None when there is no file;
+        something else in its place (a folder, a FIFO) is a ``DamagedFile``."""
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             return None
+        except PermissionError:
+            raise no_permission(path, "read") from None
         try:
             st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise DamagedFile(path, f"is {_kind(st.st_mode)}, not a lock file",
+                                  "remove it (rm -r) unless a process of this store is computing the run")
             data = os.read(fd, 65536)
         finally:
             os.close(fd)
@@ -462,36 +685,53 @@ def execute(module, cfg) -> dict:
 
     if isinstance(module, str):
         module = importlib.import_module(module)
-    validate = getattr(module, "validate", None)
-    if validate is not None:
-        validate(cfg)
-    if hasattr(cfg, "deterministic"):  # a script's Runtime (common.cli): how this process computes
-        apply_runtime(cfg)
-    run = run_for(module, cfg)
-    if distributed.active():  # several DDP ranks: rank 0 writes the store, the others compute along
-        return _execute_ranks(module, cfg, run)
-    if run.done:
-        return run.result()
-    with run.lock():
-        if run.done:  # finished by another process while we waited for the lock
-            return run.result()
-        return compute_and_store(module, cfg, run)
+    parent = (getattr(_ACTIVE, "runs", None) or [None])[-1]  # the run computing in this thread that needs this one
+    t0 = time.time()
+    try:
+        validate = getattr(module, "validate", None)
+        if validate is not None:
+            validate(cfg)
+        if hasattr(cfg, "deterministic"):  # a script's Runtime (common.cli): how this process computes
+            apply_runtime(cfg)
+        run = run_for(module, cfg)
+        if distributed.active():  # several DDP ranks: rank 0 writes the store, the others compute along
+            return _execute_ranks(module, cfg, run)
+        if run.done:
+            return _stored(run)
+        with run.lock():
+            if run.done:  # finished by another process while we waited for the lock
+                return _stored(run)
+            return compute_and_store(module, cfg, run)
+    finally:
+        if parent is not None:  # its time is the parent's wall_time, not its run_time
+            parent._dependency_time += time.time() - t0
+
+
+_ACTIVE = threading.local()  # .runs: the runs compute_and_store is computing in this thread, innermost last
+
+
+def _stored(run: Run) -> dict:
+    """The result of a finished run, its ``config.json`` repaired if it was damaged or edited (a store this process
+    cannot write keeps it, with a warning: ``collect`` skips that run until it is repaired)."""
+    result = run.result()
+    try:
+        run.write_config()
+    except (OSError, UserError) as exc:
+        warn(run.dir / "config.json", f"cannot be repaired ({getattr(exc, 'strerror', None) or exc})")
+    return result
 
 
 def compute_and_store(module, cfg, run: Run) -> dict:
     """Compute ``run`` (its lock held) and store its result; a diverged run is recorded as failed.
 
     ``config.json`` is (re)written unless it already holds the config; a run without a checkpoint to resume from
-    (new, failed before, or its checkpoint lost) starts from scratch, with a fresh ``log.jsonl``."""
-    config = {"script": run.script, "config": C.to_dict(cfg, True)}
-    try:
-        current = json.loads((run.dir / "config.json").read_text())
-    except (OSError, ValueError):
-        current = None
-    if current != config:
-        atomic_write_json(run.dir / "config.json", config)
+    (new, failed before, or its checkpoint lost) starts from scratch, with a fresh ``log.jsonl``. A run refused
+    with a ``UserError`` (a missing dataset, an unusable device, ...) before it wrote anything but its config is
+    removed: it would only be listed as started."""
+    run.write_config()
     if not run.checkpoint_path.exists():
         (run.dir / "log.jsonl").unlink(missing_ok=True)
+    _ACTIVE.runs = [*getattr(_ACTIVE, "runs", []), run]
     try:
         result = module.compute(cfg, run)
     except RunFailed as exc:
@@ -499,6 +739,13 @@ def compute_and_store(module, cfg, run: Run) -> dict:
         with contextlib.suppress(FileNotFoundError):
             run.checkpoint_path.unlink()  # a diverged state is not worth resuming from
         raise
+    except UserError:
+        if run.holds_only_config():
+            (run.dir / "config.json").unlink(missing_ok=True)
+            run._refused = True
+        raise
+    finally:
+        _ACTIVE.runs = _ACTIVE.runs[:-1]
     return run.finish(result)
 
 
@@ -562,6 +809,7 @@ class WorkerRun(Run):
         try:
             state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
             self.logs, self._elapsed_before = list(state.pop("_logs")), float(state.pop("_elapsed"))
+            self._dependency_time = float(state.pop("_dependency_time", 0.0))
         except Exception:  # noqa: BLE001 - rank 0 reports the corrupt file and restarts; so do we
             return None
         return state
@@ -587,62 +835,86 @@ def collect(root: str | os.PathLike = "runs", script: str | None = None):
     Columns: ``script``, ``hash``, ``run_dir``, the flattened config (``config.<field>``), the result's scalar
     metrics, and, for results that report several points (``result["points"]``, e.g. IMP rounds), the point's fields.
     The result's ``provenance`` (code version, package versions) stays in result.json. What is not a finished run
-    (a stray file or folder, a damaged ``result.json`` or ``config.json``) is skipped with a one-line warning naming it.
+    (a stray file or folder; a ``result.json`` or ``config.json`` that is not a file, not JSON or not of the shape
+    the code expects -- ``read_result``, ``read_config``; a config.json that does not hash to its folder's name; a
+    run this user may not read) is skipped with a one-line warning naming it. A store this user may not list is a
+    one-line ``UserError``.
     """
     import pandas as pd
 
     root = Path(root)
     rows = []
-    if root.exists() and not root.is_dir():
-        raise unusable_store(root, NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(root)))
-    if script:
-        scripts = [str(root / script)]
-    else:
-        scripts = []
-        with contextlib.suppress(FileNotFoundError), os.scandir(root) as entries:
-            for entry in sorted(entries, key=lambda e: e.name):
-                if entry.is_dir():
-                    scripts.append(entry.path)
-                else:
-                    warn(entry.path, "skipped: not a script's folder of the run store (a stray file?)")
-    for sdir in scripts:
-        if not os.path.isdir(sdir):
-            continue
-        with os.scandir(sdir) as entries:
-            for entry in entries:
-                if not (RUN_NAME.match(entry.name) and entry.is_dir()):
-                    warn(entry.path, f"skipped: not a run directory (those are <script>/<{HASH_LEN}-hex hash>/)")
-                    continue
-                try:
-                    with open(os.path.join(entry.path, "result.json")) as fh:
-                        result = json.load(fh)
-                except FileNotFoundError:
-                    continue  # not finished
-                except (OSError, ValueError) as exc:
-                    warn(entry.path, f"skipped: result.json is damaged ({exc}); delete it and run again to compute "
-                                     "the run anew")
-                    continue
-                try:
-                    with open(os.path.join(entry.path, "config.json")) as fh:
-                        conf = json.load(fh)
-                    name, config = conf["script"], conf["config"]
-                    if not isinstance(result, dict) or not isinstance(config, dict):
-                        raise ValueError("not a run's JSON object")
-                except (OSError, ValueError, KeyError, TypeError) as exc:
-                    problem = "is missing" if isinstance(exc, FileNotFoundError) else f"is damaged ({exc!r})"
-                    warn(entry.path, f"skipped: config.json {problem}, so its config is unknown; delete the run "
-                                     "directory and run it again")
-                    continue
-                points = result.pop("points", None) or [{}]
-                base = {"script": name, "hash": entry.name, "run_dir": entry.path}
-                base.update(flatten(config, "config."))
-                base.update(flatten({k: v for k, v in result.items() if k not in ("script", "hash", "provenance")}))
-                for point in points:
-                    rows.append({**base, **flatten(point)})
+    try:
+        if root.exists() and not root.is_dir():
+            raise unusable_store(root, NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(root)))
+        if script:
+            scripts = [str(root / script)]
+        else:
+            scripts = []
+            with contextlib.suppress(FileNotFoundError), os.scandir(root) as entries:
+                for entry in sorted(entries, key=lambda e: e.name):
+                    if entry.is_dir():
+                        scripts.append(entry.path)
+                    else:
+                        warn(entry.path, "skipped: not a script's folder of the run store (a stray file?)")
+        for sdir in scripts:
+            if os.path.isdir(sdir):
+                rows += _collect_script(sdir)
+    except PermissionError as exc:  # the store itself, or a script's folder, cannot be listed
+        raise no_permission(exc.filename or root, "read") from None
     return pd.DataFrame(rows)
 
 
+def _collect_script(sdir: str) -> list[dict]:
+    """``collect``'s rows of one script's folder."""
+    rows = []
+    with os.scandir(sdir) as entries:
+        for entry in entries:
+            if not (RUN_NAME.match(entry.name) and entry.is_dir()):
+                warn(entry.path, f"skipped: not a run directory (those are <script>/<{HASH_LEN}-hex hash>/)")
+                continue
+            try:
+                result = read_result(entry.path)
+                if result is None:
+                    continue  # not finished
+                conf = read_config(entry.path)
+                if conf is None:
+                    warn(entry.path, "skipped: config.json is missing, so its config is unknown; delete the run "
+                                     "directory and run it again")
+                    continue
+            except DamagedFile as exc:
+                warn(entry.path, f"skipped: {exc.path.name} {exc.problem}; {exc.fix}")
+                continue
+            except UserError as exc:  # a file this user may not read
+                warn(entry.path, f"skipped: {exc}")
+                continue
+            name, config = conf["script"], conf["config"]
+            points = result.pop("points", None) or [{}]
+            base = {"script": name, "hash": entry.name, "run_dir": entry.path}
+            base.update(flatten(config, "config."))
+            base.update(flatten({k: v for k, v in result.items() if k not in ("script", "hash", "provenance")}))
+            for point in points:
+                rows.append({**base, **flatten(point)})
+    return rows
+
+
 def read_log(run_dir: str | os.PathLike) -> list[dict]:
-    """The records of a run's ``log.jsonl``."""
-    with open(Path(run_dir) / "log.jsonl") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    """The records of a run's ``log.jsonl`` (none when it has none). A line that is not a JSON object (cut short by
+    a kill, or edited) is skipped, with one warning naming the file and those lines."""
+    path = Path(run_dir) / "log.jsonl"
+    records, bad = [], []
+    for number, line in enumerate((read_bytes(path) or b"").decode(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            bad.append(number)
+    if bad:
+        shown = ", ".join(map(str, bad[:5])) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        warn(path, f"skipped line{'s' * (len(bad) > 1)} {shown}: not a JSON object (cut short, or edited)")
+    return records

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from common import config as C
-from common.errors import RunFailed, UserError
-from common.store import Run, collect, execute
+from common.errors import DamagedFile, RunFailed, UserError
+from common.store import Run, collect, execute, read_config, read_result, warn
 from figures import FIGURES
 from figures.profiles import PROFILES, tables, thin
 
@@ -43,6 +43,27 @@ def planned_runs(name: str, profile: str, runtime: dict) -> list[tuple[str, obje
 
 def missing_runs(rows):
     return [(s, c) for s, c in rows if not Run(s, c).done]
+
+
+def unusable_runs(rows) -> list[str]:
+    """The finished runs of ``rows`` that ``collect()`` would skip, one line each: a ``result.json`` that cannot be
+    used. A damaged or edited ``config.json`` is rewritten from the run's config, as executing the run does."""
+    problems = []
+    for script, cfg in rows:
+        run = Run(script, cfg)
+        try:
+            read_config(run.dir)
+        except DamagedFile:
+            try:
+                run.write_config()
+                warn(run.dir / "config.json", "rewritten from the run's config (it was damaged or edited)")
+            except OSError as exc:
+                problems.append(f"{run.dir / 'config.json'} is damaged and cannot be rewritten ({exc.strerror})")
+        try:
+            read_result(run.dir)
+        except DamagedFile as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def compute_in_process(rows) -> list[str]:
@@ -89,6 +110,9 @@ def make(name: str, profile: str = "tiny", cluster: str = "none", runtime: dict 
                 return []
         if failures:
             raise RunFailed(f"{len(failures)} run(s) failed, figure not drawn: " + "; ".join(failures[:3]))
+    problems = unusable_runs(rows)
+    if problems:
+        raise UserError(f"{len(problems)} run(s) of {name} cannot be read, figure not drawn: " + "; ".join(problems[:3]))
     hashes = {Run(s, c).hash for s, c in rows}
     runs_dir = runtime.get("runs_dir", "runs")
     df = collect(runs_dir)
