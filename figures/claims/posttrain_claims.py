@@ -129,16 +129,17 @@ def calibration_time(board: Board) -> None:
     plan, data = board.plan(name), board.data(name)
     ratios = sorted(set(plan["ratio"]))
     claim = "calibration costs a small fraction of L1 + retraining's time"
+    n = plan.groupby(["method", "ratio"]).size().max()
     compared = (f"{plan['setup'].iloc[0]}: wall time (s) of our calibration vs L1-norm pruning + retraining at "
-                f"channel ratios {', '.join(map(pct, ratios))}, one run per method and ratio")
-    rule = (f"time rule (a threshold, not a test: one run each): at each ratio below {100 * CHEAP:g}% of L1 + "
+                f"channel ratios {', '.join(map(pct, ratios))}, the fastest of {n} run(s) per method and ratio")
+    rule = (f"time rule (a threshold on the fastest run, not a test): at each ratio below {100 * CHEAP:g}% of L1 + "
             "retraining's time holds; holds at every ratio: holds, at none: does not hold, otherwise mixed")
     missing = board.missing(name, metric="method_time")
     if missing:
         board.add(PAPER, claim, name, compared, "", [], missing)
         return
     time = lambda m, r: float(data[(data["config.method"] == m) & np.isclose(data["config.ratio"], r)]  # noqa
-                              ["method_time"].mean())
+                              ["method_time"].min())
     ratio = {r: time("ours", r) / time("l1", r) for r in ratios}
     below = [r for r in ratios if ratio[r] < CHEAP]
     verdict = HOLDS if len(below) == len(ratios) else FAILS if not below else MIXED
