@@ -83,7 +83,8 @@ def main(argv=None) -> int:
     from figures.pipeline import OUT, make
 
     out_root = Path(args.out) if args.out else OUT
-    return exit_code(lambda: [make(name, args.profile, cluster, runtime, out_root) for name in names])
+    return exit_code(lambda: [make(name, args.profile, cluster, runtime, out_root) for name in names],
+                     where=lambda: args.runs_dir)  # the disk a full-disk error names when the writer does not
 
 
 if __name__ == "__main__":

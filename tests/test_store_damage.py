@@ -504,3 +504,43 @@ def test_run_time_leaves_out_the_time_of_the_runs_it_depends_on(tmp_path):
     assert dep["run_time"] >= 1.0 and dep["run_time"] == dep["wall_time"]
     df = store.collect(tmp_path)
     assert {"run_time", "wall_time"} <= set(df.columns)
+
+
+# ---------------------------------------------------------------------------------------------------- figures
+class OneRunFigure:
+    """A figure module whose only run is the finished digits run; ``draw`` records what it was given."""
+
+    PAPER = "a test figure"
+    drawn: list = []
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def runs(self, profile):
+        return [(pretrain.SCRIPT, self.cfg)]
+
+    def draw(self, df, profile, base):
+        self.drawn.append(sorted(df["hash"]))
+        return []
+
+
+def test_a_figure_repairs_an_edited_config_and_refuses_a_damaged_result_in_one_line(done, capsys, monkeypatch,
+                                                                                    tmp_path):
+    from figures import pipeline
+
+    figure = OneRunFigure(done.cfg)
+    monkeypatch.setattr(pipeline, "figure_module", lambda name: figure)
+    runtime = {"runs_dir": str(done.root)}
+    path = done.dir / "config.json"
+    doc = json.loads(path.read_text())
+    path.write_text(json.dumps({**doc, "config": {**doc["config"], "seed": 5}}))
+    figure.drawn.clear()
+    pipeline.make("fig-test", "tiny", runtime=runtime, out_root=tmp_path)
+    assert figure.drawn == [[done.hash]]  # drawn with the run, its config.json rewritten
+    assert json.loads(path.read_text()) == doc
+    assert f"warning: {path}: rewritten from the run's config" in capsys.readouterr().err
+    (done.dir / "result.json").write_text('{"points": "abc"}')
+    with pytest.raises(UserError, match=f"^1 run\\(s\\) of fig-test cannot be read, figure not drawn: "
+                                        f"{done.dir / 'result.json'} is damaged \\(its 'points' are not a list"):
+        pipeline.make("fig-test", "tiny", runtime=runtime, out_root=tmp_path)
+    assert figure.drawn == [[done.hash]]
