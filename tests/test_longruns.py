@@ -32,7 +32,7 @@ def _runs_equal(straight, broken, scripts):
             wa, wb = (torch.load(p / "model.pt", weights_only=True) for p in (a, b))
             assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), script
         ra, rb = (json.loads((p / "result.json").read_text()) for p in (a, b))
-        drop = ("wall_time", "method_time")
+        drop = ("wall_time", "run_time", "method_time")
         clean = lambda r: {k: ([{q: w for q, w in p.items() if q not in drop} for p in v] if k == "points" else v)  # noqa: E731
                            for k, v in r.items() if k not in drop}
         assert clean(ra) == clean(rb), script
