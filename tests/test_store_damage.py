@@ -325,40 +325,39 @@ def _nobody(wrap, top: Path, *commands) -> list[subprocess.CompletedProcess]:
             zip(commands, proc.stdout.splitlines())]
 
 
-def test_a_store_this_user_may_not_read_is_one_line_everywhere(made, shared):
+def test_a_store_this_user_may_not_read_or_write_is_one_line_everywhere(made, shared):
+    """As user nobody (one process for every command): a store it may not enter; one it may read but not write; one
+    with a result it may not read."""
     wrap = _as_nobody()
-    root = shared / "runs"
-    root.chmod(0o700)  # root's: nobody may neither list nor enter it
-    run_dir = root / pretrain.SCRIPT / made.hash
-    commands = [("common.runs", ["list", "--runs-dir", root]),
-                ("collect", [root]),
-                ("common.pretrain", [*TINY, "--runs-dir", root]),
-                ("figures", ["fig-gmp-schedule", "--runs-dir", root]),
-                ("common.export", ["--run", run_dir])]
-    for (module, args), proc in zip(commands, _nobody(wrap, shared, *commands), strict=True):
+    closed, readable, other = shared / "runs", shared / "readable", shared / "other"
+    shutil.copytree(closed, readable)
+    shutil.copytree(closed, other)
+    closed.chmod(0o700)  # root's: nobody may neither list nor enter it
+    unreadable = other / pretrain.SCRIPT / made.hash / "result.json"
+    unreadable.chmod(0o600)
+    refused = [("common.runs", ["list", "--runs-dir", closed]),
+               ("collect", [closed]),
+               ("common.pretrain", [*TINY, "--runs-dir", closed]),
+               ("figures", ["fig-gmp-schedule", "--runs-dir", closed]),
+               ("common.export", ["--run", closed / pretrain.SCRIPT / made.hash])]
+    read_only = [("common.runs", ["list", "--runs-dir", readable]),
+                 ("common.pretrain", [*TINY, "--runs-dir", readable]),  # done: read, nothing written
+                 ("common.pretrain", [*TINY, "--seed", "1", "--runs-dir", readable]),
+                 ("common.runs", ["list", "--runs-dir", other])]
+    done = _nobody(wrap, shared, *refused, *read_only)
+    for (module, args), proc in zip(refused, done[:len(refused)], strict=True):
         line = one_error_line(proc)
         assert proc.returncode == 2, (args, proc.stderr)
-        assert line.startswith(f"error: permission denied: {root}") and "this user (nobody)" in line, (args, line)
-        assert (f"cannot enter the folder {root}, which needs x (search) permission" in line
-                or f"the folder {root} needs rx permission for this user (nobody) to read" in line), (args, line)
-
-
-def test_a_store_this_user_may_read_but_not_write(made, shared):
-    wrap = _as_nobody()
-    root = shared / "runs"
-    unreadable = shared / "other" / pretrain.SCRIPT / made.hash / "result.json"
-    shutil.copytree(root, shared / "other")
-    unreadable.chmod(0o600)
-    listed, again, new, damaged = _nobody(wrap, shared, ("common.runs", ["list", "--runs-dir", root]),
-                                          ("common.pretrain", [*TINY, "--runs-dir", root]),  # done: read only
-                                          ("common.pretrain", [*TINY, "--seed", "1", "--runs-dir", root]),
-                                          ("common.runs", ["list", "--runs-dir", shared / "other"]))
+        assert line.startswith(f"error: permission denied: {closed}") and "this user (nobody)" in line, (args, line)
+        assert (f"cannot enter the folder {closed}, which needs x (search) permission" in line
+                or f"the folder {closed} needs rx permission for this user (nobody) to read" in line), (args, line)
+    listed, again, new, damaged = done[len(refused):]
     assert listed.returncode == 0 and "1 run: 1 done" in listed.stdout, listed.stderr
     assert again.returncode == 0 and '"test_acc"' in again.stdout, again.stderr
     line = one_error_line(new)
     assert new.returncode == 2
-    assert line.startswith(f"error: permission denied: {root / pretrain.SCRIPT}/") and \
-        f"the folder {root / pretrain.SCRIPT} needs w permission for this user (nobody) to write" in line, line
+    assert line.startswith(f"error: permission denied: {readable / pretrain.SCRIPT}/") and \
+        f"the folder {readable / pretrain.SCRIPT} needs w permission for this user (nobody) to write" in line, line
     assert damaged.returncode == 0 and "damaged" in damaged.stdout, damaged.stderr
     assert f"{unreadable} needs r permission" in damaged.stdout
 
