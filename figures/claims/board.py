@@ -49,17 +49,22 @@ def per_seed(rows: pd.DataFrame, value: str, seed: str = "config.seed") -> pd.Se
 
 
 def judge(link: Link) -> tuple[R.Range | None, list, str]:
-    """The rule on a link, paired by the seeds every point and side share: (range, seeds, why not judged)."""
-    seeds = None
-    for a, b in link.points.values():
-        shared = set(a.index) & set(b.index)
-        seeds = shared if seeds is None else seeds & shared
-    seeds = sorted(seeds or ())
+    """The rule on a link, paired by seed: each point on the seeds both its sides have, the omnibus (each seed's
+    mean over the points) on the seeds every point has. Returns (range, those seeds, why not judged)."""
+    sign = -1.0 if link.lower else 1.0
+    pairs, seeds = {}, None
+    for p, (a, b) in link.points.items():
+        mine = sorted(set(a.index) & set(b.index))
+        if len(mine) < 2:
+            return None, mine, f"{len(mine)} seed(s) with both sides at {p}: an interval needs 2"
+        pairs[p] = (sign * a.loc[mine].to_numpy(), sign * b.loc[mine].to_numpy())
+        seeds = set(mine) if seeds is None else seeds & set(mine)
+    seeds = sorted(seeds)
     if len(seeds) < 2:
         return None, seeds, f"{len(seeds)} seed(s) shared by every point: an interval needs 2"
-    sign = -1.0 if link.lower else 1.0
-    pairs = {p: (sign * a.loc[seeds].to_numpy(), sign * b.loc[seeds].to_numpy()) for p, (a, b) in link.points.items()}
-    return R.over_range(pairs, margin=link.margin, kind=link.kind), seeds, ""
+    omnibus = tuple(sign * np.mean([side.loc[seeds].to_numpy() for side in sides], axis=0)
+                    for sides in zip(*link.points.values()))
+    return R.over_range(pairs, margin=link.margin, kind=link.kind, omnibus=omnibus), seeds, ""
 
 
 def chain(verdicts: list[str]) -> str:
@@ -81,8 +86,11 @@ def describe(link: Link, r: R.Range | None, seeds: list, why: str) -> tuple[str,
         return f"{link.name}: not judged ({why})", why, ""
     d = link.digits
     n = len(link.points)
+    counts = sorted({c.n[0] for c in r.points.values()})
     text = (f"{link.name}{unit}: mean difference over {n} point{'s' * (n > 1)} x {len(seeds)} seeds "
-            f"{r.omnibus.interval(d)} ({100 * (1 - 2 * r.omnibus.alpha):g}% interval)")
+            f"{r.omnibus.interval(d)} ({100 * (1 - 2 * r.omnibus.alpha):g}% interval)"
+            + (f"; each point on its own seeds ({'-'.join(map(str, (counts[0], counts[-1])))})"
+               if len(counts) > 1 or counts[0] != len(seeds) else ""))
     if 1 < n <= LISTED:
         text += "; per point " + ", ".join(f"{p}: {c.interval(d)}" for p, c in r.points.items())
     detail = (f"{link.name}: {r.verdict}; per point (Holm): holds at {listed(r.where(HOLDS))}, does not hold at "
@@ -183,7 +191,8 @@ class Board:
                 va, vb = a.get(seed, np.nan), b.get(seed, np.nan)
                 self.records.append({
                     "paper": paper, "claim": claim, "figure": figure, "link": link.name, "point": point,
-                    "seed": seed, "paired": seed in seeds, "side": link.a, "value": va, "other": link.b,
+                    "seed": seed, "paired": seed in a.index and seed in b.index, "omnibus": seed in seeds,
+                    "side": link.a, "value": va, "other": link.b,
                     "other_value": vb, "difference": va - vb,
                     "point_estimate": np.nan if c is None else c.estimate,
                     "point_lower": np.nan if c is None else c.lower, "point_upper": np.nan if c is None else c.upper,

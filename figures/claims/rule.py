@@ -231,14 +231,18 @@ class Range:
         return [p for p, v in self.decided.items() if v == verdict]
 
 
-def over_range(pairs: dict, *, margin: float, alpha: float = ALPHA, kind: str = "superiority") -> Range:
-    """``pairs``: point -> (a, b), per-seed values in the same seed order at every point (paired by seed). The
-    omnibus contrast is each seed's mean over the points; per-point decisions are Holm-corrected over the points."""
+def over_range(pairs: dict, *, margin: float, alpha: float = ALPHA, kind: str = "superiority",
+               omnibus: tuple | None = None) -> Range:
+    """``pairs``: point -> (a, b), per-seed values paired within each point. The omnibus contrast is each seed's mean
+    over the points (``omnibus``: those means, given where the points' seeds differ; by default computed from
+    ``pairs``, whose points must then share their seeds in the same order); per-point decisions are Holm-corrected
+    over the points."""
     if not pairs:
         raise ValueError("a range needs at least one point")
-    a = np.mean([values(x, f"a at {p}") for p, (x, _) in pairs.items()], axis=0)
-    b = np.mean([values(y, f"b at {p}") for p, (_, y) in pairs.items()], axis=0)
-    omnibus = compare(a, b, paired=True, margin=margin, alpha=alpha, kind=kind)
+    if omnibus is None:
+        omnibus = (np.mean([values(x, f"a at {p}") for p, (x, _) in pairs.items()], axis=0),
+                   np.mean([values(y, f"b at {p}") for p, (_, y) in pairs.items()], axis=0))
+    omnibus = compare(*omnibus, paired=True, margin=margin, alpha=alpha, kind=kind)
     points = {p: compare(x, y, paired=True, margin=margin, alpha=alpha, kind=kind) for p, (x, y) in pairs.items()}
     ups = holm([c.p_holds for c in points.values()], alpha)
     downs = holm([c.p_fails for c in points.values()], alpha)

@@ -79,7 +79,7 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
     return [*paths, save_csv(points, base.with_name(base.name + "-points"))]
 
 
-RECORD_COLUMNS = ["paper", "claim", "figure", "link", "point", "seed", "paired", "side", "value", "other",
+RECORD_COLUMNS = ["paper", "claim", "figure", "link", "point", "seed", "paired", "omnibus", "side", "value", "other",
                   "other_value", "difference", "point_estimate", "point_lower", "point_upper", "point_decided"]
 
 
