@@ -62,11 +62,12 @@ def prunable_of(cfg: Base, model=None, conv_only: bool = False) -> dict:
     if model is None:
         info = dataset_info(cfg.dataset)
         model = build_model(cfg.model, info.num_classes, info.input_shape)
-    params = S.prunable(model, cfg.exclude)
+    params = S.pruned_layers(model, cfg.exclude)
     if conv_only:
         params = {n: p for n, p in params.items() if p.dim() == 4}
     if not params:
-        raise UserError(f"model {cfg.model} has no prunable layers left after --exclude {','.join(cfg.exclude)}")
+        raise UserError(f"model {cfg.model} has no prunable conv layer left after --exclude {','.join(cfg.exclude)}; "
+                        f"exclude fewer layers or use --structure unstructured")
     return params
 
 

@@ -38,8 +38,8 @@ SCRIPT = "bip.magnitude"
 @dataclass
 class Config(Base):
     method: str = C.opt("imp", "imp (iterative rounds) or omp (one shot)", choices=("imp", "omp"))
-    rate: float = C.opt(0.2, "IMP: fraction of the remaining weights pruned per round")
-    max_rounds: int = C.opt(30, "IMP: most rounds allowed to reach the target sparsity")
+    rate: float = C.opt(0.2, "IMP: fraction of the remaining weights pruned per round", when={"method": ("imp",)})
+    max_rounds: int = C.opt(30, "IMP: most rounds allowed to reach the target sparsity", when={"method": ("imp",)})
     scope: str = C.opt("global", "magnitude ranking over all layers together or per layer", choices=("global", "layer"))
     epochs: int = C.opt(10, "retraining epochs per round")
     batch_size: int = C.opt(128, "batch size")
@@ -92,10 +92,7 @@ def validate(cfg: Config) -> None:
     check_rewind(cfg.rewind_epoch, cfg.pretrain)
     round_sparsities(cfg)
     params = prunable_of(cfg)  # refuses --exclude patterns that match no layer before any training
-    if cfg.scope == "layer":
-        from bip.scores import check_layerwise
-
-        check_layerwise(params, "unstructured", cfg.target_sparsity, "target-sparsity")
+    S.check_keeps_some({n: p.numel() for n, p in params.items()}, cfg.target_sparsity, cfg.scope, "target-sparsity")
 
 
 def dependencies(cfg: Config) -> list:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from bip.config import Base, Level, accuracies, data_of, forward_loss, method_start, prunable_of, validate_base
-from bip.scores import STRUCTURES, ScoredWeights, check_layerwise
+from bip.scores import STRUCTURES, ScoredWeights, check_keeps_some
 from common import config as C
 from common import distributed
 from common import sparsity as S
@@ -55,18 +55,19 @@ class Config(Base):
     structure: str = C.opt("unstructured", "what a mask entry covers: a weight, a filter or an input channel",
                            choices=STRUCTURES)
     scope: str = C.opt("global", "unstructured top-k over all layers together or per layer (filter/channel: always "
-                                 "per layer)", choices=("global", "layer"))
+                                 "per layer)", choices=("global", "layer"), when={"structure": ("unstructured",)})
     epochs: int = C.opt(10, "BiP epochs (one lower step per batch); hydra: score epochs")
-    lower_steps: int = C.opt(1, "K: lower-level steps per upper-level step")
+    lower_steps: int = C.opt(1, "K: lower-level steps per upper-level step", when={"method": ("bip",)})
     batch_size: int = C.opt(128, "batch size of both levels")
     lower: Level = C.opt(Level(lr=0.01, schedule="cosine"), "lower level: SGD on the weights (paper: lr 0.01)")
     upper: Level = C.opt(Level(lr=0.1, schedule="cosine", weight_decay=0.0),
                          "upper level: SGD on the mask scores (paper: lr 0.1)")
-    ig: str = C.opt("paper", "implicit-gradient term: paper (closed form) or none", choices=("paper", "none"))
+    ig: str = C.opt("paper", "implicit-gradient term: paper (closed form) or none", choices=("paper", "none"),
+                    when={"method": ("bip",)})
     gamma: float = C.opt(1e4, "lower-level regularization gamma; the IG term is scaled by 1/gamma "
-                              "(the configs' lr2 = 1/gamma = 1e-4)")
+                              "(the configs' lr2 = 1/gamma = 1e-4)", when={"method": ("bip",)})
     score_init: float = C.opt(1.0, "scores start as this constant times |theta| (first mask = magnitude mask)")
-    finetune_epochs: int = C.opt(10, "hydra only: epochs of weight training with the mask fixed")
+    finetune_epochs: int = C.opt(10, "epochs of weight training with the mask fixed", when={"method": ("hydra",)})
 
 
 PRESETS = {
@@ -98,12 +99,12 @@ def validate(cfg: Config) -> None:
     if cfg.epochs < 1 or cfg.lower_steps < 1 or cfg.finetune_epochs < 0 or cfg.batch_size < 1:
         raise UserError("--epochs, --lower-steps and --batch-size must be at least 1 (--finetune-epochs >= 0)")
     structured = cfg.structure != "unstructured"
+    prunable_of(cfg)  # every --exclude pattern matches and some layer is left to prune
     if structured and not _has_conv(cfg):
         raise UserError(f"--structure {cfg.structure} prunes conv filters/channels, but model {cfg.model} has no "
                         f"prunable conv layer; use --structure unstructured or a conv model (e.g. --model cnn)")
     params = prunable_of(cfg, conv_only=structured)
-    if structured or cfg.scope == "layer":
-        check_layerwise(params, cfg.structure, cfg.target_sparsity, "target-sparsity")
+    check_keeps_some(params, cfg.structure, cfg.scope, cfg.target_sparsity, "target-sparsity")
 
 
 def _has_conv(cfg: Config) -> bool:

@@ -38,14 +38,13 @@ def kept_units(shape, structure: str, sparsity: float) -> int:
     return units - S.num_to_prune(sparsity, units)
 
 
-def check_layerwise(params: dict[str, torch.Tensor], structure: str, sparsity: float, flag: str) -> None:
-    """A uniform per-layer ratio must leave every layer at least one weight / filter / channel."""
+def check_keeps_some(params: dict[str, torch.Tensor], structure: str, scope: str, sparsity: float, flag: str) -> None:
+    """The top-k must leave every layer at least one weight / filter / channel (``common.sparsity.check_keeps_some``):
+    each layer's own under a per-layer ratio (``scope`` layer; filter / channel: always), enough for one each under a
+    global one."""
     unit = {"unstructured": "weights", "filter": "filters", "channel": "input channels"}[structure]
-    for name, p in params.items():
-        if kept_units(p.shape, structure, sparsity) < 1:
-            count = p.numel() if structure == "unstructured" else p.shape[0 if structure == "filter" else 1]
-            raise UserError(f"--{flag} {sparsity} leaves layer {name} ({count} {unit}) with none under a per-layer "
-                            f"ratio; lower the sparsity or leave the layer dense with --exclude")
+    counts = {name: kept_units(p.shape, structure, 0.0) for name, p in params.items()}
+    S.check_keeps_some(counts, sparsity, "layer" if structure != "unstructured" else scope, flag, unit)
 
 
 def unit_sums(scores: torch.Tensor, dim: int) -> torch.Tensor:

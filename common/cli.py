@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from common import config as C
 from common import distributed
+from common.data import data_root
 from common.errors import exit_code
 from common.export import BLOCK_HELP, FORMAT_HELP, check_block, export_run
 from common.sparse import FORMATS
@@ -73,7 +74,11 @@ def main(module_name: str, argv=None) -> int:
                            presets=getattr(module, "PRESETS", None), prog=f"python -m {module_name}")
         if hasattr(cfg, "device"):
             check_device(cfg.device)  # before the run's directory is made
+        if hasattr(cfg, "data_dir"):
+            data_root(cfg.data_dir)
         check_block(cfg.export_format, cfg.export_block, "--export-block")
+        if getattr(module, "validate", None):
+            module.validate(cfg)  # the script's own checks, before its run directory is named (execute checks again)
         run_dir.append(str(run_for(module, cfg).dir))
         if distributed.is_main():  # the other ranks of a torchrun job compute along but print nothing
             print(f"run: {run_dir[0]}", file=sys.stderr, flush=True)

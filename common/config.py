@@ -5,7 +5,9 @@ its metadata (``field(default=..., metadata={"help": ..., "choices": [...]})``).
 ``metadata={"hash": False}`` describe *how* a run executes (device, data folder, workers) rather than *what* it
 computes; they are left out of the run's identity (see ``common.store``). Fields marked ``positive`` (learning rates)
 must be > 0. Fields marked ``content`` name a file whose bytes determine the result: the run's identity holds the
-file's sha256, not its path (the path stays in ``config.json`` for people to read).
+file's sha256, not its path (the path stays in ``config.json`` for people to read). Fields marked ``when`` apply to
+some methods only (``when={"method": ("gmp",)}``); the command line refuses a value other than the default for a
+method that ignores them (:func:`check_applies`): it would only give the same computation a second run hash.
 """
 from __future__ import annotations
 
@@ -21,11 +23,13 @@ from common.errors import UserError
 
 
 def opt(default, help: str, choices=None, hash: bool = True,  # noqa: A002 - mirrors argparse's names
-        positive: bool = False, content: bool = False):
+        positive: bool = False, content: bool = False, when: dict | None = None):
     """A config field with its help text (and optional allowed values).
 
     ``positive``: the value must be > 0 (checked by :func:`build`). ``content``: a file path (empty: none) whose
-    file's bytes, not its name, are part of the run's identity (see :func:`canonical_json`).
+    file's bytes, not its name, are part of the run's identity (see :func:`canonical_json`). ``when``: {field of the
+    same config: the values under which this field is used}, e.g. ``{"method": ("gmp",)}``; where one is not met the
+    method ignores the field (see :func:`check_applies`).
     """
     meta = {"help": help, "hash": hash}
     if choices is not None:
@@ -34,6 +38,9 @@ def opt(default, help: str, choices=None, hash: bool = True,  # noqa: A002 - mir
         meta["positive"] = True
     if content:
         meta["content"] = True
+    if when:
+        meta["when"] = {name: tuple(values) for name, values in when.items()}
+        meta["help"] += f" ({_used_with(meta['when'])} only)"
     if isinstance(default, (list, dict)) or is_dataclass(default):
         return field(default_factory=lambda: _copy(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -139,16 +146,25 @@ def _parse_bool(text: str) -> bool:
 
 
 def _converter(tp):
-    """A function str -> value for a field type (tuples are comma-separated)."""
+    """A function str -> value for a field type (tuples are comma-separated). Its ``__name__`` is what argparse
+    calls the expected value in an error ("invalid float list value: '0.1,x'")."""
     if tp is bool:
         return _parse_bool
     if _origin(tp) is tuple:
         inner = typing.get_args(tp)[0]
-        return lambda s: tuple(inner(x) for x in s.split(",") if x.strip() != "")
+
+        def values(s):
+            return tuple(inner(x) for x in s.split(",") if x.strip() != "")
+        values.__name__ = f"{inner.__name__} list"
+        return values
     if _origin(tp) is typing.Union:  # Optional[X]
         inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
         conv = _converter(inner)
-        return lambda s: None if s.lower() in ("none", "") else conv(s)
+
+        def value_or_none(s):
+            return None if s.lower() in ("none", "") else conv(s)
+        value_or_none.__name__ = f"{conv.__name__} or none"
+        return value_or_none
     return tp
 
 
@@ -197,16 +213,53 @@ def _check_values(cfg, prefix=""):
             raise UserError(f"{_flag(prefix + f.name)} {v} must be > 0")
 
 
+def _shown(value) -> str:
+    """A value as it is written on the command line."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def _used_with(when: dict) -> str:
+    return " and ".join(f"{_flag(name)} {'/'.join(map(_shown, values))}" for name, values in when.items())
+
+
+def _first_difference(value, base, name: str) -> tuple[str, object]:
+    """(dotted name, value) of the first leaf where ``value`` differs from ``base`` (nested configs: their leaves)."""
+    if is_dataclass(value):
+        for f in fields(value):
+            a, b = getattr(value, f.name), getattr(base, f.name)
+            if a != b:
+                return _first_difference(a, b, f"{name}.{f.name}")
+    return name, value
+
+
+def check_applies(cfg, baseline) -> None:
+    """Refuse a field the config's method ignores (its ``when`` not met) whose value differs from ``baseline`` (the
+    class defaults with the preset applied): the same computation would be stored under a second run hash."""
+    for f in fields(cfg):
+        when = f.metadata.get("when")
+        unmet = [name for name, values in (when or {}).items() if getattr(cfg, name) not in values]
+        if not unmet or getattr(cfg, f.name) == getattr(baseline, f.name):
+            continue
+        name, value = _first_difference(getattr(cfg, f.name), getattr(baseline, f.name), f.name)
+        given = " ".join(f"{_flag(n)} {_shown(getattr(cfg, n))}" for n in unmet)
+        raise UserError(f"{_flag(name)} {_shown(value)} does not apply to {given} (it is used with "
+                        f"{_used_with(when)} only); leave it out: it would change the run's hash, not what it computes")
+
+
 def parse_args(cls, argv=None, description: str = "", presets: dict | None = None, prog: str | None = None):
     """Parse a command line into an instance of ``cls``.
 
-    ``presets`` maps a name to a dict of (dotted) overrides; ``--preset NAME`` applies one before the flags.
+    ``presets`` maps a name to a dict of (dotted) overrides; ``--preset NAME`` applies one before the flags. A flag
+    that the chosen method ignores is refused unless it keeps the default (:func:`check_applies`).
     """
     parser = make_parser(cls, description, presets, prog)
     ns = vars(parser.parse_args(sys.argv[1:] if argv is None else argv))
     preset = ns.pop("preset", None)
     show = ns.pop("print_config")
     cfg = build(cls, presets, preset, **ns)
+    check_applies(cfg, build(cls, presets, preset))
     if show:  # like --help: print, then end the command without computing anything
         print(json.dumps(to_dict(cfg), indent=1, sort_keys=True), flush=True)
         parser.exit(0)

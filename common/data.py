@@ -404,7 +404,9 @@ def read_idx(path: Path) -> np.ndarray:
 
 def fashion_folder(root: Path) -> Path | None:
     """The first folder that holds the four official files (each plain or .gz): torchvision's layout
-    ``root/FashionMNIST/raw``, ``root`` itself, then Debian's package location; None if none does."""
+    ``root/FashionMNIST/raw``, ``root`` itself, then Debian's package location; None if none does. A ``root`` that is
+    a file is refused (:func:`data_root`), not passed over for Debian's copy."""
+    root = data_root(root)
     for folder in (root / "FashionMNIST" / "raw", root, FASHION_DEBIAN):
         if all(_idx_file(folder, name) for split in FASHION_FILES.values() for name in split[:2]):
             return folder
@@ -713,6 +715,17 @@ def resolve_workers(workers) -> int:
     return value
 
 
+def data_root(root) -> Path:
+    """``--data-dir`` as a path: a missing folder is fine (a dataset that needs it names what it expected there, or
+    downloads into it), but one that exists as anything other than a folder is a user error: the datasets would
+    otherwise be looked for elsewhere (Fashion-MNIST in Debian's location) without a word."""
+    path = Path(root)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--data-dir {root} is a file, not a folder; give the folder that holds the datasets "
+                        f"(or one to download them into)")
+    return path
+
+
 def load_dataset(name: str, *, root: str = "data", download: bool = False, device="cpu",
                  batch_size: int = 128, eval_batch_size: int = 512, seed: int = 0, val_size: int = 0,
                  workers: int | str = "auto") -> Data:
@@ -727,6 +740,6 @@ def load_dataset(name: str, *, root: str = "data", download: bool = False, devic
         raise UserError(f"batch sizes must be positive (got {batch_size} and {eval_batch_size})")
     if val_size < 0:
         raise UserError(f"--val-size must be >= 0 (got {val_size})")
-    opts = _Options(Path(root), download, torch.device(device), batch_size, eval_batch_size,
+    opts = _Options(data_root(root), download, torch.device(device), batch_size, eval_batch_size,
                     seed, val_size, resolve_workers(workers))
     return spec.load(spec.info, opts)

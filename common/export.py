@@ -23,7 +23,8 @@ that has it):
                      weights, per layer, parameter count, dense and sparsity-aware FLOPs; for a structurally pruned
                      model also the original model's parameters and FLOPs, RP and RF), the run's script, hash, config
                      and metrics.
-The prunable weights are the layers the run itself reports (``result.json``'s ``layers``); runs that list none use
+The prunable weights are the layers the run itself reports (``result.json``'s ``layers``, those it block-sparsified
+where it marks them: seqattn.prune lists its dense layers too); runs that list none use
 their config's ``exclude`` (and ``structure``) over every Conv2d / Linear weight, as the scripts' masks do.
 A run without a final model (``seqattn.oneshot`` keeps one model per sparsity as a point, none stored) is refused.
 
@@ -131,8 +132,9 @@ def _load(path: Path):
 
 def prunable_params(model: torch.nn.Module, conf: dict, result: dict) -> dict[str, torch.Tensor]:
     """The weights the run prunes: those its result reports per layer, else its config's exclude/structure rule."""
-    if isinstance(result.get("layers"), list) and result["layers"]:
-        return {x["layer"]: model.get_parameter(x["layer"]) for x in result["layers"]}
+    if isinstance(result.get("layers"), list) and result["layers"]:  # seqattn.prune lists its dense layers too
+        return {x["layer"]: model.get_parameter(x["layer"]) for x in result["layers"]
+                if x.get("block_sparsified", True)}
     cfg = conf["config"]
     params = S.prunable(model, tuple(cfg.get("exclude", ())))
     if cfg.get("structure", "unstructured") != "unstructured":
@@ -217,9 +219,15 @@ def report(run_dir: Path, conf: dict, result: dict, model, original, structured:
 
 
 def check_block(fmt: str, block: int, option: str = "--block") -> None:
-    if block < 0 or (block and fmt != "bsr"):
+    """A block size is >= 0 (0: the default) and given with the bsr format only (``option``: its flag, whose format
+    flag is the same name with ``format``)."""
+    fmt_option = option.replace("block", "format")
+    if block < 0:
         raise UserError(f"{option} {block}: give a positive block size with the bsr format (0: the run's own block "
-                        f"size or {SP.DEFAULT_BLOCK}), none with {fmt}")
+                        f"size or {SP.DEFAULT_BLOCK})")
+    if block and fmt != "bsr":
+        raise UserError(f"{option} {block}: give a positive block size with the bsr format only; {fmt_option} {fmt} "
+                        f"takes none (leave {option} out)")
 
 
 def resolve_block(fmt: str, block: int, conf: dict) -> int:

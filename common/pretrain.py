@@ -16,6 +16,7 @@ import torch
 from common import config as C
 from common.cli import Runtime, runtime_of
 from common.data import DATASETS, dataset_info, load_dataset
+from common.errors import UserError
 from common.models import MODELS, build_model
 from common.store import Run, atomic_write, execute, save_state_dict
 from common.train import (Progress, Recipe, evaluate, lr_at, make_optimizer, prepare_model, resolve_device,
@@ -83,6 +84,13 @@ def snapshot_epochs(cfg: Config) -> list[int]:
     n = cfg.train.epochs
     keep = {*SNAPSHOT_EPOCHS, *(int(round(f * n)) for f in SNAPSHOT_FRACTIONS), *cfg.snapshot_epochs}
     return sorted(k for k in keep if 0 <= k < n)
+
+
+def validate(cfg: Config) -> None:
+    beyond = [k for k in cfg.snapshot_epochs if not 0 <= k <= cfg.train.epochs]
+    if beyond:
+        raise UserError(f"--snapshot-epochs {','.join(map(str, beyond))} is outside the run, which trains "
+                        f"{cfg.train.epochs} epochs (--train.epochs); give epochs in 0..{cfg.train.epochs}")
 
 
 def snapshot_path(run_dir, epoch: int):

@@ -1,7 +1,8 @@
 """One sparsity mechanism for every method: prunable weights, masks, top-k selection, block and structured views.
 
 - ``prunable(model, exclude)``: the Conv2d/Linear weights a method may prune, in module order (``check_patterns``
-  refuses a layer-name pattern that matches no layer).
+  refuses a layer-name pattern that matches no layer; ``pruned_layers`` also one that leaves no layer to prune).
+- ``check_keeps_some``: refuses a target sparsity whose top-k would leave a pruned layer no weight.
 - ``topk_mask(scores, sparsity, ties=...)``: the one top-k selection (a mask from scores), with its tie rule
   explicit; ``topk_masks`` applies it to named tensors, over all of them (global) or to each (layer).
 - ``apply_masks`` / ``mask_grads`` / ``mask_optimizer_state``: the enforcement that keeps pruned weights exactly zero
@@ -52,6 +53,42 @@ def prunable(model: nn.Module, exclude=("last",)) -> dict[str, nn.Parameter]:
         else:
             skip.update(name for name, _ in layers if fnmatch.fnmatchcase(name, rule))
     return {f"{name}.weight": m.weight for name, m in layers if name not in skip}
+
+
+def pruned_layers(model: nn.Module, exclude) -> dict[str, nn.Parameter]:
+    """``prunable(model, exclude)``, refused in one line when ``exclude`` leaves no layer to prune (a method's
+    ``validate``: before anything is computed)."""
+    params = prunable(model, exclude)
+    if not params:
+        raise UserError(f"--exclude {','.join(exclude)} leaves no layer to prune (the model's Conv2d/Linear layers: "
+                        f"{', '.join(layer_names(model))}); exclude fewer layers")
+    return params
+
+
+def check_keeps_some(counts: dict[str, int], sparsity: float, scope: str, flag: str, unit: str = "weights") -> None:
+    """Refuse a sparsity whose top-k (``num_to_prune``) leaves a pruned layer nothing. ``counts``: each pruned layer's
+    number of units (weights, blocks, filters, input channels). ``layer`` scope: each layer's own top-k must keep at
+    least one of its units (the smallest layer empties first). ``global`` scope: the one top-k over all units must keep
+    at least one per layer; keeping fewer empties some layer whatever the scores (which layers keep the survivors
+    depends on the scores, so that is all a target can be refused for)."""
+    if not counts:
+        return
+    smallest = min(counts, key=lambda n: counts[n])
+    if scope == "layer":
+        for name in sorted(counts, key=lambda n: counts[n]):
+            n = counts[name]
+            if n - num_to_prune(sparsity, n) < 1:
+                raise UserError(f"--{flag} {sparsity} leaves layer {name} ({n} {unit}) with none under a per-layer "
+                                f"ratio; lower the sparsity (1 - 1/{n} keeps one) or leave the layer dense with "
+                                f"--exclude")
+        return
+    total = sum(counts.values())
+    kept = total - num_to_prune(sparsity, total)
+    if kept < len(counts):
+        layers = len(counts)
+        raise UserError(f"--{flag} {sparsity} keeps {kept} of the {total} {unit} under a global ranking, fewer than "
+                        f"one for each of the {layers} pruned layers (the smallest: {smallest}, {counts[smallest]} "
+                        f"{unit}); lower the sparsity (1 - {layers}/{total} keeps {layers})")
 
 
 def layer_names(model: nn.Module) -> list[str]:

@@ -195,7 +195,7 @@ def config_doc(script: str, cfg) -> dict:
 
 def doc_hash(doc: dict) -> str:
     """The run hash of a ``config.json`` document (``config_hash`` of the config it was written from)."""
-    data = json.loads(json.dumps(doc["config"]))
+    data = json.loads(json.dumps(doc["config"])) if doc.get("digests") else doc["config"]
     for dotted, digest in (doc.get("digests") or {}).items():
         *parents, leaf = dotted.split(".")
         node = data
@@ -209,29 +209,31 @@ def read_config(run_dir) -> dict | None:
     """The ``config.json`` document of the run in ``run_dir`` (None when it has none), checked: a JSON object with
     the run's script (its folder's name) and a config whose hash is the run's (its folder's name) -- an edited
     config.json would put the run's result under another config."""
-    run_dir = Path(run_dir)
+    run_dir = os.fspath(run_dir)  # (os.path, not pathlib: collect reads thousands)
+    folder, name = os.path.split(run_dir)
+    script = os.path.basename(folder)
 
     def shape(data):
         if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
             return "not a JSON object with a 'config' object"
-        if data.get("script") != run_dir.parent.name:
-            return f"its script {data.get('script')!r} is not its folder's, {run_dir.parent.name}"
+        if data.get("script") != script:
+            return f"its script {data.get('script')!r} is not its folder's, {script}"
         if not isinstance(data.get("digests") or {}, dict):
             return "its 'digests' are not a JSON object"
         try:
             computed = doc_hash(data)
         except (KeyError, TypeError):
             return "its 'digests' name fields its config lacks"
-        if computed != run_dir.name:
+        if computed != name:
             return f"its config hashes to {computed}, not to its folder's name: edited since the run was made?"
         return None
 
-    return read_json(run_dir / "config.json", shape, CONFIG_FIX)
+    return read_json(os.path.join(run_dir, "config.json"), shape, CONFIG_FIX)
 
 
 def read_result(run_dir) -> dict | None:
     """The ``result.json`` of the run in ``run_dir`` (None when it has none), checked (``result_shape``)."""
-    return read_json(Path(run_dir) / "result.json", result_shape, RESULT_FIX)
+    return read_json(os.path.join(run_dir, "result.json"), result_shape, RESULT_FIX)
 
 
 def read_run(run_dir) -> tuple[dict, dict]:

@@ -42,15 +42,17 @@ class Config(DenseStart):
                         choices=("gmp", "oneshot"))
     model: str = C.opt("cnn", "model", choices=MODELS)
     target_sparsity: float = C.opt(0.9, "final sparsity s_f over the prunable weights, in [0, 1)")
-    initial_sparsity: float = C.opt(0.05, "sparsity s_i of the first update of the pruning stage")
+    initial_sparsity: float = C.opt(0.05, "sparsity s_i of the first update of the pruning stage",
+                                    when={"method": ("gmp",)})
     scope: str = C.opt("layer", "magnitude ranking per layer (uniform sparsity) or global", choices=("layer", "global"))
     exclude: tuple[str, ...] = C.opt(("first", "last"), "layers never pruned: first, last, or module-name patterns")
     epochs: int = C.opt(20, "total epochs of the pruning run (all three stages)")
     stabilize_epochs: int = C.opt(1, "stage 1 length in epochs")
     prune_epochs: int = C.opt(9, "stage 2 length in epochs; fine-tuning gets the rest")
-    update_every: float = C.opt(1.0, "mask update frequency in the pruning stage, in update_unit")
+    update_every: float = C.opt(1.0, "mask update frequency in the pruning stage, in update_unit",
+                                when={"method": ("gmp",)})
     update_unit: str = C.opt("epochs", "unit of update_every (epochs allows fractions such as 0.4)",
-                             choices=("epochs", "steps"))
+                             choices=("epochs", "steps"), when={"method": ("gmp",)})
     optim: Optim = C.opt(Optim(), "optimizer of the pruning run")
     stabilize_lr: LRSchedule = C.opt(LRSchedule(lr=0.01, schedule="constant"), "LR schedule of stage 1")
     prune_lr: LRSchedule = C.opt(LRSchedule(lr=0.01, schedule="constant"), "LR schedule of stage 2")
@@ -89,9 +91,11 @@ PRESETS["cifar10-resnet56"] = dict(PRESETS["cifar10-resnet20"], model="resnet56"
 def validate(cfg: Config) -> None:
     info = dataset_info(cfg.dataset)  # unknown names fail here, before anything is computed
     check_model(cfg.model)
-    with torch.device("meta"):  # layer names only: no memory, no time
-        S.prunable(build_model(cfg.model, info.num_classes, info.input_shape), cfg.exclude)  # every pattern matches
+    with torch.device("meta"):  # shapes only: no memory, no time
+        model = build_model(cfg.model, info.num_classes, info.input_shape)
+    params = S.pruned_layers(model, cfg.exclude)  # every pattern matches, some layer is left to prune
     S.check_sparsity(cfg.target_sparsity, "target-sparsity")
+    S.check_keeps_some({n: p.numel() for n, p in params.items()}, cfg.target_sparsity, cfg.scope, "target-sparsity")
     S.check_sparsity(cfg.initial_sparsity, "initial-sparsity")
     if cfg.initial_sparsity > cfg.target_sparsity:
         raise UserError(f"--initial-sparsity {cfg.initial_sparsity} exceeds --target-sparsity {cfg.target_sparsity}")

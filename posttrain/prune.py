@@ -44,6 +44,11 @@ SCRIPT = "posttrain.prune"
 # Why this script runs in one process on one GPU: it refuses more (compute), and slurm.resources gives its jobs one task
 ONE_PROCESS = "its calibration is not data-parallel, and its CPU latency timing needs the CPUs to itself"
 METHODS = ("ours", "none", "layerwise", "holistic", "l1")
+# Which methods use which fields: the calibration samples (all but l1), phase 2's reconstruction (all but none and
+# l1), phase 1 and the balanced learning rates (ours), the retraining with labels (l1)
+CALIBRATED = {"method": ("ours", "none", "layerwise", "holistic")}
+RECONSTRUCTED = {"method": ("ours", "layerwise", "holistic")}
+OURS = {"method": ("ours",)}
 
 
 @dataclass
@@ -55,17 +60,22 @@ class Config(DenseStart):
     ratio: float = C.opt(0.5, "fraction of all prunable channels to remove (global), in [0, 1)")
     ignore: tuple[str, ...] = C.opt((), "layer-name patterns (fnmatch) whose output channels are never removed, "
                                         "besides the classifier's (option-A ResNets: conv1,layers.*.conv2)")
-    samples: int = C.opt(128, "number of unlabeled calibration samples drawn from the training set")
-    sample_seed: int = C.opt(0, "seed of the calibration draw (without replacement, no augmentation)")
-    batch_size: int = C.opt(32, "calibration batch size")
+    samples: int = C.opt(128, "number of unlabeled calibration samples drawn from the training set",
+                         when=CALIBRATED)
+    sample_seed: int = C.opt(0, "seed of the calibration draw (without replacement, no augmentation)",
+                             when=CALIBRATED)
+    batch_size: int = C.opt(32, "calibration batch size", when=RECONSTRUCTED)
     lr: float = C.opt(3e-3, "Adam learning rate of both phases (phase 2: of the last layer when balanced)",
-                      positive=True)
-    phase1_epochs: int = C.opt(10, "phase 1 epochs (growing sparsity penalty); 0 skips it")
-    phase2_epochs: int = C.opt(10, "phase 2 epochs (recalibration after removal)")
-    penalty: float = C.opt(0.02, "lambda_0: sparsity penalty coefficient in phase 1's first epoch")
-    penalty_growth: float = C.opt(0.02, "delta: added to the penalty coefficient every phase 1 epoch")
-    balanced: bool = C.opt(True, "phase 2 per-layer learning rates lr/N ... lr/1 (false: one lr for every layer)")
-    retrain: Recipe = C.opt(Recipe(epochs=100, lr=0.01), "l1 baseline: retraining with labels on the full training set")
+                      positive=True, when=RECONSTRUCTED)
+    phase1_epochs: int = C.opt(10, "phase 1 epochs (growing sparsity penalty); 0 skips it", when=OURS)
+    phase2_epochs: int = C.opt(10, "phase 2 epochs (recalibration after removal)", when=RECONSTRUCTED)
+    penalty: float = C.opt(0.02, "lambda_0: sparsity penalty coefficient in phase 1's first epoch, >= 0", when=OURS)
+    penalty_growth: float = C.opt(0.02, "delta: added to the penalty coefficient every phase 1 epoch, >= 0",
+                                  when=OURS)
+    balanced: bool = C.opt(True, "phase 2 per-layer learning rates lr/N ... lr/1 (false: one lr for every layer)",
+                           when=OURS)
+    retrain: Recipe = C.opt(Recipe(epochs=100, lr=0.01), "l1 baseline: retraining with labels on the full training set",
+                            when={"method": ("l1",)})
     latency_batch: int = C.opt(64, "batch size of the CPU latency measurement")
 
 
@@ -113,6 +123,10 @@ def validate(cfg: Config) -> None:
         raise UserError(f"--samples {cfg.samples} must be at least 1 (unlabeled calibration samples)")
     if min(cfg.phase1_epochs, cfg.phase2_epochs, cfg.retrain.epochs) < 0 or cfg.batch_size < 1 or not cfg.lr > 0:
         raise UserError("epochs must be >= 0, --batch-size >= 1 and --lr > 0")
+    for name, value in (("penalty", cfg.penalty), ("penalty-growth", cfg.penalty_growth)):
+        if not value >= 0:  # a negative penalty rewards the slices it should drive to zero: the loss runs away
+            raise UserError(f"--{name} {value} must be >= 0 (phase 1's sparsity penalty grows from --penalty by "
+                            f"--penalty-growth per epoch), e.g. the default 0.02")
     with torch.device("meta"):  # layer names only: no memory, no time
         G.ignored(build_model(cfg.model, info.num_classes, info.input_shape), cfg.ignore)  # every pattern matches
 

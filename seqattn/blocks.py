@@ -58,9 +58,7 @@ def check_block(model: nn.Module, block: int, exclude, min_blocks: int) -> None:
     """A block size must be positive and leave at least one candidate layer with ``min_blocks`` blocks."""
     if block < 1:
         raise UserError(f"--block {block} must be a positive block size (1 = unstructured), e.g. --block 8")
-    params = S.prunable(model, exclude)
-    if not params:
-        raise UserError(f"no prunable layer is left after --exclude {','.join(exclude)}; exclude fewer layers")
+    params = S.pruned_layers(model, exclude)
     views = [S.BlockView(p.shape, block) for p in params.values()]
     if all(block > min(v.rows, v.cols) for v in views):
         largest = max(min(v.rows, v.cols) for v in views)

@@ -26,7 +26,7 @@ from common.store import Run
 from common.train import (Progress, Recipe, evaluate, lr_at, make_optimizer, prepare_model, resolve_device,
                           resumable_epochs, train_epoch)
 from seqattn.attention import Reparam
-from seqattn.blocks import BlockLayers, block_topk, check_block
+from seqattn.blocks import BlockLayers, block_topk
 from seqattn.prune import loss_of, named
 
 SCRIPT = "seqattn.oneshot"
@@ -41,7 +41,7 @@ class Config(Start):
     scope: str = C.opt("layer", "uniform sparsity per layer or one global ranking", choices=("layer", "global"))
     exclude: tuple[str, ...] = C.opt(("last",), "layers never pruned: first, last, or module-name patterns")
     min_blocks: int = C.opt(100, "layers with fewer blocks stay dense")
-    temperature: float = C.opt(1.0, "attention: softmax temperature T")
+    temperature: float = C.opt(1.0, "attention: softmax temperature T", when={"score": ("attention",)})
     pretrain: Recipe = C.opt(Recipe(epochs=30, lr=0.05), "dense training recipe (both scores)")
     finetune: Recipe = C.opt(Recipe(epochs=3, lr=0.01, schedule="cosine"), "fine-tuning after pruning (epochs 0: "
                                                                             "none); its optimizer and LR schedule")
@@ -57,8 +57,10 @@ def validate(cfg: Config) -> None:
     if not cfg.temperature > 0:
         raise UserError(f"--temperature {cfg.temperature} must be > 0")
     with torch.device("meta"):
-        check_block(build_model(cfg.model, info.num_classes, info.input_shape), cfg.block, cfg.exclude,
-                    cfg.min_blocks)
+        layers = BlockLayers(build_model(cfg.model, info.num_classes, info.input_shape), cfg.block, cfg.exclude,
+                             cfg.min_blocks)  # check_block's checks
+    for s in cfg.sparsities:
+        S.check_keeps_some({n: v.n_blocks for n, v in layers.views.items()}, s, cfg.scope, "sparsities", "blocks")
 
 
 def _reparam(cfg: Config, model, kind: str) -> Reparam:

@@ -41,13 +41,16 @@ from common.train import (LRSchedule, Optim, Progress, evaluate, lr_at, make_opt
                           resolve_device, resumable_epochs, train_epoch)
 from seqattn import phases as P
 from seqattn.attention import Reparam, clip_range
-from seqattn.blocks import BlockLayers, block_topk, check_block
+from seqattn.blocks import BlockLayers, block_topk
 
 SCRIPT = "seqattn.prune"
 # The training curve (--curve-every) is measured on this many training samples (all of them when fewer), un-augmented,
 # drawn once with CURVE_SEED: the same images at every point and in every run.
 CURVE_SAMPLES, CURVE_SEED = 10_000, 0
 KIND = {"sapp": "attention", "acdc": "mask", "magnitude": "mask", "powerprop": "power"}
+# The fields only SequentialAttention++ uses (its attention), and those only its sparsification phases use
+SAPP = {"method": ("sapp",)}
+SPARSIFY = {"method": ("sapp",), "sparsification": (True,)}
 
 
 @dataclass
@@ -66,24 +69,31 @@ class Config(Start):
                                                                      "at phase boundaries)")
     phases: tuple[float, ...] = C.opt(P.IMAGENET, "ACDC skeleton: fractions of all steps alternating "
                                                   "dense,sparse,...,dense,sparse (last = final sparse phase)")
-    sparsify_share: float = C.opt(0.5, "sapp: share of each ACDC sparse phase that becomes a sparsification phase")
-    sparsification: bool = C.opt(True, "sapp: gradual sparsification phases (false: masks set at once, ablation)")
-    c: float = C.opt(4.0, "sapp: steepness c of the exponential sparsification schedule")
+    sparsify_share: float = C.opt(0.5, "sapp: share of each ACDC sparse phase that becomes a sparsification phase",
+                                  when=SPARSIFY)
+    sparsification: bool = C.opt(True, "sapp: gradual sparsification phases (false: masks set at once, ablation)",
+                                 when=SAPP)
+    c: float = C.opt(4.0, "sapp: steepness c of the exponential sparsification schedule", when=SPARSIFY)
     mask_every: int = C.opt(1, "sapp: steps between mask updates in a sparsification phase (1: every step, the "
-                               "exponential schedule followed exactly; the phase's last step always reaches s)")
-    short_dense_steps: int = C.opt(0, "ablation: dense phases after the first last only this many steps (0: off)")
+                               "exponential schedule followed exactly; the phase's last step always reaches s)",
+                            when=SPARSIFY)
+    short_dense_steps: int = C.opt(0, "ablation: dense phases after the first last only this many steps (0: off)",
+                                   when={"method": ("sapp", "acdc")})  # magnitude / powerprop have one dense phase
     attention: str = C.opt("softmax", "sapp: A = n * softmax(L/T) (mean 1) or unnormalized exp(L/T)",
-                           choices=("softmax", "unnormalized"))
-    temperature: float = C.opt(1.0, "sapp: softmax temperature T")
+                           choices=("softmax", "unnormalized"), when=SAPP)
+    temperature: float = C.opt(1.0, "sapp: softmax temperature T", when=SAPP)
     clip: str = C.opt("relative", "sapp: attention clipping, relative: A in [d, 1/d] with d = 1 - s; literal: "
-                                  "[n d, n/d] as the paper's text reads; none", choices=("relative", "literal", "none"))
-    logit_weight_decay: Optional[float] = C.opt(None, "sapp: weight decay of the logits (None: optim.weight_decay)")
+                                  "[n d, n/d] as the paper's text reads; none", choices=("relative", "literal", "none"),
+                      when=SAPP)
+    logit_weight_decay: Optional[float] = C.opt(None, "sapp: weight decay of the logits (None: optim.weight_decay)",
+                                                when=SAPP)
     reset_optimizer: str = C.opt("auto", "optimizer state reset: at every phase boundary, when dense training "
                                          "resumes (restore), never; auto: phase for sapp/magnitude/powerprop, "
                                          "restore for acdc", choices=("auto", "phase", "restore", "never"))
     zero_pruned: bool = C.opt(True, "hard pruning: set the pruned blocks of W itself to zero when masks are installed "
                                     "(restored blocks restart from 0, as in ACDC); false: W kept, only W_eff masked")
-    alpha: float = C.opt(2.0, "powerprop: exponent alpha (each block scaled by ||W_b||^(alpha-1))")
+    alpha: float = C.opt(2.0, "powerprop: exponent alpha (each block scaled by ||W_b||^(alpha-1))",
+                         when={"method": ("powerprop",)})
     curve_every: int = C.opt(0, "log the training accuracy every this many steps, measured on a fixed subset of "
                                 f"{CURVE_SAMPLES} training samples (0: once per epoch, the epoch's running mean)")
 
@@ -120,7 +130,8 @@ def validate(cfg: Config) -> None:
         raise UserError("--epochs, --mask-every and --min-blocks must be at least 1")
     with torch.device("meta"):  # shapes only: no memory, no time
         model = build_model(cfg.model, info.num_classes, info.input_shape)
-    check_block(model, cfg.block, cfg.exclude, cfg.min_blocks)
+        layers = BlockLayers(model, cfg.block, cfg.exclude, cfg.min_blocks)  # check_block's checks
+    S.check_keeps_some({n: v.n_blocks for n, v in layers.views.items()}, cfg.sparsity, cfg.scope, "sparsity", "blocks")
 
 
 def loss_of(num_classes: int):
@@ -292,10 +303,12 @@ def compute(cfg: Config, run: Run) -> dict:
     rep = S.report(model, S.prunable(model, ()))
     run.save_model(model)
     layers = [dict(x, block_sparsified=x["layer"] in candidates) for x in rep["layers"]]
-    return {**named("test", test), "block_sparsity": block_sparsity,
-            "candidate_sparsity": 1.0 - sum(x["nonzero"] for x in layers if x["block_sparsified"])
-            / sum(x["numel"] for x in layers if x["block_sparsified"]),
-            "steps_per_epoch": steps, "total_steps": total, "sparsity": rep["sparsity"],
+    # sparsity: of the weights of the block-sparsified layers, what was pruned (as gmp / bip report theirs);
+    # model_sparsity: of every Conv2d / Linear weight, the excluded layers and those with < min_blocks blocks included
+    pruned = 1.0 - sum(x["nonzero"] for x in layers if x["block_sparsified"]) \
+        / sum(x["numel"] for x in layers if x["block_sparsified"])
+    return {**named("test", test), "block_sparsity": block_sparsity, "candidate_sparsity": pruned,
+            "steps_per_epoch": steps, "total_steps": total, "sparsity": pruned, "model_sparsity": rep["sparsity"],
             "sparsity_all_params": rep["sparsity_all_params"], **count_params(model),
             **flops(model, data.info.input_shape, device), "layers": layers,
             "phases": [{"kind": p.kind, "start": p.start, "end": p.end} for p in plan.phases]}

@@ -36,6 +36,7 @@ import importlib
 import math
 import os
 import tomllib
+import unicodedata
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Optional, get_type_hints
@@ -89,8 +90,18 @@ HINTS = get_type_hints(Resources)
 OPTIONAL_STR = Optional[str]
 
 
+def check_one_line(text: str, what: str) -> None:
+    """Refuse a control character (newline, carriage return, tab, NUL, escape, ...) in a value that becomes part of a
+    job script: a newline would end its ``#SBATCH`` line and start another directive, or a shell command."""
+    bad = next((c for c in text if unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        raise UserError(f"{what} {text!r} holds a control character ({bad!r}); give it as one line of plain text")
+
+
 def _convert(name: str, value, where: str):
     """``value`` (from TOML or an environment string) as field ``name``'s type, or a one-line error."""
+    if isinstance(value, str):
+        check_one_line(value, f"{where}: '{name}' =")
     tp = HINTS[name]
     optional = tp in (OPTIONAL_STR, Optional[int])
     if value is None or (isinstance(value, str) and optional and value.lower() in ("", "none")):

@@ -34,7 +34,11 @@ from slurm.snapshot import snapshot
 
 
 def log_root() -> Path:
-    return Path(os.environ.get("PRUNING_SLURM_LOGS", "slurm_logs")).resolve()
+    """Where the jobs log and their code snapshots live (``PRUNING_SLURM_LOGS``): its path goes into the job scripts,
+    quoted, so any printable character goes through; a control character is refused."""
+    root = os.environ.get("PRUNING_SLURM_LOGS", "slurm_logs")
+    R.check_one_line(root, "PRUNING_SLURM_LOGS")
+    return Path(root).resolve()
 
 
 def require_sbatch() -> None:
@@ -321,6 +325,7 @@ def main(argv=None) -> int:
             module.validate(cfg)  # the script's own checks, before anything is queued
         choice = R.from_args(ns)
         choice.for_run(module.SCRIPT, cfg)  # the resource files, and whether the time limit leaves time to compute
+        log_root()  # a usable log folder name
         from common.store import Run
 
         run = Run(module.SCRIPT, place(cfg))

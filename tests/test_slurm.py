@@ -309,6 +309,73 @@ def test_submitted_jobs_carry_their_resources_and_requeue_budget(tmp_path, monke
     assert shapes == {("common.pretrain", 8, 8), ("gmp.prune", 8, 8), ("bip.prune", 1, 1)}, shapes
 
 
+@pytest.mark.parametrize("bad", ["\n", "\r", "\t", "\x00", "\x1b", "\x85"])
+def test_a_control_character_in_any_resource_value_is_refused(bad, tmp_path):
+    """A newline in a value would end its #SBATCH line and start another directive or a shell command: every value,
+    from a flag, the environment or a resource file, is one line of plain text."""
+    for field in dataclasses.fields(resources.Resources):
+        value = f"x{bad}#SBATCH --qos=high"
+        message = rf"'{field.name}' = .* holds a control character \({re.escape(repr(bad))}\); give it as one line"
+        with pytest.raises(UserError, match="^command line: " + message):
+            resources.resolve(None, env={}, **{field.name: value})
+        with pytest.raises(UserError, match=f"^PRUNING_SLURM_{field.name.upper()}: " + message):
+            resources.resolve(None, env={f"PRUNING_SLURM_{field.name.upper()}": value})
+        f = tmp_path / "res.toml"
+        f.write_text(f"[script.\"gmp.prune\"]\n{field.name} = {json.dumps(value)}\n")
+        with pytest.raises(UserError, match=rf"^resource config {re.escape(str(f))} in \[script.\"gmp.prune\"\]: "
+                                            + message):
+            resources.resolve(f, env={})
+
+
+def test_a_control_character_is_one_error_line_before_anything_is_submitted(tmp_path):
+    proc = run_cli("slurm.submit", "--account", "proj\necho pwned", "common.pretrain", *TINY,
+                   "--runs-dir", tmp_path / "runs", env={"PRUNING_SLURM_LOGS": str(tmp_path / "logs")})
+    assert proc.returncode == 2
+    assert one_error_line(proc) == "error: command line: 'account' = 'proj\\necho pwned' holds a control character " \
+                                   "('\\n'); give it as one line of plain text"
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "logs").exists()
+    proc = run_cli("slurm.submit", "common.pretrain", *TINY, "--runs-dir", tmp_path / "runs",
+                   env={"PRUNING_SLURM_LOGS": str(tmp_path / "logs\nx")})
+    assert proc.returncode == 2 and "PRUNING_SLURM_LOGS" in one_error_line(proc)
+
+
+def test_paths_with_shell_characters_reach_the_job_unexpanded(tmp_path, monkeypatch):
+    """Log, code and run folders whose names hold spaces, $(...), backticks and ';': the job script submitit writes
+    quotes them, so sbatch reads each directive's value whole and the shell runs no part of a name. The script is run
+    here with a stand-in srun that records its arguments."""
+    import shlex
+
+    from slurm import submit
+
+    odd = "a b $(touch PWNED1) `touch PWNED2`; touch PWNED3 'q' \"d\""
+    work = tmp_path / "work"
+    (work / "bin").mkdir(parents=True)
+    (work / "bin" / "sbatch").write_text('#!/bin/sh\necho "Submitted batch job 42"\n')
+    (work / "bin" / "srun").write_text(f'#!/bin/sh\nfor a in "$@"; do printf "%s\\0" "$a"; done > {work}/srun.args\n')
+    (work / "bin" / "sinfo").write_text("#!/bin/sh\n")
+    for f in (work / "bin").iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{work / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    logs, code = tmp_path / f"logs {odd}", tmp_path / f"code {odd}"
+    monkeypatch.setenv("PRUNING_SLURM_LOGS", str(logs))
+    monkeypatch.setattr(submit, "snapshot", lambda root: code)
+    cfg = C.parse_args(pretrain.Config, [*TINY, "--runs-dir", str(tmp_path / f"runs {odd}")])
+    batches, folder, _ = submit.submit_runs([(pretrain.SCRIPT, cfg)], resources.Choice(env={}), "odd")
+    job = batches[0].jobs[0]
+    text = job.paths.submission_file.read_text()
+    directives = dict(line[len("#SBATCH --"):].split("=", 1) for line in text.splitlines()
+                      if line.startswith("#SBATCH --") and "=" in line)
+    assert shlex.split(directives["chdir"]) == [str(code)]
+    assert shlex.split(directives["output"])[0].startswith(str(folder))
+    proc = subprocess.run(["bash", str(job.paths.submission_file)], cwd=work, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    args = (work / "srun.args").read_text().split("\0")[:-1]
+    assert args[-1] == str(folder) and args[args.index("--output") + 1].startswith(str(folder))
+    assert not list(tmp_path.rglob("PWNED*"))  # no part of a name ran as a command
+    assert (Run(pretrain.SCRIPT, submit.place(cfg)).dir / "slurm_job").read_text() == "42\n"
+
+
 # ---------------------------------------------------------------------------------------------------- the cluster
 @pytest.fixture(scope="module")
 def cluster():

@@ -31,6 +31,12 @@ def _reference(setup: str) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.exists() else None
 
 
+def model_sparsity(df: pd.DataFrame) -> pd.Series:
+    """The realized sparsity of every Conv2d / Linear weight of each run: its result's model_sparsity (results stored
+    before that was reported hold it as sparsity, which is now the sparsity of the block-sparsified layers alone)."""
+    return df["model_sparsity"].fillna(df["sparsity"]) if "model_sparsity" in df else df["sparsity"]
+
+
 def long(df: pd.DataFrame) -> pd.DataFrame:
     """One row per run: setup, method, block, sparsity (the target), seed, accuracy (%; NaN for Criteo), test_loss,
     realized_sparsity (%), run."""
@@ -38,7 +44,7 @@ def long(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"setup": df.apply(R.setup_label, axis=1), "method": df["config.method"],
                          "block": df["config.block"], "sparsity": df["config.sparsity"], "seed": df["config.seed"],
                          "accuracy": df["accuracy"], "test_loss": df.get("test_loss", float("nan")),
-                         "realized_sparsity": 100 * df["sparsity"], "run": df["hash"]})
+                         "realized_sparsity": 100 * model_sparsity(df), "run": df["hash"]})
 
 
 def draw_differences(data: pd.DataFrame, base: Path) -> list[Path]:
@@ -84,7 +90,7 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
         wide = wide[["config.block", "config.sparsity", *methods]].rename(columns=R.LABELS)
         wide.insert(0, "setup", f"{setup} ({label})")
         wide["realized sparsity (%)"] = [
-            100 * part[(part["config.block"] == b) & (part["config.sparsity"] == s)]["sparsity"].mean()
+            100 * model_sparsity(part)[(part["config.block"] == b) & (part["config.sparsity"] == s)].mean()
             for b, s in zip(wide["config.block"], wide["config.sparsity"])]
         ref = _reference(setup) if profile == "paper" else None
         if ref is not None:
