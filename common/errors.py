@@ -97,10 +97,11 @@ def check_sparsity(measured: float, target: float, why: str = "") -> None:
 def exit_code(action, where: Callable[[], str | None] | None = None) -> int:
     """Run ``action()``; a user mistake or a failed run ends in one ``error:`` line and a non-zero status.
 
-    Status 2: a user mistake, or a file or folder this user may not use (``no_permission``); 3: a failed run; 1: the
-    disk is full (``where()``: the folder to name when the error does not say which file it was writing; a writer
-    that reports a full disk as a ``RuntimeError``, as ``torch.save`` does, is recognized by the disk at ``where()``
-    having no room left: ``common.atomic.disk_full``); 130: interrupted.
+    Status 2: a user mistake, a file or folder this user may not use (``no_permission``), or a folder where a file
+    belongs (a store edited by hand); 3: a failed run; 1: the disk is full (``where()``: the folder to name when the
+    error does not say which file it was writing; a writer that reports a full disk as a ``RuntimeError``, as
+    ``torch.save`` does, is recognized by the disk at ``where()`` having no room left: ``common.atomic.disk_full``);
+    130: interrupted.
     """
     try:
         action()
@@ -112,6 +113,10 @@ def exit_code(action, where: Callable[[], str | None] | None = None) -> int:
         return 3
     except PermissionError as exc:
         print(f"error: {no_permission(exc.filename or (where and where()) or os.getcwd())}", file=sys.stderr)
+        return 2
+    except IsADirectoryError as exc:  # a folder where a file belongs (a store edited by hand)
+        print(f"error: {exc.filename2 or exc.filename} is a folder where a file belongs; remove it (rm -r) and run "
+              "the command again", file=sys.stderr)
         return 2
     except (OSError, RuntimeError) as exc:
         folder = (where and where()) or os.getcwd()

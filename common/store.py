@@ -398,11 +398,17 @@ class Run:
         atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
 
     def load_checkpoint(self) -> dict | None:
-        """The last checkpoint, or None. A corrupt or truncated file is reported, removed, and the run restarts."""
+        """The last checkpoint, or None. A corrupt or truncated file is reported, removed, and the run restarts;
+        something else in its place (a folder, a FIFO, never opened) is a ``DamagedFile``."""
         import torch
 
-        if not self.checkpoint_path.exists():
+        try:
+            mode = os.stat(self.checkpoint_path).st_mode
+        except FileNotFoundError:
             return None
+        if not stat.S_ISREG(mode):
+            raise DamagedFile(self.checkpoint_path, f"is {_kind(mode)}, not a file",
+                              "remove it (rm -r) and run again: the run restarts from scratch")
         try:
             state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
             if not isinstance(state, dict) or "_logs" not in state:

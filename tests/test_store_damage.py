@@ -543,3 +543,15 @@ def test_a_figure_repairs_an_edited_config_and_refuses_a_damaged_result_in_one_l
                                         f"{done.dir / 'result.json'} is damaged \\(its 'points' are not a list"):
         pipeline.make("fig-test", "tiny", runtime=runtime, out_root=tmp_path)
     assert figure.drawn == [[done.hash]]
+
+
+@pytest.mark.parametrize("name, kind", [("checkpoint.pt", "fifo"), ("checkpoint.pt", "folder"),
+                                        ("log.jsonl", "folder"), ("failed.json", "folder")])
+def test_a_fifo_or_folder_in_place_of_a_run_file_is_one_line_for_a_rerun(done, capsys, name, kind):
+    for path in (done.dir / "result.json", done.dir / name):
+        path.unlink(missing_ok=True)
+    (os.mkfifo if kind == "fifo" else os.mkdir)(done.dir / name)
+    with no_hang():
+        code, line = script(capsys, "common.pretrain", *TINY, "--runs-dir", done.root)
+    assert code == 2 and line.startswith(f"error: {done.dir / name} is a ") and "remove it (rm -r)" in line, line
+    assert status_line(capsys, done)  # the store stays listable
