@@ -26,6 +26,7 @@ from torch import nn
 
 from common.atomic import atomic_write
 from common.errors import DatasetMissing, UserError
+from common.store import warn
 
 N_INT, N_CAT = 13, 26
 COLUMNS = 1 + N_INT + N_CAT
@@ -91,18 +92,34 @@ def read_tsv(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def load_tensors(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """The parsed file, from its cache when the file has not changed."""
+    """The parsed file, from its cache when the file has not changed. The cache is read as data
+    (``weights_only=True``: two tensors, never code); one that is anything else is parsed again and rewritten."""
     st = path.stat()
     cache = path.with_name(f"{path.name}.{st.st_size}-{int(st.st_mtime)}-v{VOCAB}.pt")
     if cache.exists():
-        data = torch.load(cache, weights_only=True)
-        return data["x"], data["y"]
+        cached = _read_cache(cache)
+        if cached is not None:
+            return cached
+        warn(cache, f"not a cache this code wrote (refused, nothing in it executed); parsing {path} again")
     x, y = read_tsv(path)
     try:
         atomic_write(cache, lambda tmp: torch.save({"x": x, "y": y}, tmp))
     except OSError:
         pass  # a read-only dataset folder: parse again next time
     return x, y
+
+
+def _read_cache(cache: Path) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(x, y) of a cache file, or None when it is not two tensors of the parsed shapes (unreadable, truncated, or a
+    pickle that names code: ``weights_only=True`` refuses to run it)."""
+    try:
+        data = torch.load(cache, map_location="cpu", weights_only=True)
+        x, y = data["x"], data["y"]
+    except Exception:  # noqa: BLE001 - any failure means the cache is unusable
+        return None
+    ok = (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.dtype == torch.float32
+          and y.dtype == torch.int64 and x.dim() == 2 and x.shape[1] == N_INT + N_CAT and y.shape == x.shape[:1])
+    return (x, y) if ok else None
 
 
 def train_and_test(root: Path, download: bool = False) -> tuple[torch.Tensor, ...]:

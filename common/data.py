@@ -488,20 +488,114 @@ def _load_fashionmnist(info: DatasetInfo, o: _Options) -> Data:
 # --------------------------------------------------------------------------- CIFAR
 
 
+_INTEGER_CODES = {f"{kind}{size}" for kind in "iu" for size in (1, 2, 4, 8)}
+
+
+class _PickledDType:
+    """``numpy.dtype`` as a pickle rebuilds it (called with its code, then given its state): only an integer type
+    becomes a real dtype (``numpy()``), anything else is refused."""
+
+    def __init__(self, code=None, align=False, copy=True):
+        self.code = code.decode("latin-1") if isinstance(code, bytes) else code
+        self.order = "|"
+
+    def __setstate__(self, state):
+        order = state[1] if isinstance(state, tuple) and len(state) > 1 else "|"
+        self.order = order.decode("latin-1") if isinstance(order, bytes) else order
+
+    def numpy(self) -> np.dtype:
+        if self.code not in _INTEGER_CODES or self.order not in ("<", ">", "|", "="):
+            raise pickle.UnpicklingError(f"an array of dtype {self.code!r}")
+        return np.dtype(self.code).newbyteorder("=" if self.order == "|" else self.order)
+
+
+def _pickled_array(raw, dtype, shape, fortran) -> np.ndarray:
+    """An integer array from the bytes a pickle holds, checked against its dtype and shape."""
+    if not (isinstance(raw, (bytes, bytearray)) and isinstance(dtype, _PickledDType) and isinstance(shape, tuple)
+            and all(type(n) is int and n >= 0 for n in shape)):
+        raise pickle.UnpicklingError("an array that is not plain integer data")
+    dtype = dtype.numpy()
+    if math.prod(shape) * dtype.itemsize != len(raw):
+        raise pickle.UnpicklingError(f"an array of shape {shape} with {len(raw)} bytes")
+    return np.frombuffer(bytes(raw), dtype).reshape(shape, order="F" if fortran else "C")
+
+
+class _PickledArray:
+    """``numpy.core.multiarray._reconstruct`` (an empty array, then its state: shape, dtype, order, bytes) as a
+    pickle of numpy < 2 or of protocol < 5 rebuilds an array; the array itself is ``array``."""
+
+    def __init__(self, *_):
+        self.array = None
+
+    def __setstate__(self, state):
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise pickle.UnpicklingError("an array without its state")
+        shape, dtype, fortran, raw = state[-4:]
+        self.array = _pickled_array(raw, dtype, shape, bool(fortran))
+
+
+def _latin1(text, encoding="utf-8"):
+    """``_codecs.encode``: how protocol 2 pickles bytes under Python 3."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("_codecs.encode of anything but latin-1 text")
+    return text.encode("latin-1")
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Reads an official CIFAR python batch (a dict of bytes, lists of ints and one uint8 array, pickled by Python 2
+    or 3, numpy 1 or 2) as data: the only names it resolves are the handful such a file uses, each to a stand-in that
+    builds integer arrays from bytes; any other class or function refuses the file, so reading it runs no code."""
+
+    NAMES = {("numpy", "dtype"): _PickledDType, ("numpy", "ndarray"): "numpy.ndarray",  # an argument, never called
+             ("numpy.core.multiarray", "_reconstruct"): _PickledArray,
+             ("numpy._core.multiarray", "_reconstruct"): _PickledArray,
+             ("numpy.core.numeric", "_frombuffer"): lambda raw, dtype, shape, order: _pickled_array(
+                 raw, dtype, tuple(shape), order in ("F", b"F")),
+             ("_codecs", "encode"): _latin1}
+    NAMES[("numpy._core.numeric", "_frombuffer")] = NAMES[("numpy.core.numeric", "_frombuffer")]
+
+    def find_class(self, module, name):
+        try:
+            return self.NAMES[module, name]
+        except KeyError:
+            raise pickle.UnpicklingError(f"it names {module}.{name}") from None
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("it refers to outside objects")
+
+
+def read_cifar_batch(path: Path) -> dict:
+    """An official CIFAR python batch file as its dict (``_CifarUnpickler``: data only, never code), arrays as numpy
+    arrays; a file that is anything else is a UserError naming it."""
+    try:
+        with open(path, "rb") as f:
+            batch = _CifarUnpickler(f, encoding="bytes").load()
+    except Exception as exc:  # noqa: BLE001 - a refused name, a truncated or foreign file
+        why = str(exc) if isinstance(exc, pickle.UnpicklingError) else type(exc).__name__
+        raise UserError(f"{path} is refused: not a CIFAR python batch ({why}; only dicts, lists, bytes and integer "
+                        f"arrays are read from it, nothing is executed); re-extract the official archive there") \
+            from None
+    if not isinstance(batch, dict):
+        raise UserError(f"{path} is not a CIFAR python batch (not a dict); re-extract the official archive there")
+    return {k: v.array if isinstance(v, _PickledArray) else v for k, v in batch.items()}
+
+
 def _read_cifar_batches(files: list[Path], label_key: bytes) -> tuple[Tensor, Tensor]:
     """Concatenate official CIFAR python pickle batches into uint8 (N, 3, 32, 32) + labels."""
     xs, ys = [], []
     for path in files:
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+        batch = read_cifar_batch(path)
         try:
             data, labels = batch[b"data"], batch[label_key]
-        except (KeyError, TypeError):
+        except KeyError:
             raise UserError(f"{path} is not a CIFAR python batch (no b'data'/{label_key!r} entries); "
                             f"re-extract the official archive there") from None
-        # Each row holds the R, G and B planes, each 32x32 row-major.
-        xs.append(np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(labels, dtype=np.int64))
+        try:  # each row holds the R, G and B planes, each 32x32 row-major
+            xs.append(np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(labels, dtype=np.int64).reshape(len(xs[-1])))
+        except (ValueError, TypeError, OverflowError):
+            raise UserError(f"{path} is not a CIFAR python batch (its b'data' is not rows of 3072 bytes with one "
+                            f"{label_key!r} each); re-extract the official archive there") from None
     return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
 
 

@@ -34,14 +34,23 @@ compute with torch.sparse CSR or BSR (BxB) weights (``common.sparse``: Conv2d th
 that measured faster than the dense layer at export time (``--batch`` inputs, one thread; ``--layers all``: every
 layer with zeros). ``sparsity.json``'s ``weights`` records each layer's decision (format, block, sparsity, padded
 shape, measured dense and sparse ms, why). Its outputs equal the dense export's within ``common.sparse.TOLERANCE``
-of the output's scale (checked on write). A structurally pruned run is written as its physically smaller dense model;
-a run none of whose layers is faster sparse is refused, naming each layer and why.
+of the output's scale (checked on write). A structurally pruned run is written as its physically smaller dense model,
+and so is a run none of whose layers is faster sparse (a note names each layer and why); a run without zero weights
+is refused.
+
+Nothing a run folder holds is unpickled: ``model.pt`` and ``masks.pt`` are read with ``weights_only=True`` (a
+structurally pruned model is stored as its tensors and its layers' sizes, ``structured_state``), and a file that
+would need code to load is refused in one line. The dense export is reproducible: two exports of one run give the
+same bytes, wherever the repository is installed (no temporary names, stack traces relative to the import root).
 """
 from __future__ import annotations
 
 import glob
+import io
 import json
+import os
 import pickle
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,12 +94,22 @@ def _read_run(run_dir: Path) -> tuple[dict, dict]:
     if not (run_dir / "result.json").is_file() or not (run_dir / "config.json").is_file():
         raise UserError(f"{run_dir} is not a finished run (no result.json/config.json); give a directory "
                         f"runs/<script>/<hash> whose run is done, or run its script first")
-    conf = json.loads((run_dir / "config.json").read_text())
-    return conf, json.loads((run_dir / "result.json").read_text())
+    try:
+        conf, result = (json.loads((run_dir / name).read_text()) for name in ("config.json", "result.json"))
+    except ValueError:
+        conf = result = None
+    if not (isinstance(conf, dict) and isinstance(conf.get("script"), str) and isinstance(conf.get("config"), dict)
+            and isinstance(result, dict)):
+        raise UserError(f"{run_dir}'s config.json or result.json is damaged; delete the run directory and run its "
+                        f"script again")
+    return conf, result
 
 
 def final_model(run_dir: Path, conf: dict) -> tuple[torch.nn.Module, torch.nn.Module, bool]:
-    """(the run's final model on the CPU, a freshly built model of the original architecture, structurally pruned?)."""
+    """(the run's final model on the CPU, a freshly built model of the original architecture, structurally pruned?).
+
+    Every file is read as data (``torch.load(..., weights_only=True)``: tensors, numbers, strings, lists, dicts),
+    never unpickled as code: a run folder may be written by anyone who shares the store."""
     script, cfg = conf["script"], conf["config"]
     path = run_dir / "model.pt"
     if not path.is_file():
@@ -103,31 +122,123 @@ def final_model(run_dir: Path, conf: dict) -> tuple[torch.nn.Module, torch.nn.Mo
     model = build_model(cfg["model"], info.num_classes, info.input_shape)
     original = build_model(cfg["model"], info.num_classes, info.input_shape)
     state = _load(path)
-    structured = isinstance(state, dict) and "full_state_dict" in state and "attributions" in state
-    if structured:  # Torch-Pruning's state of the physically pruned model: module attributes + smaller tensors
-        import torch_pruning as tp
-
-        tp.load_state_dict(model, state_dict=state)
+    structured = isinstance(state, dict) and state.get("format") == STRUCTURED_FORMAT
+    if structured:  # the physically smaller model: its layers' shapes, then its tensors
+        load_structured(model, state, path, info.input_shape)
     else:
-        model.load_state_dict(state)
+        _load_weights(model, _tensors(path, state), path)
     masks = run_dir / "masks.pt"  # BiP keeps its binary masks apart; the weights already hold mask (.) theta
     if masks.is_file():
+        found = _tensors(masks, _load(masks))
         with torch.no_grad():
-            for name, m in torch.load(masks, map_location="cpu", weights_only=True).items():
-                p = model.get_parameter(name)
-                p.mul_(m.to(p.dtype))
+            for name, m in found.items():
+                try:
+                    p = model.get_parameter(name)
+                    p.mul_(m.to(p.dtype))
+                except (AttributeError, RuntimeError):
+                    raise UserError(f"{masks} does not fit {cfg['model']}'s weights (at {name!r}); delete its run "
+                                    f"directory and run the script again") from None
     return model.eval(), original.eval(), structured
 
 
 def _load(path: Path):
+    """The data in a torch file, read with ``weights_only=True``: a file that needs anything else to load (a class,
+    a function: code) is refused, never executed."""
     try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:  # Torch-Pruning's state pickles module attributes; the file is this run's own
-            return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(f"{path} is refused: it is not plain tensor data (loading it would run code it names); only "
+                        f"files written by this version of the repository are read: delete its run directory and run "
+                        f"the script again") from None
     except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
         raise UserError(f"{path} is unreadable ({type(exc).__name__}); delete its run directory and run the script "
                         f"again") from None
+
+
+def _tensors(path: Path, state) -> dict[str, torch.Tensor]:
+    """``state`` if it is a dict of names to tensors (a state dict, BiP's masks), else a UserError naming ``path``."""
+    if not (isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                            for k, v in state.items())):
+        raise UserError(f"{path} is not a dict of named tensors as this repository writes it; delete its run "
+                        f"directory and run the script again")
+    return state
+
+
+def _load_weights(model: torch.nn.Module, state: dict, path: Path) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise UserError(f"{path} does not fit the run's model ({detail}); delete its run directory and run the "
+                        f"script again") from None
+
+
+# A physically smaller model (structured pruning) is stored as data: its tensors plus, for every layer, the size
+# attributes that say its shapes; the loader builds the original architecture and shrinks each layer to them.
+STRUCTURED_FORMAT = "structured/1"
+SIZE_ATTRIBUTES = {"Conv2d": ("in_channels", "out_channels", "groups"), "Linear": ("in_features", "out_features"),
+                   "BatchNorm1d": ("num_features",), "BatchNorm2d": ("num_features",)}
+
+
+def structured_state(model: torch.nn.Module) -> dict:
+    """A physically smaller model as plain data (``torch.load(..., weights_only=True)`` reads it):
+    ``{"format", "layers": {module name: {"type", size attribute: int}}, "state_dict": {name: tensor}}``."""
+    layers = {name: {"type": type(m).__name__, **{a: int(getattr(m, a)) for a in SIZE_ATTRIBUTES[type(m).__name__]}}
+              for name, m in model.named_modules() if type(m).__name__ in SIZE_ATTRIBUTES}
+    return {"format": STRUCTURED_FORMAT, "layers": layers,
+            "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+
+
+def load_structured(model: torch.nn.Module, state: dict, path, input_shape=None) -> torch.nn.Module:
+    """Shrink ``model`` (a freshly built model of the original architecture, in place) to the layer sizes of
+    ``state`` (``structured_state``) and load its tensors; with ``input_shape`` the result is also run once on zeros.
+    Anything that does not fit is a UserError naming ``path``."""
+    def refuse(why: str):
+        return UserError(f"{path} is not a structurally pruned model of this architecture ({why}); delete its run "
+                         f"directory and run the script again")
+
+    layers, weights = state.get("layers"), _tensors(path, state.get("state_dict"))
+    if not isinstance(layers, dict):
+        raise refuse("no layer sizes")
+    modules = dict(model.named_modules())
+    for name, sizes in layers.items():
+        m = modules.get(name)
+        kind = type(m).__name__
+        if m is None or not isinstance(sizes, dict) or sizes.get("type") != kind or kind not in SIZE_ATTRIBUTES:
+            raise refuse(f"layer {name!r}")
+        wanted = SIZE_ATTRIBUTES[kind]
+        if set(sizes) != {"type", *wanted} or not all(type(sizes[a]) is int and sizes[a] > 0 for a in wanted):
+            raise refuse(f"the sizes of layer {name!r}")
+        for a in wanted:
+            setattr(m, a, sizes[a])
+    missing = [n for n, m in modules.items() if type(m).__name__ in SIZE_ATTRIBUTES and n not in layers]
+    if missing:
+        raise refuse(f"no sizes for layer {missing[0]!r}")
+    with torch.no_grad():
+        for key, value in weights.items():  # each parameter and buffer takes its stored shape
+            owner, _, attr = key.rpartition(".")
+            m = modules.get(owner)
+            if m is None or not isinstance(getattr(m, attr, None), torch.Tensor):
+                raise refuse(f"unknown tensor {key!r}")
+            getattr(m, attr).data = torch.empty_like(value)
+    _load_weights(model, weights, path)
+    for name, sizes in layers.items():
+        m = modules[name]
+        if isinstance(m, torch.nn.Conv2d):
+            fits = m.weight.shape[:2] == (m.out_channels, m.in_channels // m.groups)
+        elif isinstance(m, torch.nn.Linear):
+            fits = m.weight.shape == (m.out_features, m.in_features)
+        else:
+            fits = all(t is None or t.shape == (m.num_features,) for t in (m.weight, m.running_mean))
+        if not fits:
+            raise refuse(f"the tensors of layer {name!r} do not have its sizes")
+    if input_shape is not None:
+        try:
+            with torch.no_grad():
+                model.eval()(torch.zeros(1, *input_shape))
+        except RuntimeError as exc:
+            raise refuse(f"its layers do not fit together: {' '.join(str(exc).split())[:160]}") from None
+    return model
 
 
 def prunable_params(model: torch.nn.Module, conf: dict, result: dict) -> dict[str, torch.Tensor]:
@@ -176,25 +287,28 @@ def save_program(model: torch.nn.Module, example: torch.Tensor, out: Path, trace
     """Write ``model`` with torch.export (dynamic batch), or torch.jit.trace when it cannot be exported (or with
     ``trace``: a model of sparse layers): (file, format).
 
-    The written program is loaded back and checked on random inputs of three batch sizes (1, 3 and one above the BSR
-    column padding): against the model itself, or against ``reference`` (the dense model a sparse one must equal)
-    within ``common.sparse.TOLERANCE`` of its scale."""
+    The program is serialized in memory, so that the file holds no temporary name; a torch.export program's stack
+    traces name source files relative to their import root (``portable_path``) and a TorchScript one keeps no debug
+    records: two exports of one run give the same bytes, wherever the repository is installed. Those bytes are loaded back and checked before they are written, on random inputs of
+    three batch sizes (1, 3 and one above the BSR column padding): against the model itself, or against
+    ``reference`` (the dense model a sparse one must equal) within ``common.sparse.TOLERANCE`` of its scale."""
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     try:
         if trace:
             raise NotImplementedError("sparse products: traced")
         program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        _portable_traces(program.graph_module)
         name, fmt = "model.pt2", "torch.export"
-        atomic_write(out / name, lambda tmp: torch.export.save(program, tmp))
-        load = lambda p: torch.export.load(p).module()  # noqa: E731
+        data = _serialized(lambda f: torch.export.save(program, f))
+        load = lambda f: torch.export.load(f).module()  # noqa: E731
     except Exception:  # noqa: BLE001 - any model torch.export cannot capture falls back to tracing
         with SP.quiet():
             traced = torch.jit.trace(model, example, check_trace=False)
             name, fmt = "model.torchscript.pt", "torchscript"
-            atomic_write(out / name, lambda tmp: torch.jit.save(traced, tmp))
+            data = _without_debug_records(_serialized(lambda f: torch.jit.save(traced, f)))
         load = torch.jit.load
     with SP.quiet():
-        loaded = load(str(out / name))
+        loaded = load(io.BytesIO(data))
     for n in (1, 3, SP.MIN_BSR_COLUMNS + 1):
         x = torch.randn(n, *example.shape[1:])
         got = loaded(x)
@@ -202,7 +316,58 @@ def save_program(model: torch.nn.Module, example: torch.Tensor, out: Path, trace
             torch.allclose(got, model(x), rtol=1e-4, atol=1e-5)
         if not ok:
             raise RuntimeError(f"the exported {fmt} program does not reproduce the model's outputs (batch {n})")
+    _write_bytes(out / name, data)
     return name, fmt
+
+
+def _serialized(save) -> bytes:
+    """What ``save(file)`` writes, as bytes (torch names the archive inside after a file's name: in memory it is
+    always ``archive``)."""
+    buffer = io.BytesIO()
+    save(buffer)
+    return buffer.getvalue()
+
+
+def _without_debug_records(data: bytes) -> bytes:
+    """A TorchScript archive without its ``.debug_pkl`` records: they map the program to the Python source lines it
+    was traced from, by absolute path (this checkout's, the virtual environment's); the program runs without them."""
+    reader = torch._C.PyTorchFileReader(io.BytesIO(data))
+    buffer = io.BytesIO()
+    writer = torch._C.PyTorchFileWriter(buffer)
+    for name in reader.get_all_records():
+        if not name.endswith(".debug_pkl") and name != ".data/serialization_id":  # the id: recomputed by the writer
+            record = reader.get_record(name)
+            writer.write_record(name, record, len(record))
+    writer.write_end_of_file()
+    return buffer.getvalue()
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+_FRAME = re.compile(r'File "([^"]+)"')
+
+
+def portable_path(path: str) -> str:
+    """A source file's path relative to the import root that holds it (this checkout, site-packages), else its name:
+    a program's stack traces then say ``common/models.py``, not where this copy of the repository lives."""
+    full = os.path.abspath(path)
+    roots = sorted({os.path.abspath(r or os.curdir) for r in sys.path} - {os.sep}, key=len, reverse=True)
+    for root in roots:
+        if full.startswith(root + os.sep):
+            return os.path.relpath(full, root)
+    return os.path.basename(full)
+
+
+def _portable_traces(graph_module: torch.nn.Module) -> None:
+    """Every node's stack trace in ``graph_module`` (and its sub-graphs) with ``portable_path`` file names."""
+    for gm in graph_module.modules():
+        if isinstance(gm, torch.fx.GraphModule):
+            for node in gm.graph.nodes:
+                trace = node.meta.get("stack_trace")
+                if isinstance(trace, str):
+                    node.meta["stack_trace"] = _FRAME.sub(lambda m: f'File "{portable_path(m.group(1))}"', trace)
 
 
 def report(run_dir: Path, conf: dict, result: dict, model, original, structured: bool, input_shape) -> dict:
@@ -265,9 +430,9 @@ class Program:
 
 def program(run_dir, fmt: str = "dense", block: int = 0, layers: str = "faster", batch: int = SP.DECISION_BATCH,
             rounds: int = SP.ROUNDS, repeats: int = SP.REPEATS, require_sparse: bool = True) -> Program:
-    """A finished run's export, built in memory (nothing written): for csr / bsr the layers are timed and chosen here.
-    ``require_sparse``: refuse (a UserError naming each layer and why) when no layer is faster sparse; without it
-    such a program is the dense model."""
+    """A finished run's export, built in memory (nothing written): for csr / bsr the layers are timed and chosen here;
+    when no layer is faster sparse, the program computes the dense model. ``require_sparse``: refuse (a UserError
+    naming each layer) a run none of whose layers has zero weights, as nothing of it can be stored sparse."""
     if fmt not in SP.FORMATS:
         raise UserError(f"--format {fmt} is not one of: {', '.join(SP.FORMATS)}")
     run_dir = Path(run_dir)
@@ -289,10 +454,12 @@ def program(run_dir, fmt: str = "dense", block: int = 0, layers: str = "faster",
         return Program(conf, result, model, original, structured, model, weights, input_shape)
     computed, weights["layers"] = SP.sparsify(model, fmt, block, input_shape, when=layers, batch=batch,
                                               rounds=rounds, repeats=repeats)
-    if require_sparse and not any(d["format"] != "dense" for d in weights["layers"]):
-        raise UserError(f"--format {tag(fmt, block)}: no layer of {run_dir} is faster {fmt}, every one stays "
-                        f"dense: " + "; ".join(f"{d['layer']} ({d['why']})" for d in weights["layers"])
+    if require_sparse and not any(d["sparsity"] > 0 for d in weights["layers"]):
+        raise UserError(f"--format {tag(fmt, block)}: no layer of {run_dir} has zero weights, so none can be "
+                        f"computed {fmt}: " + "; ".join(f"{d['layer']} ({d['why']})" for d in weights["layers"])
                         + "; export it with --format dense")
+    if not any(d["format"] != "dense" for d in weights["layers"]):  # none faster sparse: the dense model itself
+        computed = model
     return Program(conf, result, model, original, structured, computed, weights, input_shape)
 
 
@@ -310,11 +477,12 @@ def export_run(run_dir, fmt: str = "dense", block: int = 0, layers: str = "faste
     plain = plain_input(dataset)
     with torch.no_grad():
         state = {k: v.detach().clone().contiguous() for k, v in p.model.state_dict().items()}
-        atomic_write(out / "state_dict.pt", lambda tmp: torch.save(state, tmp))
+        _write_bytes(out / "state_dict.pt", _serialized(lambda f: torch.save(state, f)))
         sparse = p.computed is not p.model
+        example = torch.rand(EXAMPLE_BATCH, *p.input_shape, generator=torch.Generator().manual_seed(0))
         name, program_format = save_program(
-            PlainInputModel(p.computed, plain.mean, plain.std).eval(), torch.rand(EXAMPLE_BATCH, *p.input_shape),
-            out, trace=sparse, reference=PlainInputModel(p.model, plain.mean, plain.std).eval() if sparse else None)
+            PlainInputModel(p.computed, plain.mean, plain.std).eval(), example, out, trace=sparse,
+            reference=PlainInputModel(p.model, plain.mean, plain.std).eval() if sparse else None)
         rep = report(run_dir, p.conf, p.result, p.model, p.original, p.structured, p.input_shape)
     for stale in {"model.pt2", "model.torchscript.pt"} - {name}:  # an earlier export's other format
         (out / stale).unlink(missing_ok=True)
@@ -325,7 +493,8 @@ def export_run(run_dir, fmt: str = "dense", block: int = 0, layers: str = "faste
     dense = SP.summary(p.weights.get("layers", []))
     if note is not None and fmt != "dense" and (dense or p.structured):
         note(f"note: {out}: " + ("structurally pruned, exported as the physically smaller dense model"
-                                 if p.structured else f"layers that stay dense: {dense}"))
+                                 if p.structured else f"layers that stay dense: {dense}" if sparse else
+                                 f"no layer is faster {fmt}, the program computes the dense model: {dense}"))
     return out
 
 
@@ -376,5 +545,7 @@ def main(argv=None) -> int:
     return exit_code(action)
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # run as common.export, not __main__: the program names its classes the same either way
+    from common import export
+
+    raise SystemExit(export.main())

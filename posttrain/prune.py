@@ -25,12 +25,12 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch_pruning as tp
 
 from common import config as C
 from common import distributed
 from common.data import dataset_info, load_dataset
 from common.errors import UserError
+from common.export import structured_state
 from common.metrics import count_params, flops, paired_latency_ms
 from common.models import MODELS, build_model, check_model
 from common.pretrain import DenseStart, dense_config, load_dense
@@ -242,7 +242,8 @@ def compute(cfg: Config, run: Run) -> dict:
     dense_cost, pruned_cost = costs(teacher, info.input_shape), costs(student, info.input_shape)
     lat = paired_latency_ms({"dense": teacher, "pruned": student}, info.input_shape, cfg.latency_batch)
     lat_dense, lat_pruned = lat["dense"], lat["pruned"]
-    torch.save(tp.state_dict(student), run.dir / "model.pt")  # the pruned architecture + weights (tp.load_state_dict)
+    # the pruned architecture as data (layer sizes + tensors, common.export.load_structured): never pickled modules
+    torch.save(structured_state(student), run.dir / "model.pt")
     return {"test_acc": test["acc"], "test_loss": test["loss"], "dense_test_acc": dense_acc,
             "params": pruned_cost["params"], "flops": pruned_cost["flops"],
             "dense_params": dense_cost["params"], "dense_flops": dense_cost["flops"],

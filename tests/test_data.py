@@ -1,6 +1,7 @@
 """Tests of common/data.py on tiny datasets written in their real on-disk formats."""
 
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +28,34 @@ def cifar_images(n: int, labels: np.ndarray) -> np.ndarray:
     return x
 
 
-def write_cifar_batch(path: Path, x: np.ndarray, labels: np.ndarray, label_key: bytes) -> None:
+def write_cifar_batch(path: Path, x: np.ndarray, labels: np.ndarray, label_key: bytes,
+                      protocol: int = pickle.DEFAULT_PROTOCOL) -> None:
     """An official-format python pickle batch: N x 3072 uint8 rows of R, G, B planes."""
     batch = {b"batch_label": b"test", b"data": x.reshape(len(x), 3072), label_key: labels.tolist(),
              b"filenames": [b"img_%d.png" % i for i in range(len(x))]}
     if label_key == b"fine_labels":
         batch[b"coarse_labels"] = (labels // 5).tolist()
     with open(path, "wb") as f:
-        pickle.dump(batch, f)
+        pickle.dump(batch, f, protocol=protocol)
+
+
+def write_python2_cifar_batch(path: Path, x: np.ndarray, labels: np.ndarray, label_key: bytes) -> None:
+    """A batch as the official files hold it: Python 2's cPickle, protocol 2 (byte strings as STRING opcodes, the
+    array through ``numpy.core.multiarray._reconstruct`` and its state, the labels a list of ints)."""
+    def string(b):
+        return b"U" + bytes([len(b)]) + b if len(b) < 256 else b"T" + struct.pack("<i", len(b)) + b
+
+    def integer(n):
+        return b"K" + bytes([n]) if 0 <= n < 256 else b"J" + struct.pack("<i", n)
+
+    rows = x.reshape(len(x), 3072)
+    dtype = (b"cnumpy\ndtype\n" + string(b"u1") + integer(0) + integer(1) + b"\x87R"
+             + b"(" + integer(3) + string(b"|") + b"NNN" + integer(-1) + integer(-1) + integer(0) + b"tb")
+    array = (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + integer(0) + b"\x85" + string(b"b")
+             + b"\x87R(" + integer(1) + integer(len(rows)) + integer(3072) + b"\x86" + dtype + b"\x89"
+             + string(rows.tobytes()) + b"tb")
+    path.write_bytes(b"\x80\x02}(" + string(b"batch_label") + string(b"test") + string(b"data") + array
+                     + string(label_key) + b"](" + b"".join(integer(int(v)) for v in labels) + b"eu.")
 
 
 @pytest.fixture
@@ -347,6 +368,37 @@ def test_cifar100(cifar100_root):
     assert torch.equal(r[:, 0, 5, 5], 20 * (y % 13).float())
     xt, yt = collect(data.train)
     assert xt.shape == (40, 3, 32, 32) and sorted(yt.tolist()) == sorted(((np.arange(40) * 7) % 100).tolist())
+
+
+@pytest.mark.parametrize("writer", ["python2", 2, 4, 5])
+def test_cifar_batches_read_the_same_however_python_pickled_them(tmp_path, writer):
+    """Python 2's cPickle (the official files), and Python 3's protocols 2 (bytes via _codecs.encode), 4 and 5
+    (the array through numpy's _frombuffer): all read as data by the restricted reader, to the same tensors."""
+    from common.data import _read_cifar_batches
+
+    labels = (np.arange(14) * 3) % 10
+    x = cifar_images(14, labels)
+    path = tmp_path / "data_batch_1"
+    if writer == "python2":
+        write_python2_cifar_batch(path, x, labels, b"labels")
+    else:
+        write_cifar_batch(path, x, labels, b"labels", protocol=writer)
+    assert pickle.loads(path.read_bytes(), encoding="bytes")[b"data"].shape == (14, 3072)  # a real pickle of it
+    images, targets = _read_cifar_batches([path], b"labels")
+    assert images.dtype == torch.uint8 and torch.equal(images, torch.from_numpy(x))
+    assert targets.dtype == torch.int64 and targets.tolist() == labels.tolist()
+
+
+def test_a_cifar_batch_of_the_wrong_shape_is_one_line(tmp_path):
+    from common.data import _read_cifar_batches
+
+    path = tmp_path / "test_batch"
+    write_cifar_batch(path, cifar_images(3, np.zeros(3, np.int64)), np.zeros(2, np.int64), b"labels")  # 3 rows, 2
+    with pytest.raises(UserError, match="is not a CIFAR python batch .* not rows of 3072 bytes with one b'labels'"):
+        _read_cifar_batches([path], b"labels")
+    path.write_bytes(path.read_bytes()[:100])  # truncated
+    with pytest.raises(UserError, match="is refused: not a CIFAR python batch"):
+        _read_cifar_batches([path], b"labels")
 
 
 # ----------------------------------------------------------------------------- Tiny-ImageNet / ImageNet

@@ -172,6 +172,51 @@ def test_export_by_flag_and_by_command_write_the_same_weights(exported):
         assert all(torch.equal(again[k], e["first"][k]) for k in again), name
 
 
+def test_exports_are_the_same_bytes_from_two_checkouts_and_name_neither(exported, tmp_path):
+    """The same runs exported by this checkout (in this process) and by a copy of the code at another path (its
+    ``common/``: all an export imports): every file of the dense export and the program of a sparse one (``--layers
+    all``: untimed) are byte-identical, and no file names either checkout (this one holds the virtual environment)."""
+    import shutil
+    import zipfile
+
+    from tests.conftest import ROOT, single_thread
+
+    runs = [tmp_path / "runs" / name for name in ("gmp.prune", "posttrain.prune")]
+    for name, run in zip(("gmp.prune", "posttrain.prune"), runs):
+        shutil.copytree(exported[name]["dir"], run)
+        shutil.rmtree(run / "export")
+    copy = tmp_path / "another checkout"
+    shutil.copytree(ROOT / "common", copy / "common", ignore=shutil.ignore_patterns("__pycache__"))
+    files = {}
+    for checkout in (ROOT, copy):
+        for extra in ([], ["--format", "csr", "--layers", "all"]):
+            args = ["--run", str(runs[0]), "--run", str(runs[1]), *extra]
+            if checkout == ROOT:
+                with single_thread():
+                    assert E.main(args) == 0
+            else:
+                proc = subprocess.run([sys.executable, "-m", "common.export", *args], cwd=copy, capture_output=True,
+                                      env=dict(os.environ, PYTHONPATH=str(copy), OMP_NUM_THREADS="1"), text=True,
+                                      timeout=300)
+                assert proc.returncode == 0, proc.stderr
+        for run in runs:
+            for folder, names in (("export", ("model.pt2", "state_dict.pt", "sparsity.json")),
+                                  ("export-csr", ("model.torchscript.pt",) if run == runs[0] else ())):
+                for name in names:
+                    data = (run / folder / name).read_bytes()
+                    files.setdefault((run.name, folder, name), []).append(data)
+                    archive = None if name.endswith(".json") else zipfile.ZipFile(io.BytesIO(data))
+                    for text in [data] if archive is None else [archive.read(n) for n in archive.namelist()]:
+                        for path in (ROOT, copy):  # in no record, uncompressed
+                            assert str(path).encode() not in text, (run.name, folder, name, path)
+    assert len(files) == 7 and all(len(v) == 2 for v in files.values())
+    for key, (first, second) in files.items():
+        assert first == second, key
+    program = torch.export.load(runs[0] / "export" / "model.pt2")
+    traces = [n.meta.get("stack_trace", "") for n in program.graph_module.graph.nodes]
+    assert any('File "common/export.py"' in t for t in traces)  # kept, relative to the import root
+
+
 def test_the_program_normalizes_plain_images_as_the_loaders_do(one_thread):
     from common.data import CIFAR10_MEAN, CIFAR10_STD, TensorSplit
     from common.models import build_model

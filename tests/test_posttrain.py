@@ -162,9 +162,10 @@ def test_methods_end_to_end(runs, one_thread):
     assert [r["phase"] for r in log] == ["phase1"] * 3 + ["phase2"] * 2
     assert len(list((runs / "common.pretrain").iterdir())) == 1  # every method reused one dense model
     model = build_model("mlp", 10, (1, 8, 8))
-    import torch_pruning as tp
+    from common.export import load_structured
 
-    pruned = tp.load_state_dict(model, torch.load(f"{df.loc['ours', 'run_dir']}/model.pt", weights_only=False))
+    path = f"{df.loc['ours', 'run_dir']}/model.pt"
+    pruned = load_structured(model, torch.load(path, weights_only=True), path)  # data: layer sizes and tensors
     assert pruned(X).shape == (64, 10) and sum(p.numel() for p in pruned.parameters()) == df.loc["ours", "params"]
 
 

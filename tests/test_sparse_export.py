@@ -200,12 +200,43 @@ def test_a_structured_run_exports_its_physically_smaller_dense_model(exported):
 
 
 # ---------------------------------------------------------------------------------------------------- bad inputs
-def test_a_format_no_layer_is_faster_in_is_one_error_line_naming_each_layer(exported, tmp_path):
+def test_the_readmes_csr_example_exports_a_tiny_run_as_written(exported, tmp_path):
+    """common/README.md's ``--format csr`` example, run as written from a folder whose runs/ holds a tiny pruned CNN:
+    none of its layers pays off sparse at batch 64 (oneDNN's convolutions win), so the export computes the dense
+    model, says so in one note line naming each layer, and records each decision."""
+    import shlex
+    import shutil
+
+    from tests.conftest import ROOT
+
+    lines = [ln.split("#")[0].strip() for ln in (ROOT / "common" / "README.md").read_text().splitlines()
+             if ln.startswith("python -m common.export --run runs/gmp.prune/<hash> --format csr")]
+    assert lines == ["python -m common.export --run runs/gmp.prune/<hash> --format csr"]
+    run = exported["dirs"]["cnn"]
+    copy = tmp_path / "runs" / "gmp.prune" / run.name
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("export*"))
+    proc = run_cli(*shlex.split(lines[0].replace("<hash>", run.name))[2:], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["export"] == "runs/gmp.prune/" + run.name + "/export-csr"
+    rep = json.loads((copy / "export-csr" / "sparsity.json").read_text())
+    assert rep["weights"]["format"] == "csr" and rep["weights"]["layers_rule"] == "faster"
+    decided = [d for d in rep["weights"]["layers"] if d["sparsity"] > 0]
+    assert decided and all(d["dense_ms"] > 0 and d["sparse_ms"] > 0 for d in decided)
+    notes = [ln for ln in proc.stderr.splitlines() if ln.startswith("note: ")]
+    if all(d["format"] == "dense" for d in decided):
+        assert rep["format"] == "torch.export" and len(notes) == 1
+        assert "no layer is faster csr, the program computes the dense model: " in notes[0]
+        assert all(f"{d['layer']} (csr not faster" in notes[0] for d in decided)
+    else:  # a layer measured faster on this machine: computed in CSR
+        assert rep["format"] == "torchscript"
+
+
+def test_a_run_without_zero_weights_is_one_error_line_naming_each_layer(exported, tmp_path):
     dense = next(d for d in (exported["dirs"]["mlp"].parents[1] / "common.pretrain").iterdir()
                  if json.loads((d / "config.json").read_text())["config"]["model"] == "mlp")
     proc = run_cli("common.export", "--run", dense, "--format", "csr")
     line = one_error_line(proc)
-    assert proc.returncode == 2 and "no layer of" in line and "is faster csr, every one stays dense" in line
+    assert proc.returncode == 2 and "no layer of" in line and "has zero weights, so none can be computed csr" in line
     assert "1.weight (no zero weights); 3.weight (no zero weights); 5.weight (no zero weights)" in line
     assert "--format dense" in line and not (dense / "export-csr").exists()
 
