@@ -197,3 +197,24 @@ def test_a_poisoned_criteo_cache_is_rebuilt_not_executed(tmp_path, capsys):
     assert torch.equal(cached["x"], x) and torch.equal(cached["y"], y)
     torch.save({"x": x[:, :3], "y": y}, cache)  # data, but not the parsed shapes: parsed again too
     assert torch.equal(criteo.load_tensors(path)[0], x)
+
+
+def test_no_source_file_unpickles_what_it_reads():
+    """A guard over the code itself: every ``torch.load`` passes ``weights_only=True``, and nothing calls
+    ``pickle.load(s)``, ``weights_only=False`` or ``np.load(..., allow_pickle=True)`` (the CIFAR reader's
+    unpickler resolves its own handful of names)."""
+    import re
+
+    from tests.conftest import ROOT
+
+    found = []
+    for folder in ("common", "bip", "gmp", "seqattn", "posttrain", "figures", "slurm"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            text = path.read_text()
+            for call in re.finditer(r"torch\.load\((?:[^()]|\([^()]*\))*\)", text):
+                if "weights_only=True" not in call.group(0):
+                    found.append(f"{path.relative_to(ROOT)}: {call.group(0)}")
+            found += [f"{path.relative_to(ROOT)}: {bad}" for bad in
+                      ("pickle.load(", "pickle.loads(", "weights_only=False", "allow_pickle=True") if bad in text]
+    assert len(found) == 0, found
+    assert "weights_only=True" in (ROOT / "common" / "export.py").read_text()  # the scan sees the code
