@@ -50,10 +50,8 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     most = int(data["samples"].max())  # the claim: more samples help; the most minus each fewer, per draw
-    parts = []
-    for n in sorted(data["samples"].unique())[:-1]:
-        pair = data[data["samples"].isin([most, n])]
-        parts.append(paired(pair, "samples", most, n, "top1", []).assign(samples=n))
+    parts = [paired(data, "samples", most, n, "top1", []).assign(samples=n)
+             for n in sorted(data["samples"].unique())[:-1]]
     diffs = pd.concat(parts, ignore_index=True) if parts else None
     paired_panel(dax, diffs, "samples", ylabel=f"top-1 with {most} - with fewer (pt)")
     dax.set(xlabel="calibration samples (fewer)")
