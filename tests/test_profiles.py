@@ -86,3 +86,47 @@ def test_smoke_is_tiny_thinned_to_one_seed_and_two_grid_points_per_figure():
         scripts["tiny"] |= {s for s, _ in tiny}
         scripts["smoke"] |= {s for s, _ in smoke}
     assert scripts["smoke"] == scripts["tiny"]  # every script runs
+
+
+def test_the_small_profile_decides():
+    """The small tables' design (figures/*/runs.py docstrings): where effects are 1-3 seed SDs there are 5 seeds, BiP
+    has a longer budget arm at the sparsest points, SA++ runs 10 epochs, GMP updates its mask every 0.2 epoch,
+    post-training has 10 calibration draws, fig-compare runs one seed."""
+    from collections import defaultdict
+
+    from figures.bip import runs as bip_runs
+    from figures.gmp import runs as gmp_runs
+    from figures.gmp.fig_gmp_schedule import steps_per_epoch
+    from gmp import prune as gmp_prune
+
+    seeds = defaultdict(set)  # (method, epochs, sparsity) -> seeds
+    for script, cfg in pipeline.planned_runs("fig-bip-trajectory", "small", {}):
+        seeds[(cfg.method, cfg.epochs, cfg.target_sparsity)].add(cfg.seed)
+    grid = bip_runs.sparsities("small")
+    assert [round(1 - 0.8 ** n, 6) for n in (5, 6, 7)] == grid[1:4] and max(grid) >= 0.988
+    for s in grid:
+        for m in ("bip", "hydra", "omp"):
+            assert seeds[(m, 4, s)] == (set(range(5)) if s >= 0.93 else {0, 1, 2}), (m, s)
+    assert seeds[("imp", 4, max(grid))] == set(range(5))
+    assert {s for (m, e, s) in seeds if e == 12} == set(grid[-3:])
+    assert all(seeds[("bip", 12, s)] == set(range(5)) for s in grid[-3:])
+
+    rows = pipeline.planned_runs("fig-gmp-vs-oneshot", "small", {})
+    cfg = rows[0][1]
+    steps = steps_per_epoch(cfg)
+    assert gmp_prune.pruning_steps(cfg, steps).dt <= 0.2 * steps
+    assert {c.seed for _, c in rows if c.target_sparsity >= 0.95} == set(range(5))
+
+    table = pipeline.planned_runs("tab-seqattn-blocks", "small", {})
+    assert {c.epochs for _, c in table} == {10} and {c.block for _, c in table} == {4, 16}
+    for m in ("sapp", "acdc"):
+        assert {c.seed for _, c in table if c.method == m} == set(range(5))
+    ablations = pipeline.planned_runs("tab-seqattn-ablations", "small", {})
+    assert {c.epochs for _, c in ablations} == {10} and {c.seed for _, c in ablations} == set(range(5))
+
+    for name in ("tab-posttrain", "fig-posttrain-ablation"):
+        draws = {c.sample_seed for _, c in pipeline.planned_runs(name, "small", {}) if c.method == "ours"}
+        assert draws == set(range(10)), name
+    for name in ("fig-compare", "fig-compare-structured"):
+        assert {c.seed for _, c in pipeline.planned_runs(name, "small", {})} == {0}, name
+    assert gmp_runs.SPARSITIES["small"][-1] >= 0.99

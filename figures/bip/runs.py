@@ -118,7 +118,7 @@ def retrain_config(setup, **overrides):
     preset, base, epochs = setup
     extra = {"epochs": epochs, "finetune_epochs": epochs, "retrain_epochs": epochs, "retrain.lr": 0.05} \
         if epochs else {}
-    return C.build(retrain.Config, retrain.PRESETS, preset, **base, **extra, **overrides)
+    return C.build(retrain.Config, retrain.PRESETS, preset, **base, **{**extra, **overrides})
 
 
 def trajectory(profile: str, methods=("bip", "hydra", "imp", "omp"), only=None) -> list:
@@ -157,14 +157,25 @@ def method_label(row) -> str:
     return row["config.method"]
 
 
+def long_arms() -> dict:
+    """setup name -> the epochs of BiP's longer arm there (``LONG``)."""
+    return {name: epochs for profile, (epochs, _) in LONG.items()
+            for name in setups(profile, TRAJECTORY_SETUPS.get(profile))}
+
+
 def tidy(df):
-    """collect() rows -> setup, method, x (sparsity %, the grid value), acc (test %), dense (%), time (s)."""
+    """collect() rows -> setup, method, x (sparsity %, the grid value), acc (test %), dense (%), time (s); BiP's
+    longer arm (``LONG``) is method "bip-long"."""
     import numpy as np
+    import pandas as pd
 
     df = df[df["script"] != "common.pretrain"].copy()
     target = df["target_sparsity"] if "target_sparsity" in df else np.nan
     grid = pd_where(target, df["config.target_sparsity"])
-    return df.assign(setup=df.apply(setup_label, axis=1), method=df["config.method"], x=(100 * grid).round(2),
+    setup = df.apply(setup_label, axis=1) if len(df) else pd.Series(dtype=object, index=df.index)
+    epochs = df["config.epochs"] if "config.epochs" in df else pd.Series(np.nan, index=df.index)
+    is_long = (df["config.method"] == "bip") & (epochs == setup.map(long_arms()))
+    return df.assign(setup=setup, method=df["config.method"].where(~is_long, "bip-long"), x=(100 * grid).round(2),
                      acc=100 * df["test_acc"], dense=100 * df["dense_test_acc"], time=df["method_time"])
 
 
@@ -176,5 +187,5 @@ def pd_where(primary, fallback):
     return primary.where(primary.notna(), fallback)
 
 
-LABELS = {"bip": "BiP", "hydra": "Hydra", "imp": "IMP", "omp": "OMP", "dense": "dense"}
-COLORS = {"bip": "C3", "hydra": "C2", "imp": "C0", "omp": "C1", "dense": "k"}
+LABELS = {"bip": "BiP", "hydra": "Hydra", "imp": "IMP", "omp": "OMP", "dense": "dense", "bip-long": "BiP, longer E"}
+COLORS = {"bip": "C3", "hydra": "C2", "imp": "C0", "omp": "C1", "dense": "k", "bip-long": "C4"}

@@ -5,9 +5,12 @@ tiny:  digits, the 3-conv CNN (dense ~99%), first conv and classifier left dense
        ImageNet layout (2 + 35 + ~20 of 60 epochs) scaled down.
 small: Fashion-MNIST (60,000 / 10,000), LeNet-300-100 (784-300-100-10, 30 dense epochs: 90.11%), one global
        magnitude ranking over all three layers (the first holds 88% of the weights: excluding it would leave 99%
-       unreachable), 10 epochs (469 steps each) = 1 stabilization + 5 pruning (an update every epoch) + 4 fine-tuning
-       (LR /10 after 2 and 3), the tiny layout at half length (cost); the grid goes to
-       99.5%, where the calibration runs (global magnitude + fine-tuning vs a cubic GMP) part by one to a few points.
+       unreachable), 10 epochs of 469 steps (4,690 steps) = 1 stabilization + 5 pruning + 4 fine-tuning (LR /10 after
+       2 and 3); in the pruning stage (steps 469-2,814) the mask is updated every 93 steps (0.198 epoch): 26 updates,
+       from step 469 to 2,794 (the cubic schedule's 25 intervals). The grid goes to 99.5%, where the
+       calibration runs (global magnitude + fine-tuning vs a cubic GMP) part by one to a few points: 80, 90, 95, 98,
+       99, 99.5%. Seeds: 5 (0-4) from 95% on (``SPARSE_SEEDS``), where GMP and one-shot differ by 1-3 seed SDs, in
+       every GMP figure (fig-gmp-wd's points are 95/98/99%); 3 (0-2) at 80 and 90%.
 paper: the SparseML-style ResNet-50 ImageNet recipe and our CIFAR-10 ResNet-20/56 recipe (gmp.prune PRESETS).
 """
 from __future__ import annotations
@@ -17,14 +20,17 @@ from gmp import prune
 
 SCRIPT = prune.SCRIPT
 SEEDS = (0, 1, 2)
-SPARSITIES = {"tiny": (0.5, 0.7, 0.8, 0.9, 0.95, 0.98), "small": (0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995),
+# (sparsity from which, the seeds there) where a profile adds seeds at its sparse end (below it: SEEDS)
+SPARSE_SEEDS = {"small": (0.95, (0, 1, 2, 3, 4))}
+SPARSITIES = {"tiny": (0.5, 0.7, 0.8, 0.9, 0.95, 0.98), "small": (0.8, 0.9, 0.95, 0.98, 0.99, 0.995),
               "paper": (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)}
 COLORS = {"gmp": "C0", "oneshot": "C1", "dense": "k"}
 
 SETUPS = {
     "tiny": [{}],
     "small": [{"dataset": "fashionmnist", "model": "mlp", "scope": "global", "exclude": (), "epochs": 10,
-               "prune_epochs": 5, "finetune_lr.milestones": (2.0, 3.0)}],
+               "prune_epochs": 5, "update_every": 93, "update_unit": "steps",
+               "finetune_lr.milestones": (2.0, 3.0)}],
     "paper": [{"preset": "cifar10-resnet20"}, {"preset": "cifar10-resnet56"}, {"preset": "imagenet-resnet50"}],
 }
 
@@ -39,10 +45,16 @@ def config(setup: dict, **overrides) -> prune.Config:
     return C.build(prune.Config, prune.PRESETS, setup.pop("preset", None), **{**setup, **overrides})
 
 
+def seeds_at(profile: str, setup: dict, sparsity: float) -> tuple[int, ...]:
+    """The seeds of a grid point: ``SPARSE_SEEDS`` from its sparsity on, else the setup's (``SETUP_SEEDS``) or SEEDS."""
+    start, sparse = SPARSE_SEEDS.get(profile, (2.0, ()))
+    return sparse if sparsity >= start else SETUP_SEEDS.get(setup.get("preset"), SEEDS)
+
+
 def grid(profile: str, sparsities=None, seeds=None, **overrides) -> list[tuple[str, prune.Config]]:
     return [(SCRIPT, config(setup, target_sparsity=s, seed=seed, **overrides))
             for setup in SETUPS[profile] for s in (sparsities or SPARSITIES[profile])
-            for seed in (seeds or SETUP_SEEDS.get(setup.get("preset"), SEEDS))]
+            for seed in (seeds or seeds_at(profile, setup, s))]
 
 
 def setup_label(row) -> str:
