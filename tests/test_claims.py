@@ -228,3 +228,13 @@ def test_a_complete_store_draws_every_row(tmp_path):
     points = pd.read_csv(tmp_path / "tab-claims-points.csv")
     judged = table[~table["verdict"].isin((NOT_TESTABLE,)) & table["rule"].str.contains("paired", na=False)]
     assert set(judged["claim"]) <= set(points["claim"]) and len(points) > 100
+
+
+def test_draws_that_agree_to_a_test_image_coarser_than_the_margin_are_not_a_small_spread():
+    assert posttrain_claims.test_images([0.975, 0.9722222, 0.9916667]) == 360  # k / 360: digits' test set
+    assert posttrain_claims.test_images([0.8978, 0.9031, 0.8899]) == 10_000
+    board = B.Board(pd.DataFrame(), "small", T.SOURCES)
+    posttrain_claims.spread(board, "c", "f", "", np.array([97.5, 97.5]), 100 / 360)
+    assert board.rows[-1]["verdict"] == NOT_TESTABLE and "one test image is 0.28 pt" in board.rows[-1]["detail"]
+    posttrain_claims.spread(board, "c", "f", "", np.array([89.5, 89.52, 89.49, 89.51, 89.5] * 2), 0.01)
+    assert board.rows[-1]["verdict"] == HOLDS

@@ -88,6 +88,39 @@ def sd_interval(values: np.ndarray, alpha: float = ALPHA) -> tuple[float, float,
         sd * math.sqrt((n - 1) / chi2_quantile(alpha, n - 1))
 
 
+def test_images(fractions) -> int:
+    """The test-set size the accuracies ``fractions`` (k / N) imply: the smallest N making every one a whole count
+    (at most the true N, so one image's worth, 100 / N pt, is if anything overstated)."""
+    v = np.unique(np.asarray(fractions, dtype=float))
+    for n in range(1, 200_001):
+        if np.all(np.abs(v * n - np.round(v * n)) < 1e-6 * n):
+            return n
+    return 200_000
+
+
+def spread(board: Board, claim: str, name: str, compared: str, values: np.ndarray, image: float) -> None:
+    """The draws' SD against the margin, by its chi-square bounds; not testable where one test image (``image``,
+    pt) exceeds the margin: draws that agree say nothing of a smaller spread."""
+    sd, lo, hi = sd_interval(values)
+    if image > MARGIN:
+        board.untestable(PAPER, claim, name, compared, f"one test image is {image:.2f} pt (the accuracies' "
+                         f"resolution), more than the margin {MARGIN:g} pt: the draws' SD {sd:.3f} cannot be placed "
+                         "against it")
+        return
+    verdict = HOLDS if hi < MARGIN else FAILS if lo > MARGIN else INCONCLUSIVE
+    ref = paper.ten_draws_sd()
+    versus = ("the paper states no draws" if ref is None else
+              f"the paper's SD over its ten draws {ref:.3f} " + ("is excluded: the spread is larger here"
+                                                                  if ref < lo else "lies within the interval"))
+    board.put(PAPER, claim, name, compared, f"small: the draws' SD below the practical margin {MARGIN:g} pt",
+              f"SD over the draws {sd:.3f} pt, one-sided {100 * (1 - ALPHA):g}% bounds [{lo:.3f}, {hi:.3f}] "
+              f"(chi-square, {len(values)} draws; min-max {values.max() - values.min():.2f} pt)",
+              f"spread rule: holds when the SD's upper bound < {MARGIN:g} pt, does not hold when its lower bound > "
+              "it, otherwise inconclusive", verdict,
+              {HOLDS: "the SD is below the margin", FAILS: "the SD exceeds the margin",
+               INCONCLUSIVE: "the draws cannot place the SD against the margin"}[verdict], versus)
+
+
 def samples(board: Board) -> None:
     name = "fig-posttrain-samples"
     plan, t = board.plan(name), tidy(board.data(name))
@@ -102,20 +135,7 @@ def samples(board: Board) -> None:
     if missing:
         board.add(PAPER, claim, name, compared, "", [], missing)
     else:
-        values = side(size).to_numpy()
-        sd, lo, hi = sd_interval(values)
-        verdict = HOLDS if hi < MARGIN else FAILS if lo > MARGIN else INCONCLUSIVE
-        ref = paper.ten_draws_sd()
-        versus = ("the paper states no draws" if ref is None else
-                  f"the paper's SD over its ten draws {ref:.3f} " + ("is excluded: the spread is larger here"
-                                                                      if ref < lo else "lies within the interval"))
-        board.put(PAPER, claim, name, compared, f"small: the draws' SD below the practical margin {MARGIN:g} pt",
-                  f"SD over the draws {sd:.3f} pt, one-sided {100 * (1 - ALPHA):g}% bounds [{lo:.3f}, {hi:.3f}] "
-                  f"(chi-square, {len(values)} draws; min-max {values.max() - values.min():.2f} pt)",
-                  f"spread rule: holds when the SD's upper bound < {MARGIN:g} pt, does not hold when its lower bound "
-                  "> it, otherwise inconclusive", verdict,
-                  {HOLDS: "the SD is below the margin", FAILS: "the SD exceeds the margin",
-                   INCONCLUSIVE: "the draws cannot place the SD against the margin"}[verdict], versus)
+        spread(board, claim, name, compared, side(size).to_numpy(), 100.0 / test_images(t["test_acc"]))
     board.add(PAPER, "more calibration samples help", name,
               f"{setup}: test top-1 (%) with the most ({counts[-1]}) vs the fewest ({counts[0]}) calibration samples, "
               f"{n} draws each, paired by draw", f"the extremes of the grid ({counts[0]} and {counts[-1]} samples)",
