@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import config as C
+from common.data import data_root
 from common.errors import UserError
 from common.store import JOB_FILE, Run
 from slurm import resources as R
@@ -323,6 +324,8 @@ def main(argv=None) -> int:
                            prog=f"python -m slurm.submit ... {ns.script}")
         if getattr(module, "validate", None):
             module.validate(cfg)  # the script's own checks, before anything is queued
+        if hasattr(cfg, "data_dir"):
+            data_root(cfg.data_dir)  # a file given as --data-dir: the job would look for the data elsewhere
         choice = R.from_args(ns)
         choice.for_run(module.SCRIPT, cfg)  # the resource files, and whether the time limit leaves time to compute
         log_root()  # a usable log folder name

@@ -337,6 +337,11 @@ def test_a_control_character_is_one_error_line_before_anything_is_submitted(tmp_
     proc = run_cli("slurm.submit", "common.pretrain", *TINY, "--runs-dir", tmp_path / "runs",
                    env={"PRUNING_SLURM_LOGS": str(tmp_path / "logs\nx")})
     assert proc.returncode == 2 and "PRUNING_SLURM_LOGS" in one_error_line(proc)
+    afile = tmp_path / "data.txt"
+    afile.write_text("")
+    proc = run_cli("slurm.submit", "common.pretrain", *TINY, "--runs-dir", tmp_path / "runs", "--data-dir", afile)
+    assert proc.returncode == 2 and f"--data-dir {afile} is a file, not a folder" in one_error_line(proc)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_paths_with_shell_characters_reach_the_job_unexpanded(tmp_path, monkeypatch):
