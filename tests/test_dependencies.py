@@ -15,13 +15,13 @@ GMP = ["--model", "mlp", "--exclude", "last", "--pretrain.epochs", "2", "--epoch
 BIP = ["--pretrain.epochs", "2", "--epochs", "1"]
 CASES = {
     "gmp.prune": GMP,
-    "bip.retrain": [*BIP, "--finetune-epochs", "1", "--target-sparsity", "0.8", "--rewind-epoch", "1",
+    "bip.retrain": [*BIP, "--target-sparsity", "0.8", "--rewind-epoch", "1",
                     "--retrain-epochs", "1"],
     "bip.magnitude": [*BIP, "--method", "imp", "--target-sparsity", "0.36", "--rewind-epoch", "1"],
     "seqattn.oneshot": ["--model", "mlp", "--score", "magnitude", "--block", "4", "--sparsities", "0.5",
                         "--pretrain.epochs", "2", "--finetune.epochs", "1"],
     "posttrain.prune": ["--model", "mlp", "--pretrain.epochs", "2", "--samples", "32", "--phase1-epochs", "1",
-                        "--phase2-epochs", "1", "--retrain.epochs", "1"],
+                        "--phase2-epochs", "1"],
 }
 
 

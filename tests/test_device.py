@@ -169,8 +169,8 @@ METHOD_RUNS = {  # tiny runs of every method through its own compute(), end-of-r
     "oneshot": ("seqattn.oneshot", ["--model", "mlp", "--block", "4", "--sparsities", "0.5"]),
     "posttrain": ("posttrain.prune", ["--model", "mlp", "--pretrain.epochs", "2", "--samples", "64",
                                       "--phase1-epochs", "2", "--phase2-epochs", "1", "--latency-batch", "4"]),
-    "l1": ("posttrain.prune", ["--method", "l1", "--model", "mlp", "--pretrain.epochs", "2", "--samples", "64",
-                               "--retrain.epochs", "1", "--latency-batch", "4"]),
+    "l1": ("posttrain.prune", ["--method", "l1", "--model", "mlp", "--pretrain.epochs", "2", "--retrain.epochs", "1",
+                               "--latency-batch", "4"]),
 }
 
 
