@@ -115,8 +115,8 @@ def test_gmp_figures_are_drawn_from_the_run_store(small_profile, tmp_path, capsy
     # `python -m figures ... --out DIR` (make's OUT=DIR) draws there, leaving figures/out as it was
     committed = {p: p.read_bytes() for p in (ROOT / "figures" / "out").rglob("*") if p.is_file()}
     elsewhere = tmp_path / "elsewhere"
-    assert figures_main(["fig-gmp-wd", "--runs-dir", runtime["runs_dir"], "--progress", "off",
-                         "--out", str(elsewhere)]) == 0
+    assert figures_main(["fig-gmp-wd", "--profile", "tiny", "--cluster", "none", "--runs-dir", runtime["runs_dir"],
+                         "--progress", "off", "--out", str(elsewhere)]) == 0
     assert sorted(p.name for p in (elsewhere / "tiny").iterdir()) == ["fig-gmp-wd-summary.csv", "fig-gmp-wd.csv",
                                                                       "fig-gmp-wd.pdf", "fig-gmp-wd.png"]
     assert (elsewhere / "tiny" / "fig-gmp-wd.csv").read_bytes() == (out / "tiny" / "fig-gmp-wd.csv").read_bytes()
