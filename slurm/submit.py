@@ -259,10 +259,19 @@ def asks(res: R.Resources) -> str:
 
 
 def reason(job) -> str:
-    """The exception line of a failed job ("ValueError: ..."), from the error submitit recorded."""
-    lines = str(job.exception() or "ended without a result").strip().splitlines()
+    """The exception line of a failed job ("ValueError: ..."), read from the text of its stderr log: submitit's own
+    record of the error is a pickle, and nothing in a shared log folder is unpickled here."""
+    path = Path(job.paths.stderr)
+    try:
+        if not path.is_file():
+            return f"ended without a result (no log at {path})"
+        with path.open("rb") as f:  # the last 64 kB hold the traceback's end
+            f.seek(max(0, path.stat().st_size - (1 << 16)))
+            lines = f.read().decode("utf-8", "replace").strip().splitlines()
+    except OSError as exc:
+        return f"ended without a result (its log {path} is unreadable: {exc.strerror})"
     errors = [ln.strip() for ln in lines if re.match(r"\s*[\w.]+(Error|Exception|Diverged|RunFailed|RunLocked): ", ln)]
-    return (errors or lines)[-1][:300]
+    return (errors or lines or ["ended without a result"])[-1][:300]
 
 
 def in_queue(job_id: str) -> bool:

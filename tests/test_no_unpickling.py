@@ -215,6 +215,29 @@ def test_no_source_file_unpickles_what_it_reads():
                 if "weights_only=True" not in call.group(0):
                     found.append(f"{path.relative_to(ROOT)}: {call.group(0)}")
             found += [f"{path.relative_to(ROOT)}: {bad}" for bad in
-                      ("pickle.load(", "pickle.loads(", "weights_only=False", "allow_pickle=True") if bad in text]
+                      ("pickle.load(", "pickle.loads(", "weights_only=False", "allow_pickle=True",
+                       "DelayedSubmission.load(") if bad in text]
+            # a submitit job's result, results and exception are unpickled from its log folder
+            found += [f"{path.relative_to(ROOT)}: {m.group(0)}"
+                      for m in re.finditer(r"\bjobs?\w*\.(result|results|exception)\(\)", text)]
     assert len(found) == 0, found
     assert "weights_only=True" in (ROOT / "common" / "export.py").read_text()  # the scan sees the code
+
+
+def test_a_failed_slurm_jobs_reason_is_read_from_its_text_log_not_its_result_pickle(tmp_path):
+    """submitit records a job's error as a pickle in the (possibly shared) log folder: the reason a failed job is
+    reported with comes from the text of its stderr log, and a poisoned result pickle beside it never runs."""
+    from types import SimpleNamespace
+
+    from slurm.submit import reason
+
+    marker = tmp_path / "marker"
+    write_evil(tmp_path / "42_0_result.pkl", marker, how="pickle")
+    log = tmp_path / "42_0_log.err"
+    log.write_text("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+                   "common.errors.RunFailed: the loss diverged at epoch 3\nsrun: error: task 0 exited\n")
+    job = SimpleNamespace(paths=SimpleNamespace(stderr=log, result_pickle=tmp_path / "42_0_result.pkl"))
+    assert reason(job) == "common.errors.RunFailed: the loss diverged at epoch 3"
+    assert not marker.exists()
+    log.unlink()
+    assert reason(job).startswith("ended without a result (no log at") and not marker.exists()

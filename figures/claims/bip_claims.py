@@ -99,9 +99,8 @@ def trajectory(board: Board) -> None:
 
 
 def longer(setup: str) -> int | None:
-    """The epochs of BiP's longer arm in ``setup`` (``BR.LONG``), where the profile table has one."""
-    arms = getattr(BR, "long_arms", None)  # a profile table without a longer arm has no such function
-    return arms().get(setup) if arms else None
+    """The epochs of BiP's longer arm in ``setup`` (``BR.long_arms``), where the profile table has one."""
+    return BR.long_arms().get(setup)
 
 
 def longer_arm(board: Board, runs, t, high, long: int, imp, compared: str, regime: str) -> str:
@@ -119,10 +118,9 @@ def longer_arm(board: Board, runs, t, high, long: int, imp, compared: str, regim
 
 def tickets(board: Board, setup: str, t: pd.DataFrame, grid: list[float], dense: pd.Series, compared: str) -> None:
     """The sparsest winning ticket: the highest grid sparsity whose mean accuracy over the seeds is within the
-    tolerance (k seed SDs of the dense models: tab-bip-tickets' ``BR.TICKET_TOLERANCE`` where the profile table
-    states k, else 1) of the dense model's mean; BiP vs IMP on the grid both share."""
+    tolerance (k seed SDs of the dense models, k from the profile table's ``BR.TICKET_TOLERANCE``) of the dense model's mean; BiP vs IMP on the grid both share."""
     claim, name = "BiP's sparsest winning ticket at least as sparse as IMP's", "tab-bip-tickets"
-    k = getattr(BR, "TICKET_TOLERANCE", {}).get(board.profile, 1.0)
+    k = BR.TICKET_TOLERANCE[board.profile]
     tol = k * float(dense.std(ddof=1)) if len(dense) > 1 else 0.0
     floor = float(dense.mean()) - tol
     means = {m: {x: float(at(t, x, method=m).mean()) for x in grid} for m in ("bip", "imp")}
