@@ -298,6 +298,9 @@ def compute(cfg: Config, run: Run) -> dict:
                    + ", ".join(f"{p.kind} {p.start}-{p.end}" for p in plan.phases)
                    + "); raise --epochs or lower --optim.batch-size")
     candidates = reparam.layers.names()
+    # SA++: how far the block logits moved from L = 0 (the largest of the layers' SDs over their blocks): where they
+    # stay near 0, softmax(L) and exp(L) differ by little more than a constant
+    logit_sd = max((float(l.detach().float().std()) for l in reparam.logits()), default=None)
     reparam.fold()
     test = evaluate(model, data.test, loss_fn)
     rep = S.report(model, S.prunable(model, ()))
@@ -309,6 +312,7 @@ def compute(cfg: Config, run: Run) -> dict:
         / sum(x["numel"] for x in layers if x["block_sparsified"])
     return {**named("test", test), "block_sparsity": block_sparsity, "candidate_sparsity": pruned,
             "steps_per_epoch": steps, "total_steps": total, "sparsity": pruned, "model_sparsity": rep["sparsity"],
+            **({} if logit_sd is None else {"logit_sd": logit_sd}),
             "sparsity_all_params": rep["sparsity_all_params"], **count_params(model),
             **flops(model, data.info.input_shape, device), "layers": layers,
             "phases": [{"kind": p.kind, "start": p.start, "end": p.end} for p in plan.phases]}

@@ -220,6 +220,10 @@ def test_every_method_reaches_exact_block_sparsity(runs, method):
     assert phases[0] == "dense" and phases[-1] == "sparse"
     if method == "sapp":
         assert "sparsify" in phases and any(r.get("event") == "track" for r in log)
+        # the block logits moved from 0 (their SD, the largest over the layers, is what the result reports)
+        assert 0 < result["logit_sd"] < 10
+    else:
+        assert "logit_sd" not in result  # no logits
 
 
 def test_a_run_applies_the_exponential_curve_at_every_step_of_its_sparsification_phase(runs):
