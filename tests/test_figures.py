@@ -189,7 +189,8 @@ def test_small_profile_end_to_end_on_idx_files(monkeypatch, tmp_path):
     monkeypatch.setattr(D, "FASHION_DEBIAN", tmp_path / "no-debian")
     write_fashion(tmp_path / "data" / "FashionMNIST" / "raw", n_train=200, n_test=100)
     setup = dict(gmp_runs.SETUPS["small"][0], **{"pretrain.epochs": 1, "epochs": 3, "stabilize_epochs": 1,
-                                                 "prune_epochs": 1, "finetune_lr.milestones": (1.0,)})
+                                                 "prune_epochs": 1, "finetune_lr.milestones": (1.0,),
+                                                 "update_every": 1, "update_unit": "steps"})  # 2 steps an epoch
     monkeypatch.setitem(gmp_runs.SETUPS, "small", [setup])
     monkeypatch.setattr(gmp_runs, "SEEDS", (0,))
     monkeypatch.setitem(gmp_runs.SPARSITIES, "small", (0.9,))
