@@ -21,6 +21,7 @@ def small_profile(monkeypatch):
     monkeypatch.setitem(tab_seqattn_ablations.SPARSITIES, "tiny", (0.9,))
     monkeypatch.setitem(fig_seqattn_oneshot.SETUPS, "tiny", (
         {"dataset": "digits", "model": "mlp", "pretrain.epochs": 2, "finetune.epochs": 1}, (2, 4), (0.5, 0.9)))
+    monkeypatch.setitem(seqattn_runs.ONESHOT_TEMPERATURES, "tiny", ((0.25,), (4,), (0, 1)))
 
 
 def test_seqattn_figures_are_drawn_from_the_run_store(small_profile, tmp_path, capsys):
@@ -43,8 +44,17 @@ def test_seqattn_figures_are_drawn_from_the_run_store(small_profile, tmp_path, c
                                           "short dense phases", "unstructured", "pruned weights"}
     runs = check_long(tiny, "tab-seqattn-ablations", rows=(len(ablations) + 2) * 2)  # + the defaults at B = 4, 1
     assert set(runs["variant"]) == {*ablations["variant"], "default SA++"}
-    oneshot = check_long(tiny, "fig-seqattn-oneshot", rows=2 * 2 * 2 * 2)  # score x block x sparsity x seed
+    # score x block x sparsity x seed, + attention at T = 0.25 at 4x4 x sparsity x seed
+    oneshot = check_long(tiny, "fig-seqattn-oneshot", rows=2 * 2 * 2 * 2 + 2 * 2)
     assert oneshot["accuracy"].notna().all() and set(oneshot["score"]) == {"attention", "magnitude"}
+    attention = oneshot[oneshot["score"] == "attention"]
+    assert sorted(set(attention["temperature"])) == [0.25, 1.0]
+    assert oneshot[oneshot["score"] == "magnitude"]["temperature"].isna().all()
+    tempered = attention[attention["temperature"] == 0.25]
+    assert set(tempered["block"]) == {4} and set(tempered["seed"]) == {0, 1}
+    assert len(set(tempered["run"]) & set(attention[attention["temperature"] == 1.0]["run"])) == 0
+    diffs = fig_seqattn_oneshot.temperature_diffs(oneshot)
+    assert set(diffs["at"]) == {"4x4, T = 1", "4x4, T = 0.25"} and len(diffs) == 2 * 2 * 2
     schedule = check_long(tiny, "fig-seqattn-schedule")
     sapp = schedule[schedule["method"] == "sapp"]["sparsity"]
     assert sapp.max() == pytest.approx(0.9, abs=1e-3) and sapp.iloc[-1] == pytest.approx(0.9, abs=1e-3)

@@ -38,12 +38,14 @@ def claims(board: Board) -> None:
 def oneshot(board: Board) -> None:
     name = "fig-seqattn-oneshot"
     plan, data = board.plan(name), board.data(name)
-    tidy = fig_seqattn_oneshot.tidy(data) if len(data) else pd.DataFrame()
+    # the main grid: magnitude and attention at T = 1 (the figure's other temperatures are not this claim's)
+    plan = plan[plan["cfg"].map(lambda c: c.score != "attention" or c.temperature == fig_seqattn_oneshot.DEFAULT_T)]
+    tidy = fig_seqattn_oneshot.default(fig_seqattn_oneshot.tidy(data)) if len(data) else pd.DataFrame()
     setup, seeds = plan["setup"].iloc[0], plan["seed"].nunique()
     sizes = sorted(set(plan["block"]))
     big = [b for b in sizes if b >= BLOCKS]
     sparsities = sorted(set(s for t in plan["sparsities"] for s in t))
-    missing = board.missing(name)
+    missing = board.missing(name, plan)
 
     def acc(score, b, s):
         if tidy.empty:
