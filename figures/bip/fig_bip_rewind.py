@@ -2,6 +2,9 @@
 5/10/50/75/100% of the dense training, at three sparsities (20%, 67.2%, 86.6%). At the paper profile the paper's
 "N/A" (no retraining) accuracies are overlaid as black stars. Below: BiP without retraining minus each retrained
 mask, per seed (the same seed's BiP mask), with the mean's 95% t-interval.
+
+Where the profile table has one (``R.REWIND_FULL``), one rewinding point is also retrained for the dense model's full
+epochs (``retrain_epochs`` = the dense epochs, not the method's E): its own arm, labelled e.g. "5%, 30 epochs".
 """
 from __future__ import annotations
 
@@ -26,14 +29,19 @@ def rewind_epoch(fraction: float, cfg) -> int:
 
 def runs(profile: str):
     rows = []
+    full = R.REWIND_FULL.get(profile)
     for setup in R.setups(profile, R.REWIND_SETUPS[profile]).values():
         for s in R.REWIND_SPARSITIES[profile]:
             for seed in R.SEEDS:
                 rows.append(("bip.prune", R.prune_config(setup, target_sparsity=s, seed=seed)))
+                cfg = R.retrain_config(setup, target_sparsity=s, seed=seed)
                 for f in R.REWIND_FRACTIONS:
-                    cfg = R.retrain_config(setup, target_sparsity=s, seed=seed)
                     rows.append(("bip.retrain", R.retrain_config(setup, target_sparsity=s, seed=seed,
                                                                  rewind_epoch=rewind_epoch(f, cfg))))
+                if full is not None:  # the same rewinding point retrained for the dense training's epochs
+                    rows.append(("bip.retrain", R.retrain_config(setup, target_sparsity=s, seed=seed,
+                                                                 rewind_epoch=rewind_epoch(full, cfg),
+                                                                 retrain_epochs=cfg.pretrain.epochs)))
     return rows
 
 
@@ -42,18 +50,39 @@ def labels() -> list[str]:
     return ["no retrain"] + [f"{100 * f:.0f}%" for f in R.REWIND_FRACTIONS]
 
 
+def full_label(fraction_label: str, epochs: int) -> str:
+    """The ``rewind`` value of a rewinding point retrained for ``epochs`` other than the method's E (the dense
+    length, ``R.REWIND_FULL``): e.g. "5%, 30 epochs"."""
+    return f"{fraction_label}, {int(epochs)} epochs"
+
+
 def tidy(df: pd.DataFrame) -> pd.DataFrame:
-    """``R.tidy`` rows with ``rewind`` (one of ``labels()``) and ``rewind_epoch`` (NaN: BiP without retraining)."""
+    """``R.tidy`` rows with ``rewind`` (one of ``labels()``, or ``full_label`` for a mask retrained for other epochs
+    than the method's E) and ``rewind_epoch`` (NaN: BiP without retraining)."""
     df = R.tidy(df.assign(**{"config.method": "bip"}))
     epochs = df["config.pretrain.epochs"]
     rewind = df["config.rewind_epoch"] if "config.rewind_epoch" in df else pd.Series(np.nan, index=df.index)
+    retrain = df["config.retrain_epochs"] if "config.retrain_epochs" in df else pd.Series(np.nan, index=df.index)
     nominal = {(int(round(f * e)), e): lab for e in set(epochs) for f, lab in zip(R.REWIND_FRACTIONS, labels()[1:])}
-    return df.assign(rewind=["no retrain" if pd.isna(r) else nominal[(int(r), e)] for r, e in zip(rewind, epochs)],
+
+    def label(r, e, k, own):
+        if pd.isna(r):
+            return "no retrain"
+        return nominal[(int(r), e)] if pd.isna(k) or k == own else full_label(nominal[(int(r), e)], k)
+
+    return df.assign(rewind=[label(r, e, k, own) for r, e, k, own in zip(rewind, epochs, retrain, df["config.epochs"])],
                      rewind_epoch=rewind)
 
 
+def arms(df: pd.DataFrame) -> list[str]:
+    """The ``rewind`` values of ``tidy`` rows in drawing order: ``labels()``, then the longer-retrained arms."""
+    names = labels()
+    return names + sorted(set(df["rewind"]) - set(names))
+
+
 def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
-    df, names = tidy(df), labels()
+    df = tidy(df)
+    names = arms(df)
     data = pd.DataFrame({"setup": df["setup"], "sparsity": df["x"], "rewind": df["rewind"], "seed": df["config.seed"],
                          "acc": df["acc"], "rewind_epoch": df["rewind_epoch"], "run": df["hash"]})
     stats = mean_spread(df, ["setup", "x", "rewind"], "acc")
@@ -63,8 +92,10 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
                              gridspec_kw={"height_ratios": [3, 2]})
     ref = pd.read_csv(REFERENCE) if profile == "paper" else None
     width = 0.8 / len(names)
-    colors = {lab: "C3" if lab == "no retrain" else plt.cm.Blues(0.3 + 0.7 * j / len(names))
-              for j, lab in enumerate(names)}
+    plain = labels()
+    colors = {lab: "C3" if lab == "no retrain" else plt.cm.Blues(0.3 + 0.7 * j / len(plain))
+              for j, lab in enumerate(plain)}
+    colors.update({lab: f"C{4 + k}" for k, lab in enumerate(names[len(plain):])})  # retrained for the dense length
     for ax, dax, setup in zip(axes[0], axes[1], setups):
         s = stats[stats["setup"] == setup]
         xs = sorted(s["x"].unique())
@@ -72,7 +103,8 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
             r = s[s["rewind"] == lab].set_index("x").reindex(xs)
             pos = np.arange(len(xs)) + (j - (len(names) - 1) / 2) * width
             ax.bar(pos, r["mean"], width, yerr=[r["mean"] - r["min"], r["max"] - r["mean"]], capsize=2,
-                   label="BiP, no retraining" if lab == "no retrain" else f"rewind {lab}", color=colors[lab])
+                   label="BiP, no retraining" if lab == "no retrain" else f"rewind {lab}"
+                   + (" (dense length)" if lab not in plain else ""), color=colors[lab])
         if ref is not None:
             r = ref[ref["setup"] == setup]
             for i, x in enumerate(xs):
