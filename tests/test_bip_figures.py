@@ -24,6 +24,9 @@ def small_profile(monkeypatch):
     monkeypatch.setitem(bip_runs.REWIND_SPARSITIES, "tiny", (0.2,))
     monkeypatch.setitem(bip_runs.IG_SPARSITIES, "tiny", (0.672,))
     monkeypatch.setattr(bip_runs, "GAMMAS", (1e4, 1e-3))
+    monkeypatch.setitem(bip_runs.LONG, "tiny", (3, (11,)))  # BiP's longer arm: 3 epochs at n = 11
+    monkeypatch.setitem(bip_runs.REWIND_FULL, "tiny", 0.5)  # 50% also retrained for the dense MLP's 4 epochs
+    monkeypatch.setitem(bip_runs.TICKET_TOLERANCE, "tiny", 1.0)
 
 
 def test_bip_figures_are_drawn_from_the_run_store(small_profile, tmp_path, one_thread):
@@ -33,10 +36,14 @@ def test_bip_figures_are_drawn_from_the_run_store(small_profile, tmp_path, one_t
         paths = pipeline.make(name, "tiny", runtime=runtime, out_root=out)
         assert paths and all(p.stat().st_size > 0 for p in paths)
     tiny = out / "tiny"
-    # one seed, grid n = 1, 5, 11: per setup BiP and OMP 3 points, Hydra 3 (MLP and CNN), IMP 11 rounds
-    traj = check_long(tiny, "fig-bip-trajectory", rows=2 * (3 + 3 + 3 + 11))
+    # one seed, grid n = 1, 5, 11: per setup BiP and OMP 3 points, Hydra 3 (MLP and CNN), IMP 11 rounds, BiP's
+    # longer arm 1 (n = 11)
+    traj = check_long(tiny, "fig-bip-trajectory", rows=2 * (3 + 3 + 3 + 11 + 1))
     mlp = traj[traj["setup"] == "mlp / digits"]
-    assert set(mlp["method"]) == {"bip", "hydra", "imp", "omp"} and set(traj["seed"]) == {0}
+    assert set(mlp["method"]) == {"bip", "hydra", "imp", "omp", "bip-long"} and set(traj["seed"]) == {0}
+    longer = traj[traj["method"] == "bip-long"]
+    assert set(longer["sparsity"]) == {91.41} and set(longer["setup"]) == {"mlp / digits", "cnn / digits"}
+    assert not set(longer["run"]) & set(traj[traj["method"] == "bip"]["run"])
     assert set(mlp[mlp["method"] == "bip"]["sparsity"]) == {20.0, 67.23, 91.41}
     assert set(mlp[mlp["method"] == "imp"]["sparsity"]) == {round(100 * (1 - 0.8 ** n), 2) for n in range(1, 12)}
     assert mlp["acc"].between(10, 100).all() and (mlp["dense_acc"] > 80).all()
@@ -48,14 +55,21 @@ def test_bip_figures_are_drawn_from_the_run_store(small_profile, tmp_path, one_t
     imp = time[(time["method"] == "imp") & (time["setup"] == "mlp / digits")].sort_values("sparsity")
     assert imp["time"].is_monotonic_increasing  # cumulative over rounds
     assert set(time[time["method"] == "dense"]["sparsity"]) == {0.0}
+    assert (time[time["method"] == "bip-long"]["time"] > 0).all() and (time["method"] == "bip-long").sum() == 2
     tickets = (tiny / "tab-bip-tickets.md").read_text()
     assert "sparsest ticket" in tickets and "BiP" in tickets and "IMP" in tickets
     assert check_long(tiny, "tab-bip-tickets").equals(traj)
-    assert "sparsest ticket (%)" in pd.read_csv(tiny / "tab-bip-tickets-summary.csv").columns
+    table = pd.read_csv(tiny / "tab-bip-tickets-summary.csv")
+    assert {"sparsest ticket (%)", "tolerance (pt)", "ticket floor (%)"} <= set(table.columns)
+    # one dense model per setup: its seed SD is 0, so the floor is the dense accuracy
+    assert (table["tolerance (pt)"] == 0).all() and (table["ticket floor (%)"] == table["dense acc (%)"]).all()
+    assert "a tolerance of 1 seed SD of the dense models" in tickets
     structured = check_long(tiny, "fig-bip-structured", rows=2 * 2)  # structure x method, one sparsity and seed
     assert set(structured["structure"]) == {"filter", "channel"} and set(structured["setup"]) == {"cnn / digits"}
-    rewind = check_long(tiny, "fig-bip-rewind", rows=3)
-    assert set(rewind["rewind"]) == {"no retrain", "50%", "100%"}
+    rewind = check_long(tiny, "fig-bip-rewind", rows=4)
+    assert set(rewind["rewind"]) == {"no retrain", "50%", "100%", "50%, 4 epochs"}
+    full = rewind[rewind["rewind"] == "50%, 4 epochs"]
+    assert list(full["rewind_epoch"]) == list(rewind[rewind["rewind"] == "50%"]["rewind_epoch"]) == [2]
     ig = check_long(tiny, "fig-bip-ig", rows=3)
     assert set(ig["variant"]) == {"no IG", "10000", "0.001"}
     ratio = pd.read_csv(tiny / "fig-bip-ig-summary.csv").set_index("variant")["ig_ratio_mean"]

@@ -7,7 +7,8 @@ dense trainings as method "dense"), ``fig-bip-time-summary.csv`` their mean and 
 ``fig-bip-time-bounds.csv`` the speed bounds: BiP's max/min time over the grid (of the seed means, and of the
 fastest seed at each sparsity, the estimate least disturbed by other load on the machine), and IMP/BiP at each BiP
 grid point (IMP: its first round at or above that sparsity) plus the row "to 89%", of the seed means and of the
-fastest seeds.
+fastest seeds. BiP's longer arm (``R.LONG``, method "bip-long"), where the profile table has it, is drawn with its own
+colour and label.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from matplotlib.ticker import FuncFormatter
 import pandas as pd
 
 from figures.bip import runs as R
-from figures.bip.fig_bip_trajectory import differences, long
+from figures.bip.fig_bip_trajectory import METHODS, _epochs, differences, long
 from figures.plot import PAIRED_NOTE, band, mean_spread, paired_panel, save_csv, save_figure, save_long, sparsity_axis
 
 PAPER = "BiP (Zhang et al. 2022) Fig. 8: time to reach each sparsity, BiP vs IMP/OMP/Hydra"
@@ -50,11 +51,11 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
     summary = []
     for i, setup in enumerate(setups):
         ax, dax = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
-        for method in ("omp", "hydra", "imp", "bip"):
+        for method in METHODS:
             s = stats[(stats["setup"] == setup) & (stats["method"] == method)].sort_values("x")
             if len(s):
-                band(ax, s["x"], s, R.LABELS[method] + (" (cumulative rounds)" if method == "imp" else ""),
-                     R.COLORS[method])
+                band(ax, s["x"], s, R.LABELS[method] + (" (cumulative rounds)" if method == "imp" else "")
+                     + _epochs(setup, method), R.COLORS[method])
         d = dense[dense["setup"] == setup]
         if len(d):
             ax.axhline(d["mean"].iloc[0], color="k", ls="--", lw=1, label="dense training")
