@@ -65,7 +65,6 @@ from common.data import dataset_info, plain_input
 from common.errors import UserError, exit_code
 from common.metrics import flops
 from common.models import build_model
-from common.store import read_run
 
 EXAMPLE_BATCH = 2  # torch.export specializes a batch of 1; the exported batch dimension is dynamic anyway
 
@@ -90,6 +89,22 @@ class Config:
 
 
 # ---------------------------------------------------------------------------------------------------- reading a run
+def _read_run(run_dir: Path) -> tuple[dict, dict]:
+    """(config.json, result.json) of a finished run, or a UserError naming what is missing."""
+    if not (run_dir / "result.json").is_file() or not (run_dir / "config.json").is_file():
+        raise UserError(f"{run_dir} is not a finished run (no result.json/config.json); give a directory "
+                        f"runs/<script>/<hash> whose run is done, or run its script first")
+    try:
+        conf, result = (json.loads((run_dir / name).read_text()) for name in ("config.json", "result.json"))
+    except ValueError:
+        conf = result = None
+    if not (isinstance(conf, dict) and isinstance(conf.get("script"), str) and isinstance(conf.get("config"), dict)
+            and isinstance(result, dict)):
+        raise UserError(f"{run_dir}'s config.json or result.json is damaged; delete the run directory and run its "
+                        f"script again")
+    return conf, result
+
+
 def final_model(run_dir: Path, conf: dict) -> tuple[torch.nn.Module, torch.nn.Module, bool]:
     """(the run's final model on the CPU, a freshly built model of the original architecture, structurally pruned?).
 
@@ -421,7 +436,7 @@ def program(run_dir, fmt: str = "dense", block: int = 0, layers: str = "faster",
     if fmt not in SP.FORMATS:
         raise UserError(f"--format {fmt} is not one of: {', '.join(SP.FORMATS)}")
     run_dir = Path(run_dir)
-    conf, result = read_run(run_dir)
+    conf, result = _read_run(run_dir)
     model, original, structured = final_model(run_dir, conf)
     block = resolve_block(fmt, block, conf)
     input_shape = dataset_info(conf["config"]["dataset"]).input_shape

@@ -83,7 +83,8 @@ def test_curves_are_the_tables_own_runs_on_a_fixed_training_subset(tmp_path):
 
 
 def test_plan_prints_each_figure_and_the_total(tmp_path):
-    proc = run_cli("figures", "plan", "fig-gmp-wd", "fig-gmp-vs-oneshot", "--runs-dir", tmp_path, "--runs")
+    proc = run_cli("figures", "plan", "fig-gmp-wd", "fig-gmp-vs-oneshot", "--profile", "tiny", "--runs-dir", tmp_path,
+                   "--runs")
     assert proc.returncode == 0, proc.stderr
     assert "fig-gmp-wd [tiny]:" in proc.stdout and "A100-h" in proc.stdout and "missing" in proc.stdout
     assert "all 2 figures [tiny]" in proc.stdout and not (tmp_path / "gmp.prune").exists()  # nothing computed

@@ -58,7 +58,8 @@ def draw_differences(data: pd.DataFrame, base: Path) -> list[Path]:
         value = "test_loss" if part["accuracy"].isna().all() else "accuracy"
         others = [m for m in R.METHODS if m != "sapp" and m in set(part["method"])]
         diffs = pd.concat([paired(part, "method", "sapp", m, value, ["block", "sparsity"]).assign(vs=m)
-                           for m in others], ignore_index=True)
+                           for m in others] or [pd.DataFrame(columns=["block", "sparsity", "vs"])],
+                          ignore_index=True)  # a setup where SA++ ran alone has no differences to draw
         blocks = sorted(part["block"].unique())
         for ax, b in zip(row, blocks):
             sparsity_axis(ax, 100 * part["sparsity"], "target block sparsity")
