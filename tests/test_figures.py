@@ -169,7 +169,7 @@ def test_local_pool_computes_missing_runs(small_profile, tmp_path):
 def test_small_profile_is_fashion_mnist_with_three_seeds_and_grids_that_reach_where_methods_part():
     from figures.bip import runs as bip_runs
 
-    one_run = ("fig-gmp-schedule", "fig-seqattn-schedule", "fig-seqattn-curves", "fig-posttrain-time",  # a point
+    one_run = ("fig-gmp-schedule", "fig-seqattn-schedule", "fig-seqattn-curves",  # a point
                "fig-compare", "fig-compare-structured")  # one seed: the other figures' runs at seed 0 and its own
     for name in FIGURES:
         rows = pipeline.planned_runs(name, "small", {})
@@ -179,6 +179,35 @@ def test_small_profile_is_fashion_mnist_with_three_seeds_and_grids_that_reach_wh
         if rows and name not in one_run:
             assert {0, 1, 2} <= draws, name
     assert max(bip_runs.sparsities("small")) >= 0.988 and max(gmp_runs.SPARSITIES["small"]) >= 0.99
+
+
+def test_the_profile_tables_extra_arms_are_planned_where_the_tables_have_them():
+    """The small profile's extra arms (one-shot attention at other temperatures, the rewinding point retrained for the
+    dense length, BiP's longer arm, the repeated timings) are planned there, and only where a table has them."""
+    from figures.bip import runs as bip_runs
+    from figures.posttrain import runs as post_runs
+    from figures.seqattn import runs as seqattn_runs
+
+    for profile in ("tiny", "small", "paper"):
+        oneshot = pipeline.planned_runs("fig-seqattn-oneshot", profile, {})
+        temps, blocks, seeds = seqattn_runs.ONESHOT_TEMPERATURES.get(profile, ((), (), ()))
+        tempered = {(c.temperature, c.block, c.seed) for _, c in oneshot if c.score == "attention"
+                    and c.temperature != 1.0}
+        assert tempered == {(t, b, s) for t in temps for b in blocks for s in seeds}, profile
+        rewind = [c for s, c in pipeline.planned_runs("fig-bip-rewind", profile, {}) if s == "bip.retrain"]
+        full = [c for c in rewind if c.retrain_epochs != c.epochs]
+        assert all(c.retrain_epochs == c.pretrain.epochs for c in full), profile
+        assert bool(full) == (profile in bip_runs.REWIND_FULL), profile
+        trajectory = pipeline.planned_runs("fig-bip-trajectory", profile, {})
+        epochs = {}  # per setup, the epochs of its BiP runs: two where BiP has its longer arm
+        for s, c in trajectory:
+            if s == "bip.prune" and c.method == "bip":
+                epochs.setdefault((c.model, c.dataset), set()).add(c.epochs)
+        assert any(len(e) > 1 for e in epochs.values()) == (profile in bip_runs.LONG), profile
+        timed = pipeline.planned_runs("fig-posttrain-time", profile, {})
+        draws = post_runs.TIME_DRAWS.get(profile, (0,))
+        assert len(timed) == 2 * len(post_runs.TIME_RATIOS[profile]) * len(draws), profile
+        assert {c.sample_seed for _, c in timed} == set(draws), profile
 
 
 def test_small_profile_end_to_end_on_idx_files(monkeypatch, tmp_path):
