@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import shutil
@@ -461,19 +462,24 @@ def test_run_longer_than_its_time_limit_is_requeued_and_resumes_to_the_same_resu
     # each job (we submit mid-way between two checks: 8-22 s); the run needs longer (~35 s on an idle core), so it is
     # cut at least once. A requeued job waits for its old credential to expire before it starts again
     # (local_cluster.py: cred_expire=10 s), so each later leg computes ~15 s.
+    # The requeue budget is sized from the measured progress of the same run here (the uninterrupted reference,
+    # computed first): on a loaded machine each leg gets through fewer epochs, so it gets more legs, never fewer.
     args = ["--model", "mlp", "--train.epochs", "500", "--train.batch-size", "16", "--progress", "off"]
+    start = time.time()
+    result, local = local_result(args, tmp_path / "local-runs")
+    alone = time.time() - start  # this run's seconds here, now (a later leg computes ~15 s of its 60)
+    requeues = 4 + 2 * math.ceil(alone / 15)
     submit_between_time_limit_checks()
     proc = subprocess.Popen(
         [sys.executable, "-m", "slurm.submit", "--wait", "--time", "1",
-         "--signal-delay-s", "55", "--max-requeues", "12", "common.pretrain", *args,
+         "--signal-delay-s", "55", "--max-requeues", str(requeues), "common.pretrain", *args,
          "--runs-dir", str(tmp_path / "slurm-runs")],
         cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
     first = proc.stdout.readline()
     job = re.search(r"submitted job (\d+)", first).group(1)
     try:
-        result, local = local_result(args, tmp_path / "local-runs")  # meanwhile, the uninterrupted run
-        out, err = proc.communicate(timeout=900)
+        out, err = proc.communicate(timeout=120 + 75 * (requeues + 1))
     finally:
         proc.kill()
     assert proc.returncode == 0, first + out + err
