@@ -228,6 +228,11 @@ def test_a_complete_store_draws_every_row(tmp_path):
     points = pd.read_csv(tmp_path / "tab-claims-points.csv")
     judged = table[~table["verdict"].isin((NOT_TESTABLE,)) & table["rule"].str.contains("paired", na=False)]
     assert set(judged["claim"]) <= set(points["claim"]) and len(points) > 100
+    # the rewinding point retrained for the dense length (the table's REWIND_FULL): its own equivalence row, whose
+    # margin is the dense models' seed SD
+    full = table[table["claim"] == "BiP without retraining ~ its mask retrained for the dense length"]
+    assert len(full) == 1 and "5%, 30 epochs" in full["compared"].iloc[0]
+    assert full["verdict"].iloc[0] != NOT_RUN and "within the dense models' seed SD" in full.to_string()
 
 
 def test_draws_that_agree_to_a_test_image_coarser_than_the_margin_are_not_a_small_spread():

@@ -194,6 +194,25 @@ def rewind(board: Board) -> None:
                       kind="equivalence") for lab in labels[1:]]
         board.add(PAPER, claim, name, compared, f"equivalence within the practical margin +-{MARGIN:g} pt at every "
                   "rewinding point (each link must hold: an intersection of equivalence tests)", links)
+        full_length(board, name, setup, t, xs)
+
+
+def full_length(board: Board, name: str, setup: str, t: pd.DataFrame, xs: list[float]) -> None:
+    """BiP without retraining against its mask retrained for the dense model's full length from the rewinding point
+    of ``BR.REWIND_FULL`` (where the profile table has one): equivalence within the dense models' seed SD (the
+    accuracy two dense trainings differ by), so that retraining's longer budget cannot be what the claim rests on."""
+    longer = fig_bip_rewind.arms(t)[len(fig_bip_rewind.labels()):]
+    if not longer:
+        return
+    dense = per_seed(t, "dense")
+    margin = float(dense.std(ddof=1)) if len(dense) > 1 else MARGIN
+    links = [Link("no retraining", f"rewind {lab}", {f"{x:g}%": (at(t, x, rewind="no retrain"), at(t, x, rewind=lab))
+                                                     for x in xs}, kind="equivalence", margin=margin)
+             for lab in longer]
+    board.add(PAPER, "BiP without retraining ~ its mask retrained for the dense length", name,
+              f"{setup}: test accuracy (%) of BiP without retraining vs its mask retrained from "
+              f"{', '.join(longer)} at {', '.join(f'{x:g}%' for x in xs)}, {len(dense)} seeds, paired by seed",
+              f"equivalence within the dense models' seed SD, +-{margin:.2f} pt ({len(dense)} dense models)", links)
 
 
 def structured(board: Board) -> None:
