@@ -289,9 +289,10 @@ def save_program(model: torch.nn.Module, example: torch.Tensor, out: Path, trace
 
     The program is serialized in memory, so that the file holds no temporary name; a torch.export program's stack
     traces name source files relative to their import root (``portable_path``) and a TorchScript one keeps no debug
-    records: two exports of one run give the same bytes, wherever the repository is installed. Those bytes are loaded back and checked before they are written, on random inputs of
-    three batch sizes (1, 3 and one above the BSR column padding): against the model itself, or against
-    ``reference`` (the dense model a sparse one must equal) within ``common.sparse.TOLERANCE`` of its scale."""
+    records: two exports of one run give the same bytes, wherever the repository is installed. Those bytes are loaded
+    back and checked before they are written, on random inputs of three batch sizes (1, 3 and one above the BSR column
+    padding): against the model itself, or against ``reference`` (the dense model a sparse one must equal) within
+    ``common.sparse.TOLERANCE`` of its scale."""
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     try:
         if trace:

@@ -118,7 +118,8 @@ def longer_arm(board: Board, runs, t, high, long: int, imp, compared: str, regim
 
 def tickets(board: Board, setup: str, t: pd.DataFrame, grid: list[float], dense: pd.Series, compared: str) -> None:
     """The sparsest winning ticket: the highest grid sparsity whose mean accuracy over the seeds is within the
-    tolerance (k seed SDs of the dense models, k from the profile table's ``BR.TICKET_TOLERANCE``) of the dense model's mean; BiP vs IMP on the grid both share."""
+    tolerance (k seed SDs of the dense models, k from the profile table's ``BR.TICKET_TOLERANCE``) of the dense
+    model's mean; BiP vs IMP on the grid both share."""
     claim, name = "BiP's sparsest winning ticket at least as sparse as IMP's", "tab-bip-tickets"
     k = BR.TICKET_TOLERANCE[board.profile]
     tol = k * float(dense.std(ddof=1)) if len(dense) > 1 else 0.0
