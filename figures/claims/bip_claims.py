@@ -159,9 +159,7 @@ def time(board: Board) -> None:
         grid = pct(runs.loc[runs["method"] == "bip", "target_sparsity"])
         compared = (f"{setup}: wall time (s) of BiP (each run) and IMP (cumulative over its rounds) at the "
                     f"{len(grid)} grid sparsities {grid[0]:g}-{grid[-1]:g}%, {runs['seed'].nunique()} seeds")
-        missing = board.missing(name, runs[runs["method"].isin(("bip", "imp"))])
-        if missing:
-            board.add(PAPER, claim, name, compared, "", [], missing)
+        if board.not_run(PAPER, claim, name, compared, runs[runs["method"].isin(("bip", "imp"))]):
             continue
         t = tidy[tidy["setup"] == setup]
         fastest = {m: [float(at(t, x, "time", method=m).min()) for x in grid] for m in ("bip", "imp")}
@@ -185,9 +183,7 @@ def rewind(board: Board) -> None:
         compared = (f"{setup}: test accuracy (%) of BiP without retraining vs its mask retrained from "
                     f"{len(labels) - 1} rewinding points ({', '.join(labels[1:])} of the dense training) at "
                     f"{', '.join(f'{x:g}%' for x in xs)}, {runs['seed'].nunique()} seeds, paired by seed")
-        missing = board.missing(name, runs)
-        if missing:
-            board.add(PAPER, claim, name, compared, "", [], missing)
+        if board.not_run(PAPER, claim, name, compared, runs):
             continue
         t = tidy[tidy["setup"] == setup]
         links = [Link("no retraining", f"rewind {lab}", {f"{x:g}%": (at(t, x, rewind="no retrain"),
@@ -249,9 +245,7 @@ def ig(board: Board) -> None:
                     f"without it (--ig none) at {', '.join(f'{x:g}%' for x in xs)}, {runs['seed'].nunique()} seeds")
         used = runs[((runs["cfg"].map(lambda c: c.ig) == "paper") & (runs["cfg"].map(lambda c: c.gamma) == gamma))
                     | (runs["cfg"].map(lambda c: c.ig) == "none")]
-        missing = board.missing(name, used)
-        if missing:
-            board.add(PAPER, claim, name, compared, "", [], missing)
+        if board.not_run(PAPER, claim, name, compared, used):
             continue
         t = tidy[tidy["setup"] == setup]
         with_ig = t[(t["config.ig"] == "paper") & np.isclose(t["config.gamma"].astype(float), gamma)]

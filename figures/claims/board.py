@@ -136,6 +136,15 @@ class Board:
             return pd.DataFrame()
         return self.df[self.df["hash"].isin(set(self.plan(name)["hash"]))].reset_index(drop=True)
 
+    def not_run(self, paper: str, claim: str, name: str, compared: str, plan: pd.DataFrame | None = None,
+                metric: str = "test_acc") -> bool:
+        """Whether runs of the claim (``plan``, as for ``missing``) are missing; if so its row says "not run", naming
+        them."""
+        missing = self.missing(name, plan, metric)
+        if missing:
+            self.add(paper, claim, name, compared, "", [], missing)
+        return bool(missing)
+
     def missing(self, name: str, plan: pd.DataFrame | None = None, metric: str = "test_acc") -> list[str]:
         """The planned runs (of ``plan``, a part of figure ``name``'s) that the store lacks or that have no
         ``metric`` (failed), each named by script, hash and its selecting fields."""

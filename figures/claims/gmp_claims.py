@@ -49,9 +49,7 @@ def vs_oneshot(board: Board) -> None:
         compared = (f"{setup}: test accuracy (%), GMP (cubic schedule) vs one-shot pruning + fine-tuning, the same "
                     f"epochs, learning rates and dense model, at {', '.join(map(pct, grid))}, "
                     f"{runs['seed'].nunique()} seeds, paired by seed")
-        missing = board.missing(name, runs)
-        if missing:
-            board.add(PAPER, claim, name, compared, "", [], missing)
+        if board.not_run(PAPER, claim, name, compared, runs):
             continue
         mine = t[t["setup"] == setup]
         loss = {s: float((at(mine, s, "dense", method="oneshot") - at(mine, s, method="oneshot")).mean())
@@ -78,9 +76,7 @@ def weight_decay(board: Board) -> None:
         grid = sorted(set(runs["target_sparsity"]))
         compared = (f"{setup}: test accuracy (%) of GMP without weight decay in fine-tuning vs with the optimizer's "
                     f"kept, at {', '.join(map(pct, grid))}, {runs['seed'].nunique()} seeds, paired by seed")
-        missing = board.missing(name, runs)
-        if missing:
-            board.add(PAPER, claim, name, compared, "", [], missing)
+        if board.not_run(PAPER, claim, name, compared, runs):
             continue
         mine = t[t["setup"] == setup]
         kept = runs[runs["finetune_weight_decay"].isna()]["cfg"].iloc[0]

@@ -49,9 +49,7 @@ def ablation(board: Board) -> None:
     claim = " > ".join(names)
     compared = (f"{plan['setup'].iloc[0]}: test top-1 (%) at channel ratios {', '.join(map(pct, ratios))}, "
                 f"{plan['sample_seed'].nunique()} calibration draws, paired by draw")
-    missing = board.missing(name)
-    if missing:
-        board.add(PAPER, claim, name, compared, "", [], missing)
+    if board.not_run(PAPER, claim, name, compared):
         return
     t = t.assign(variant=t.apply(fig_posttrain_ablation.variant, axis=1))
     side = lambda v, r: draws(t[(t["variant"] == v) & np.isclose(t["config.ratio"], r)])  # noqa: E731
@@ -131,10 +129,7 @@ def samples(board: Board) -> None:
     side = lambda c: draws(t[t["config.samples"] == c]) if len(t) else pd.Series(dtype=float)  # noqa: E731
     claim = "the spread over the calibration draws is small"
     compared = f"{setup}: test top-1 (%) over {n} calibration draws at the setup's calibration size ({size} samples)"
-    missing = board.missing(name, plan[plan["samples"] == size])
-    if missing:
-        board.add(PAPER, claim, name, compared, "", [], missing)
-    else:
+    if not board.not_run(PAPER, claim, name, compared, plan[plan["samples"] == size]):
         spread(board, claim, name, compared, side(size).to_numpy(), 100.0 / test_images(t["test_acc"]))
     board.add(PAPER, "more calibration samples help", name,
               f"{setup}: test top-1 (%) with the most ({counts[-1]}) vs the fewest ({counts[0]}) calibration samples, "
@@ -154,9 +149,7 @@ def calibration_time(board: Board) -> None:
                 f"channel ratios {', '.join(map(pct, ratios))}, the fastest of {n} run(s) per method and ratio")
     rule = (f"time rule (a threshold on the fastest run, not a test): at each ratio below {100 * CHEAP:g}% of L1 + "
             "retraining's time holds; holds at every ratio: holds, at none: does not hold, otherwise mixed")
-    missing = board.missing(name, metric="method_time")
-    if missing:
-        board.add(PAPER, claim, name, compared, "", [], missing)
+    if board.not_run(PAPER, claim, name, compared, metric="method_time"):
         return
     time = lambda m, r: float(data[(data["config.method"] == m) & np.isclose(data["config.ratio"], r)]  # noqa
                               ["method_time"].min())
