@@ -289,6 +289,20 @@ def _stale(args) -> tuple[list[Entry], dict[Path, list[Path]]]:
     return empty, debris
 
 
+def confirmed(args, question: str) -> bool:
+    """``--yes``, or the user's answer to ``question`` (anything but y / yes, or no input: no, "nothing removed")."""
+    if args.yes:
+        return True
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() in ("y", "yes"):
+        return True
+    print("nothing removed")
+    return False
+
+
 def rm_stale(args) -> int:
     if args.targets:
         raise UserError("rm --stale finds the runs itself; give it no HASH_OR_DIR (--script and --where narrow it)")
@@ -300,14 +314,8 @@ def rm_stale(args) -> int:
         print(line(e))
     for run_dir, temps in debris.items():
         print(f"{run_dir}  {len(temps)} temporary file(s) of an interrupted write: {', '.join(t.name for t in temps)}")
-    if not args.yes:
-        try:
-            answer = input(f"remove these {len(empty)} run(s) and {sum(map(len, debris.values()))} file(s)? [y/N] ")
-        except EOFError:
-            answer = ""
-        if answer.strip().lower() not in ("y", "yes"):
-            print("nothing removed")
-            return 1
+    if not confirmed(args, f"remove these {len(empty)} run(s) and {sum(map(len, debris.values()))} file(s)?"):
+        return 1
     removed = 0
     for e in empty:
         if live_holder(e.dir / "lock") is None:  # nobody took it up meanwhile
@@ -338,14 +346,8 @@ def rm(args) -> int:
                             "or stop that process first)")
     for e in found:
         print(line(e))
-    if not args.yes:
-        try:
-            answer = input(f"remove these {len(found)} run(s)? [y/N] ")
-        except EOFError:
-            answer = ""
-        if answer.strip().lower() not in ("y", "yes"):
-            print("nothing removed")
-            return 1
+    if not confirmed(args, f"remove these {len(found)} run(s)?"):
+        return 1
     for e in found:
         shutil.rmtree(e.dir)
     print(f"removed {len(found)} run(s)")
