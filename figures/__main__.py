@@ -80,11 +80,18 @@ def main(argv=None) -> int:
         from figures.cost import plan
 
         return exit_code(lambda: plan(names, args.profile, runtime, args.epoch_times or TABLE, args.runs))
-    from figures.pipeline import OUT, make
+    from figures.pipeline import OUT, compute_ahead, figure_module, make
 
     out_root = Path(args.out) if args.out else OUT
-    return exit_code(lambda: [make(name, args.profile, cluster, runtime, out_root) for name in names],
-                     where=lambda: args.runs_dir)  # the disk a full-disk error names when the writer does not
+
+    def build():
+        failed = {}
+        if cluster == "local" and len(names) > 1:  # every figure's runs in one pool, the timed figures' first
+            timed = [n for n in names if getattr(figure_module(n), "TIMED", False)]
+            failed = compute_ahead([timed, [n for n in names if n not in timed]], args.profile, runtime)
+        return [make(name, args.profile, cluster, runtime, out_root, failed) for name in names]
+
+    return exit_code(build, where=lambda: args.runs_dir)  # the disk a full-disk error names when the writer does not
 
 
 if __name__ == "__main__":

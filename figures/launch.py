@@ -1,7 +1,8 @@
 """Compute a figure's missing runs outside the drawing process.
 
 ``local``: a pool of worker processes, as many as there are cores (at most one per run), each limited to its share
-of the cores' threads so that the pool does not oversubscribe the CPU.
+of the cores' threads so that the pool does not oversubscribe the CPU; the runs the given ones execute first are
+scheduled as runs of their own, each started once what it needs is done, the longest critical path first.
 ``slurm``: job arrays (``slurm.submit``) in dependency order -- the dense models and other runs that others need
 first, their dependents pending on them (``--dependency=afterok``) -- at most ``max_parallel`` jobs of an array at
 once, resources from the resource file and ``PRUNING_SLURM_*`` variables; it prints the job ids and the log folder
@@ -10,6 +11,7 @@ and returns without waiting.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import importlib
 import multiprocessing as mp
 import os
 
@@ -38,18 +40,73 @@ def launch(rows, cluster: str) -> list[str] | None:
         return submit_to_slurm(rows)
     if cluster != "local":
         raise UserError(f"unknown cluster '{cluster}'; choose none, local or slurm")
+    return list(run_pool(rows).values())
+
+
+def schedule(rows):
+    """The missing runs of ``rows`` and of what they execute first, as (key, script, cfg, needs, priority): ``needs``
+    the keys of its missing dependencies, ``priority`` its critical path -- its estimated cost plus the longest
+    chain of missing runs that wait on it (costs from ``common.cost``; 1 epoch where the table has no entry)."""
+    from common.cost import a100_hours, load_times
+    from common.store import Run
+    from figures.cost import with_dependencies
+
+    times = load_times()
+    todo = {}
+    for script, cfg in with_dependencies(rows):  # dependencies before their dependents
+        run = Run(script, cfg)
+        if run.done:
+            continue
+        declared = getattr(importlib.import_module(script), "dependencies", None)
+        needs = {(dep[0], Run(*dep).hash) for dep in (declared(cfg) if declared is not None else [])} & todo.keys()
+        try:
+            cost = a100_hours(script, cfg, times)
+        except UserError:
+            cost = 1.0
+        todo[(script, run.hash)] = [script, cfg, needs, cost]
+    priority = {}
+    for key in reversed(list(todo)):  # dependents come after their dependencies: walk back
+        waiting = [priority[k] for k, (_, _, needs, _) in todo.items() if key in needs]
+        priority[key] = todo[key][3] + max(waiting, default=0.0)
+    return [(key, script, cfg, needs, priority[key]) for key, (script, cfg, needs, _) in todo.items()]
+
+
+def run_pool(rows) -> dict:
+    """A pool of worker processes, one per core: a run starts once every run it needs is done, the ready run with
+    the longest critical path first (so the long chains, e.g. IMP's rounds, start early and no core waits on a lock
+    another holds); a failed run's dependents are not started. Returns the failures, {(script, hash): one line}."""
+    plan = schedule(rows)
+    if not plan:
+        return {}
     cores = os.cpu_count() or 1
-    workers = max(1, min(cores, len(rows)))
-    failures = []
+    workers = max(1, min(cores, len(plan)))
+    waiting = {key: (script, cfg, set(needs), prio) for key, script, cfg, needs, prio in plan}
+    failures, done = {}, 0
     ctx = mp.get_context("spawn")
     with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                 initargs=(max(1, cores // workers),)) as pool:
-        futures = [pool.submit(_execute, script, cfg) for script, cfg in rows]
-        for i, fut in enumerate(cf.as_completed(futures), 1):
-            run_hash, failure = fut.result()
-            print(f"  [{i}/{len(rows)}] {run_hash} {'FAILED: ' + failure if failure else 'done'}", flush=True)
-            if failure:
-                failures.append(failure)
+        running = {}
+        while waiting or running:
+            ready = sorted((k for k, (_, _, needs, _) in waiting.items() if not needs),
+                           key=lambda k: -waiting[k][3])
+            for key in ready[:workers - len(running)]:
+                script, cfg, _, _ = waiting.pop(key)
+                running[pool.submit(_execute, script, cfg)] = key
+            if not running:  # everything left waits on a failed run
+                for key in waiting:
+                    failures[key] = f"{key[0]} {key[1]}: not started, a run it needs failed"
+                break
+            finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            for fut in finished:
+                key = running.pop(fut)
+                run_hash, failure = fut.result()
+                done += 1
+                print(f"  [{done}/{len(plan)}] {run_hash} {'FAILED: ' + failure if failure else 'done'}", flush=True)
+                if failure:
+                    failures[key] = failure
+                    continue
+                for _, _, needs, _ in waiting.values():
+                    needs.discard(key)
     return failures
 
 

@@ -92,12 +92,34 @@ def fetch_data(rows) -> None:
             print(fetch_fashionmnist(root), flush=True)
 
 
+def compute_ahead(groups: list[list[str]], profile: str, runtime: dict) -> dict:
+    """Compute the missing runs of several figures before any is drawn, on the local pool: each group of figure
+    names in one pool (their shared runs once, no core idle between figures), the groups in order. Returns the
+    failed runs, {(script, hash): reason}, for ``make`` to report instead of computing them again."""
+    from figures.launch import run_pool
+
+    failed = {}
+    for names in groups:
+        rows = [row for name in names for row in planned_runs(name, profile, runtime)]
+        todo = missing_runs(rows)
+        if not todo:
+            continue
+        print(f"{', '.join(names) if len(names) <= 3 else f'{len(names)} figures'} [{profile}]: "
+              f"{len(todo)} runs to compute (and what they need first)", flush=True)
+        fetch_data(todo)
+        failed.update(run_pool(todo))
+    return failed
+
+
 def make(name: str, profile: str = "tiny", cluster: str = "none", runtime: dict | None = None,
-         out_root: Path = OUT) -> list[Path]:
+         out_root: Path = OUT, failed: dict | None = None) -> list[Path]:
     runtime = dict(runtime or {})
     rows = planned_runs(name, profile, runtime)
     todo = missing_runs(rows)
     print(f"{name} [{profile}]: {len(rows)} runs, {len(todo)} to compute", flush=True)
+    known = [failed[(s, Run(s, c).hash)] for s, c in todo if (s, Run(s, c).hash) in (failed or {})]
+    if known:
+        raise RunFailed(f"{len(known)} run(s) failed, figure not drawn: " + "; ".join(known[:3]))
     if todo:
         fetch_data(todo)
         if cluster == "none":

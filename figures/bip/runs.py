@@ -15,8 +15,8 @@ small: Fashion-MNIST (the full 60,000 / 10,000 split; 100 training images held o
        OMP part by 1-3 seed SDs) and for the IMP chains (so 5 dense MLPs).
        Budget: BiP E = 4 epochs of two passes (lower + upper step per batch) = 8 epoch-equivalents; IMP's chain has
        accumulated 4n epochs at n (64 / 72 / 80 at n = 16 / 18 / 20), so BiP spends 8 / 4n of IMP's work (0.125 /
-       0.111 / 0.1). Beside it, at the three sparsest points (n = 16, 18, 20) with 5 seeds, BiP at E = 12 (24
-       epoch-equivalents: 0.375 / 0.333 / 0.3 of IMP's accumulated epochs; method "bip-long" in ``tidy``).
+       0.111 / 0.1). Beside it, at the three sparsest points (n = 16, 18, 20) with 3 seeds (0-2, paired with IMP's),
+       BiP at E = 12 (24 epoch-equivalents: 0.375 / 0.333 / 0.3 of IMP's accumulated epochs; method "bip-long").
        Winning tickets: a grid point whose mean accuracy is at least the dense model's mean minus the dense models'
        seed SD (``TICKET_TOLERANCE``: 5 dense MLPs; the SD of the mean of seeds is smaller, the tolerance is stated
        so that "as good as dense" is decided against the dense models' own spread).
@@ -39,8 +39,8 @@ GRID_N = {"tiny": (1, 3, 5, 7, 9, 10, 11, 13), "small": (4, 5, 6, 7, 8, 10, 12, 
           "paper": tuple(range(1, 21))}
 # (sparsity from which, seeds there and for the IMP chains) of Fig. 6 / 8 / Table 1: small, 5 seeds at the sparse end
 SPARSE_SEEDS = {"small": (0.93, (0, 1, 2, 3, 4))}
-# BiP's longer budget arm beside E (method "bip-long"): (its epochs, the grid points n it runs at)
-LONG = {"small": (12, (16, 18, 20))}
+# BiP's longer budget arm beside E (method "bip-long"): (its epochs, the grid points n it runs at, its seeds)
+LONG = {"small": (12, (16, 18, 20), (0, 1, 2))}
 # a winning ticket's tolerance below the dense accuracy, in seed SDs of the dense models (tab-bip-tickets)
 TICKET_TOLERANCE = {"tiny": 0.0, "small": 1.0, "paper": 0.0}
 # Fig. 9: the rewinding fraction also retrained for the dense length (its retraining epochs = the dense epochs)
@@ -125,7 +125,7 @@ def trajectory(profile: str, methods=("bip", "hydra", "imp", "omp"), only=None) 
     """Every Fig. 6 run: BiP/Hydra/OMP at each grid point (from the dense model), IMP as one chain per seed, BiP's
     longer arm (``LONG``) at its points; seed-major, each point at its seeds (``seeds``)."""
     rows = []
-    long_epochs, long_n = LONG.get(profile, (None, ()))
+    long_epochs, long_n, long_seeds = LONG.get(profile, (None, (), ()))
     for name, setup in setups(profile, only or TRAJECTORY_SETUPS.get(profile)).items():
         grid = sparsities(profile, name)
         for seed in dict.fromkeys(seed for s in grid for seed in seeds(name, profile, s)):
@@ -137,7 +137,7 @@ def trajectory(profile: str, methods=("bip", "hydra", "imp", "omp"), only=None) 
                         rows.append(("bip.prune", prune_config(setup, m, target_sparsity=s, seed=seed)))
                 if "omp" in methods and name not in IMP_ONLY:
                     rows.append(("bip.magnitude", magnitude_config(setup, "omp", target_sparsity=s, seed=seed)))
-                if "bip" in methods and n in long_n:
+                if "bip" in methods and n in long_n and seed in long_seeds:
                     rows.append(("bip.prune", prune_config(setup[:2] + (long_epochs,), target_sparsity=s, seed=seed)))
             if "imp" in methods and seed in seeds(name, profile, max(grid)):
                 rows.append(("bip.magnitude", magnitude_config(setup, "imp", target_sparsity=max(grid), seed=seed)))
@@ -159,7 +159,7 @@ def method_label(row) -> str:
 
 def long_arms() -> dict:
     """setup name -> the epochs of BiP's longer arm there (``LONG``)."""
-    return {name: epochs for profile, (epochs, _) in LONG.items()
+    return {name: epochs for profile, (epochs, *_) in LONG.items()
             for name in setups(profile, TRAJECTORY_SETUPS.get(profile))}
 
 

@@ -10,8 +10,9 @@ measured faster than dense (at batch 64, one thread), as ``common.export`` decid
 latency / sparse latency, one forward pass in eval mode, batch 1 and 64, one and two threads, both models as
 TorchScript programs as the export runs them (``common.sparse.time_pair``: traced, timed alternately by
 ``common.metrics.paired_latency_ms``, median of rounds); the ideal 1 / density is drawn as a line.
-No run: everything is measured when the figure is drawn, the same at every profile (on this 2-core machine ~50 s
-lightly loaded, ~3 minutes while other work keeps both cores busy).
+No run: everything is measured when the figure is drawn, the same at every profile but smoke (on this 2-core machine
+~50 s lightly loaded, ~3 minutes while other work keeps both cores busy); smoke, a check of the code path, measures
+the two extreme sparsities and formats of the grid only (``SMOKE``).
 Timings on a machine shared with other work are noisy, two-thread ones most (a busy second core stalls every
 parallel region); OMP_NUM_THREADS=1 in the environment makes torch's two-thread runs far slower still.
 Writes ``base.{png,pdf,csv}`` (long: one row per model, format, sparsity, batch, threads, with the weights' seed)
@@ -53,14 +54,18 @@ def label(fmt: str, block: int) -> str:
     return f"bsr{block}" if fmt == "bsr" else fmt
 
 
-def measure() -> pd.DataFrame:
+# smoke: the grid's two extreme sparsities and formats (CSR, and BSR with its largest block), as the profile thins
+SMOKE = {"sparsities": (SPARSITIES[0], SPARSITIES[-1]), "formats": (FORMATS[0], FORMATS[-1])}
+
+
+def measure(sparsities=SPARSITIES, formats=FORMATS) -> pd.DataFrame:
     rows = []
     for name in MODELS:
-        for fmt, block in FORMATS:
-            for s in SPARSITIES:
+        for fmt, block in formats:
+            for s in sparsities:
                 rows += sparse_speedups(name, s, fmt, block, BATCHES, THREADS, ROUNDS, REPEATS, budget_ms=BUDGET_MS)
         for fmt, block in EXPORTED:
-            for s in SPARSITIES:
+            for s in sparsities:
                 rows += sparse_speedups(name, s, fmt, block, (max(BATCHES),), THREADS, ROUNDS, REPEATS, "faster",
                                         BUDGET_MS)
     df = pd.DataFrame(rows)
@@ -88,7 +93,7 @@ def payoff(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
-    data = measure()
+    data = measure(**SMOKE) if profile == "smoke" else measure()
     models = list(dict.fromkeys(data["model"]))
     panels = [(b, n) for b in BATCHES for n in THREADS]
     fig, axes = plt.subplots(len(models), len(panels), figsize=(4.4 * len(panels), 3.6 * len(models)),
