@@ -119,6 +119,19 @@ PartitionName={PARTITION} Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """
 
 
+def read_pid(path: Path, timeout: float = 10.0) -> int:
+    """The pid a daemon writes once it has forked: its file may not exist yet, or exist still empty, right after the
+    command that started it returned."""
+    deadline = time.time() + timeout
+    while True:
+        text = path.read_text().strip() if path.exists() else ""
+        if text.isdigit():
+            return int(text)
+        if time.time() > deadline:
+            raise ClusterError(f"{path} holds no pid {timeout:.0f} s after the daemon started; see the logs beside it")
+        time.sleep(0.1)
+
+
 def start_munge(started: dict) -> None:
     if munge_works():
         return
@@ -170,13 +183,9 @@ def up(d: Path, do_install: bool, timeout: float = 120) -> dict:
     start_munge(started)
     daemon_env = dict(os.environ, SLURM_CONF=str(conf))
     sh("slurmctld", env=daemon_env)  # daemonizes; -c would wipe saved state, not needed on a fresh dir
-    started["slurmctld"] = int((d / "slurmctld.pid").read_text())
+    started["slurmctld"] = read_pid(d / "slurmctld.pid")
     sh("slurmd", env=daemon_env)
-    for _ in range(50):
-        if (d / "slurmd.pid").exists():
-            break
-        time.sleep(0.1)
-    started["slurmd"] = int((d / "slurmd.pid").read_text())
+    started["slurmd"] = read_pid(d / "slurmd.pid")
     (d / "started.json").write_text(json.dumps(started))
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -69,7 +69,7 @@ def _grid(cfg) -> dict:
     return {f: getattr(cfg, f) for f in profiles.GRID_FIELDS if hasattr(cfg, f)}
 
 
-def test_smoke_is_tiny_thinned_to_one_seed_and_two_grid_points_per_figure():
+def test_smoke_is_tiny_thinned_to_one_seed_and_two_grid_points_per_figure_and_shortened():
     assert profiles.tables("smoke") == "tiny" and profiles.tables("small") == "small"
     scripts = {"smoke": set(), "tiny": set()}
     for name in FIGURES:
@@ -77,8 +77,14 @@ def test_smoke_is_tiny_thinned_to_one_seed_and_two_grid_points_per_figure():
             continue
         tiny, smoke = (pipeline.planned_runs(name, p, {}) for p in ("tiny", "smoke"))
         assert bool(smoke) == bool(tiny), name
-        keys = {(s, pipeline.Run(s, c).hash) for s, c in tiny}
-        assert {(s, pipeline.Run(s, c).hash) for s, c in smoke} <= keys, name  # the very runs of tiny
+        keys = {(s, pipeline.Run(s, profiles.shorten(s, c)).hash) for s, c in tiny}
+        assert {(s, pipeline.Run(s, c).hash) for s, c in smoke} <= keys, name  # tiny's runs, shortened
+        for script, cfg in smoke:
+            assert cfg.epochs == 6 if script == "seqattn.prune" else True
+            assert cfg.epochs == 1 if script in ("bip.prune", "bip.magnitude") else True
+            if script == "posttrain.prune":  # a length is set where the method uses it, else left at tiny's
+                assert cfg.retrain.epochs == (5 if cfg.method == "l1" else 100), cfg.method
+                assert cfg.phase1_epochs == (2 if cfg.method == "ours" else 10), cfg.method
         assert {getattr(c, f, 0) for _, c in smoke for f in profiles.SEED_FIELDS} <= {0}, name
         for field in profiles.GRID_FIELDS:
             values = {_grid(c)[field] for _, c in smoke if field in _grid(c)}
