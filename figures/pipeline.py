@@ -100,8 +100,8 @@ def compute_ahead(groups: list[list[str]], profile: str, runtime: dict) -> dict:
 
     failed = {}
     for names in groups:
-        rows = [row for name in names for row in planned_runs(name, profile, runtime)]
-        todo = missing_runs(rows)
+        rows = {(s, Run(s, c).hash): (s, c) for name in names for s, c in planned_runs(name, profile, runtime)}
+        todo = missing_runs(rows.values())  # a run several figures share, once
         if not todo:
             continue
         print(f"{', '.join(names) if len(names) <= 3 else f'{len(names)} figures'} [{profile}]: "
