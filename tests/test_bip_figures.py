@@ -24,7 +24,7 @@ def small_profile(monkeypatch):
     monkeypatch.setitem(bip_runs.REWIND_SPARSITIES, "tiny", (0.2,))
     monkeypatch.setitem(bip_runs.IG_SPARSITIES, "tiny", (0.672,))
     monkeypatch.setattr(bip_runs, "GAMMAS", (1e4, 1e-3))
-    monkeypatch.setitem(bip_runs.LONG, "tiny", (3, (11,)))  # BiP's longer arm: 3 epochs at n = 11
+    monkeypatch.setitem(bip_runs.LONG, "tiny", (3, (11,), (0,)))  # BiP's longer arm: 3 epochs at n = 11, seed 0
     monkeypatch.setitem(bip_runs.REWIND_FULL, "tiny", 0.5)  # 50% also retrained for the dense MLP's 4 epochs
     monkeypatch.setitem(bip_runs.TICKET_TOLERANCE, "tiny", 1.0)
 

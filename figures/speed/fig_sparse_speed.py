@@ -12,7 +12,7 @@ TorchScript programs as the export runs them (``common.sparse.time_pair``: trace
 ``common.metrics.paired_latency_ms``, median of rounds); the ideal 1 / density is drawn as a line.
 No run: everything is measured when the figure is drawn, the same at every profile but smoke (on this 2-core machine
 ~50 s lightly loaded, ~3 minutes while other work keeps both cores busy); smoke, a check of the code path, measures
-the two extreme sparsities and formats of the grid only (``SMOKE``).
+the two extreme sparsities and formats of the grid only.
 Timings on a machine shared with other work are noisy, two-thread ones most (a busy second core stalls every
 parallel region); OMP_NUM_THREADS=1 in the environment makes torch's two-thread runs far slower still.
 Writes ``base.{png,pdf,csv}`` (long: one row per model, format, sparsity, batch, threads, with the weights' seed)
@@ -54,11 +54,12 @@ def label(fmt: str, block: int) -> str:
     return f"bsr{block}" if fmt == "bsr" else fmt
 
 
-# smoke: the grid's two extreme sparsities and formats (CSR, and BSR with its largest block), as the profile thins
-SMOKE = {"sparsities": (SPARSITIES[0], SPARSITIES[-1]), "formats": (FORMATS[0], FORMATS[-1])}
-
-
-def measure(sparsities=SPARSITIES, formats=FORMATS) -> pd.DataFrame:
+def measure(smoke: bool = False) -> pd.DataFrame:
+    """Every model x format x sparsity of the grid; ``smoke``: its two extreme sparsities and formats (CSR, and BSR with
+    its largest block), as the smoke profile thins every figure's axes."""
+    sparsities, formats = SPARSITIES, FORMATS
+    if smoke:
+        sparsities, formats = (SPARSITIES[0], SPARSITIES[-1]), (FORMATS[0], FORMATS[-1])
     rows = []
     for name in MODELS:
         for fmt, block in formats:
@@ -93,7 +94,7 @@ def payoff(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
-    data = measure(**SMOKE) if profile == "smoke" else measure()
+    data = measure(smoke=profile == "smoke")
     models = list(dict.fromkeys(data["model"]))
     panels = [(b, n) for b in BATCHES for n in THREADS]
     fig, axes = plt.subplots(len(models), len(panels), figsize=(4.4 * len(panels), 3.6 * len(models)),
