@@ -64,10 +64,13 @@ def schedule(rows):
         except UserError:
             cost = 1.0
         todo[(script, run.hash)] = [script, cfg, needs, cost]
+    dependents = {key: [] for key in todo}
+    for key, (_, _, needs, _) in todo.items():
+        for need in needs:
+            dependents[need].append(key)
     priority = {}
     for key in reversed(list(todo)):  # dependents come after their dependencies: walk back
-        waiting = [priority[k] for k, (_, _, needs, _) in todo.items() if key in needs]
-        priority[key] = todo[key][3] + max(waiting, default=0.0)
+        priority[key] = todo[key][3] + max((priority[k] for k in dependents[key]), default=0.0)
     return [(key, script, cfg, needs, priority[key]) for key, (script, cfg, needs, _) in todo.items()]
 
 

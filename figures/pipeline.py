@@ -117,7 +117,8 @@ def make(name: str, profile: str = "tiny", cluster: str = "none", runtime: dict 
     rows = planned_runs(name, profile, runtime)
     todo = missing_runs(rows)
     print(f"{name} [{profile}]: {len(rows)} runs, {len(todo)} to compute", flush=True)
-    known = [failed[(s, Run(s, c).hash)] for s, c in todo if (s, Run(s, c).hash) in (failed or {})]
+    keys = [(s, Run(s, c).hash) for s, c in todo]
+    known = [failed[key] for key in keys if key in (failed or {})]
     if known:
         raise RunFailed(f"{len(known)} run(s) failed, figure not drawn: " + "; ".join(known[:3]))
     if todo:
