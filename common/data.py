@@ -458,6 +458,32 @@ def fetch_fashionmnist(root: Path) -> str:
     return f"Fashion-MNIST: {why}; downloaded into {root / 'FashionMNIST' / 'raw'}"
 
 
+def unpack_fashionmnist(root) -> str | None:
+    """Write plain (decompressed) copies of the four files into ``root/FashionMNIST/raw`` where the folder that holds
+    them has only the gzipped ones (Debian's package): every run then reads 55 MB of plain IDX files instead of
+    inflating 30 MB (~0.6 s a run on a laptop core). Returns one line saying so, or None when there is nothing to do
+    (no files found, or plain ones already read first)."""
+    import gzip
+
+    from common.atomic import atomic_write
+
+    folder = fashion_folder(root)
+    if folder is None:
+        return None
+    names = [name for split in FASHION_FILES.values() for name in split[:2]]
+    if all(_idx_file(folder, name).suffix != ".gz" for name in names):
+        return None
+    target = data_root(root) / "FashionMNIST" / "raw"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if not (target / name).is_file():
+            read_idx(_idx_file(folder, name))  # refuses a damaged file before a copy of it is made
+            with gzip.open(_idx_file(folder, name), "rb") as f:
+                raw = f.read()
+            atomic_write(target / name, lambda tmp, raw=raw: Path(tmp).write_bytes(raw))
+    return f"Fashion-MNIST: plain copies of {folder}'s gzipped files in {target} (read faster by every run)"
+
+
 def _read_fashion(folder: Path, split: str) -> tuple[Tensor, Tensor]:
     images, labels, count = FASHION_FILES[split]
     x, y = read_idx(_idx_file(folder, images)), read_idx(_idx_file(folder, labels))

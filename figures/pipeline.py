@@ -84,12 +84,14 @@ def compute_in_process(rows) -> list[str]:
 
 def fetch_data(rows) -> None:
     """Get the datasets that the runs ``rows`` need and that can be fetched (Fashion-MNIST), saying so in one line."""
-    from common.data import fashion_folder, fetch_fashionmnist
+    from common.data import fashion_folder, fetch_fashionmnist, unpack_fashionmnist
 
     roots = {Path(cfg.data_dir) for _, cfg in rows if getattr(cfg, "dataset", None) == "fashionmnist"}
     for root in roots:
         if fashion_folder(root) is None:
             print(fetch_fashionmnist(root), flush=True)
+        if (said := unpack_fashionmnist(root)) is not None:
+            print(said, flush=True)
 
 
 def compute_ahead(groups: list[list[str]], profile: str, runtime: dict) -> dict:

@@ -162,3 +162,23 @@ def test_the_real_files_load_as_the_official_dataset():
     pixels = data.train.x.float() / 255
     assert pixels.mean().item() == pytest.approx(D.FASHION_MEAN[0], abs=5e-4)
     assert pixels.std().item() == pytest.approx(D.FASHION_STD[0], abs=5e-4)
+
+
+def test_gzipped_files_get_plain_copies_that_load_the_same(tmp_path, monkeypatch):
+    """Debian's gzipped files are copied plain into root/FashionMNIST/raw once (the figures pipeline does it before
+    any run): the loader then reads the copies, and gets the same tensors; a second call has nothing to do."""
+    debian = tmp_path / "debian"
+    write_fashion(debian)
+    monkeypatch.setattr(D, "FASHION_DEBIAN", debian)
+    root = tmp_path / "data"
+    before = load_dataset("fashionmnist", root=str(root))
+    said = D.unpack_fashionmnist(root)
+    assert said is not None and str(root / "FashionMNIST" / "raw") in said
+    assert D.fashion_folder(root) == root / "FashionMNIST" / "raw"
+    names = sorted(n for v in NAMES.values() for n in v)
+    assert sorted(p.name for p in (root / "FashionMNIST" / "raw").iterdir()) == names
+    after = load_dataset("fashionmnist", root=str(root))
+    for split in ("train", "test"):
+        assert torch.equal(getattr(before, split).x, getattr(after, split).x)
+        assert torch.equal(getattr(before, split).y, getattr(after, split).y)
+    assert D.unpack_fashionmnist(root) is None

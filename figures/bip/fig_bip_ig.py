@@ -22,7 +22,8 @@ VALUES = ("acc", "val_acc", "ig_ratio", "mask_changed")
 def runs(profile: str):
     return [("bip.prune", R.prune_config(setup, ig=ig, gamma=g, target_sparsity=s, seed=seed))
             for setup in R.setups(profile, R.IG_SETUPS[profile]).values() for s in R.IG_SPARSITIES[profile]
-            for ig, g in [("none", 1e4)] + [("paper", g) for g in R.GAMMAS] for seed in R.SEEDS]
+            for ig, g in [("none", 1e4)] + [("paper", g) for g in R.GAMMAS]
+            for seed in R.IG_SEEDS.get(profile, R.SEEDS)]
 
 
 def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:

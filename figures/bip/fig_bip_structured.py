@@ -23,7 +23,8 @@ def runs(profile: str):
     return [("bip.prune", R.prune_config(setup, method, structure=structure, exclude=("first",), target_sparsity=s,
                                          seed=seed))
             for setup in R.setups(profile, R.STRUCTURED_SETUPS[profile]).values() for structure in R.STRUCTURES[profile]
-            for method in ("bip", "hydra") for s in R.STRUCTURED[profile] for seed in R.SEEDS]
+            for method in ("bip", "hydra") for s in R.STRUCTURED[profile]
+            for seed in R.STRUCTURED_SEEDS.get(profile, R.SEEDS)]
 
 
 def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:

@@ -34,6 +34,15 @@ def dense_sd(df: pd.DataFrame) -> pd.Series:
     return mean_spread(df.drop_duplicates(["setup", "config.seed"]), ["setup"], "dense").set_index("setup")["std"]
 
 
+def seed_counts(df: pd.DataFrame) -> str:
+    """The seeds each grid point has, from the runs (``R.tidy`` rows): "2 below 93.13%, 5 from it" or "3"."""
+    n = df[df["method"] != "imp"].groupby("x")["config.seed"].nunique().sort_index()
+    if n.empty:
+        return "none"
+    steps = n[n != n.shift()]
+    return ", ".join(f"{c} from {x:g}%" if i else f"{c}" for i, (x, c) in enumerate(steps.items()))
+
+
 def sparsest_ticket(s: pd.DataFrame, dense: float):
     """The winning ticket of one setup x method (``s``: its ``mean_spread`` rows over ``x``): the row at the highest
     sparsity whose mean accuracy is >= ``dense`` (the threshold: the dense accuracy less the tolerance), or None."""
@@ -64,8 +73,8 @@ def draw(df: pd.DataFrame, profile: str, base: Path) -> list[Path]:
     table = table.sort_values(["setup", "method"], key=lambda c: c.map(order) if c.name == "method" else c)
     caption = ("Sparsest winning ticket: highest grid sparsity with mean test accuracy >= the dense model's mean "
                f"minus a tolerance of {k:g} seed SD of the dense models (the ticket floor; per setup in the table) "
-               f"(seeds: {len(R.SEEDS)}; grid: remaining 0.8^n, n in {list(R.GRID_N[profile])}; IMP's rounds give every "
-               f"n up to {max(R.GRID_N[profile])})")
+               f"(seeds per point: {seed_counts(df)}; grid: remaining 0.8^n, n in {list(R.GRID_N[profile])}; IMP's "
+               f"rounds give every n up to {max(R.GRID_N[profile])})")
     cuts = [f"{name}: {len(R.seeds(name))} seed(s), n in {list(R.SETUP_GRID_N[name])}" for name in R.SETUP_GRID_N
             if name in set(df["setup"])]
     caption += "".join(f"; cut for cost, {c}" for c in cuts)

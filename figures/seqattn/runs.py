@@ -6,13 +6,16 @@ tiny:  digits, the LeNet-300-100 MLP (64-300-100-10; the classifier left dense),
 small: Fashion-MNIST (60,000 / 10,000), LeNet-300-100 (784-300-100-10; the classifier left dense), 10 epochs from
        scratch (4,690 steps, the same phase layout, so the final sparse phase and every phase an ablation changes
        last hundreds of steps), block sizes 4 and 16 (the 300x100 layer still has 133 blocks of 16x16), sparsities
-       90/98%. Seeds: 5 (0-4) for SA++ and ACDC in the table (Tables 1-2) and in the ablations (at the focus 4x4 /
-       90%; the unstructured T = 0.25 variant and its ACDC / SA++ references at 1x1), whose differences are 1-3 seed
-       SDs; 3 (0-2) for block magnitude and PowerProp (points to tens of points below). Curves and schedule (Fig. 3,
+       90/98%. Seeds: 5 (0-4) for SA++ and ACDC in the table (Tables 1-2) and in the ablations that a claim decides
+       (at the focus 4x4 / 90%: no sparsification phase, c = 2 and 8, short dense phases), whose differences are 1-3
+       seed SDs; 2 (0-1) for the ablations no claim decides at this scale (exp(L), the pruned weights kept, the
+       unstructured T = 0.25 variant and its ACDC / SA++ references at 1x1); 3 (0-2) for block magnitude and
+       PowerProp (points to tens of points below). Curves and schedule (Fig. 3,
        §3.2): one run per method (seed 0) at 4x4 / 90%, logging the training accuracy on 10,000 training images
-       every 200 steps (23 points). One-shot (Fig. 2a): 30 dense epochs, one fine-tuning epoch per sparsity, block
-       sizes 1/4/16, 3 seeds; attention also at temperature T = 0.25 and 0.1 (``ONESHOT_TEMPERATURES``: the paper's
-       remedy for many candidates) at 4x4 and 16x16, seeds 0 and 1 (each run trains its own 30-epoch attention model).
+       every 200 steps (23 points). One-shot (Fig. 2a): 10 dense epochs (the table's length; magnitude prunes a
+       dense model of the same 10-epoch recipe), one fine-tuning epoch per sparsity, block sizes 1/4/16, 3 seeds;
+       attention also at temperature T = 0.25 and 0.1 (``ONESHOT_TEMPERATURES``: the paper's remedy for many
+       candidates) at 4x4 and 16x16, seeds 0 and 1 (each run trains its own 10-epoch attention model).
 paper: ResNet-50 ImageNet (Table 1: block sizes 8/16/32/64 at 70/80/90/95%, less the unpublished 8x8 at 95%;
        its runs log the training curve) and Criteo (Table 2: block sizes
        5/10/20 at 90/99%), the seqattn.prune presets; one seed each (the paper reports single runs).
