@@ -58,7 +58,8 @@ def trajectory(board: Board) -> None:
         ref = "omp" if "omp" in methods else "imp"
         claim = f"accuracy {' > '.join(BR.LABELS[m] for m in methods).replace('>', '>=', 1)} at high sparsity"
         compared = (f"{setup}: test accuracy (%) of {', '.join(BR.LABELS[m] for m in methods)} at the grid "
-                    f"sparsities ({len(grid)}: {grid[0]:g}-{grid[-1]:g}%), {runs['seed'].nunique()} seeds, paired by "
+                    f"sparsities ({len(grid)}: {grid[0]:g}-{grid[-1]:g}%), "
+                    f"{board.seeds_text(runs[runs['method'] != 'imp'], ('method', 'target_sparsity'))}, paired by "
                     "seed (one dense model per seed); IMP: its round at that sparsity")
         missing = board.missing(name, runs[runs["method"].isin(methods + ["bip-long"])])
         if missing:
@@ -158,7 +159,8 @@ def time(board: Board) -> None:
     for setup, runs in plan[plan["script"] != "common.pretrain"].groupby("setup", sort=False):
         grid = pct(runs.loc[runs["method"] == "bip", "target_sparsity"])
         compared = (f"{setup}: wall time (s) of BiP (each run) and IMP (cumulative over its rounds) at the "
-                    f"{len(grid)} grid sparsities {grid[0]:g}-{grid[-1]:g}%, {runs['seed'].nunique()} seeds")
+                    f"{len(grid)} grid sparsities {grid[0]:g}-{grid[-1]:g}%, "
+                    f"{board.seeds_text(runs[runs['method'] == 'bip'], ('method', 'target_sparsity'))}")
         if board.not_run(PAPER, claim, name, compared, runs[runs["method"].isin(("bip", "imp"))]):
             continue
         t = tidy[tidy["setup"] == setup]

@@ -86,21 +86,21 @@ def blocks(board: Board) -> None:
         methods = set(runs["method"])
         cells = sorted(set(zip(runs["block"], runs["sparsity"])))
         high = [(b, s) for b, s in cells if b >= BLOCKS and s >= HIGH_BLOCK_SPARSITY]
-        seeds = runs["seed"].nunique()
+        seeds = board.seeds_text(runs, ("method", "block", "sparsity"))
         order = [x for x in ("sapp", "acdc", "magnitude") if x in methods]
         opts = {k: m[k] for k in ("lower", "margin", "digits")}
         links = [Link(SHORT[a], SHORT[b], {f"{c}x{c}, {pct(s)}": (side(a, c, s), side(b, c, s)) for c, s in high},
                       paper=paper.seqattn_table1(a, b) if "criteo" not in setup else None, **opts)
                  for a, b in zip(order, order[1:])]
         board.add(PAPER, f"{' > '.join(SHORT[x] for x in order)} at high block sparsity", name,
-                  f"{setup}: {m['value']} of each method (paired by seed), {seeds} seed(s)",
+                  f"{setup}: {m['value']} of each method (paired by seed), {seeds}",
                   f"blocks >= {BLOCKS}x{BLOCKS} at sparsity >= {pct(HIGH_BLOCK_SPARSITY)}: {len(high)} cells",
                   links, board.missing(name, runs[runs["method"].isin(order)],
                                        "test_acc" if not m["lower"] else "test_loss"))
         if {"powerprop", "magnitude"} <= methods:
             big = [(b, s) for b, s in cells if b >= BLOCKS]
             board.add(PAPER, "block PowerProp beats block magnitude", name,
-                      f"{setup}: {m['value']} (paired by seed), {seeds} seed(s)",
+                      f"{setup}: {m['value']} (paired by seed), {seeds}",
                       f"blocks >= {BLOCKS}x{BLOCKS} at every sparsity: {len(big)} cells",
                       [Link("PowerProp", "magnitude", {f"{c}x{c}, {pct(s)}": (side("powerprop", c, s),
                                                                              side("magnitude", c, s))
@@ -154,10 +154,13 @@ def ablations(board: Board) -> None:
 
     for claim, keys, effect in ABLATIONS:
         base = "c = 4" if keys[0][0] == "exponential c" else "default SA++"
+        arms = [default] + [runs_of((a, v)) for a, v, _ in keys]
+        counts = sorted({int(r["seed"].nunique()) for r in arms})
+        seeds = f"{counts[-1]} seeds" if len(counts) == 1 else f"{counts[0]}-{counts[-1]} seeds per arm"
         compared = (f"{setup}: {m['value']} of the default SA++ ({focus}x{focus} blocks) vs "
                     f"{' and '.join(shown for _, _, shown in keys)} at {', '.join(map(pct, sparsities))}, "
-                    f"{seeds} seeds, paired by seed")
-        need = pd.concat([default] + [runs_of((a, v)) for a, v, _ in keys])
+                    f"{seeds}, paired by seed")
+        need = pd.concat(arms)
         missing = board.missing(name, need, "test_acc" if not m["lower"] else "test_loss")
         cfg = default["cfg"].iloc[0]
         if keys[0][0] == "exponential c" and steps:

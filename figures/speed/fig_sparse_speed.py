@@ -38,6 +38,7 @@ BATCHES = (1, 64)
 THREADS = (1, 2)
 EXPORTED = (("csr", 0), ("bsr", 8))  # also as an export chooses: each layer sparse only where it measured faster
 ROUNDS, REPEATS = 3, 10
+SMOKE_ROUNDS, SMOKE_REPEATS = 1, 2  # smoke checks the code path: one short timing per measurement
 SEED = 0  # the one draw of random weights and masks (common.bench.random_pruned's seed)
 ARMS = ("model", "kind", "sparsity", "batch", "threads")  # the long CSV: one row per measurement
 VALUES = ("speedup", "dense_ms", "sparse_ms")
@@ -56,18 +57,19 @@ def label(fmt: str, block: int) -> str:
 
 def measure(smoke: bool = False) -> pd.DataFrame:
     """Every model x format x sparsity of the grid; ``smoke``: its two extreme sparsities and formats (CSR, and BSR with
-    its largest block), as the smoke profile thins every figure's axes."""
-    sparsities, formats = SPARSITIES, FORMATS
+    its largest block), as the smoke profile thins every figure's axes, each timed once, briefly."""
+    sparsities, formats, rounds, repeats = SPARSITIES, FORMATS, ROUNDS, REPEATS
     if smoke:
         sparsities, formats = (SPARSITIES[0], SPARSITIES[-1]), (FORMATS[0], FORMATS[-1])
+        rounds, repeats = SMOKE_ROUNDS, SMOKE_REPEATS
     rows = []
     for name in MODELS:
         for fmt, block in formats:
             for s in sparsities:
-                rows += sparse_speedups(name, s, fmt, block, BATCHES, THREADS, ROUNDS, REPEATS, budget_ms=BUDGET_MS)
+                rows += sparse_speedups(name, s, fmt, block, BATCHES, THREADS, rounds, repeats, budget_ms=BUDGET_MS)
         for fmt, block in EXPORTED:
             for s in sparsities:
-                rows += sparse_speedups(name, s, fmt, block, (max(BATCHES),), THREADS, ROUNDS, REPEATS, "faster",
+                rows += sparse_speedups(name, s, fmt, block, (max(BATCHES),), THREADS, rounds, repeats, "faster",
                                         BUDGET_MS)
     df = pd.DataFrame(rows)
     df.insert(2, "kind", [label(f, b) + (" as exported" if w == "faster" else "")
