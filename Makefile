@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh machine: `make figures` (the small profile: Fashion-MNIST, the README's
-# gallery) and `make test`; `make smoke` checks every code path in ~10 minutes (digits, one seed, two points per
+# gallery) and `make test`; `make smoke` checks every code path in ~5 minutes (digits, one seed, two points per
 # figure, into figures/out/smoke/ from its own run store, runs-smoke/).
 # Every target depends on the virtual environment, which is (re)built only when requirements.txt or constraints.txt
 # changes; every package in it is pinned (requirements.txt: the direct ones; constraints.txt: all, written by make lock).
@@ -44,7 +44,7 @@ figures: $(VENV)/.installed
 	$(PY) -m figures all $(FIGURE_ARGS)
 
 # Every script run and every figure drawn (no scoreboard) at the smoke profile, tiny's runs thinned to one seed and
-# two extreme points of every axis a figure sweeps: figures/out/smoke/ from runs-smoke/ (~10 min on a 2-core laptop).
+# two extreme points of every axis a figure sweeps: figures/out/smoke/ from runs-smoke/ (~5 min on a 2-core laptop).
 smoke: PROFILE = smoke
 smoke: figures
 

@@ -145,15 +145,15 @@ class Board:
             self.add(paper, claim, name, compared, "", [], missing)
         return bool(missing)
 
-    def seeds_text(runs, keys) -> str:
-    """How many seeds the planned ``runs`` give each arm and point (``keys``: the columns that name one): "5 seeds",
-    or "2-5 seeds per point" where the table gives some points fewer."""
-    n = runs.groupby(list(keys))["seed"].nunique()
-    lo, hi = (int(n.min()), int(n.max())) if len(n) else (0, 0)
-    return f"{hi} seeds" if lo == hi else f"{lo}-{hi} seeds per point"
+    @staticmethod
+    def seeds_text(runs: pd.DataFrame, keys) -> str:
+        """How many seeds the planned ``runs`` give each arm and point (``keys``: the columns that name one):
+        "5 seeds", or "2-5 seeds per point" where the table gives some points fewer."""
+        n = runs.groupby(list(keys))["seed"].nunique()
+        lo, hi = (int(n.min()), int(n.max())) if len(n) else (0, 0)
+        return f"{hi} seeds" if lo == hi else f"{lo}-{hi} seeds per point"
 
-
-def missing(self, name: str, plan: pd.DataFrame | None = None, metric: str = "test_acc") -> list[str]:
+    def missing(self, name: str, plan: pd.DataFrame | None = None, metric: str = "test_acc") -> list[str]:
         """The planned runs (of ``plan``, a part of figure ``name``'s) that the store lacks or that have no
         ``metric`` (failed), each named by script, hash and its selecting fields."""
         plan = self.plan(name) if plan is None else plan
