@@ -13,7 +13,7 @@ DATA    ?= data
 DEVICE  ?= auto
 OUT     ?= figures/out
 FIGURE_ARGS = --profile $(PROFILE) --cluster $(CLUSTER) --runs-dir $(RUNS) --data-dir $(DATA) --device $(DEVICE) \
-              --out $(OUT)
+              --out $(OUT) $(if $(DRY_RUN),--dry-run)
 
 .PHONY: install lock figures smoke test bench gpu-check list clean-figures FORCE
 .DEFAULT_GOAL := figures
@@ -39,7 +39,8 @@ install: $(VENV)/.installed
 
 # PROFILE: small (default), smoke, tiny (digits, a smoke test) or paper (GPU); CLUSTER: auto (a pool of local
 # processes on a machine of more than one core, else one process), none, local or slurm; RUNS: the run store
-# (default runs/, smoke's runs-smoke/); DEVICE: auto, cpu, cuda or cuda:N.
+# (default runs/, smoke's runs-smoke/); DEVICE: auto, cpu, cuda or cuda:N; DRY_RUN=1 (CLUSTER=slurm): print the sbatch
+# scripts that would be submitted, submitting nothing.
 figures: $(VENV)/.installed
 	$(PY) -m figures all $(FIGURE_ARGS)
 

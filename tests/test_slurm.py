@@ -306,6 +306,9 @@ def test_submitted_jobs_carry_their_resources_and_requeue_budget(tmp_path, monke
             gpus = re.search(r"#SBATCH --gpus-per-node=(\d+)", sbatch).group(1)
             tasks = re.search(r"#SBATCH --ntasks-per-node=(\d+)", sbatch).group(1)
             assert "#SBATCH --time=240" in sbatch
+            cpus = re.search(r"#SBATCH --cpus-per-task=(\d+)", sbatch).group(1)
+            srun = next(ln for ln in sbatch.splitlines() if ln.startswith("srun "))
+            assert f" --cpus-per-task {cpus} " in srun, srun  # srun (Slurm >= 22.05) does not take it from the job
             shapes.add((script, int(gpus), int(tasks)))
     assert shapes == {("common.pretrain", 8, 8), ("gmp.prune", 8, 8), ("bip.prune", 1, 1)}, shapes
 
@@ -382,6 +385,29 @@ def test_paths_with_shell_characters_reach_the_job_unexpanded(tmp_path, monkeypa
     assert (Run(pretrain.SCRIPT, submit.place(cfg)).dir / "slurm_job").read_text() == "42\n"
 
 
+def test_dry_run_prints_the_sbatch_scripts_and_submits_nothing(tmp_path):
+    env = {"PATH": str(tmp_path / "empty-bin"), "PRUNING_SLURM_LOGS": str(tmp_path / "logs")}  # no Slurm here at all
+    proc = run_cli("slurm.submit", "--dry-run", "--cpus", "2", "common.pretrain", *TINY, "--runs-dir",
+                   tmp_path / "runs", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("#!/bin/bash") == 1 and "#SBATCH --cpus-per-task=2" in proc.stdout, proc.stdout
+    srun = next(ln for ln in proc.stdout.splitlines() if ln.startswith("srun "))
+    assert " --cpus-per-task 2 " in srun and "nothing submitted" in proc.stdout
+    proc = run_cli("figures", "fig-gmp-wd", "--profile", "tiny", "--cluster", "slurm", "--dry-run", "--runs-dir",
+                   tmp_path / "runs", "--out", tmp_path / "out", env=env)
+    assert proc.returncode == 0, proc.stderr
+    # 3 dense models (one array), then each one's 6 runs as an array waiting for its task
+    assert proc.stdout.count("#!/bin/bash") == 4 and "#SBATCH --array=0-2%3" in proc.stdout, proc.stdout
+    assert {f"#SBATCH --dependency=afterok:JOB1_{i}" for i in range(3)} <= set(proc.stdout.splitlines())
+    assert not any(p.exists() for p in (tmp_path / "runs", tmp_path / "logs", tmp_path / "out"))
+    proc = run_cli("figures", "fig-gmp-wd", "--profile", "tiny", "--dry-run", "--cluster", "local", env=env)
+    assert proc.returncode == 2 and "use it with --cluster slurm" in one_error_line(proc)
+    if shutil.which("make"):
+        make = subprocess.run(["make", "-n", "fig-gmp-wd", "PROFILE=tiny", "CLUSTER=slurm", "DRY_RUN=1"],
+                              cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=60)
+        assert "-m figures fig-gmp-wd --profile tiny --cluster slurm" in make.stdout and "--dry-run" in make.stdout
+
+
 # ---------------------------------------------------------------------------------------------------- the cluster
 @pytest.fixture(scope="module")
 def cluster():
@@ -433,6 +459,22 @@ def test_submitted_run_completes_and_equals_the_local_run(cluster, logs, tmp_pat
     assert same_model(Run(pretrain.SCRIPT, local.cfg, tmp_path / "slurm-runs"), local)
     again = run_cli("slurm.submit", "common.pretrain", *TINY, "--runs-dir", tmp_path / "slurm-runs")
     assert again.returncode == 0 and "already done, nothing submitted" in again.stdout
+
+
+def test_a_two_cpu_jobs_task_runs_on_two_cpus_and_sizes_its_threads_by_them(cluster, logs, tmp_path):
+    """srun is given the job's --cpus-per-task: where tasks are bound to CPUs (local_cluster.py: task/affinity), a
+    task of a 2-CPU job runs on 2 CPUs, not one, and its torch threads and DataLoader workers follow them."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("the node has one CPU")
+    proc = run_cli("slurm.submit", "--wait", "--time", "5", "--cpus", "2", "common.pretrain", *TINY,
+                   "--runs-dir", tmp_path / "runs", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = next(logs.glob(f"*/{job_id(proc)}_0_log.out")).read_text()
+    line = re.search(r"task 0: (cpus: .*)", out).group(1)
+    listed = re.search(r"\(affinity ([\d,-]+);", line).group(1)
+    cpus = sum(int(b) - int(a) + 1 for a, _, b in (span.partition("-") if "-" in span else (span, "", span)
+                                                      for span in listed.split(",")))
+    assert cpus == 2 and "SLURM_CPUS_PER_TASK 2): 2 torch threads, --workers auto = 1" in line, line
 
 
 def test_unknown_partition_and_gpus_without_gpus_are_one_line_errors(cluster, logs, tmp_path):
