@@ -63,14 +63,19 @@ def partitions() -> dict[str, str]:
 
 
 def check(res: R.Resources, known: dict[str, str] | None = None) -> None:
-    """Refuse before submitting what the cluster cannot run: GPUs asked on a partition without any (``known``:
-    ``partitions()``, when already asked)."""
+    """Refuse before submitting what the cluster cannot run: GPUs asked on a partition without any, or GPUs of a
+    type its nodes lack (``known``: ``partitions()``, when already asked)."""
     if res.gpus > 0:
         gres = (partitions() if known is None else known).get(res.partition or "")
+        name = res.partition or "the default partition"
         if gres is not None and "gpu" not in gres:
-            name = res.partition or "the default partition"
             raise UserError(f"{res.gpus} GPU(s) asked on partition '{name}', which has no GPUs (sinfo lists no "
                             f"gres/gpu); choose a GPU partition (--partition / partition = ...) or set gpus = 0")
+        if gres is not None and res.gpu_type and not re.search(rf"(^|,)gpu:{re.escape(res.gpu_type)}(:|\(|,|$)", gres):
+            have = ", ".join(sorted({g.split("(")[0] for g in gres.split(",") if g.startswith("gpu")}))
+            raise UserError(f"{res.gpus} GPU(s) of type '{res.gpu_type}' asked on partition '{name}', whose nodes "
+                            f"have {have} (sinfo %G); set gpu_type to one of those types, or another partition; "
+                            "nothing submitted")
 
 
 def place(cfg):
@@ -86,12 +91,13 @@ def parameters(res: R.Resources, label: str, code: Path, after=()) -> dict:
                 if getattr(res, k) is not None}
     if after:
         optional["dependency"] = "afterok:" + ":".join(after)
+    gpus = f"{res.gpu_type}:{res.gpus}" if res.gpu_type else res.gpus
     return dict(
         time=res.time, nodes=res.nodes, ntasks_per_node=res.tasks_per_node, cpus_per_task=res.cpus,
         signal_delay_s=res.signal_delay_s, array_parallelism=res.max_parallel, job_name=label,
-        **({"gpus_per_node": res.gpus} if res.gpus else {}), **optional,
-        setup=[f"export OMP_NUM_THREADS={res.cpus}"], srun_args=["--cpus-per-task", str(res.cpus)],
-        additional_parameters={"chdir": str(code), "requeue": True,
+        **({"gpus_per_node": gpus} if res.gpus else {}), **optional,
+        setup=[f"export OMP_NUM_THREADS={res.cpus}"], srun_args=["--cpus-per-task", str(res.cpus), *res.srun],
+        additional_parameters={**dict(res.sbatch), "chdir": str(code), "requeue": True,
                                **({"kill-on-invalid-dep": "yes"} if after else {})})
 
 
@@ -127,8 +133,13 @@ UNREACHABLE = re.compile(r"Unable to contact slurm controller|Socket timed out|C
                          r"source|Zero Bytes were transmitted")
 
 
-def _submitted(fn):
-    """Run a submission; sbatch's refusal becomes one line (submitit's echo of sbatch's stderr is kept back)."""
+# sbatch's words when a limit on the jobs a user (or account, or QOS) may have queued is reached: MaxSubmitJobs
+SUBMIT_LIMIT = re.compile(r"job submit limit|MaxSubmitJob", re.I)
+
+
+def _submitted(fn, before=()):
+    """Run a submission; sbatch's refusal becomes one line (submitit's echo of sbatch's stderr is kept back).
+    ``before``: the jobs this submission queued already (named when a MaxSubmitJobs limit stops it)."""
     from submitit.core.utils import FailedJobError
 
     try:
@@ -140,6 +151,14 @@ def _submitted(fn):
         if UNREACHABLE.search(str(exc)):
             raise UserError(f"no Slurm controller answers ({said}); check it with `scontrol ping` and `sinfo` "
                             "(is slurmctld running? does SLURM_CONF or slurm.conf name its host?)") from None
+        if SUBMIT_LIMIT.search(str(exc)):
+            queued = (f"the {len(before)} job(s) it queued before stay queued (jobs {before[0].job_id}.."
+                      f"{before[-1].job_id}) and are not submitted again" if before else "nothing was submitted")
+            raise UserError(f"sbatch refused the job: {said}: the cluster's MaxSubmitJobs limit (the jobs a user, "
+                            f"account or QOS may have queued; each array task counts) is reached; {queued}; cap a "
+                            "submission with max_submit = N (--max-submit, PRUNING_SLURM_MAX_SUBMIT) below that limit "
+                            "less your queued jobs (squeue --me), and run the same command again once jobs end"
+                            ) from None
         raise UserError(f"sbatch refused the job: {said}; check the partition/account/qos/resources "
                         "(python -m slurm.submit --help)") from None
 
@@ -239,7 +258,7 @@ def plan(rows, queued=queued_jobs, resources=None) -> tuple[list[Batch], dict[st
         script, cfg, deps = found[key]
         needs = tuple(sorted(d for d in set(deps) if d in found))
         res = resources(script, cfg)
-        batch = batches.setdefault((level[key], needs, res.sbatch()), Batch(level[key], needs, res.sbatch()))
+        batch = batches.setdefault((level[key], needs, res.per_job()), Batch(level[key], needs, res.per_job()))
         batch.rows.append((script, cfg))
         batch.requeues.append(res.max_requeues)
     return list(batches.values()), already
@@ -258,10 +277,13 @@ def submit_runs(rows, choice: R.Choice, label: str, dry_run: bool = False):
     batches, already = plan(rows, resources=choice.for_run)
     if not batches:
         return [], None, already
+    batches = capped(batches, choice.base().max_submit)
     asked = any(b.res.gpus for b in batches) and (not dry_run or shutil.which("sinfo"))
     known = partitions() if asked else {}
+    options = R.sbatch_options() if any(b.res.sbatch for b in batches) else None
     for batch in batches:
         check(batch.res, known)
+        R.check_sbatch_keys(batch.res, options)
     folder = log_root() / f"{time.strftime('%Y%m%d-%H%M%S')}-{label}"
     ids, submitted = dict(already), []
     if dry_run:
@@ -278,7 +300,8 @@ def submit_runs(rows, choice: R.Choice, label: str, dry_run: bool = False):
             batch.after = tuple(sorted({ids[d] for d in batch.needs}))
             jobs = [Job(script, cfg, n) for (script, cfg), n in zip(batch.rows, batch.requeues)]
             ex = executor(batch.res, label, folder, code, batch.after, max(batch.requeues))
-            batch.jobs = _submitted(lambda: [ex.submit(jobs[0])] if len(jobs) == 1 else ex.submit_array(jobs))
+            batch.jobs = _submitted(lambda: [ex.submit(jobs[0])] if len(jobs) == 1 else ex.submit_array(jobs),
+                                    submitted)
             submitted += batch.jobs
             for job, (script, cfg) in zip(batch.jobs, batch.rows):
                 run = Run(script, cfg)
@@ -286,6 +309,24 @@ def submit_runs(rows, choice: R.Choice, label: str, dry_run: bool = False):
                 (run.dir / JOB_FILE).write_text(str(job.job_id) + "\n")
                 ids[str(run.dir)] = str(job.job_id)
     return batches, folder, already
+
+
+def capped(batches: list[Batch], cap: int | None) -> list[Batch]:
+    """The first ``cap`` runs of ``batches`` in submission order (the last batch kept cut short; what comes after it
+    waits for the next submission, which finds these queued), with one line saying so; all of them without a cap."""
+    total = sum(len(b.rows) for b in batches)
+    if cap is None or total <= cap:
+        return batches
+    kept, left = [], cap
+    for batch in batches:
+        if left <= 0:
+            break
+        batch.rows, batch.requeues = batch.rows[:left], batch.requeues[:left]
+        kept.append(batch)
+        left -= len(batch.rows)
+    print(f"  max_submit = {cap}: {cap} of the {total} run(s) to submit are submitted now (dependencies first); run "
+          "the same command again later for the rest (the queued ones are not submitted twice)", flush=True)
+    return kept
 
 
 def print_dry_run(batches) -> None:
@@ -304,8 +345,9 @@ def print_dry_run(batches) -> None:
 def asks(res: R.Resources) -> str:
     """What a job asks for, in words."""
     nodes = f"{res.nodes} nodes x " if res.nodes > 1 else ""
-    return (f"partition {res.partition or 'default'}, {nodes}{res.gpus} GPU(s), {res.tasks_per_node} task(s) x "
-            f"{res.cpus} CPU(s), {res.time} min per job")
+    gpus = f"{res.gpus} {res.gpu_type}" if res.gpu_type and res.gpus else f"{res.gpus}"
+    return (f"partition {res.partition or 'default'}, {nodes}{gpus} GPU(s), {res.tasks_per_node} task(s) x "
+            f"{res.cpus} CPU(s){f', {res.mem} memory' if res.mem else ''}, {res.time} min per job")
 
 
 def reason(job) -> str:
@@ -413,6 +455,9 @@ def main(argv=None) -> int:
             failures = wait(batches)
             if failures:
                 raise UserError(f"the job failed: {failures[0]}")
+            if not run.done:  # max_submit left the run itself for a later submission
+                raise UserError(f"its dependencies are done, the run itself was not submitted (max_submit): submit "
+                                f"it again to compute {run.dir}")
             print(f"done: {run.dir}/result.json")
 
     return exit_code(action)
