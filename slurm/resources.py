@@ -307,8 +307,8 @@ class Choice:
 
         if self._times is None:
             self._times = load_times()
-        budget = requeue_budget(res, 0.0 if copy else a100_hours(script, cfg, self._times),
-                                0.0 if copy else
+        hours = 0.0 if copy else a100_hours(script, cfg, self._times)
+        budget = requeue_budget(res, hours, 0.0 if not hours else
                                 self._times.hours(cfg.dataset, cfg.model) * max(self._times.step_cost.values()),
                                 getattr(cfg, "checkpoint_every_minutes", 0.0), script)
         return res if res.max_requeues is not None else dataclasses.replace(res, max_requeues=budget)

@@ -258,6 +258,17 @@ def test_a_rewinding_point_is_a_file_copy_job_and_each_setup_asks_for_memory(tmp
     assert mem == {"criteo": "32G", "cifar10": "16G", "imagenet": "256G"}  # Criteo's first parse peaks at ~17 GB
 
 
+def test_criteos_runs_wait_for_one_prepare_data_job(tmp_path):
+    from slurm.submit import plan
+
+    rows = [(s, c) for s, c in paper_rows(tmp_path, "tab-seqattn-blocks") if c.dataset == "criteo"]
+    batches, _ = plan(rows, queued=lambda runs: {}, resources=resources.Choice(env={}).for_run)
+    first, then = batches
+    assert [s for s, _ in first.rows] == ["common.prepare"] and (first.res.gpus, first.res.mem) == (0, "32G")
+    assert len(rows) == len(then.rows) == 24 and then.needs == (str(Run(*first.rows[0]).dir),)
+    assert (then.res.gpus, then.res.mem) == (1, "32G")
+
+
 def fake_slurm(tmp_path, monkeypatch, gres="(null)", refuse_after=None) -> Path:
     """sbatch, srun and sinfo stand-ins on PATH: sbatch --help lists a few options, a submission prints the next job
     id (from 100; with ``refuse_after`` = k, the k+1-th is refused for a MaxSubmitJobs limit as Slurm words it);
