@@ -42,7 +42,8 @@ lock:
 	  .venv-lock/bin/pip freeze --exclude-editable | sort -f; } > constraints.txt
 	rm -rf .venv-lock
 
-# A TORCH_INDEX other than the one the environment was built from rebuilds it from scratch (rm -rf .venv: back to PyPI's).
+# A TORCH_INDEX other than the one the environment was built from rebuilds it from scratch (rm -rf .venv: back to
+# PyPI's torch).
 install:
 	@$(if $(TORCH_INDEX),[ "$$(cat $(VENV)/.torch-index 2>/dev/null)" = '$(TORCH_INDEX)' ] || rm -f $(VENV)/.installed)
 	@$(MAKE) --no-print-directory $(VENV)/.installed
