@@ -40,7 +40,7 @@ def check(url: str, timeout: float = 30.0) -> None:
             why = getattr(exc, "reason", None) or exc
             raise UserError(f"TORCH_INDEX {url} does not answer ({page}: {why}); nothing installed; check the URL, "
                             f"{EXAMPLES}") from None
-        if not re.search(rf"{name}-{re.escape(version)}(\+[\w.]+)?-", text):
+        if not re.search(rf"{name}-{re.escape(version)}((\+|%2B)[\w.]+)?-", text, re.I):  # a "+" may be quoted
             raise UserError(f"TORCH_INDEX {url} has no {name} {version} (the version requirements.txt pins); "
                             f"nothing installed; choose an index that has it ({EXAMPLES}), or change the pins")
 

@@ -67,7 +67,7 @@ def index(tmp_path):
     for name, version in torch_index.pins().items():
         (tmp_path / "whl" / name).mkdir(parents=True)
         (tmp_path / "whl" / name / "index.html").write_text(
-            f'<a href="{name}-{version}+cpu-cp311-cp311-linux_x86_64.whl">{name}-{version}+cpu</a>\n')
+            f'<a href="/whl/{name}-{version}%2Bcpu-cp311-cp311-linux_x86_64.whl#sha256=0">{name}-{version}+cpu</a>\n')
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
     handler.log_message = lambda *a: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
