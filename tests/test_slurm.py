@@ -353,8 +353,10 @@ def test_a_max_submit_jobs_refusal_is_named_and_a_submission_can_be_capped(tmp_p
 def test_a_job_prints_its_cpus_and_one_progress_line_per_epoch(tmp_path, monkeypatch, capsys):
     """The job's task bound to one core while the job says 8 CPUs per task: it computes on one thread and says so;
     its run prints a line per epoch into the log even when it was asked for no progress (TINY: --progress off)."""
+    from common import store
     from slurm.jobs import Job
 
+    monkeypatch.setattr(store, "LOCK_WAIT", store.LOCK_WAIT)  # a job sets it: restored afterwards
     for name, value in {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "7", "SLURM_PROCID": "0", "SLURM_NTASKS": "1",
                         "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_JOB_NODELIST": "localhost",
                         "SLURM_CPUS_PER_TASK": "8"}.items():
