@@ -85,7 +85,8 @@ class Resources:
                                           "--gpus-per-node=a100:N); checked against sinfo before submitting")
     sbatch: tuple = C.opt((), "further sbatch options: a TOML table (sbatch = {exclusive = true, mail-type = "
                               "\"END\"}) or 'exclusive mail-type=END'; an option sbatch does not know is refused")
-    srun: tuple = C.opt((), "further arguments of the job's srun: a TOML list or one string (--mpi=pmix)")
+    srun: tuple = C.opt((), "further arguments of the job's srun: a TOML list or one string (as a flag: "
+                            "--srun=--mpi=pmix)")
     max_submit: Optional[int] = C.opt(None, "jobs one submission queues at most (each array task counts; top level "
                                             "only): the rest are submitted by the same command once those are done")
 
