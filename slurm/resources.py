@@ -12,7 +12,7 @@ Each run's resources come from these layers, each overriding the ones before it 
 
 Three things are then decided by the run rather than chosen: a script that runs in one process (its module's
 ``ONE_PROCESS``: ``bip.prune``, ``posttrain.prune``, which refuse several) gets one node, one task and at most one
-GPU whatever the layers say; a run that only copies files (its module's ``copies(cfg)``: ``bip.rewind`` when the dense
+GPU whatever the layers say (and that GPU's share of the node's ``mem``); a run that only copies files (its module's ``copies(cfg)``: ``bip.rewind`` when the dense
 run keeps the weights) gets ``COPY_JOB``: no GPU, one CPU, at most 30 minutes; and ``max_requeues``, unless a layer
 sets it, is the requeue budget ``requeue_budget`` computes from the run's estimated length (``common.cost``).
 
@@ -299,8 +299,9 @@ class Choice:
             values.update(layer.for_run(script, cfg))
         res = dataclasses.replace(Resources(), **values)
         module = importlib.import_module(script)
-        if getattr(module, "ONE_PROCESS", None):
-            res = dataclasses.replace(res, nodes=1, tasks=1, gpus=min(res.gpus, 1))
+        if getattr(module, "ONE_PROCESS", None):  # one rank of the node the layers asked for: its share of mem too
+            res = dataclasses.replace(res, nodes=1, tasks=1, gpus=min(res.gpus, 1),
+                                      mem=share(res.mem, min(res.gpus, 1) / res.gpus if res.gpus > 1 else 1.0))
         copy = getattr(module, "copies", None) is not None and module.copies(cfg)
         if copy:  # a file copy: nothing to resume either
             res = dataclasses.replace(res, **COPY_JOB, time=min(res.time, COPY_MINUTES))
@@ -313,6 +314,15 @@ class Choice:
                                 self._times.hours(cfg.dataset, cfg.model) * max(self._times.step_cost.values()),
                                 getattr(cfg, "checkpoint_every_minutes", 0.0), script)
         return res if res.max_requeues is not None else dataclasses.replace(res, max_requeues=budget)
+
+
+def share(mem: str | None, fraction: float) -> str | None:
+    """``fraction`` of sbatch's ``--mem`` value ``mem`` (``"256G"`` x 1/8: ``"32G"``), rounded up to a whole number of
+    its unit; as given when it is not a plain size."""
+    m = re.fullmatch(r"(\d+)([KMGT]?)", mem or "")
+    if m is None or fraction >= 1:
+        return mem
+    return f"{max(1, math.ceil(int(m.group(1)) * fraction))}{m.group(2)}"
 
 
 def requeue_budget(res: Resources, a100_hours: float, epoch_a100_hours: float, checkpoint_minutes: float,

@@ -226,6 +226,8 @@ def test_resource_layers_override_the_table_but_not_a_one_process_script(tmp_pat
             resources.Choice(mine, env=env, cpus=3).for_run("bip.magnitude", cifar).cpus) == (6, 3)
     one = resources.Choice(mine, env=env, gpus=8, tasks=8, nodes=2).for_run("bip.prune", bip)
     assert (one.nodes, one.gpus, one.tasks_per_node, one.partition) == (1, 1, 1, "a100")
+    assert (one.mem, resources.Choice(env={}).for_run("bip.prune", bip).mem) == ("32G", "32G")  # 1/8 of 256G
+    assert resources.share("100G", 0.125) == "13G" and resources.share("2T", 1.0) == "2T"
     bad = tmp_path / "bad.toml"
     bad.write_text('[setup.cifar10]\ngpus = "one"\n')
     with pytest.raises(UserError, match=r'bad.toml in \[setup."cifar10"\]: .gpus. must be a whole number'):
