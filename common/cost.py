@@ -81,5 +81,7 @@ def epochs_of(script: str, cfg, times: Times) -> float:
 
 
 def a100_hours(script: str, cfg, times: Times) -> float:
-    """The run's own work (its dependencies apart) in A100 GPU-hours."""
-    return epochs_of(script, cfg, times) * times.hours(cfg.dataset, cfg.model)
+    """The run's own work (its dependencies apart) in A100 GPU-hours (none without epochs: a model-less run, e.g.
+    ``common.prepare``, needs no epoch time)."""
+    epochs = epochs_of(script, cfg, times)
+    return epochs * times.hours(cfg.dataset, cfg.model) if epochs else 0.0

@@ -153,11 +153,47 @@ def _cuda_available() -> tuple[bool, list[str]]:
     return available, [str(w.message) for w in caught]
 
 
+ARCH = re.compile(r"(sm|compute)_(\d+)(\d)([a-z]?)")
+
+
+def runs_on(capability: tuple[int, int], archs: list[str]) -> bool:
+    """Whether a torch built for ``archs`` (``torch.cuda.get_arch_list()``: ``sm_XY`` kernels, ``compute_XY`` PTX)
+    has kernels for a GPU of compute ``capability`` (major, minor): ``sm_XY`` of its major version and a minor not
+    above its own (``sm_XYa``: exactly its own), or PTX not above it, which the driver compiles. An empty list (torch
+    cannot tell) counts as yes."""
+    if not archs:
+        return True
+    for arch in archs:
+        m = ARCH.fullmatch(arch)
+        if m is None:
+            continue
+        built, exact = (int(m.group(2)), int(m.group(3))), m.group(4) == "a"
+        if exact and built == tuple(capability):
+            return True
+        if not exact and (built <= tuple(capability) if m.group(1) == "compute" else
+                          built[0] == capability[0] and built[1] <= capability[1]):
+            return True
+    return False
+
+
+def check_kernels(index: int) -> None:
+    """A UserError (one line) when the installed torch has no kernels for GPU ``index``: its first kernel would die
+    with a traceback (e.g. a CUDA 13 torch on a V100, sm_70)."""
+    capability, archs = torch.cuda.get_device_capability(index), torch.cuda.get_arch_list()
+    if not runs_on(capability, archs):
+        sm = "sm_{}{}".format(*capability)
+        raise UserError(f"cuda:{index} is a {torch.cuda.get_device_name(index)} ({sm}), and torch {torch.__version__} "
+                        f"(CUDA {torch.version.cuda}) has no kernels for it (built for {' '.join(archs)}); install a "
+                        f"torch built with {sm} kernels (make install TORCH_INDEX=..., see README: Installing for your "
+                        f"GPUs), or pass --device cpu")
+
+
 def resolve_device(name: str) -> torch.device:
     """The device of ``--device name``; prints it (standard error) once resolved.
 
     ``auto`` is CUDA when usable, else the CPU, except where GPUs were asked for (:func:`gpus_requested`): then, like
-    ``cuda``, a missing GPU is a UserError that says why (torch's CUDA version against the driver's)."""
+    ``cuda``, a missing GPU is a UserError that says why (torch's CUDA version against the driver's), and so is a GPU
+    the installed torch has no kernels for (:func:`check_kernels`)."""
     check_device(name)
     available, torch_warnings = _cuda_available()
     requested = gpus_requested() if name == "auto" else None
@@ -172,6 +208,7 @@ def resolve_device(name: str) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered "
                             f"from 0; use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+        check_kernels(torch.cuda.current_device() if device.index is None else device.index)
         torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()  # --deterministic
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

@@ -81,7 +81,7 @@ def items(rows, times: Times) -> list[Item]:
         epochs = epochs_of(script, cfg, times)
         state, why = state_of(script, cfg)
         run = Run(script, cfg)
-        out.append(Item(script, run.hash, run.dir, f"{cfg.dataset} / {cfg.model}", epochs,
+        out.append(Item(script, run.hash, run.dir, f"{cfg.dataset} / {getattr(cfg, 'model', 'data')}", epochs,
                         a100_hours(script, cfg, times), state, why))
     return out
 

@@ -34,10 +34,11 @@ def _execute(script: str, cfg) -> tuple[str, str | None]:
         return Run(script, cfg).hash, f"{script} {Run(script, cfg).dir}: {exc}"
 
 
-def launch(rows, cluster: str) -> list[str] | None:
-    """Compute ``rows`` on ``cluster``; returns the failures, or None when the runs were only submitted."""
+def launch(rows, cluster: str, dry_run: bool = False) -> list[str] | None:
+    """Compute ``rows`` on ``cluster``; returns the failures, or None when the runs were only submitted (``dry_run``:
+    only the sbatch scripts printed)."""
     if cluster == "slurm":
-        return submit_to_slurm(rows)
+        return submit_to_slurm(rows, dry_run)
     if cluster != "local":
         raise UserError(f"unknown cluster '{cluster}'; choose none, local or slurm")
     return list(run_pool(rows).values())
@@ -113,19 +114,20 @@ def run_pool(rows) -> dict:
     return failures
 
 
-def submit_to_slurm(rows) -> None:
+def submit_to_slurm(rows, dry_run: bool = False) -> None:
     """Submit ``rows`` and the runs they depend on as Slurm job arrays in dependency order; the figure is drawn by
-    the next ``make`` once the jobs are done."""
+    the next ``make`` once the jobs are done. ``dry_run``: print the sbatch scripts instead, submitting nothing."""
     from slurm import resources
-    from slurm.submit import asks, require_sbatch, submit_runs
+    from slurm.submit import asks, print_dry_run, require_sbatch, submit_runs
 
-    require_sbatch()
-    batches, folder, already = submit_runs(rows, resources.Choice(), "figure")
+    if not dry_run:
+        require_sbatch()
+    batches, folder, already = submit_runs(rows, resources.Choice(), "figure", dry_run)
     if already:
         print(f"  {len(already)} run(s) already queued or running (jobs {', '.join(sorted(set(already.values())))}); "
               "not submitted again", flush=True)
-    if not batches:
-        return None
+    if not batches or dry_run:
+        return print_dry_run(batches) if batches else None
     for batch in batches:
         first = str(batch.jobs[0].job_id).split("_")[0]
         what = f"job array {first}" if len(batch.jobs) > 1 else f"job {first}"

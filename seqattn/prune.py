@@ -30,6 +30,7 @@ from typing import Optional
 import torch
 
 from common import config as C
+from common import prepare
 from common import sparsity as S
 from common.data import dataset_info, load_dataset
 from common.errors import UserError, check_sparsity
@@ -243,6 +244,11 @@ class Phases:
         self.run.log(event="prune", step=t, target_sparsity=sparsity, sparsity=self.reparam.block_sparsity())
 
 
+def dependencies(cfg: Config) -> list:
+    """The runs ``compute`` executes first: Criteo's one read of its text file (``common.prepare``), none otherwise."""
+    return prepare.runs_for(cfg)
+
+
 def planned_epochs(cfg: Config, times) -> float:
     """Planned work of this run (its dependencies apart), in epochs of plain training of its dataset and model,
     with ``times`` a ``common.cost.Times`` table: what ``make plan-<name>`` and the Slurm requeue budget count."""
@@ -256,6 +262,7 @@ def planned_epochs(cfg: Config, times) -> float:
 
 def compute(cfg: Config, run: Run) -> dict:
     device = resolve_device(cfg.device)
+    prepare.first(cfg)
     torch.manual_seed(cfg.seed)
     data = load_dataset(cfg.dataset, root=cfg.data_dir, download=cfg.download, device=device,
                         batch_size=cfg.optim.batch_size, seed=cfg.seed, val_size=cfg.val_size, workers=cfg.workers)

@@ -14,10 +14,11 @@ together), which frees the GPU and makes Slurm cancel its own dependents; submit
 done picks up from there. A requeue would not know when to come back, and would take a GPU again each time only to
 find the run still locked.
 With several tasks (one per GPU) every task joins one DistributedDataParallel process group; rank 0 writes the store.
+Each task sets torch's threads to its CPUs (``common.data.process_cpus``: its CPU affinity) and prints them; the
+run prints one progress line per epoch into the job's log (``--progress lines``, whatever was asked).
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -32,18 +33,24 @@ class Job(submitit.helpers.Checkpointable):
     def __call__(self) -> dict:
         import torch
 
+        from common import config as C
         from common import distributed, store
+        from common.data import describe_cpus, process_cpus
         from common.store import Run, execute
 
         store.LOCK_WAIT = False  # a locked run (or dependency) ends the job with RunLocked instead of waiting
         env = submitit.JobEnvironment()
-        torch.set_num_threads(max(1, int(os.environ.get("SLURM_CPUS_PER_TASK", "1"))))
-        run = Run(self.script, self.cfg)
+        torch.set_num_threads(process_cpus())  # the task's CPU affinity: what srun --cpus-per-task gave it
+        cfg = self.cfg
+        if getattr(cfg, "progress", "lines") != "lines":  # one line per epoch in the job's log: no bar, not silent
+            cfg = C.replace(cfg, progress="lines")
+        run = Run(self.script, cfg)
         code = Path(sys.modules["common.store"].__file__).resolve().parents[1]
         print(f"job {env.job_id} task {env.global_rank}/{env.num_tasks} requeue {self.requeues}: "
               f"{self.script} {run.dir} ({'done' if run.done else 'computing'}); code {code}", flush=True)
+        print(f"job {env.job_id} task {env.global_rank}: {describe_cpus()}", flush=True)
         with distributed.group(env.global_rank, env.num_tasks, env.local_rank, env.hostnames[0]):
-            result = execute(self.script, self.cfg)
+            result = execute(self.script, cfg)
         print(f"job {env.job_id}: finished {run.dir}", flush=True)
         return {k: v for k, v in result.items() if not isinstance(v, (list, dict))}
 
