@@ -310,6 +310,46 @@ def test_submitted_jobs_carry_their_resources_and_requeue_budget(tmp_path, monke
     assert shapes == {("common.pretrain", 8, 8), ("gmp.prune", 8, 8), ("bip.prune", 1, 1)}, shapes
 
 
+def test_every_requeue_counts_toward_the_budget_those_slurm_made_too(monkeypatch):
+    """A preemption that Slurm requeues itself starts the job as submitted (its own count at 0): SLURM_RESTART_COUNT
+    still counts it."""
+    from slurm.jobs import Job
+
+    job = Job(pretrain.SCRIPT, None, max_requeues=3)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "3")
+    assert job.checkpoint() is None and job.requeues == 0
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert job.checkpoint() is not None and job.requeues == 2
+    monkeypatch.delenv("SLURM_RESTART_COUNT")
+    assert job.checkpoint() is not None and job.requeues == 3 and job.checkpoint() is None
+
+
+def test_a_stop_signal_sets_the_flag_in_a_loop_and_requeues_at_once_outside_one(monkeypatch):
+    import signal
+
+    from common import train
+    from slurm import jobs
+
+    requeued = []
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGUSR2, signal.SIGTERM, signal.SIGALRM)}
+    signal.signal(signal.SIGUSR2, lambda signum, frame: requeued.append(signum))  # stands in for submitit's
+    try:
+        jobs.Job(pretrain.SCRIPT, None).catch_stop_signals()
+        monkeypatch.setattr(train, "in_loop", lambda: True)
+        os.kill(os.getpid(), signal.SIGTERM)  # a preemption without USR2: no longer ignored
+        assert train.stop_requested() and not requeued
+        assert 0 < signal.getitimer(signal.ITIMER_REAL)[0] <= jobs.STOP_GRACE_S  # the fallback, armed
+        train.clear_stop()
+        monkeypatch.setattr(train, "in_loop", lambda: False)
+        os.kill(os.getpid(), signal.SIGUSR2)  # nothing to stop at a step boundary: requeued now, as before
+        assert requeued == [signal.SIGUSR2] and not train.stop_requested()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+        train.clear_stop()
+
+
 @pytest.mark.parametrize("bad", ["\n", "\r", "\t", "\x00", "\x1b", "\x85"])
 def test_a_control_character_in_any_resource_value_is_refused(bad, tmp_path):
     """A newline in a value would end its #SBATCH line and start another directive or a shell command: every value,
