@@ -1,6 +1,7 @@
 """What figures cost before they are computed: ``python -m figures plan NAME [NAME ...] | all --profile paper``.
 
-Builds configs only (no dataset is read, no model built or trained). The work of a figure is its runs together with
+Builds configs only (no dataset is read, no model trained; each model is built once on the meta device, without
+memory, to count its parameters). The work of a figure is its runs together with
 every run they execute first (their scripts' ``dependencies``: dense models, rewinding points, BiP masks), each
 counted once by its run-store identity, as the store computes it once: a dense model shared by many runs, or a run
 shared between figures (``plan all``'s total), is charged once. Each run is
