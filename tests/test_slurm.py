@@ -535,6 +535,39 @@ def test_run_longer_than_its_time_limit_is_requeued_and_resumes_to_the_same_resu
     assert same_model(Run(pretrain.SCRIPT, local.cfg, tmp_path / "slurm-runs"), local)
 
 
+def test_a_sigterm_checkpoints_at_the_next_step_requeues_and_the_run_resumes_exactly(cluster, logs, tmp_path):
+    """A preemption without USR2 (Slurm sends SIGTERM unless preempt_send_user_signal is set): the job checkpoints
+    after the step under way, requeues itself, counted, and the run resumes there to the uninterrupted result."""
+    args = ["--model", "mlp", "--train.epochs", "200", "--train.batch-size", "16", "--progress", "off"]
+    result, local = local_result(args, tmp_path / "local-runs")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "slurm.submit", "--wait", "--time", "10", "--max-requeues", "2", "common.pretrain",
+         *args, "--runs-dir", str(tmp_path / "slurm-runs")], cwd=root, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(root)))
+    first = proc.stdout.readline()
+    job = re.search(r"submitted job (\d+)", first).group(1)
+    remote = tmp_path / "slurm-runs" / "common.pretrain" / local.hash
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not any("epoch" in r for r in read_log(remote)):
+            time.sleep(0.5)
+        subprocess.run(["scancel", "--signal=TERM", job], check=True, timeout=60)
+        out, err = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, first + out + err
+    log = next(logs.glob(f"*/{job}_0_log.out")).read_text()
+    assert "SIGTERM: checkpointing at the next step boundary, then requeuing" in log, log
+    assert re.findall(r"requeue (\d+):", log)[:2] == ["0", "1"], log  # requeued by itself, and counted
+    resumes = [r for r in read_log(remote) if r.get("event") == "resume"]
+    assert len(resumes) == 1, resumes  # from the stop's checkpoint: the run's only one (no epoch end is 10 min late)
+    assert [r["epoch"] for r in read_log(remote) if "epoch" in r] == list(range(1, 201))
+    assert json.loads((remote / "result.json").read_text())["test_acc"] == result["test_acc"]
+    assert same_model(Run(pretrain.SCRIPT, local.cfg, tmp_path / "slurm-runs"), local)
+    assert not list(remote.glob("checkpoint*"))  # done: no checkpoint left
+
+
 def test_figure_runs_are_submitted_in_dependency_order_then_the_figure_is_drawn(cluster, logs, tmp_path, monkeypatch,
                                                                                capsys):
     from common.pretrain import dense_config
