@@ -33,6 +33,11 @@ class Runtime:
                                                   "only); a resume continues at that batch, exactly", hash=False)
     checkpoint_every_steps: int = C.opt(0, "also checkpoint within an epoch every this many batches (0: never)",
                                         hash=False)
+    checkpoint_epoch_minutes: float = C.opt(10.0, "checkpoint at an epoch's end only when this many minutes have "
+                                                  "passed since the last checkpoint (0: at every epoch end)",
+                                            hash=False)
+    keep_checkpoint: bool = C.opt(False, "keep the run's checkpoint.pt once it is done (by default it is deleted: "
+                                         "the result, model and log stay)", hash=False)
     deterministic: bool = C.opt(False, "deterministic GPU kernels only (torch.use_deterministic_algorithms, no cuDNN "
                                        "autotuning, fixed cuBLAS workspace): the same bits on every run of the same "
                                        "GPU model and software, at some speed", hash=False)

@@ -7,7 +7,9 @@ the device are left out). Inside:
                     names); it must hash to the folder's name: one that does not (damaged, edited) is not trusted
                     (``collect`` skips the run, warning) and is rewritten when that config is run again;
 - ``log.jsonl``     one JSON line per epoch / round / phase (a run that starts from scratch starts a fresh one);
-- ``checkpoint.pt`` enough state to resume (written atomically at each checkpoint);
+- ``checkpoint.pt`` enough state to resume (written atomically and flushed to disk at each checkpoint; the one it
+                    replaced is kept as ``checkpoint.prev.pt``, the fallback when the newest is unreadable); both are
+                    removed when the run finishes (``--keep-checkpoint`` keeps ``checkpoint.pt``);
 - ``result.json``   written last and atomically: a run that has it is done and is never recomputed; it records its
                     ``provenance`` (the hash of the Python sources, and the git commit and whether those sources
                     differ from it; python and package versions), ``wall_time`` (seconds from the run's start to its
@@ -77,6 +79,7 @@ from common.errors import DamagedFile, RunFailed, UserError, no_permission
 from common.sources import code_hash
 
 HASH_LEN = 16
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"  # in a run's directory: the checkpoint before the newest, a fallback
 JOB_FILE = "slurm_job"  # in a run's directory: the id of the Slurm job that computes it (written by slurm.submit)
 RUN_NAME = re.compile(rf"[0-9a-f]{{{HASH_LEN}}}\Z")  # a run directory's name: its config hash
 CODE_ROOT = Path(__file__).resolve().parents[1]  # the repository (or the Slurm code snapshot) this code runs from
@@ -85,6 +88,17 @@ VERSIONED = ("torch", "torchvision", "torch-pruning", "numpy")  # packages whose
 
 def config_hash(cfg) -> str:
     return hashlib.sha256(C.canonical_json(cfg).encode()).hexdigest()[:HASH_LEN]
+
+
+def read_checkpoint(path) -> dict:
+    """A checkpoint file's state (tensors and plain data only: ``weights_only``); a ``ValueError`` or torch's error
+    when it is not one written by this repository."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "_logs" not in state:
+        raise ValueError("not a checkpoint written by this repository")
+    return state
 
 
 def save_state_dict(path, module) -> None:
@@ -391,34 +405,55 @@ class Run:
     def checkpoint_path(self) -> Path:
         return self.dir / "checkpoint.pt"
 
+    @property
+    def checkpoints(self) -> tuple[Path, Path]:
+        """The newest checkpoint and the one before it (``checkpoint.prev.pt``, kept as a fallback)."""
+        return self.checkpoint_path, self.checkpoint_path.with_name(PREVIOUS_CHECKPOINT)
+
+    def has_checkpoint(self) -> bool:
+        return any(path.exists() for path in self.checkpoints)
+
     def save_checkpoint(self, state: dict) -> None:
+        """``state`` (and the log, the time spent) as the newest checkpoint, flushed to disk; the one it replaces is
+        kept as ``checkpoint.prev.pt``."""
         import torch  # imported when a run computes: reading the store (collect, read_log) needs no torch
 
         state = dict(state, _logs=self.logs, _elapsed=self.elapsed(), _dependency_time=self._dependency_time)
-        atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
+        atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp), previous=self.checkpoints[1])
+
+    def drop_checkpoints(self, keep_newest: bool = False) -> None:
+        """Remove the checkpoints (the run finished or failed), all or all but the newest."""
+        for path in self.checkpoints[int(keep_newest):]:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     def load_checkpoint(self) -> dict | None:
-        """The last checkpoint, or None. A corrupt or truncated file is reported, removed, and the run restarts;
-        something else in its place (a folder, a FIFO, never opened) is a ``DamagedFile``."""
-        import torch
-
-        try:
-            mode = os.stat(self.checkpoint_path).st_mode
-        except FileNotFoundError:
-            return None
-        if not stat.S_ISREG(mode):
-            raise DamagedFile(self.checkpoint_path, f"is {_kind(mode)}, not a file",
-                              "remove it (rm -r) and run again: the run restarts from scratch")
-        try:
-            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
-            if not isinstance(state, dict) or "_logs" not in state:
-                raise ValueError("not a checkpoint written by this repository")
-        except Exception as exc:  # noqa: BLE001 - any failure to read means the file is unusable
-            reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-            warn(self.checkpoint_path, f"checkpoint is corrupt or truncated ({reason}); "
-                                       "restarting this run from scratch")
-            self.checkpoint_path.unlink()
-            self.rewrite_log()  # from scratch: the lost epochs' records go too
+        """The newest readable checkpoint, or None. A corrupt or truncated file is reported and removed, and the run
+        resumes from the previous checkpoint or, without a readable one, restarts; something else in its place (a
+        folder, a FIFO, never opened) is a ``DamagedFile``."""
+        state, lost = None, False
+        for path, fallback in zip(self.checkpoints, ("the previous checkpoint", None)):
+            try:
+                mode = os.stat(path).st_mode
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(mode):
+                raise DamagedFile(path, f"is {_kind(mode)}, not a file",
+                                  "remove it (rm -r) and run again: the run restarts from scratch")
+            try:
+                state = read_checkpoint(path)
+                break
+            except Exception as exc:  # noqa: BLE001 - any failure to read means the file is unusable
+                reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+                usable = fallback and self.checkpoints[1].exists()
+                warn(path, f"checkpoint is corrupt or truncated ({reason}); "
+                           + (f"resuming from {fallback}, {self.checkpoints[1].name}" if usable
+                              else "restarting this run from scratch"))
+                path.unlink()
+                lost = True
+        if state is None:
+            if lost:
+                self.rewrite_log()  # from scratch: the lost epochs' records go too
             return None
         self.logs = list(state.pop("_logs"))
         self._elapsed_before = float(state.pop("_elapsed"))
@@ -433,11 +468,13 @@ class Run:
         save_state_dict(self.dir / "model.pt", model)
 
     def finish(self, result: dict) -> dict:
+        """Write ``result.json``; the run is done, and its checkpoints go (``--keep-checkpoint`` keeps the newest)."""
         result = dict(result, script=self.script, hash=self.hash, wall_time=round(self.elapsed(), 3),
                       run_time=round(self.own_time(), 3), provenance=provenance())
         atomic_write_json(self.dir / "result.json", result)
         with contextlib.suppress(FileNotFoundError):
             (self.dir / "failed.json").unlink()
+        self.drop_checkpoints(keep_newest=bool(getattr(self.cfg, "keep_checkpoint", False)))
         return result
 
     def fail(self, reason: str) -> None:
@@ -514,7 +551,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _slurm_restarts() -> int:
+def slurm_restarts() -> int:
+    """How often Slurm requeued this job (0 outside Slurm): a requeue by ``scontrol requeue`` or a preemption."""
     return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
 
 
@@ -559,7 +597,7 @@ class RunLock:
 
     def acquire(self) -> bool:
         me = {"host": socket.gethostname(), "pid": os.getpid(), "pidns": _pid_namespace(),
-              "job": os.environ.get("SLURM_JOB_ID"), "restarts": _slurm_restarts(), "since": time.time(),
+              "job": os.environ.get("SLURM_JOB_ID"), "restarts": slurm_restarts(), "since": time.time(),
               "token": secrets.token_hex(8)}
         fd = _create(self.path, json.dumps(me) + "\n")
         if fd is None:
@@ -674,7 +712,7 @@ def stale_reason(info: dict | None, age: float) -> str | None:
     if here and isinstance(info.get("pid"), int) and not _alive(info["pid"]):
         return f"its holder, pid {info['pid']} of this host, is dead"
     job = os.environ.get("SLURM_JOB_ID")
-    if job and info.get("job") == job and int(info.get("restarts") or 0) < _slurm_restarts():
+    if job and info.get("job") == job and int(info.get("restarts") or 0) < slurm_restarts():
         return f"its holder was an earlier run of this Slurm job {job}, which was requeued"
     return None
 
@@ -737,15 +775,14 @@ def compute_and_store(module, cfg, run: Run) -> dict:
     with a ``UserError`` (a missing dataset, an unusable device, ...) before it wrote anything but its config is
     removed: it would only be listed as started."""
     run.write_config()
-    if not run.checkpoint_path.exists():
+    if not run.has_checkpoint():
         (run.dir / "log.jsonl").unlink(missing_ok=True)
     _ACTIVE.runs = [*getattr(_ACTIVE, "runs", []), run]
     try:
         result = module.compute(cfg, run)
     except RunFailed as exc:
         run.fail(str(exc))
-        with contextlib.suppress(FileNotFoundError):
-            run.checkpoint_path.unlink()  # a diverged state is not worth resuming from
+        run.drop_checkpoints()  # a diverged state is not worth resuming from
         raise
     except UserError:
         if run.holds_only_config():
@@ -809,18 +846,22 @@ class WorkerRun(Run):
     def save_checkpoint(self, state: dict) -> None:
         pass
 
-    def load_checkpoint(self):
-        import torch
+    @property
+    def checkpoints(self) -> tuple[Path, Path]:
+        return self.shared / "checkpoint.pt", self.shared / PREVIOUS_CHECKPOINT
 
-        if not self.checkpoint_path.exists():
-            return None
-        try:
-            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
-            self.logs, self._elapsed_before = list(state.pop("_logs")), float(state.pop("_elapsed"))
-            self._dependency_time = float(state.pop("_dependency_time", 0.0))
-        except Exception:  # noqa: BLE001 - rank 0 reports the corrupt file and restarts; so do we
-            return None
-        return state
+    def load_checkpoint(self):
+        """Rank 0's newest readable checkpoint, as rank 0 chooses it (``Run.load_checkpoint``: it reports the
+        unreadable ones)."""
+        for path in self.checkpoints:
+            try:
+                state = read_checkpoint(path)
+                self.logs, self._elapsed_before = list(state.pop("_logs")), float(state.pop("_elapsed"))
+                self._dependency_time = float(state.pop("_dependency_time", 0.0))
+                return state
+            except Exception:  # noqa: BLE001 - missing or unreadable: the next one, as rank 0 does
+                continue
+        return None
 
 
 # ---------------------------------------------------------------------------------------------------- collect

@@ -11,7 +11,6 @@ and returns without waiting.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import importlib
 import multiprocessing as mp
 import os
 
@@ -50,7 +49,7 @@ def schedule(rows):
     chain of missing runs that wait on it (costs from ``common.cost``; 1 epoch where the table has no entry)."""
     from common.cost import a100_hours, load_times
     from common.store import Run
-    from figures.cost import with_dependencies
+    from figures.cost import critical_paths, needs_of, with_dependencies
 
     times = load_times()
     todo = {}
@@ -58,20 +57,13 @@ def schedule(rows):
         run = Run(script, cfg)
         if run.done:
             continue
-        declared = getattr(importlib.import_module(script), "dependencies", None)
-        needs = {(dep[0], Run(*dep).hash) for dep in (declared(cfg) if declared is not None else [])} & todo.keys()
+        needs = needs_of(script, cfg) & todo.keys()
         try:
             cost = a100_hours(script, cfg, times)
         except UserError:
             cost = 1.0
         todo[(script, run.hash)] = [script, cfg, needs, cost]
-    dependents = {key: [] for key in todo}
-    for key, (_, _, needs, _) in todo.items():
-        for need in needs:
-            dependents[need].append(key)
-    priority = {}
-    for key in reversed(list(todo)):  # dependents come after their dependencies: walk back
-        priority[key] = todo[key][3] + max((priority[k] for k in dependents[key]), default=0.0)
+    priority = critical_paths({k: v[3] for k, v in todo.items()}, {k: v[2] for k, v in todo.items()})
     return [(key, script, cfg, needs, priority[key]) for key, (script, cfg, needs, _) in todo.items()]
 
 

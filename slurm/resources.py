@@ -330,10 +330,10 @@ def requeue_budget(res: Resources, a100_hours: float, epoch_a100_hours: float, c
     """The requeues a run of ``a100_hours`` (estimated on one A100) needs to finish in jobs of ``res``, with a margin.
 
     A job computes ``res.ranks x res.speed`` A100s' worth. Of each job's ``time`` minutes, the last
-    ``signal_delay_s`` are given up (the job stops at the warning) and so is the work since the run's last
-    checkpoint, at most one checkpoint interval (``checkpoint_minutes``, the run's --checkpoint-every-minutes) or one
-    epoch (``epoch_a100_hours``: a bound on an epoch of the run; checkpoints are written at every epoch end too),
-    whichever is shorter. Legs = ceil(run hours / usable hours per job); the budget is the legs plus
+    ``signal_delay_s`` are given up (the job stops at the warning) and, as a margin, so is the work since the run's
+    last checkpoint, at most one checkpoint interval (``checkpoint_minutes``, the run's --checkpoint-every-minutes) or
+    one epoch (``epoch_a100_hours``: a bound on an epoch of the run), whichever is shorter (a job that acts on its
+    warning checkpoints at its next step and loses nothing: ``slurm.jobs``; one killed without it loses that). Legs = ceil(run hours / usable hours per job); the budget is the legs plus
     ``REQUEUE_SPARE`` plus ``REQUEUE_SLACK`` of the legs. A time limit that leaves nothing usable is a one-line error.
     """
     rate = res.ranks * res.speed

@@ -271,7 +271,7 @@ def test_interrupted_run_resumes_to_the_same_model(runs, tmp_path, monkeypatch):
     cfg = C.build(prune.Config, method="sapp", block=4, sparsity=0.9, runs_dir=str(runs), **FAST)
     execute(prune, cfg)
     reference = torch.load(Run(prune.SCRIPT, cfg).dir / "model.pt", weights_only=True)
-    other = C.replace(cfg, runs_dir=str(tmp_path / "other"))
+    other = C.replace(cfg, runs_dir=str(tmp_path / "other"), checkpoint_epoch_minutes=0.0)  # every epoch end
     real = prune.train_epoch
 
     def crash_at_epoch_2(model, split, epoch, *args, **kwargs):

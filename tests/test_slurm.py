@@ -460,6 +460,46 @@ def test_submitted_jobs_carry_their_resources_and_requeue_budget(tmp_path, monke
     assert shapes == {("common.pretrain", 8, 8), ("gmp.prune", 8, 8), ("bip.prune", 1, 1)}, shapes
 
 
+def test_every_requeue_counts_toward_the_budget_those_slurm_made_too(monkeypatch):
+    """A preemption that Slurm requeues itself starts the job as submitted (its own count at 0): SLURM_RESTART_COUNT
+    still counts it."""
+    from slurm.jobs import Job
+
+    job = Job(pretrain.SCRIPT, None, max_requeues=3)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "3")
+    assert job.checkpoint() is None and job.requeues == 0
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert job.checkpoint() is not None and job.requeues == 2
+    monkeypatch.delenv("SLURM_RESTART_COUNT")
+    assert job.checkpoint() is not None and job.requeues == 3 and job.checkpoint() is None
+
+
+def test_a_stop_signal_sets_the_flag_in_a_loop_and_requeues_at_once_outside_one(monkeypatch):
+    import signal
+
+    from common import train
+    from slurm import jobs
+
+    requeued = []
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGUSR2, signal.SIGTERM, signal.SIGALRM)}
+    signal.signal(signal.SIGUSR2, lambda signum, frame: requeued.append(signum))  # stands in for submitit's
+    try:
+        jobs.Job(pretrain.SCRIPT, None).catch_stop_signals()
+        monkeypatch.setattr(train, "in_loop", lambda: True)
+        os.kill(os.getpid(), signal.SIGTERM)  # a preemption without USR2: no longer ignored
+        assert train.stop_requested() and not requeued
+        assert 0 < signal.getitimer(signal.ITIMER_REAL)[0] <= jobs.STOP_GRACE_S  # the fallback, armed
+        train.clear_stop()
+        monkeypatch.setattr(train, "in_loop", lambda: False)
+        os.kill(os.getpid(), signal.SIGUSR2)  # nothing to stop at a step boundary: requeued now, as before
+        assert requeued == [signal.SIGUSR2] and not train.stop_requested()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+        train.clear_stop()
+
+
 @pytest.mark.parametrize("bad", ["\n", "\r", "\t", "\x00", "\x1b", "\x85"])
 def test_a_control_character_in_any_resource_value_is_refused(bad, tmp_path):
     """A newline in a value would end its #SBATCH line and start another directive or a shell command: every value,
@@ -682,6 +722,39 @@ def test_run_longer_than_its_time_limit_is_requeued_and_resumes_to_the_same_resu
     assert slurm_result["test_acc"] == result["test_acc"]
     assert slurm_result["test_loss"] == pytest.approx(result["test_loss"], rel=1e-6)
     assert same_model(Run(pretrain.SCRIPT, local.cfg, tmp_path / "slurm-runs"), local)
+
+
+def test_a_sigterm_checkpoints_at_the_next_step_requeues_and_the_run_resumes_exactly(cluster, logs, tmp_path):
+    """A preemption without USR2 (Slurm sends SIGTERM unless preempt_send_user_signal is set): the job checkpoints
+    after the step under way, requeues itself, counted, and the run resumes there to the uninterrupted result."""
+    args = ["--model", "mlp", "--train.epochs", "200", "--train.batch-size", "16", "--progress", "off"]
+    result, local = local_result(args, tmp_path / "local-runs")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "slurm.submit", "--wait", "--time", "10", "--max-requeues", "2", "common.pretrain",
+         *args, "--runs-dir", str(tmp_path / "slurm-runs")], cwd=root, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(root)))
+    first = proc.stdout.readline()
+    job = re.search(r"submitted job (\d+)", first).group(1)
+    remote = tmp_path / "slurm-runs" / "common.pretrain" / local.hash
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not any("epoch" in r for r in read_log(remote)):
+            time.sleep(0.5)
+        subprocess.run(["scancel", "--signal=TERM", job], check=True, timeout=60)
+        out, err = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, first + out + err
+    log = next(logs.glob(f"*/{job}_0_log.out")).read_text()
+    assert "SIGTERM: checkpointing at the next step boundary, then requeuing" in log, log
+    assert re.findall(r"requeue (\d+):", log)[:2] == ["0", "1"], log  # requeued by itself, and counted
+    resumes = [r for r in read_log(remote) if r.get("event") == "resume"]
+    assert len(resumes) == 1, resumes  # from the stop's checkpoint: the run's only one (no epoch end is 10 min late)
+    assert [r["epoch"] for r in read_log(remote) if "epoch" in r] == list(range(1, 201))
+    assert json.loads((remote / "result.json").read_text())["test_acc"] == result["test_acc"]
+    assert same_model(Run(pretrain.SCRIPT, local.cfg, tmp_path / "slurm-runs"), local)
+    assert not list(remote.glob("checkpoint*"))  # done: no checkpoint left
 
 
 def test_figure_runs_are_submitted_in_dependency_order_then_the_figure_is_drawn(cluster, logs, tmp_path, monkeypatch,

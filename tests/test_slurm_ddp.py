@@ -107,7 +107,8 @@ def test_torchrun_resumes_a_checkpoint_one_process_took_within_an_epoch(single, 
             raise Killed
 
     monkeypatch.setattr(store.Run, "save_checkpoint", killing)
-    cfg = C.parse_args(pretrain.Config, [*ARGS, "--checkpoint-every-steps", "5", "--runs-dir", str(tmp_path)])
+    cfg = C.parse_args(pretrain.Config, [*ARGS, "--checkpoint-every-steps", "5", "--checkpoint-epoch-minutes", "0",
+                                         "--runs-dir", str(tmp_path)])
     with single_thread():
         with pytest.raises(Killed):
             store.execute(pretrain, cfg)
