@@ -12,8 +12,8 @@ RUNS    ?= $(if $(filter smoke,$(PROFILE)),runs-smoke,runs)
 DATA    ?= data
 DEVICE  ?= auto
 OUT     ?= figures/out
-FIGURE_ARGS = --profile $(PROFILE) --cluster $(CLUSTER) --runs-dir $(RUNS) --data-dir $(DATA) --device $(DEVICE) \
-              --out $(OUT) $(if $(DRY_RUN),--dry-run)
+FIGURE_ARGS = $(strip --profile $(PROFILE) --cluster $(CLUSTER) --runs-dir $(RUNS) --data-dir $(DATA) \
+              --device $(DEVICE) --out $(OUT) $(if $(DRY_RUN),--dry-run))
 
 .PHONY: install lock figures smoke test bench gpu-check list clean-figures FORCE
 .DEFAULT_GOAL := figures

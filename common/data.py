@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from common import criteo
-from common.distributed import shard_rows
+from common.distributed import barrier, shard_rows
 from common.errors import DatasetMissing, UserError
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -890,4 +890,6 @@ def load_dataset(name: str, *, root: str = "data", download: bool = False, devic
         raise UserError(f"--val-size must be >= 0 (got {val_size})")
     opts = _Options(data_root(root), download, torch.device(device), batch_size, eval_batch_size,
                     seed, val_size, resolve_workers(workers))
-    return spec.load(spec.info, opts)
+    data = spec.load(spec.info, opts)
+    barrier()  # DDP: no rank starts training (and its collectives' timeout) while another still reads its data
+    return data

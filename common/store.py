@@ -313,6 +313,36 @@ def provenance() -> dict:
                                                  **{p: _version(p) for p in VERSIONED}}}
 
 
+def plain_values(records: list[dict]) -> None:
+    """Replace the tensor values of ``records`` (0-d, on any device) by Python numbers, in place, reading them all
+    in one host sync."""
+    import torch
+
+    where = [(r, k) for r in records for k, v in r.items() if torch.is_tensor(v)]
+    if where:
+        stacked = torch.stack([r[k].detach().reshape(()).to(torch.float64) for r, k in where])
+        try:
+            values = stacked.tolist()
+        except RuntimeError:  # a tensor subclass (a device backend's) that has no tolist: one value at a time
+            values = [float(v) for v in stacked]
+        for (r, k), v in zip(where, values):
+            r[k] = v
+
+
+def hardware(cfg=None) -> dict:
+    """The machine a result was computed on, so that timings are compared like for like: the device the run asked for
+    (``--device``), the process's CPUs (its affinity), the world size (DDP ranks; 1 for one process) and the GPUs
+    torch sees, their count and model (0 and None without CUDA)."""
+    import torch
+
+    from common import distributed
+    from common.data import process_cpus
+
+    cuda = torch.cuda.is_available()
+    return {"device": getattr(cfg, "device", None), "cpus": process_cpus(), "world_size": distributed.world_size(),
+            "gpus": torch.cuda.device_count() if cuda else 0, "gpu": torch.cuda.get_device_name() if cuda else None}
+
+
 def warn(path, problem: str) -> None:
     """Report a store file or folder that cannot be used, on one line of stderr naming it (the caller skips or
     redoes it)."""
@@ -328,6 +358,7 @@ class Run:
         self.hash = config_hash(cfg)
         self.dir = self.root / script / self.hash
         self.logs: list[dict] = []
+        self._written = 0  # how many of ``logs`` log.jsonl holds (the rest were deferred: ``log(defer=True)``)
         self._t0 = time.time()
         self._elapsed_before = 0.0
         self._dependency_time = 0.0  # of elapsed(): seconds spent in the execute() of the runs it depends on
@@ -389,16 +420,31 @@ class Run:
             return False
 
     # ------------------------------------------------------------------------------------------------ logging
-    def log(self, **record) -> None:
-        """Append one line to ``log.jsonl`` (it is also kept in the checkpoint, so resumes keep it consistent)."""
+    def log(self, defer: bool = False, **record) -> None:
+        """Append one record to ``log.jsonl`` (it is also kept in the checkpoint, so resumes keep it consistent).
+
+        ``defer``: a record of a step-level event (a mask update at every step of a phase) whose values may be 0-d
+        tensors still on the device: it joins the log at once but reaches the file, its tensors read in one host
+        sync, with the next record that is not deferred, a checkpoint, a rewrite or the run's end."""
         record.setdefault("time", round(self.elapsed(), 3))
         self.logs.append(record)
-        with full_disk_named(self.dir / "log.jsonl"), open(self.dir / "log.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        if not defer:
+            self.flush_log()
+
+    def flush_log(self) -> None:
+        """Write the records not yet in ``log.jsonl`` (their tensor values as numbers)."""
+        pending = self.logs[min(self._written, len(self.logs)):]
+        self._written = len(self.logs)
+        if pending:
+            plain_values(pending)
+            with full_disk_named(self.dir / "log.jsonl"), open(self.dir / "log.jsonl", "a") as fh:
+                fh.write("".join(json.dumps(r) + "\n" for r in pending))
 
     def rewrite_log(self) -> None:
         """``log.jsonl`` made to hold exactly ``self.logs`` (a resume's records, or none for a fresh start)."""
+        plain_values(self.logs)
         atomic_write_text(self.dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in self.logs))
+        self._written = len(self.logs)
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     @property
@@ -418,6 +464,7 @@ class Run:
         kept as ``checkpoint.prev.pt``."""
         import torch  # imported when a run computes: reading the store (collect, read_log) needs no torch
 
+        self.flush_log()  # the checkpoint's log holds numbers, and so does the file it resumes
         state = dict(state, _logs=self.logs, _elapsed=self.elapsed(), _dependency_time=self._dependency_time)
         atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp), previous=self.checkpoints[1])
 
@@ -469,8 +516,9 @@ class Run:
 
     def finish(self, result: dict) -> dict:
         """Write ``result.json``; the run is done, and its checkpoints go (``--keep-checkpoint`` keeps the newest)."""
+        self.flush_log()
         result = dict(result, script=self.script, hash=self.hash, wall_time=round(self.elapsed(), 3),
-                      run_time=round(self.own_time(), 3), provenance=provenance())
+                      run_time=round(self.own_time(), 3), provenance={**provenance(), "hardware": hardware(self.cfg)})
         atomic_write_json(self.dir / "result.json", result)
         with contextlib.suppress(FileNotFoundError):
             (self.dir / "failed.json").unlink()
@@ -839,9 +887,13 @@ class WorkerRun(Run):
     def checkpoint_path(self) -> Path:
         return self.shared / "checkpoint.pt"
 
-    def log(self, **record) -> None:
+    def log(self, defer: bool = False, **record) -> None:
         record.setdefault("time", round(self.elapsed(), 3))
         self.logs.append(record)
+
+    def flush_log(self) -> None:
+        plain_values(self.logs[self._written:])
+        self._written = len(self.logs)
 
     def save_checkpoint(self, state: dict) -> None:
         pass

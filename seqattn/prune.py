@@ -241,7 +241,11 @@ class Phases:
         sets W_b = 0; the pruned weights get no momentum / Adam moments either."""
         masks = block_topk(self.scores(), sparsity, self.cfg.scope, within=within)
         self.reparam.set_masks(masks, applied=True, zero_weights=self.cfg.zero_pruned, optimizer=self.optimizer)
-        self.run.log(event="prune", step=t, target_sparsity=sparsity, sparsity=self.reparam.block_sparsity())
+        # a sparsification phase's update at every step: its record reaches the file with the next epoch's (one
+        # host sync for them all, no write per step)
+        step_level = within is not None
+        self.run.log(event="prune", step=t, target_sparsity=sparsity,
+                     sparsity=self.reparam.block_sparsity(sync=not step_level), defer=step_level)
 
 
 def dependencies(cfg: Config) -> list:

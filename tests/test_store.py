@@ -17,6 +17,7 @@ import torch
 
 from common import config as C
 from common import store
+from common.data import process_cpus
 from common.errors import Diverged, UserError
 from slurm import snapshot
 from tests.conftest import ROOT, one_error_line
@@ -518,7 +519,10 @@ def _git(repo, *args) -> str:
 def test_result_records_code_and_package_versions(tmp_path):
     result = store.execute(Script, Cfg(runs_dir=str(tmp_path)))
     prov = json.loads((store.Run(Script.SCRIPT, Cfg(runs_dir=str(tmp_path))).dir / "result.json").read_text())
-    assert prov["provenance"] == result["provenance"] == store.provenance()
+    assert prov["provenance"] == result["provenance"] == {**store.provenance(), "hardware": store.hardware(Cfg())}
+    hw, cuda = prov["provenance"]["hardware"], torch.cuda.is_available()  # what a timing was measured on
+    assert hw["cpus"] == process_cpus() and hw["world_size"] == 1 and hw["device"] == getattr(Cfg(), "device", None)
+    assert (hw["gpus"], hw["gpu"]) == ((torch.cuda.device_count(), torch.cuda.get_device_name()) if cuda else (0, None))
     versions = prov["provenance"]["versions"]
     assert versions["python"] == platform.python_version()
     assert versions["torch"] == importlib.metadata.version("torch") and set(versions) == {
@@ -571,3 +575,17 @@ def test_code_version_is_the_git_commit_or_else_a_hash_of_the_sources(tmp_path, 
     assert store.code_version(snap) == {"content_hash": snap.name}
     monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))  # no git at all
     assert store.code_version(repo) == {"content_hash": snap.name} == {"content_hash": changed["content_hash"]}
+
+
+def test_a_deferred_log_record_reaches_the_file_with_the_next_record_and_checkpoints_hold_numbers(tmp_path):
+    run = store.Run(Script.SCRIPT, Cfg(runs_dir=str(tmp_path)))
+    run.dir.mkdir(parents=True)
+    run.log(event="update", step=1, value=torch.tensor(0.25, dtype=torch.float64), defer=True)
+    assert not (run.dir / "log.jsonl").exists() and torch.is_tensor(run.logs[0]["value"])  # not yet written
+    run.log(epoch=1, step=2)
+    assert [(r.get("event"), r["step"]) for r in store.read_log(run.dir)] == [("update", 1), (None, 2)]
+    assert store.read_log(run.dir)[0]["value"] == 0.25 and run.logs[0]["value"] == 0.25
+    run.log(event="update", step=3, value=torch.tensor(0.5), defer=True)
+    run.save_checkpoint({})
+    saved = torch.load(run.checkpoint_path, weights_only=True)["_logs"]
+    assert saved[-1]["value"] == 0.5 and len(store.read_log(run.dir)) == 3
