@@ -12,17 +12,24 @@ RUNS    ?= $(if $(filter smoke,$(PROFILE)),runs-smoke,runs)
 DATA    ?= data
 DEVICE  ?= auto
 OUT     ?= figures/out
-FIGURE_ARGS = --profile $(PROFILE) --cluster $(CLUSTER) --runs-dir $(RUNS) --data-dir $(DATA) --device $(DEVICE) \
-              --out $(OUT)
+FIGURE_ARGS = $(strip --profile $(PROFILE) --cluster $(CLUSTER) --runs-dir $(RUNS) --data-dir $(DATA) \
+              --device $(DEVICE) --out $(OUT) $(if $(DRY_RUN),--dry-run))
 
 .PHONY: install lock figures smoke test bench gpu-check list clean-figures FORCE
 .DEFAULT_GOAL := figures
 
 PIP_VERSION := 26.3
+# TORCH_INDEX: a PyTorch wheel index for torch / torchvision (e.g. https://download.pytorch.org/whl/cu126 for a V100 or
+# a driver older than 580, .../whl/cpu for no GPU), checked before anything is installed; every other package as pinned.
+TORCH_INDEX ?=
+TORCH_PINS = $(shell grep -E '^torch(vision)?==' requirements.txt)
 $(VENV)/.installed: requirements.txt constraints.txt
-	$(PYTHON) -m venv $(VENV)
+	@$(if $(TORCH_INDEX),$(PYTHON) -m common.torch_index '$(TORCH_INDEX)')
+	$(PYTHON) -m venv $(if $(TORCH_INDEX),--clear) $(VENV)
 	$(VENV)/bin/pip install pip==$(PIP_VERSION) >/dev/null
+	$(if $(TORCH_INDEX),$(VENV)/bin/pip install --no-deps --index-url '$(TORCH_INDEX)' $(TORCH_PINS))
 	$(VENV)/bin/pip install -r requirements.txt -c constraints.txt
+	echo '$(TORCH_INDEX)' > $(VENV)/.torch-index
 	touch $@
 
 # Refresh the pins: a fresh environment from requirements.txt alone, frozen into constraints.txt (then run make test).
@@ -35,11 +42,16 @@ lock:
 	  .venv-lock/bin/pip freeze --exclude-editable | sort -f; } > constraints.txt
 	rm -rf .venv-lock
 
-install: $(VENV)/.installed
+# A TORCH_INDEX other than the one the environment was built from rebuilds it from scratch (rm -rf .venv: back to
+# PyPI's torch).
+install:
+	@$(if $(TORCH_INDEX),[ "$$(cat $(VENV)/.torch-index 2>/dev/null)" = '$(TORCH_INDEX)' ] || rm -f $(VENV)/.installed)
+	@$(MAKE) --no-print-directory $(VENV)/.installed
 
 # PROFILE: small (default), smoke, tiny (digits, a smoke test) or paper (GPU); CLUSTER: auto (a pool of local
 # processes on a machine of more than one core, else one process), none, local or slurm; RUNS: the run store
-# (default runs/, smoke's runs-smoke/); DEVICE: auto, cpu, cuda or cuda:N.
+# (default runs/, smoke's runs-smoke/); DEVICE: auto, cpu, cuda or cuda:N; DRY_RUN=1 (CLUSTER=slurm): print the sbatch
+# scripts that would be submitted, submitting nothing.
 figures: $(VENV)/.installed
 	$(PY) -m figures all $(FIGURE_ARGS)
 

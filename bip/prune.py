@@ -25,7 +25,9 @@ Each epoch logs the fraction of mask entries that differ from the magnitude mask
 ||(1/gamma) grad_z (.) grad_theta|| / ||grad_m l|| on the epoch's last batch (how much the IG term weighs against the
 straight-through gradient; computed with the configured gamma even under --ig none).
 One process, one GPU: the two levels' steps are not data-parallel, so a job of several processes (torchrun, a Slurm
-job of several tasks) is refused before anything is computed.
+job of several tasks) is refused before anything is computed. The bi-level loop checkpoints within an epoch like the
+other scripts' training (``common.train.epoch_batches``: every --checkpoint-every-minutes, or at a Slurm job's stop
+signal) and a resume continues at that batch exactly.
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ from common.errors import Diverged, UserError, check_sparsity
 from common.metrics import count_params, flops
 from common.pretrain import dense_config, load_dense
 from common.store import Run
-from common.train import Progress, lr_at, make_optimizer, resolve_device, resumable_epochs, set_lr
+from common.train import Progress, epoch_batches, lr_at, make_optimizer, resolve_device, resumable_epochs, set_lr
 
 SCRIPT = "bip.prune"
 # Why this script runs in one process on one GPU: it refuses more (compute), and slurm.resources gives its jobs one task
@@ -196,20 +198,20 @@ def compute(cfg: Config, run: Run) -> dict:
         t_start = method_start(run) if t_start is None else t_start
         phase = "finetune" if epoch >= cfg.epochs else cfg.method
         model.train()
-        loss_sum = torch.zeros((), device=device)
-        for i, (x, y) in enumerate(data.train.epoch(epoch)):
+        sums = {"loss": torch.zeros((), device=device)}  # checkpointed within the epoch, restored on a resume
+        for i, (x, y) in epoch_batches(model, data.train, epoch, sums):
             t = epoch + i / steps
             if phase == "finetune":
-                loss_sum += step.lower(x, y, lr_at(cfg.lower, t - cfg.epochs, cfg.finetune_epochs)) * y.shape[0]
+                sums["loss"] += step.lower(x, y, lr_at(cfg.lower, t - cfg.epochs, cfg.finetune_epochs)) * y.shape[0]
                 continue
             if phase == "bip":                                                   # A1: lower level, K steps
-                loss_sum += step.lower(x, y, lr_at(cfg.lower, t, cfg.epochs)) * y.shape[0]
+                sums["loss"] += step.lower(x, y, lr_at(cfg.lower, t, cfg.epochs)) * y.shape[0]
             if phase == "hydra" or (epoch * steps + i + 1) % cfg.lower_steps == 0:  # A1: upper level at theta_{t+1}
                 upper_loss, grad_z = step.upper(x, y, lr_at(cfg.upper, t, cfg.epochs), update_stats=phase == "hydra")
                 last_grad_z = grad_z if i == steps - 1 else None
                 if phase == "hydra":
-                    loss_sum += upper_loss * y.shape[0]
-        train_loss = float(loss_sum) / data.train.num_samples
+                    sums["loss"] += upper_loss * y.shape[0]
+        train_loss = float(sums["loss"]) / data.train.num_samples
         if not torch.isfinite(torch.tensor(train_loss)):
             raise Diverged(f"training loss became {train_loss} in epoch {epoch + 1}; lower the learning rates")
         changed = sum(float((m != m0).sum()) for m, m0 in zip(w.masks, first_masks)) / sum(m.numel() for m in w.masks)

@@ -50,6 +50,21 @@ def dependencies(cfg: Config) -> list:
     return [("common.pretrain", _dense_config(cfg))]
 
 
+def _source(cfg: Config, dense_dir):
+    """The dense run's file of epoch ``cfg.epoch``: a snapshot, or its final model."""
+    return dense_dir / "model.pt" if cfg.epoch == cfg.pretrain.epochs else pretrain.snapshot_path(dense_dir, cfg.epoch)
+
+
+def copies(cfg: Config) -> bool:
+    """Whether the run will only copy the dense run's weights (its Slurm job then asks for no GPU, one CPU and minutes:
+    ``slurm.resources``): the dense run is done and keeps them, or is still to be computed and will keep them
+    whichever config computes it (its last epoch, or one every dense run keeps); otherwise it replays the training."""
+    dense = Run(pretrain.SCRIPT, _dense_config(cfg))
+    if dense.done:
+        return _source(cfg, dense.dir).exists()
+    return cfg.epoch in (cfg.pretrain.epochs, *pretrain.snapshot_epochs(pretrain.dense_config(cfg, keep=())))
+
+
 def planned_epochs(cfg: Config, times) -> float:
     """Planned work of this run (its dependencies apart), in epochs of plain training of its dataset and model,
     with ``times`` a ``common.cost.Times`` table: what ``make plan-<name>`` and the Slurm requeue budget count."""
@@ -60,7 +75,7 @@ def compute(cfg: Config, run: Run) -> dict:
     dense_cfg = _dense_config(cfg)
     execute(pretrain, dense_cfg)
     dense_dir = Run(pretrain.SCRIPT, dense_cfg).dir
-    source = dense_dir / "model.pt" if cfg.epoch == cfg.pretrain.epochs else pretrain.snapshot_path(dense_dir, cfg.epoch)
+    source = _source(cfg, dense_dir)
     if source.exists():
         atomic_write(run.dir / "model.pt", lambda tmp: shutil.copyfile(source, tmp))
         run.log(event="rewind", source=str(source.relative_to(dense_dir)))

@@ -9,5 +9,6 @@
    ``distributed`` when called, so reading the store needs no torch);
 7. ``export``: a finished run's model for use without this repository; ``runs``: listing and removing runs;
 8. ``cli``: the ``Runtime`` settings and the command line of every script;
-9. ``pretrain``, ``bench``, ``gpu_check``: scripts and tools built on the rest.
+9. ``pretrain``, ``prepare`` (a dataset read once before its runs), ``bench``, ``gpu_check``: scripts and tools built
+   on the rest; ``torch_index`` (standard library only: checks a PyTorch wheel index before ``make install``).
 """

@@ -60,11 +60,13 @@ def leftover_temps(folder, min_age: float = 0.0) -> list[Path]:
     return sorted(found)
 
 
-def atomic_write(path, write, mode: int | None = None) -> Path:
+def atomic_write(path, write, mode: int | None = None, previous=None) -> Path:
     """``write(tmp)`` into a temporary file beside ``path`` (with the same extension, for writers that infer a format
-    from it), then ``os.replace`` it onto ``path``: readers see the old file or the complete new one. ``mode``: the
-    file's permissions; by default those of any new file, ``0o666`` less the umask (the temporary file is created
-    with ``0o666`` and the kernel applies the umask, so a group-shared store stays readable by the group)."""
+    from it), flushed to disk (fsync), then ``os.replace`` it onto ``path``: readers see the old file or the complete
+    new one, and a crash of the machine leaves one of them. ``mode``: the file's permissions; by default those of any
+    new file, ``0o666`` less the umask (the temporary file is created with ``0o666`` and the kernel applies the umask,
+    so a group-shared store stays readable by the group). ``previous``: where the file being replaced is kept (moved
+    there just before the new one takes its place), a fallback should the new one prove unreadable."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
@@ -79,6 +81,14 @@ def atomic_write(path, write, mode: int | None = None) -> Path:
             write(tmp)
         if mode is not None:
             os.chmod(tmp, mode)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if previous is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(path, previous)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -87,12 +97,10 @@ def atomic_write(path, write, mode: int | None = None) -> Path:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """``text`` written atomically, and flushed to disk before it replaces the old file."""
+    """``text`` written atomically (``atomic_write``)."""
     def write(tmp):
         with open(tmp, "w") as fh:
             fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
 
     atomic_write(path, write)
 

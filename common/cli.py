@@ -26,12 +26,18 @@ class Runtime:
     download: bool = C.opt(False, "download a missing dataset when the dataset has a downloader", hash=False)
     runs_dir: str = C.opt("runs", "root of the run store", hash=False)
     workers: str = C.opt("auto", "DataLoader workers per process for folder datasets (ImageNet, Tiny-ImageNet): auto "
-                                 "(the job's CPUs, SLURM_CPUS_PER_TASK or the CPUs this process may use, shared among "
-                                 "the node's processes) or a number (0: decode in the training process)", hash=False)
+                                 "(the CPUs this process may run on, at most SLURM_CPUS_PER_TASK, shared among the "
+                                 "node's torchrun processes, less one) or a number (0: decode in the training process)",
+                         hash=False)
     checkpoint_every_minutes: float = C.opt(30.0, "also checkpoint within an epoch this often (0: at epoch ends "
                                                   "only); a resume continues at that batch, exactly", hash=False)
     checkpoint_every_steps: int = C.opt(0, "also checkpoint within an epoch every this many batches (0: never)",
                                         hash=False)
+    checkpoint_epoch_minutes: float = C.opt(10.0, "checkpoint at an epoch's end only when this many minutes have "
+                                                  "passed since the last checkpoint (0: at every epoch end)",
+                                            hash=False)
+    keep_checkpoint: bool = C.opt(False, "keep the run's checkpoint.pt once it is done (by default it is deleted: "
+                                         "the result, model and log stay)", hash=False)
     deterministic: bool = C.opt(False, "deterministic GPU kernels only (torch.use_deterministic_algorithms, no cuDNN "
                                        "autotuning, fixed cuBLAS workspace): the same bits on every run of the same "
                                        "GPU model and software, at some speed", hash=False)

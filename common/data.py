@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from common import criteo
-from common.distributed import shard_rows
+from common.distributed import barrier, shard_rows
 from common.errors import DatasetMissing, UserError
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -805,18 +805,46 @@ def dataset_info(name: str) -> DatasetInfo:
     return _spec(name).info
 
 
-def auto_workers() -> int:
-    """DataLoader workers of one process: the job's CPUs (``SLURM_CPUS_PER_TASK``, else the CPUs this process may run
-    on) shared among the ranks of this node that share them (torchrun's ``LOCAL_WORLD_SIZE``; a Slurm task per rank
-    has its own CPUs), one of them left to the training process itself; at least 1."""
+def affinity() -> set[int]:
+    """The CPUs this process may run on (its CPU affinity: what Slurm's task binding, ``taskset`` or a cgroup leave
+    it); where the platform cannot tell, all of the machine's."""
+    if hasattr(os, "sched_getaffinity"):
+        return set(os.sched_getaffinity(0))
+    return set(range(os.cpu_count() or 1))
+
+
+def process_cpus() -> int:
+    """The CPUs of one process: its CPU affinity, at most the job's ``SLURM_CPUS_PER_TASK`` (a site that does not bind
+    tasks lets every task run anywhere on the node), shared among the ranks of this node that share them (torchrun's
+    ``LOCAL_WORLD_SIZE``; a Slurm task per rank has its own CPUs); at least 1. Sizes the DataLoader workers
+    (:func:`auto_workers`) and a Slurm job's torch threads."""
+    n = len(affinity())
     cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
     if cpus.isdigit() and int(cpus) > 0:
-        n = int(cpus)
-    else:
-        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        n = min(n, int(cpus))
     ranks = os.environ.get("LOCAL_WORLD_SIZE", "")
-    per_rank = n // max(int(ranks) if ranks.isdigit() else 1, 1)
-    return max(per_rank - 1, 1)
+    return max(n // max(int(ranks) if ranks.isdigit() else 1, 1), 1)
+
+
+def auto_workers() -> int:
+    """DataLoader workers of one process: its CPUs (:func:`process_cpus`), one of them left to the training process
+    itself; at least 1."""
+    return max(process_cpus() - 1, 1)
+
+
+def describe_cpus() -> str:
+    """What a job prints at its start: ``cpus: 2 (affinity 0-1; SLURM_CPUS_PER_TASK 2): 2 torch threads, --workers
+    auto = 1``."""
+    cpus, spans = sorted(affinity()), []
+    for c in cpus:
+        if spans and c == spans[-1][1] + 1:
+            spans[-1][1] = c
+        else:
+            spans.append([c, c])
+    listed = ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans)
+    job = os.environ.get("SLURM_CPUS_PER_TASK", "unset")
+    return (f"cpus: {process_cpus()} (affinity {listed}; SLURM_CPUS_PER_TASK {job}): {torch.get_num_threads()} torch "
+            f"threads, --workers auto = {auto_workers()}")
 
 
 def resolve_workers(workers) -> int:
@@ -862,4 +890,6 @@ def load_dataset(name: str, *, root: str = "data", download: bool = False, devic
         raise UserError(f"--val-size must be >= 0 (got {val_size})")
     opts = _Options(data_root(root), download, torch.device(device), batch_size, eval_batch_size,
                     seed, val_size, resolve_workers(workers))
-    return spec.load(spec.info, opts)
+    data = spec.load(spec.info, opts)
+    barrier()  # DDP: no rank starts training (and its collectives' timeout) while another still reads its data
+    return data

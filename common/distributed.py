@@ -19,6 +19,7 @@ What changes in a distributed run (and nothing else does):
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 
 import torch
@@ -48,13 +49,32 @@ def backend() -> str:
     return "nccl" if torch.cuda.is_available() and os.environ.get("PRUNING_DDP_BACKEND", "") != "gloo" else "gloo"
 
 
+TIMEOUT_ENV = "PRUNING_DDP_TIMEOUT_MINUTES"  # how long a collective waits for the slowest rank (default 30)
+
+
+def timeout_minutes() -> float:
+    """The collectives' timeout in minutes: ``$PRUNING_DDP_TIMEOUT_MINUTES``, default 30 (torch's NCCL default is
+    10: too short for a rank that caches a dataset or writes a checkpoint while the others wait)."""
+    raw = os.environ.get(TIMEOUT_ENV, "30")
+    try:
+        minutes = float(raw)
+    except ValueError:
+        minutes = float("nan")
+    if not minutes > 0 or minutes == float("inf"):
+        raise UserError(f"{TIMEOUT_ENV}={raw!r} is not a positive number of minutes")
+    return minutes
+
+
 def init_from_env() -> bool:
-    """Join the process group torchrun describes in the environment; False when there is none (one process)."""
+    """Join the process group torchrun describes in the environment; False when there is none (one process).
+    Each rank takes GPU LOCAL_RANK modulo the GPUs it sees: one on a site that binds one GPU per task, or one of
+    the node's GPUs where the task sees them all."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or active():
         return active()
+    timeout = datetime.timedelta(minutes=timeout_minutes())
     if torch.cuda.is_available() and backend() == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend())
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    dist.init_process_group(backend(), timeout=timeout)
     return True
 
 

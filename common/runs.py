@@ -41,8 +41,8 @@ from pathlib import Path
 from common.atomic import leftover_temps
 from common.config import OneLineParser
 from common.errors import DamagedFile, UserError, exit_code, no_permission
-from common.store import (HASH_LEN, JOB_FILE, RUN_NAME, RunLock, collect, flatten, read_bytes, read_config, read_json,
-                          read_log, read_result, not_an_object, stale_reason)
+from common.store import (HASH_LEN, JOB_FILE, PREVIOUS_CHECKPOINT, RUN_NAME, RunLock, collect, flatten, read_bytes,
+                          read_config, read_json, read_log, read_result, not_an_object, stale_reason)
 
 STATUSES = ("done", "locked", "in progress", "failed", "queued", "started", "damaged")
 # shown by list when a result has them: test_acc, or else test_auc and test_loss (Criteo); sparsity; run_time (the
@@ -110,7 +110,7 @@ def _unfinished(script: str, run_dir: Path) -> Entry:
         entry.status, entry.why = "damaged", "; ".join(problems)
     elif result is not None:  # finished since collect() looked
         entry.status = "done"
-    elif (run_dir / "checkpoint.pt").exists():
+    elif any((run_dir / name).exists() for name in ("checkpoint.pt", PREVIOUS_CHECKPOINT)):
         entry.status, entry.why = "in progress", "checkpoint, no result"
     elif failed is not None:
         entry.status, entry.why = "failed", str(failed.get("reason", "no reason recorded"))

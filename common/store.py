@@ -7,7 +7,9 @@ the device are left out). Inside:
                     names); it must hash to the folder's name: one that does not (damaged, edited) is not trusted
                     (``collect`` skips the run, warning) and is rewritten when that config is run again;
 - ``log.jsonl``     one JSON line per epoch / round / phase (a run that starts from scratch starts a fresh one);
-- ``checkpoint.pt`` enough state to resume (written atomically at each checkpoint);
+- ``checkpoint.pt`` enough state to resume (written atomically and flushed to disk at each checkpoint; the one it
+                    replaced is kept as ``checkpoint.prev.pt``, the fallback when the newest is unreadable); both are
+                    removed when the run finishes (``--keep-checkpoint`` keeps ``checkpoint.pt``);
 - ``result.json``   written last and atomically: a run that has it is done and is never recomputed; it records its
                     ``provenance`` (the hash of the Python sources, and the git commit and whether those sources
                     differ from it; python and package versions), ``wall_time`` (seconds from the run's start to its
@@ -77,6 +79,7 @@ from common.errors import DamagedFile, RunFailed, UserError, no_permission
 from common.sources import code_hash
 
 HASH_LEN = 16
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"  # in a run's directory: the checkpoint before the newest, a fallback
 JOB_FILE = "slurm_job"  # in a run's directory: the id of the Slurm job that computes it (written by slurm.submit)
 RUN_NAME = re.compile(rf"[0-9a-f]{{{HASH_LEN}}}\Z")  # a run directory's name: its config hash
 CODE_ROOT = Path(__file__).resolve().parents[1]  # the repository (or the Slurm code snapshot) this code runs from
@@ -85,6 +88,17 @@ VERSIONED = ("torch", "torchvision", "torch-pruning", "numpy")  # packages whose
 
 def config_hash(cfg) -> str:
     return hashlib.sha256(C.canonical_json(cfg).encode()).hexdigest()[:HASH_LEN]
+
+
+def read_checkpoint(path) -> dict:
+    """A checkpoint file's state (tensors and plain data only: ``weights_only``); a ``ValueError`` or torch's error
+    when it is not one written by this repository."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "_logs" not in state:
+        raise ValueError("not a checkpoint written by this repository")
+    return state
 
 
 def save_state_dict(path, module) -> None:
@@ -299,6 +313,36 @@ def provenance() -> dict:
                                                  **{p: _version(p) for p in VERSIONED}}}
 
 
+def plain_values(records: list[dict]) -> None:
+    """Replace the tensor values of ``records`` (0-d, on any device) by Python numbers, in place, reading them all
+    in one host sync."""
+    import torch
+
+    where = [(r, k) for r in records for k, v in r.items() if torch.is_tensor(v)]
+    if where:
+        stacked = torch.stack([r[k].detach().reshape(()).to(torch.float64) for r, k in where])
+        try:
+            values = stacked.tolist()
+        except RuntimeError:  # a tensor subclass (a device backend's) that has no tolist: one value at a time
+            values = [float(v) for v in stacked]
+        for (r, k), v in zip(where, values):
+            r[k] = v
+
+
+def hardware(cfg=None) -> dict:
+    """The machine a result was computed on, so that timings are compared like for like: the device the run asked for
+    (``--device``), the process's CPUs (its affinity), the world size (DDP ranks; 1 for one process) and the GPUs
+    torch sees, their count and model (0 and None without CUDA)."""
+    import torch
+
+    from common import distributed
+    from common.data import process_cpus
+
+    cuda = torch.cuda.is_available()
+    return {"device": getattr(cfg, "device", None), "cpus": process_cpus(), "world_size": distributed.world_size(),
+            "gpus": torch.cuda.device_count() if cuda else 0, "gpu": torch.cuda.get_device_name() if cuda else None}
+
+
 def warn(path, problem: str) -> None:
     """Report a store file or folder that cannot be used, on one line of stderr naming it (the caller skips or
     redoes it)."""
@@ -314,6 +358,7 @@ class Run:
         self.hash = config_hash(cfg)
         self.dir = self.root / script / self.hash
         self.logs: list[dict] = []
+        self._written = 0  # how many of ``logs`` log.jsonl holds (the rest were deferred: ``log(defer=True)``)
         self._t0 = time.time()
         self._elapsed_before = 0.0
         self._dependency_time = 0.0  # of elapsed(): seconds spent in the execute() of the runs it depends on
@@ -375,50 +420,87 @@ class Run:
             return False
 
     # ------------------------------------------------------------------------------------------------ logging
-    def log(self, **record) -> None:
-        """Append one line to ``log.jsonl`` (it is also kept in the checkpoint, so resumes keep it consistent)."""
+    def log(self, defer: bool = False, **record) -> None:
+        """Append one record to ``log.jsonl`` (it is also kept in the checkpoint, so resumes keep it consistent).
+
+        ``defer``: a record of a step-level event (a mask update at every step of a phase) whose values may be 0-d
+        tensors still on the device: it joins the log at once but reaches the file, its tensors read in one host
+        sync, with the next record that is not deferred, a checkpoint, a rewrite or the run's end."""
         record.setdefault("time", round(self.elapsed(), 3))
         self.logs.append(record)
-        with full_disk_named(self.dir / "log.jsonl"), open(self.dir / "log.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        if not defer:
+            self.flush_log()
+
+    def flush_log(self) -> None:
+        """Write the records not yet in ``log.jsonl`` (their tensor values as numbers)."""
+        pending = self.logs[min(self._written, len(self.logs)):]
+        self._written = len(self.logs)
+        if pending:
+            plain_values(pending)
+            with full_disk_named(self.dir / "log.jsonl"), open(self.dir / "log.jsonl", "a") as fh:
+                fh.write("".join(json.dumps(r) + "\n" for r in pending))
 
     def rewrite_log(self) -> None:
         """``log.jsonl`` made to hold exactly ``self.logs`` (a resume's records, or none for a fresh start)."""
+        plain_values(self.logs)
         atomic_write_text(self.dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in self.logs))
+        self._written = len(self.logs)
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     @property
     def checkpoint_path(self) -> Path:
         return self.dir / "checkpoint.pt"
 
+    @property
+    def checkpoints(self) -> tuple[Path, Path]:
+        """The newest checkpoint and the one before it (``checkpoint.prev.pt``, kept as a fallback)."""
+        return self.checkpoint_path, self.checkpoint_path.with_name(PREVIOUS_CHECKPOINT)
+
+    def has_checkpoint(self) -> bool:
+        return any(path.exists() for path in self.checkpoints)
+
     def save_checkpoint(self, state: dict) -> None:
+        """``state`` (and the log, the time spent) as the newest checkpoint, flushed to disk; the one it replaces is
+        kept as ``checkpoint.prev.pt``."""
         import torch  # imported when a run computes: reading the store (collect, read_log) needs no torch
 
+        self.flush_log()  # the checkpoint's log holds numbers, and so does the file it resumes
         state = dict(state, _logs=self.logs, _elapsed=self.elapsed(), _dependency_time=self._dependency_time)
-        atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
+        atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp), previous=self.checkpoints[1])
+
+    def drop_checkpoints(self, keep_newest: bool = False) -> None:
+        """Remove the checkpoints (the run finished or failed), all or all but the newest."""
+        for path in self.checkpoints[int(keep_newest):]:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     def load_checkpoint(self) -> dict | None:
-        """The last checkpoint, or None. A corrupt or truncated file is reported, removed, and the run restarts;
-        something else in its place (a folder, a FIFO, never opened) is a ``DamagedFile``."""
-        import torch
-
-        try:
-            mode = os.stat(self.checkpoint_path).st_mode
-        except FileNotFoundError:
-            return None
-        if not stat.S_ISREG(mode):
-            raise DamagedFile(self.checkpoint_path, f"is {_kind(mode)}, not a file",
-                              "remove it (rm -r) and run again: the run restarts from scratch")
-        try:
-            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
-            if not isinstance(state, dict) or "_logs" not in state:
-                raise ValueError("not a checkpoint written by this repository")
-        except Exception as exc:  # noqa: BLE001 - any failure to read means the file is unusable
-            reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-            warn(self.checkpoint_path, f"checkpoint is corrupt or truncated ({reason}); "
-                                       "restarting this run from scratch")
-            self.checkpoint_path.unlink()
-            self.rewrite_log()  # from scratch: the lost epochs' records go too
+        """The newest readable checkpoint, or None. A corrupt or truncated file is reported and removed, and the run
+        resumes from the previous checkpoint or, without a readable one, restarts; something else in its place (a
+        folder, a FIFO, never opened) is a ``DamagedFile``."""
+        state, lost = None, False
+        for path, fallback in zip(self.checkpoints, ("the previous checkpoint", None)):
+            try:
+                mode = os.stat(path).st_mode
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(mode):
+                raise DamagedFile(path, f"is {_kind(mode)}, not a file",
+                                  "remove it (rm -r) and run again: the run restarts from scratch")
+            try:
+                state = read_checkpoint(path)
+                break
+            except Exception as exc:  # noqa: BLE001 - any failure to read means the file is unusable
+                reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+                usable = fallback and self.checkpoints[1].exists()
+                warn(path, f"checkpoint is corrupt or truncated ({reason}); "
+                           + (f"resuming from {fallback}, {self.checkpoints[1].name}" if usable
+                              else "restarting this run from scratch"))
+                path.unlink()
+                lost = True
+        if state is None:
+            if lost:
+                self.rewrite_log()  # from scratch: the lost epochs' records go too
             return None
         self.logs = list(state.pop("_logs"))
         self._elapsed_before = float(state.pop("_elapsed"))
@@ -433,11 +515,14 @@ class Run:
         save_state_dict(self.dir / "model.pt", model)
 
     def finish(self, result: dict) -> dict:
+        """Write ``result.json``; the run is done, and its checkpoints go (``--keep-checkpoint`` keeps the newest)."""
+        self.flush_log()
         result = dict(result, script=self.script, hash=self.hash, wall_time=round(self.elapsed(), 3),
-                      run_time=round(self.own_time(), 3), provenance=provenance())
+                      run_time=round(self.own_time(), 3), provenance={**provenance(), "hardware": hardware(self.cfg)})
         atomic_write_json(self.dir / "result.json", result)
         with contextlib.suppress(FileNotFoundError):
             (self.dir / "failed.json").unlink()
+        self.drop_checkpoints(keep_newest=bool(getattr(self.cfg, "keep_checkpoint", False)))
         return result
 
     def fail(self, reason: str) -> None:
@@ -514,7 +599,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _slurm_restarts() -> int:
+def slurm_restarts() -> int:
+    """How often Slurm requeued this job (0 outside Slurm): a requeue by ``scontrol requeue`` or a preemption."""
     return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
 
 
@@ -559,7 +645,7 @@ class RunLock:
 
     def acquire(self) -> bool:
         me = {"host": socket.gethostname(), "pid": os.getpid(), "pidns": _pid_namespace(),
-              "job": os.environ.get("SLURM_JOB_ID"), "restarts": _slurm_restarts(), "since": time.time(),
+              "job": os.environ.get("SLURM_JOB_ID"), "restarts": slurm_restarts(), "since": time.time(),
               "token": secrets.token_hex(8)}
         fd = _create(self.path, json.dumps(me) + "\n")
         if fd is None:
@@ -674,7 +760,7 @@ def stale_reason(info: dict | None, age: float) -> str | None:
     if here and isinstance(info.get("pid"), int) and not _alive(info["pid"]):
         return f"its holder, pid {info['pid']} of this host, is dead"
     job = os.environ.get("SLURM_JOB_ID")
-    if job and info.get("job") == job and int(info.get("restarts") or 0) < _slurm_restarts():
+    if job and info.get("job") == job and int(info.get("restarts") or 0) < slurm_restarts():
         return f"its holder was an earlier run of this Slurm job {job}, which was requeued"
     return None
 
@@ -737,15 +823,14 @@ def compute_and_store(module, cfg, run: Run) -> dict:
     with a ``UserError`` (a missing dataset, an unusable device, ...) before it wrote anything but its config is
     removed: it would only be listed as started."""
     run.write_config()
-    if not run.checkpoint_path.exists():
+    if not run.has_checkpoint():
         (run.dir / "log.jsonl").unlink(missing_ok=True)
     _ACTIVE.runs = [*getattr(_ACTIVE, "runs", []), run]
     try:
         result = module.compute(cfg, run)
     except RunFailed as exc:
         run.fail(str(exc))
-        with contextlib.suppress(FileNotFoundError):
-            run.checkpoint_path.unlink()  # a diverged state is not worth resuming from
+        run.drop_checkpoints()  # a diverged state is not worth resuming from
         raise
     except UserError:
         if run.holds_only_config():
@@ -802,25 +887,33 @@ class WorkerRun(Run):
     def checkpoint_path(self) -> Path:
         return self.shared / "checkpoint.pt"
 
-    def log(self, **record) -> None:
+    def log(self, defer: bool = False, **record) -> None:
         record.setdefault("time", round(self.elapsed(), 3))
         self.logs.append(record)
+
+    def flush_log(self) -> None:
+        plain_values(self.logs[self._written:])
+        self._written = len(self.logs)
 
     def save_checkpoint(self, state: dict) -> None:
         pass
 
-    def load_checkpoint(self):
-        import torch
+    @property
+    def checkpoints(self) -> tuple[Path, Path]:
+        return self.shared / "checkpoint.pt", self.shared / PREVIOUS_CHECKPOINT
 
-        if not self.checkpoint_path.exists():
-            return None
-        try:
-            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
-            self.logs, self._elapsed_before = list(state.pop("_logs")), float(state.pop("_elapsed"))
-            self._dependency_time = float(state.pop("_dependency_time", 0.0))
-        except Exception:  # noqa: BLE001 - rank 0 reports the corrupt file and restarts; so do we
-            return None
-        return state
+    def load_checkpoint(self):
+        """Rank 0's newest readable checkpoint, as rank 0 chooses it (``Run.load_checkpoint``: it reports the
+        unreadable ones)."""
+        for path in self.checkpoints:
+            try:
+                state = read_checkpoint(path)
+                self.logs, self._elapsed_before = list(state.pop("_logs")), float(state.pop("_elapsed"))
+                self._dependency_time = float(state.pop("_dependency_time", 0.0))
+                return state
+            except Exception:  # noqa: BLE001 - missing or unreadable: the next one, as rank 0 does
+                continue
+        return None
 
 
 # ---------------------------------------------------------------------------------------------------- collect

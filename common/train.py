@@ -153,11 +153,47 @@ def _cuda_available() -> tuple[bool, list[str]]:
     return available, [str(w.message) for w in caught]
 
 
+ARCH = re.compile(r"(sm|compute)_(\d+)(\d)([a-z]?)")
+
+
+def runs_on(capability: tuple[int, int], archs: list[str]) -> bool:
+    """Whether a torch built for ``archs`` (``torch.cuda.get_arch_list()``: ``sm_XY`` kernels, ``compute_XY`` PTX)
+    has kernels for a GPU of compute ``capability`` (major, minor): ``sm_XY`` of its major version and a minor not
+    above its own (``sm_XYa``: exactly its own), or PTX not above it, which the driver compiles. An empty list (torch
+    cannot tell) counts as yes."""
+    if not archs:
+        return True
+    for arch in archs:
+        m = ARCH.fullmatch(arch)
+        if m is None:
+            continue
+        built, exact = (int(m.group(2)), int(m.group(3))), m.group(4) == "a"
+        if exact and built == tuple(capability):
+            return True
+        if not exact and (built <= tuple(capability) if m.group(1) == "compute" else
+                          built[0] == capability[0] and built[1] <= capability[1]):
+            return True
+    return False
+
+
+def check_kernels(index: int) -> None:
+    """A UserError (one line) when the installed torch has no kernels for GPU ``index``: its first kernel would die
+    with a traceback (e.g. a CUDA 13 torch on a V100, sm_70)."""
+    capability, archs = torch.cuda.get_device_capability(index), torch.cuda.get_arch_list()
+    if not runs_on(capability, archs):
+        sm = "sm_{}{}".format(*capability)
+        raise UserError(f"cuda:{index} is a {torch.cuda.get_device_name(index)} ({sm}), and torch {torch.__version__} "
+                        f"(CUDA {torch.version.cuda}) has no kernels for it (built for {' '.join(archs)}); install a "
+                        f"torch built with {sm} kernels (make install TORCH_INDEX=..., see README: Installing for your "
+                        f"GPUs), or pass --device cpu")
+
+
 def resolve_device(name: str) -> torch.device:
     """The device of ``--device name``; prints it (standard error) once resolved.
 
     ``auto`` is CUDA when usable, else the CPU, except where GPUs were asked for (:func:`gpus_requested`): then, like
-    ``cuda``, a missing GPU is a UserError that says why (torch's CUDA version against the driver's)."""
+    ``cuda``, a missing GPU is a UserError that says why (torch's CUDA version against the driver's), and so is a GPU
+    the installed torch has no kernels for (:func:`check_kernels`)."""
     check_device(name)
     available, torch_warnings = _cuda_available()
     requested = gpus_requested() if name == "auto" else None
@@ -172,6 +208,7 @@ def resolve_device(name: str) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered "
                             f"from 0; use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+        check_kernels(torch.cuda.current_device() if device.index is None else device.index)
         torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()  # --deterministic
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -245,30 +282,23 @@ def train_epoch(model: nn.Module, split, epoch: int, optimizer: torch.optim.Opti
     Returns ``{"loss", "acc", "steps"}`` for the epoch; raises ``Diverged`` when the loss is not finite.
 
     Inside a :func:`resumable_epochs` loop that owns ``model`` the epoch also checkpoints between steps (every
-    ``--checkpoint-every-minutes``, or ``--checkpoint-every-steps`` batches), and an epoch resumed from such a
+    ``--checkpoint-every-minutes``, or ``--checkpoint-every-steps`` batches, or at once on a stop request:
+    :func:`epoch_batches`), and an epoch resumed from such a
     checkpoint starts at its batch: the state, the RNG and the epoch's running sums are restored, so the epoch's
     statistics and everything after equal an uninterrupted run's. In a data-parallel run each rank loads only its
     rows of every global batch (``split.epoch(..., rank, world)``).
     """
     device = next(model.parameters()).device
     model.train()
-    loop = _loop_of(model)
-    start, sums = loop.resume_in_epoch() if loop is not None else (0, None)
     net = distributed.wrap(model)  # DistributedDataParallel across ranks; the model itself in one process
     rank, world = (distributed.rank(), distributed.world_size()) if net is not model else (0, 1)
-    total_loss = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = 0
-    if sums is not None and rank == 0:  # the epoch's sums so far (over every rank): carried by rank 0
-        total_loss += sums["loss"].to(device)
-        correct += sums["correct"].to(device)
-        seen = int(sums["seen"])
-    step = first_step + start
-    batches = split.epoch(epoch, start=start, rank=rank, world=world)
-    if progress is not None:
-        batches = progress.wrap(batches, len(split) - start, desc)
+    sums = {"loss": torch.zeros((), device=device), "correct": torch.zeros((), device=device, dtype=torch.long),
+            "seen": 0}
+    steps = 0
     with _deterministic_or_error():
-        for i, (x, y) in enumerate(batches, start):
+        for i, (x, y) in epoch_batches(model, split, epoch, sums, rank=rank, world=world, progress=progress,
+                                       desc=desc):
+            step = first_step + i
             set_lr(optimizer, lr_of_step(step))
             with autocast(device):
                 out = net(_to_input(x, device))
@@ -281,19 +311,46 @@ def train_epoch(model: nn.Module, split, epoch: int, optimizer: torch.optim.Opti
             optimizer.step()
             if after_step is not None:
                 after_step(step)
-            total_loss += loss.detach() * y.shape[0]
+            sums["loss"] += loss.detach() * y.shape[0]
             if out.dim() == 2 and out.shape[1] > 1:
-                correct += (out.detach().argmax(1) == y).sum()
-            seen += y.shape[0]
-            step += 1
-            if loop is not None and i + 1 < len(split) and loop.due(i + 1):
-                loop.save_within(i + 1, total_loss, correct, seen)
+                sums["correct"] += (out.detach().argmax(1) == y).sum()
+            sums["seen"] += y.shape[0]
+            steps = i + 1
+    total_loss, correct, seen = sums["loss"], sums["correct"], sums["seen"]
     if net is not model:  # the epoch's statistics over every rank's shards (one reduction per epoch)
         total_loss, correct, seen = distributed.all_sum(total_loss, correct, seen)
     loss_value = float(total_loss) / max(seen, 1)
     if not math.isfinite(loss_value):
         raise Diverged(f"training loss became {loss_value} in epoch {epoch + 1}; lower the learning rate")
-    return {"loss": loss_value, "acc": int(correct) / max(seen, 1), "steps": step - first_step}
+    return {"loss": loss_value, "acc": int(correct) / max(seen, 1), "steps": steps}
+
+
+def epoch_batches(model: nn.Module, split, epoch: int, sums: dict, *, rank: int = 0, world: int = 1,
+                  progress: Progress | None = None, desc: str = ""):
+    """``(i, (x, y))`` for the batches of one epoch of training ``model``: ``train_epoch``'s, and those of a loop
+    body that trains in its own way (BiP's two levels).
+
+    Inside a :func:`resumable_epochs` loop that owns ``model``, the epoch starts at the batch a checkpoint within it
+    was taken at, with ``sums`` (the epoch's running sums: tensors on the device, numbers; updated in place by the
+    caller) restored to their values there (rank 0 carries the sums of every rank), and after the caller's work on
+    batch ``i`` a checkpoint is taken when one is due (``_Loop.due``) -- at once when a stop was requested
+    (:func:`request_stop`), after which :class:`Stopped` is raised."""
+    loop = _loop_of(model)
+    start, saved = loop.resume_in_epoch() if loop is not None else (0, None)
+    if saved is not None and rank == 0:
+        for name, value in saved.items():
+            if torch.is_tensor(sums[name]):
+                sums[name] += value.to(sums[name].device)
+            else:
+                sums[name] = type(sums[name])(value)
+    batches = split.epoch(epoch, start=start, rank=rank, world=world)
+    if progress is not None:
+        batches = progress.wrap(batches, len(split) - start, desc)
+    for i, batch in enumerate(batches, start):
+        yield i, batch
+        if loop is not None and i + 1 < len(split) and loop.due(i + 1):
+            loop.save_within(i + 1, sums)
+            loop.stop_if_requested()
 
 
 @torch.no_grad()
@@ -369,7 +426,7 @@ def set_deterministic(on: bool) -> None:
 def apply_runtime(cfg) -> None:
     """Check a run's execution settings (``common.cli.Runtime``) and apply those that hold for the whole process
     (``--deterministic``); ``common.store.execute`` calls it before computing or reading a run."""
-    for name in ("checkpoint_every_minutes", "checkpoint_every_steps"):
+    for name in ("checkpoint_every_minutes", "checkpoint_every_steps", "checkpoint_epoch_minutes"):
         value = getattr(cfg, name, 0)
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
             raise UserError(f"--{name.replace('_', '-')} {value} must be >= 0 (0: off)")
@@ -409,6 +466,33 @@ class Timer:
 
 
 # ---------------------------------------------------------------------------------------------------- checkpoints
+class Stopped(Exception):
+    """A run stopped at a checkpoint because a stop was requested (:func:`request_stop`); it resumes there."""
+
+
+_stop: list[str] = []  # why a stop was requested (a signal's name), once one was
+
+
+def request_stop(why: str) -> None:
+    """Ask the running :func:`resumable_epochs` loops to checkpoint at the next step boundary (or epoch end) and
+    raise :class:`Stopped` (safe in a signal handler: it only sets a flag)."""
+    if not _stop:
+        _stop.append(why)
+
+
+def stop_requested() -> bool:
+    return bool(_stop)
+
+
+def clear_stop() -> None:
+    _stop.clear()
+
+
+def in_loop() -> bool:
+    """Is a :func:`resumable_epochs` loop running (one that acts on a stop request)?"""
+    return bool(_loops)
+
+
 # In a data-parallel run rank 0's clock decides when a timed checkpoint is due, looked at every this many steps
 # (one tiny collective each time, so that every rank checkpoints at the same step).
 DDP_CLOCK_EVERY = 50
@@ -421,6 +505,7 @@ class _Loop:
         self.run, self.state = run, state
         self.every_s = 60.0 * float(getattr(run.cfg, "checkpoint_every_minutes", 0) or 0)
         self.every_steps = int(getattr(run.cfg, "checkpoint_every_steps", 0) or 0)
+        self.epoch_s = 60.0 * float(getattr(run.cfg, "checkpoint_epoch_minutes", 0) or 0)
         self.last = time.monotonic()
         self.epoch = -1
         self.trained = False  # has this epoch's train_epoch started
@@ -437,24 +522,46 @@ class _Loop:
         self.last = time.monotonic()
 
     def due(self, done: int) -> bool:
-        """Is a checkpoint due after ``done`` batches of the epoch? (the same answer on every rank)"""
+        """Is a checkpoint due after ``done`` batches of the epoch? (the same answer on every rank) Every
+        ``--checkpoint-every-steps`` batches, ``--checkpoint-every-minutes`` since the last checkpoint, or at once
+        when a stop was requested (:func:`request_stop`)."""
         if self.every_steps and done % self.every_steps == 0:
             return True
-        if self.every_s <= 0:
-            return False
         if not distributed.active():
-            return time.monotonic() - self.last >= self.every_s
+            return stop_requested() or (self.every_s > 0 and time.monotonic() - self.last >= self.every_s)
         if done % DDP_CLOCK_EVERY:
             return False
-        late = distributed.is_main() and time.monotonic() - self.last >= self.every_s
+        late = stop_requested() or (distributed.is_main() and self.every_s > 0
+                                    and time.monotonic() - self.last >= self.every_s)
         return distributed.all_sum(int(late))[0] > 0
 
-    def save_within(self, done: int, total_loss, correct, seen: int) -> None:
+    def save_within(self, done: int, sums: dict) -> None:
         """A checkpoint after ``done`` batches of this epoch, with the epoch's sums so far over every rank."""
-        sums = (total_loss.clone(), correct.clone(), seen)
+        values = tuple(v.clone() if torch.is_tensor(v) else v for v in sums.values())
         if distributed.active():
-            sums = distributed.all_sum(*sums)
-        self.save(self.epoch, {"step": done, "sums": {"loss": sums[0].cpu(), "correct": sums[1].cpu(), "seen": sums[2]}})
+            values = distributed.all_sum(*values)
+        self.save(self.epoch, {"step": done, "sums": {name: v.cpu() if torch.is_tensor(v) else v
+                                                      for name, v in zip(sums, values)}})
+
+    def epoch_due(self) -> bool:
+        """Is the checkpoint at this epoch's end due? (``--checkpoint-epoch-minutes`` since the last one)"""
+        return self.epoch_s <= 0 or time.monotonic() - self.last >= self.epoch_s
+
+    def stopping(self) -> bool:
+        """Was a stop requested (on any rank: the same answer on every rank)?"""
+        stop = stop_requested()
+        if distributed.active():
+            stop = distributed.all_sum(int(stop))[0] > 0
+        return stop
+
+    def stopped(self) -> Stopped:
+        return Stopped(f"stopped at a checkpoint on {(_stop or ['another rank'])[0]}: the run resumes there "
+                       f"({self.run.checkpoint_path})")
+
+    def stop_if_requested(self) -> None:
+        """Raise ``Stopped`` (on every rank) once a stop was requested: called right after a checkpoint."""
+        if self.stopping():
+            raise self.stopped()
 
     def resume_in_epoch(self) -> tuple[int, dict | None]:
         """At the resumed epoch's ``train_epoch``: (the batch to start at, the epoch's sums so far or None).
@@ -494,7 +601,10 @@ def _loop_of(model) -> _Loop | None:
 
 
 def resumable_epochs(run, total: int, state: dict, extra: Callable[[], dict] | None = None):
-    """Yield epoch indices ``start .. total-1``, checkpointing ``state`` after each epoch and resuming from the last.
+    """Yield epoch indices ``start .. total-1``, checkpointing ``state`` after an epoch once
+    ``--checkpoint-epoch-minutes`` have passed since the last checkpoint (every epoch with 0), and resuming from the
+    last checkpoint. A stop request (:func:`request_stop`) checkpoints at the next step boundary (``epoch_batches``)
+    or epoch end, and raises :class:`Stopped`.
 
     ``state`` maps names to objects with ``state_dict``/``load_state_dict`` (model, optimizer, masks, ...); the loop
     body may replace entries (a fresh optimizer at a phase boundary) and the replacement is what gets saved; entries
@@ -527,6 +637,10 @@ def resumable_epochs(run, total: int, state: dict, extra: Callable[[], dict] | N
             loop.epoch, loop.trained = epoch, False
             yield epoch
             loop.resumed = None
-            loop.save(epoch + 1)
+            stop = loop.stopping()
+            if stop or loop.epoch_due():  # an epoch end checkpoints once --checkpoint-epoch-minutes have passed
+                loop.save(epoch + 1)
+            if stop:
+                raise loop.stopped()
     finally:
         _loops.remove(loop)

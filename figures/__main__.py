@@ -48,6 +48,9 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--progress", default="off", choices=("off", "lines", "bar", "auto"),
                         help="per-epoch output of each run")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="with --cluster slurm: print the sbatch scripts of the missing runs; submit, compute and "
+                             "draw nothing")
     parser.add_argument("--runs", action="store_true", help="plan: list every run (state, directory, cost)")
     parser.add_argument("--epoch-times", default=None,
                         help="plan: the table of epoch times and step costs (default figures/epoch_times.toml)")
@@ -70,6 +73,9 @@ def main(argv=None) -> int:
         parser.error(f"tab-claims: no scoreboard at the {args.profile} profile (a smoke test, not evidence); "
                      f"use --profile {' or '.join(SCOREBOARD)}")
     cluster = ("local" if (os.cpu_count() or 1) > 1 else "none") if args.cluster == "auto" else args.cluster
+    if args.dry_run and (cluster != "slurm" or planning):
+        parser.error("--dry-run prints the sbatch scripts of a Slurm submission: use it with --cluster slurm "
+                     "(CLUSTER=slurm), not with plan")
     device = "cuda" if args.profile == "paper" and args.device == "auto" else args.device  # paper: a GPU or an error
     runtime = {"runs_dir": args.runs_dir, "data_dir": args.data_dir, "device": device,
                "progress": args.progress}
@@ -89,7 +95,7 @@ def main(argv=None) -> int:
         if cluster == "local" and len(names) > 1:  # every figure's runs in one pool, the timed figures' first
             timed = [n for n in names if getattr(figure_module(n), "TIMED", False)]
             failed = compute_ahead([timed, [n for n in names if n not in timed]], args.profile, runtime)
-        return [make(name, args.profile, cluster, runtime, out_root, failed) for name in names]
+        return [make(name, args.profile, cluster, runtime, out_root, failed, args.dry_run) for name in names]
 
     return exit_code(build, where=lambda: args.runs_dir)  # the disk a full-disk error names when the writer does not
 

@@ -1,6 +1,7 @@
 """What figures cost before they are computed: ``python -m figures plan NAME [NAME ...] | all --profile paper``.
 
-Builds configs only (no dataset is read, no model built or trained). The work of a figure is its runs together with
+Builds configs only (no dataset is read, no model trained; each model is built once on the meta device, without
+memory, to count its parameters). The work of a figure is its runs together with
 every run they execute first (their scripts' ``dependencies``: dense models, rewinding points, BiP masks), each
 counted once by its run-store identity, as the store computes it once: a dense model shared by many runs, or a run
 shared between figures (``plan all``'s total), is charged once. Each run is
@@ -13,16 +14,19 @@ shared between figures (``plan all``'s total), is charged once. Each run is
 
 Its cost is ``common.cost``'s estimate of its length (epochs of plain training of its (dataset, model) times
 the A100 GPU-hours of such an epoch, from the editable table ``figures/epoch_times.toml``), the same estimate
-that sizes a Slurm job's requeue budget (``slurm.resources``).
+that sizes a Slurm job's requeue budget (``slurm.resources``), and its disk (``common.cost.disk_of``: what it
+keeps once done, its checkpoint while it computes, and the checkpoints it writes). The critical path is the longest
+chain of runs left that wait on each other (``critical_paths``, which also orders the local pool: ``figures.launch``),
+in GPU-days: no number of GPUs computes the figures faster.
 """
 from __future__ import annotations
 
 import importlib
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.cost import TABLE, Times, a100_hours, epochs_of, load_times
+from common.cost import TABLE, Times, a100_hours, checkpoint_writes, disk_of, epochs_of, load_times
 from common.store import JOB_FILE, Run
 
 STATES = ("done", "queued", "missing")
@@ -48,6 +52,25 @@ def with_dependencies(rows) -> list[tuple[str, object]]:
     return out
 
 
+def needs_of(script: str, cfg) -> set[tuple[str, str]]:
+    """(script, run-store hash) of each run ``script`` executes first on ``cfg`` (its ``dependencies``)."""
+    declared = getattr(importlib.import_module(script), "dependencies", None)
+    return {(dep[0], Run(*dep).hash) for dep in (declared(cfg) if declared is not None else [])}
+
+
+def critical_paths(costs: dict, needs: dict) -> dict:
+    """{key: its cost plus the longest chain of the runs that wait on it}, for runs ``costs`` {key: cost} listed
+    after the runs they need, ``needs`` {key: the keys it waits for}; the largest is the critical path."""
+    waiting = defaultdict(list)
+    for key, keys in needs.items():
+        for need in keys:
+            waiting[need].append(key)
+    paths = {}
+    for key in reversed(list(costs)):
+        paths[key] = costs[key] + max((paths[k] for k in waiting[key] if k in paths), default=0.0)
+    return paths
+
+
 def state_of(script: str, cfg) -> tuple[str, str]:
     """(done | queued | missing, why) from the run's directory."""
     run = Run(script, cfg)
@@ -56,9 +79,10 @@ def state_of(script: str, cfg) -> tuple[str, str]:
     job = run.dir / JOB_FILE
     if job.exists():
         return "queued", f"job {job.read_text().strip()}"
-    for name, why in (("lock", "lock"), ("checkpoint.pt", "checkpoint")):
-        if (run.dir / name).exists():
-            return "queued", why
+    if (run.dir / "lock").exists():
+        return "queued", "lock"
+    if run.has_checkpoint():
+        return "queued", "checkpoint"
     return "missing", ""
 
 
@@ -72,18 +96,50 @@ class Item:
     hours: float
     state: str
     why: str
+    needs: set = field(default_factory=set)  # (script, hash) of the runs it executes first
+    checkpoint: float = 0.0  # bytes of its checkpoint
+    kept: float = 0.0  # bytes it keeps once done
+    writes: float = 0.0  # checkpoints it writes
 
 
 def items(rows, times: Times) -> list[Item]:
-    """Every run of ``rows`` and of their dependencies, once each, with its cost and state."""
+    """Every run of ``rows`` and of their dependencies, once each, with its cost, disk and state."""
     out = []
     for script, cfg in with_dependencies(rows):
         epochs = epochs_of(script, cfg, times)
         state, why = state_of(script, cfg)
         run = Run(script, cfg)
-        out.append(Item(script, run.hash, run.dir, f"{cfg.dataset} / {cfg.model}", epochs,
-                        a100_hours(script, cfg, times), state, why))
+        hours = a100_hours(script, cfg, times)
+        checkpoint, kept = disk_of(script, cfg, times)
+        out.append(Item(script, run.hash, run.dir, f"{cfg.dataset} / {getattr(cfg, 'model', 'data')}", epochs, hours, state, why,
+                        needs_of(script, cfg), checkpoint, kept, checkpoint_writes(hours, epochs, cfg)))
     return out
+
+
+def critical_path(work: list[Item]) -> float:
+    """A100-hours of the longest chain of runs left (not done) that wait on each other."""
+    left = {(i.script, i.hash): i for i in work if i.state != "done"}
+    return max(critical_paths({k: i.hours for k, i in left.items()}, {k: i.needs for k, i in left.items()}).values(),
+               default=0.0)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1000 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit in ("B", "kB") else f"{n:.1f} {unit}"
+        n /= 1000.0
+
+
+def format_disk(work: list[Item]) -> str:
+    """The disk the runs need and what their checkpoints write, and the critical path of those left, in words."""
+    largest = max((i.checkpoint for i in work), default=0.0)
+    files = sum(i.writes for i in work)
+    return (f"  disk: {_size(sum(i.kept for i in work))} kept once done (models, masks, snapshots), plus while a run "
+            f"computes its checkpoint and the previous one (largest {_size(largest)}, x2), deleted when it finishes "
+            f"(--keep-checkpoint keeps it); checkpoint writes {_size(sum(i.checkpoint * i.writes for i in work))} in "
+            f"{files:,.0f} files\n"
+            f"  critical path: {critical_path(work) / 24:.1f} A100 GPU-days (the longest chain of runs left that wait "
+            f"on each other)")
 
 
 # ------------------------------------------------------------------------------------------------ reports
@@ -134,6 +190,7 @@ def plan(names, profile: str, runtime: dict, times_path: Path | str = TABLE, lis
              f"{total['queued']} queued, {total['missing']} missing), {total['hours']:.1f} A100 GPU-hours, "
              f"{total['left']:.1f} left")
         echo(format_summary(rows))
+        echo(format_disk(work))
         if list_runs:
             echo(format_items(work))
         out[name] = total["hours"]
@@ -149,6 +206,7 @@ def plan(names, profile: str, runtime: dict, times_path: Path | str = TABLE, lis
              f"({total['done']} done, {total['queued']} queued, {total['missing']} missing; "
              f"{total['left']:.1f} A100 GPU-hours left)")
         echo(format_summary(summary(union)))
+        echo(format_disk(union))
         out["total"] = total["hours"]
     else:
         out["total"] = out[names[0]]

@@ -11,7 +11,6 @@ and returns without waiting.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import importlib
 import multiprocessing as mp
 import os
 
@@ -34,10 +33,11 @@ def _execute(script: str, cfg) -> tuple[str, str | None]:
         return Run(script, cfg).hash, f"{script} {Run(script, cfg).dir}: {exc}"
 
 
-def launch(rows, cluster: str) -> list[str] | None:
-    """Compute ``rows`` on ``cluster``; returns the failures, or None when the runs were only submitted."""
+def launch(rows, cluster: str, dry_run: bool = False) -> list[str] | None:
+    """Compute ``rows`` on ``cluster``; returns the failures, or None when the runs were only submitted (``dry_run``:
+    only the sbatch scripts printed)."""
     if cluster == "slurm":
-        return submit_to_slurm(rows)
+        return submit_to_slurm(rows, dry_run)
     if cluster != "local":
         raise UserError(f"unknown cluster '{cluster}'; choose none, local or slurm")
     return list(run_pool(rows).values())
@@ -49,7 +49,7 @@ def schedule(rows):
     chain of missing runs that wait on it (costs from ``common.cost``; 1 epoch where the table has no entry)."""
     from common.cost import a100_hours, load_times
     from common.store import Run
-    from figures.cost import with_dependencies
+    from figures.cost import critical_paths, needs_of, with_dependencies
 
     times = load_times()
     todo = {}
@@ -57,20 +57,13 @@ def schedule(rows):
         run = Run(script, cfg)
         if run.done:
             continue
-        declared = getattr(importlib.import_module(script), "dependencies", None)
-        needs = {(dep[0], Run(*dep).hash) for dep in (declared(cfg) if declared is not None else [])} & todo.keys()
+        needs = needs_of(script, cfg) & todo.keys()
         try:
             cost = a100_hours(script, cfg, times)
         except UserError:
             cost = 1.0
         todo[(script, run.hash)] = [script, cfg, needs, cost]
-    dependents = {key: [] for key in todo}
-    for key, (_, _, needs, _) in todo.items():
-        for need in needs:
-            dependents[need].append(key)
-    priority = {}
-    for key in reversed(list(todo)):  # dependents come after their dependencies: walk back
-        priority[key] = todo[key][3] + max((priority[k] for k in dependents[key]), default=0.0)
+    priority = critical_paths({k: v[3] for k, v in todo.items()}, {k: v[2] for k, v in todo.items()})
     return [(key, script, cfg, needs, priority[key]) for key, (script, cfg, needs, _) in todo.items()]
 
 
@@ -113,19 +106,20 @@ def run_pool(rows) -> dict:
     return failures
 
 
-def submit_to_slurm(rows) -> None:
+def submit_to_slurm(rows, dry_run: bool = False) -> None:
     """Submit ``rows`` and the runs they depend on as Slurm job arrays in dependency order; the figure is drawn by
-    the next ``make`` once the jobs are done."""
+    the next ``make`` once the jobs are done. ``dry_run``: print the sbatch scripts instead, submitting nothing."""
     from slurm import resources
-    from slurm.submit import asks, require_sbatch, submit_runs
+    from slurm.submit import asks, print_dry_run, require_sbatch, submit_runs
 
-    require_sbatch()
-    batches, folder, already = submit_runs(rows, resources.Choice(), "figure")
+    if not dry_run:
+        require_sbatch()
+    batches, folder, already = submit_runs(rows, resources.Choice(), "figure", dry_run)
     if already:
         print(f"  {len(already)} run(s) already queued or running (jobs {', '.join(sorted(set(already.values())))}); "
               "not submitted again", flush=True)
-    if not batches:
-        return None
+    if not batches or dry_run:
+        return print_dry_run(batches) if batches else None
     for batch in batches:
         first = str(batch.jobs[0].job_id).split("_")[0]
         what = f"job array {first}" if len(batch.jobs) > 1 else f"job {first}"

@@ -114,7 +114,9 @@ def compute_ahead(groups: list[list[str]], profile: str, runtime: dict) -> dict:
 
 
 def make(name: str, profile: str = "tiny", cluster: str = "none", runtime: dict | None = None,
-         out_root: Path = OUT, failed: dict | None = None) -> list[Path]:
+         out_root: Path = OUT, failed: dict | None = None, dry_run: bool = False) -> list[Path]:
+    """Compute the figure's missing runs on ``cluster``, then draw it (``dry_run``, Slurm only: print the sbatch
+    scripts of its missing runs, fetch, submit and draw nothing)."""
     runtime = dict(runtime or {})
     rows = planned_runs(name, profile, runtime)
     todo = missing_runs(rows)
@@ -123,6 +125,10 @@ def make(name: str, profile: str = "tiny", cluster: str = "none", runtime: dict 
     known = [failed[key] for key in keys if key in (failed or {})]
     if known:
         raise RunFailed(f"{len(known)} run(s) failed, figure not drawn: " + "; ".join(known[:3]))
+    if dry_run:
+        from figures.launch import submit_to_slurm
+
+        return submit_to_slurm(todo, dry_run=True) or [] if todo else []
     if todo:
         fetch_data(todo)
         if cluster == "none":

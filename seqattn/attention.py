@@ -126,10 +126,13 @@ class Reparam:
     def masks(self) -> dict[str, torch.Tensor]:
         return {n: s.mask for n, s in self.scales.items()}
 
-    def block_sparsity(self) -> float:
-        """The fraction of all candidate blocks that the masks remove (whether or not the masks are applied)."""
-        masks = self.masks().values()
-        return 1.0 - sum(float(m.sum()) for m in masks) / sum(m.numel() for m in masks)
+    def block_sparsity(self, sync: bool = True):
+        """The fraction of all candidate blocks that the masks remove (whether or not the masks are applied): a float,
+        or with ``sync=False`` a 0-d float64 tensor on the masks' device (no host sync; the same value)."""
+        masks = list(self.masks().values())
+        kept = torch.stack([m.sum(dtype=torch.float64) for m in masks]).sum()
+        removed = 1.0 - kept / sum(m.numel() for m in masks)
+        return float(removed) if sync else removed
 
     @torch.no_grad()
     def set_masks(self, masks: dict[str, torch.Tensor], applied: bool = True, zero_weights: bool = False,

@@ -30,6 +30,7 @@ from typing import Optional
 import torch
 
 from common import config as C
+from common import prepare
 from common import sparsity as S
 from common.data import dataset_info, load_dataset
 from common.errors import UserError, check_sparsity
@@ -240,7 +241,16 @@ class Phases:
         sets W_b = 0; the pruned weights get no momentum / Adam moments either."""
         masks = block_topk(self.scores(), sparsity, self.cfg.scope, within=within)
         self.reparam.set_masks(masks, applied=True, zero_weights=self.cfg.zero_pruned, optimizer=self.optimizer)
-        self.run.log(event="prune", step=t, target_sparsity=sparsity, sparsity=self.reparam.block_sparsity())
+        # a sparsification phase's update at every step: its record reaches the file with the next epoch's (one
+        # host sync for them all, no write per step)
+        step_level = within is not None
+        self.run.log(event="prune", step=t, target_sparsity=sparsity,
+                     sparsity=self.reparam.block_sparsity(sync=not step_level), defer=step_level)
+
+
+def dependencies(cfg: Config) -> list:
+    """The runs ``compute`` executes first: Criteo's one read of its text file (``common.prepare``), none otherwise."""
+    return prepare.runs_for(cfg)
 
 
 def planned_epochs(cfg: Config, times) -> float:
@@ -256,6 +266,7 @@ def planned_epochs(cfg: Config, times) -> float:
 
 def compute(cfg: Config, run: Run) -> dict:
     device = resolve_device(cfg.device)
+    prepare.first(cfg)
     torch.manual_seed(cfg.seed)
     data = load_dataset(cfg.dataset, root=cfg.data_dir, download=cfg.download, device=device,
                         batch_size=cfg.optim.batch_size, seed=cfg.seed, val_size=cfg.val_size, workers=cfg.workers)

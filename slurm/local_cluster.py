@@ -93,7 +93,9 @@ AuthType=auth/munge
 # a requeued job may start again once its old credential expired (default 120 s): short, for fast requeue tests
 AuthInfo=cred_expire=10
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+# bind each task to the CPUs of its step, as most sites do: a task that srun did not give the job's --cpus-per-task
+# runs on one CPU (Slurm >= 22.05), which the tests would see
+TaskPlugin=task/affinity
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 # schedule every 2 s: a requeued job restarts as soon as it may (~10 s after its requeue), not on the 30-s cadence

@@ -10,10 +10,11 @@ Each run's resources come from these layers, each overriding the ones before it 
   4. environment variables ``PRUNING_SLURM_<KEY>`` (e.g. ``PRUNING_SLURM_PARTITION=gpu``), for every run;
   5. ``python -m slurm.submit``'s flags (``--gpus 4``), for every run.
 
-Two things are then decided by the run rather than chosen: a script that runs in one process (its module's
+Three things are then decided by the run rather than chosen: a script that runs in one process (its module's
 ``ONE_PROCESS``: ``bip.prune``, ``posttrain.prune``, which refuse several) gets one node, one task and at most one
-GPU whatever the layers say; and ``max_requeues``, unless a layer sets it, is the requeue budget ``requeue_budget``
-computes from the run's estimated length (``common.cost``).
+GPU whatever the layers say (and that GPU's share of the node's ``mem``); a run that only copies files (its module's ``copies(cfg)``: ``bip.rewind`` when the dense
+run keeps the weights) gets ``COPY_JOB``: no GPU, one CPU, at most 30 minutes; and ``max_requeues``, unless a layer
+sets it, is the requeue budget ``requeue_budget`` computes from the run's estimated length (``common.cost``).
 
 Every key is optional:
 
@@ -28,13 +29,22 @@ Every key is optional:
     max_requeues = 3        # requeues on timeout/preemption before a job gives up (default: from the run's length)
     signal_delay_s = 120    # warning (USR2) this many seconds before the time limit
     speed = 1.0             # the GPUs' training throughput relative to an A100 (0.5: half as fast)
+    gpu_type = "a100"       # the GPUs' gres type: --gpus-per-node=a100:N (checked against sinfo)
+    sbatch = {exclusive = true, mail-type = "END"}  # further sbatch options (checked against sbatch --help)
+    srun = ["--mpi=pmix"]   # further srun arguments
+    max_submit = 500        # jobs one submission queues at most (top level): stay below the site's MaxSubmitJobs
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import math
 import os
+import re
+import shlex
+import shutil
+import subprocess
 import tomllib
 import unicodedata
 from dataclasses import dataclass, fields
@@ -71,6 +81,14 @@ class Resources:
     signal_delay_s: int = C.opt(120, "seconds before the time limit at which a job checkpoints and requeues")
     speed: float = C.opt(1.0, "the GPUs' training throughput relative to an A100 (the unit of the run-length "
                               "estimates in figures/epoch_times.toml), for the requeue budget")
+    gpu_type: Optional[str] = C.opt(None, "the GPUs' type as the partition's gres names it (e.g. a100: asked as "
+                                          "--gpus-per-node=a100:N); checked against sinfo before submitting")
+    sbatch: tuple = C.opt((), "further sbatch options: a TOML table (sbatch = {exclusive = true, mail-type = "
+                              "\"END\"}) or 'exclusive mail-type=END'; an option sbatch does not know is refused")
+    srun: tuple = C.opt((), "further arguments of the job's srun: a TOML list or one string (as a flag: "
+                            "--srun=--mpi=pmix)")
+    max_submit: Optional[int] = C.opt(None, "jobs one submission queues at most (each array task counts; top level "
+                                            "only): the rest are submitted by the same command once those are done")
 
     @property
     def tasks_per_node(self) -> int:
@@ -81,13 +99,24 @@ class Resources:
         """The processes of one job (DDP ranks, one GPU each when it has GPUs)."""
         return self.nodes * self.tasks_per_node
 
-    def sbatch(self) -> "Resources":
+    def per_job(self) -> "Resources":
         """What the job asks Slurm for, the same for every job of an array: all but the per-run requeue budget."""
         return dataclasses.replace(self, max_requeues=None)
 
 
+# The job of a run that only copies files (its script's ``copies(cfg)``: bip.rewind when the dense run keeps the
+# weights) asks for this, and at most COPY_MINUTES, whatever the layers say: no GPU, one CPU
+COPY_JOB = {"gpus": 0, "cpus": 1, "nodes": 1, "tasks": 1, "mem": "4G", "gpu_type": None}
+COPY_MINUTES = 30
+
 HINTS = get_type_hints(Resources)
 OPTIONAL_STR = Optional[str]
+# sbatch options that the other keys (or slurm.submit itself) set: an 'sbatch' entry may not set them again
+MANAGED = {"time": "time", "nodes": "nodes", "ntasks-per-node": "tasks", "cpus-per-task": "cpus",
+           "gpus-per-node": "gpus", "partition": "partition", "account": "account", "qos": "qos",
+           "constraint": "constraint", "mem": "mem", "signal": "signal_delay_s", "array": "max_parallel",
+           **{k: None for k in ("dependency", "chdir", "requeue", "kill-on-invalid-dep", "job-name", "output", "error",
+                                "open-mode", "wckey")}}
 
 
 def check_one_line(text: str, what: str) -> None:
@@ -102,6 +131,10 @@ def _convert(name: str, value, where: str):
     """``value`` (from TOML or an environment string) as field ``name``'s type, or a one-line error."""
     if isinstance(value, str):
         check_one_line(value, f"{where}: '{name}' =")
+    if name == "sbatch":
+        return _sbatch_options(value, where)
+    if name == "srun":
+        return _srun_args(value, where)
     tp = HINTS[name]
     optional = tp in (OPTIONAL_STR, Optional[int])
     if value is None or (isinstance(value, str) and optional and value.lower() in ("", "none")):
@@ -131,6 +164,59 @@ def _convert(name: str, value, where: str):
     if number < (0 if name in ("gpus", "tasks", "max_requeues", "signal_delay_s") else 1):
         raise UserError(f"{where}: '{name}' = {number} is out of range; use a positive number")
     return number
+
+
+def _sbatch_options(value, where: str) -> tuple:
+    """'sbatch' as ((option, value or True), ...): from a TOML table, or a string 'exclusive mail-type=END'."""
+    if isinstance(value, str):
+        value = dict((k, v or True) for k, _, v in (word.partition("=") for word in shlex.split(value)))
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: 'sbatch' must be a table of sbatch options (sbatch = {{exclusive = true}}) or a "
+                        f"string ('exclusive mail-type=END'), got {value!r}")
+    out = []
+    for key, val in value.items():
+        key = str(key).removeprefix("--")
+        if not re.fullmatch(r"[a-z][a-z0-9-]*", key):
+            raise UserError(f"{where}: 'sbatch' option {key!r} is not an sbatch option name (e.g. mail-type)")
+        if key in MANAGED:
+            set_by = f"the key '{MANAGED[key]}'" if MANAGED[key] else "slurm.submit itself"
+            raise UserError(f"{where}: 'sbatch' option '{key}' is set by {set_by}; use that, not 'sbatch'")
+        if val is False or not (val is True or isinstance(val, (str, int, float))):
+            raise UserError(f"{where}: 'sbatch' option '{key}' = {val!r}: give a string, a number or true")
+        if isinstance(val, str):
+            check_one_line(val, f"{where}: 'sbatch' option '{key}' =")
+        out.append((key, val if val is True else str(val)))
+    return tuple(out)
+
+
+def _srun_args(value, where: str) -> tuple:
+    """'srun' as a tuple of arguments: from a TOML list of strings, or one string split as a shell would."""
+    args = shlex.split(value) if isinstance(value, str) else value
+    if not isinstance(args, (list, tuple)) or not all(isinstance(a, str) for a in args):
+        raise UserError(f"{where}: 'srun' must be a list of srun arguments (srun = [\"--mpi=pmix\"]) or one string, "
+                        f"got {value!r}")
+    for arg in args:
+        check_one_line(arg, f"{where}: 'srun' argument")
+        if arg.split("=")[0] in ("--cpus-per-task", "-c"):
+            raise UserError(f"{where}: 'srun' argument {arg!r}: srun is given the key 'cpus' already; set that")
+    return tuple(args)
+
+
+def sbatch_options() -> set[str] | None:
+    """The long options this cluster's sbatch knows (from ``sbatch --help``), or None without sbatch."""
+    if shutil.which("sbatch") is None:
+        return None
+    text = subprocess.run(["sbatch", "--help"], capture_output=True, text=True, timeout=30).stdout
+    return set(re.findall(r"--([a-z][a-z0-9-]*)", text)) or None
+
+
+def check_sbatch_keys(res: Resources, known: set[str] | None) -> None:
+    """Refuse an 'sbatch' option that this cluster's sbatch does not know (``known``: ``sbatch_options()``)."""
+    for key, _ in res.sbatch:
+        if known is not None and key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            raise UserError(f"'sbatch' option '{key}' is not an option of this cluster's sbatch (sbatch --help)"
+                            + (f"; did you mean '{close[0]}'?" if close else "") + "; nothing submitted")
 
 
 def _keys(data: dict, where: str, path: Path) -> dict:
@@ -212,16 +298,31 @@ class Choice:
         for layer in self.layers:
             values.update(layer.for_run(script, cfg))
         res = dataclasses.replace(Resources(), **values)
-        if getattr(importlib.import_module(script), "ONE_PROCESS", None):
-            res = dataclasses.replace(res, nodes=1, tasks=1, gpus=min(res.gpus, 1))
+        module = importlib.import_module(script)
+        if getattr(module, "ONE_PROCESS", None):  # one rank of the node the layers asked for: its share of mem too
+            res = dataclasses.replace(res, nodes=1, tasks=1, gpus=min(res.gpus, 1),
+                                      mem=share(res.mem, min(res.gpus, 1) / res.gpus if res.gpus > 1 else 1.0))
+        copy = getattr(module, "copies", None) is not None and module.copies(cfg)
+        if copy:  # a file copy: nothing to resume either
+            res = dataclasses.replace(res, **COPY_JOB, time=min(res.time, COPY_MINUTES))
         from common.cost import a100_hours, load_times
 
         if self._times is None:
             self._times = load_times()
-        budget = requeue_budget(res, a100_hours(script, cfg, self._times),
+        hours = 0.0 if copy else a100_hours(script, cfg, self._times)
+        budget = requeue_budget(res, hours, 0.0 if not hours else
                                 self._times.hours(cfg.dataset, cfg.model) * max(self._times.step_cost.values()),
                                 getattr(cfg, "checkpoint_every_minutes", 0.0), script)
         return res if res.max_requeues is not None else dataclasses.replace(res, max_requeues=budget)
+
+
+def share(mem: str | None, fraction: float) -> str | None:
+    """``fraction`` of sbatch's ``--mem`` value ``mem`` (``"256G"`` x 1/8: ``"32G"``), rounded up to a whole number of
+    its unit; as given when it is not a plain size."""
+    m = re.fullmatch(r"(\d+)([KMGT]?)", mem or "")
+    if m is None or fraction >= 1:
+        return mem
+    return f"{max(1, math.ceil(int(m.group(1)) * fraction))}{m.group(2)}"
 
 
 def requeue_budget(res: Resources, a100_hours: float, epoch_a100_hours: float, checkpoint_minutes: float,
@@ -229,10 +330,10 @@ def requeue_budget(res: Resources, a100_hours: float, epoch_a100_hours: float, c
     """The requeues a run of ``a100_hours`` (estimated on one A100) needs to finish in jobs of ``res``, with a margin.
 
     A job computes ``res.ranks x res.speed`` A100s' worth. Of each job's ``time`` minutes, the last
-    ``signal_delay_s`` are given up (the job stops at the warning) and so is the work since the run's last
-    checkpoint, at most one checkpoint interval (``checkpoint_minutes``, the run's --checkpoint-every-minutes) or one
-    epoch (``epoch_a100_hours``: a bound on an epoch of the run; checkpoints are written at every epoch end too),
-    whichever is shorter. Legs = ceil(run hours / usable hours per job); the budget is the legs plus
+    ``signal_delay_s`` are given up (the job stops at the warning) and, as a margin, so is the work since the run's
+    last checkpoint, at most one checkpoint interval (``checkpoint_minutes``, the run's --checkpoint-every-minutes) or
+    one epoch (``epoch_a100_hours``: a bound on an epoch of the run), whichever is shorter (a job that acts on its
+    warning checkpoints at its next step and loses nothing: ``slurm.jobs``; one killed without it loses that). Legs = ceil(run hours / usable hours per job); the budget is the legs plus
     ``REQUEUE_SPARE`` plus ``REQUEUE_SLACK`` of the legs. A time limit that leaves nothing usable is a one-line error.
     """
     rate = res.ranks * res.speed

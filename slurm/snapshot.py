@@ -14,11 +14,12 @@ from pathlib import Path
 from common.sources import ROOT, code_hash, source_files  # noqa: F401 - part of this module's interface
 
 
-def snapshot(dest_root: Path, root: Path = ROOT) -> Path:
-    """Copy the sources into ``dest_root/<hash>`` (once per distinct content) and return that folder."""
+def snapshot(dest_root: Path, root: Path = ROOT, copy: bool = True) -> Path:
+    """Copy the sources into ``dest_root/<hash>`` (once per distinct content) and return that folder (``copy=False``:
+    only its path, for a dry run)."""
     files = source_files(root)
     dest = Path(dest_root) / code_hash(root, files)
-    if dest.exists():
+    if dest.exists() or not copy:
         return dest
     tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
     for rel in files:

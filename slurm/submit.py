@@ -3,6 +3,7 @@
     python -m slurm.submit gmp.prune --target-sparsity 0.9                  # one run, resources from the file/env
     python -m slurm.submit --partition gpu --gpus 4 --time 240 gmp.prune --preset imagenet-resnet50
     python -m slurm.submit --wait common.pretrain --model mlp                 # ... and wait for its result
+    python -m slurm.submit --dry-run gmp.prune --preset imagenet-resnet50     # the sbatch scripts; submits nothing
     make fig-gmp-vs-oneshot CLUSTER=slurm                                     # the figure's missing runs, arrays
 
 Resource flags go before the script name, the script's own flags after it. Each run's resources follow its model's
@@ -62,14 +63,19 @@ def partitions() -> dict[str, str]:
 
 
 def check(res: R.Resources, known: dict[str, str] | None = None) -> None:
-    """Refuse before submitting what the cluster cannot run: GPUs asked on a partition without any (``known``:
-    ``partitions()``, when already asked)."""
+    """Refuse before submitting what the cluster cannot run: GPUs asked on a partition without any, or GPUs of a
+    type its nodes lack (``known``: ``partitions()``, when already asked)."""
     if res.gpus > 0:
         gres = (partitions() if known is None else known).get(res.partition or "")
+        name = res.partition or "the default partition"
         if gres is not None and "gpu" not in gres:
-            name = res.partition or "the default partition"
             raise UserError(f"{res.gpus} GPU(s) asked on partition '{name}', which has no GPUs (sinfo lists no "
                             f"gres/gpu); choose a GPU partition (--partition / partition = ...) or set gpus = 0")
+        if gres is not None and res.gpu_type and not re.search(rf"(^|,)gpu:{re.escape(res.gpu_type)}(:|\(|,|$)", gres):
+            have = ", ".join(sorted({g.split("(")[0] for g in gres.split(",") if g.startswith("gpu")}))
+            raise UserError(f"{res.gpus} GPU(s) of type '{res.gpu_type}' asked on partition '{name}', whose nodes "
+                            f"have {have} (sinfo %G); set gpu_type to one of those types, or another partition; "
+                            "nothing submitted")
 
 
 def place(cfg):
@@ -77,25 +83,49 @@ def place(cfg):
     return C.replace(cfg, runs_dir=str(Path(cfg.runs_dir).resolve()), data_dir=str(Path(cfg.data_dir).resolve()))
 
 
-def executor(res: R.Resources, label: str, folder: Path, code: Path, after=(), max_requeues: int = 0):
-    """A submitit executor that logs to ``folder`` and starts its jobs in the code snapshot ``code`` once the jobs
-    ``after`` have succeeded (Slurm cancels them if one of those fails). submitit stops requeuing a job after
-    ``max_requeues`` timeouts (the largest budget of its jobs); each ``Job`` stops at its own budget first."""
-    import submitit
-
-    ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=max_requeues)
+def parameters(res: R.Resources, label: str, code: Path, after=()) -> dict:
+    """What submitit's SlurmExecutor is given for a job of ``res`` that starts in the code snapshot ``code`` once the
+    jobs ``after`` have succeeded (Slurm cancels it if one of those fails). srun gets ``--cpus-per-task`` itself:
+    since Slurm 22.05 it no longer takes it from the job, and where tasks are bound to CPUs each rank would get one."""
     optional = {k: getattr(res, k) for k in ("partition", "account", "qos", "constraint", "mem")
                 if getattr(res, k) is not None}
     if after:
         optional["dependency"] = "afterok:" + ":".join(after)
-    ex.update_parameters(
+    gpus = f"{res.gpu_type}:{res.gpus}" if res.gpu_type else res.gpus
+    return dict(
         time=res.time, nodes=res.nodes, ntasks_per_node=res.tasks_per_node, cpus_per_task=res.cpus,
         signal_delay_s=res.signal_delay_s, array_parallelism=res.max_parallel, job_name=label,
-        **({"gpus_per_node": res.gpus} if res.gpus else {}), **optional,
-        setup=[f"export OMP_NUM_THREADS={res.cpus}"],
-        additional_parameters={"chdir": str(code), "requeue": True,
+        **({"gpus_per_node": gpus} if res.gpus else {}), **optional,
+        setup=[f"export OMP_NUM_THREADS={res.cpus}"], srun_args=["--cpus-per-task", str(res.cpus), *res.srun],
+        additional_parameters={**dict(res.sbatch), "chdir": str(code), "requeue": True,
                                **({"kill-on-invalid-dep": "yes"} if after else {})})
+
+
+def executor(res: R.Resources, label: str, folder: Path, code: Path, after=(), max_requeues: int = 0):
+    """A submitit executor for jobs of ``res`` (``parameters``) that logs to ``folder``. submitit stops requeuing a
+    job after ``max_requeues`` timeouts (the largest budget of its jobs); each ``Job`` stops at its own budget first."""
+    import submitit
+
+    ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=max_requeues)
+    ex.update_parameters(**parameters(res, label, code, after))
     return ex
+
+
+def preview(res: R.Resources, label: str, folder: Path, code: Path, after, n: int) -> str:
+    """The sbatch script ``executor`` would submit for ``n`` runs (a job array when more than one), as submitit
+    writes it; needs no Slurm here."""
+    import submitit
+
+    class Preview(submitit.SlurmExecutor):
+        @classmethod
+        def affinity(cls) -> int:  # submitit's check that srun exists: nothing is submitted
+            return 1
+
+    ex = Preview(folder=folder)
+    ex.update_parameters(**parameters(res, label, code, after))
+    if n > 1:
+        ex.parameters["map_count"] = n  # as submitit's own submission of an array
+    return ex._make_submission_file_text(ex._submitit_command_str, "")
 
 
 # sbatch's words when no slurmctld answers (it is down, or SLURM_CONF / slurm.conf names the wrong host or port)
@@ -103,8 +133,13 @@ UNREACHABLE = re.compile(r"Unable to contact slurm controller|Socket timed out|C
                          r"source|Zero Bytes were transmitted")
 
 
-def _submitted(fn):
-    """Run a submission; sbatch's refusal becomes one line (submitit's echo of sbatch's stderr is kept back)."""
+# sbatch's words when a limit on the jobs a user (or account, or QOS) may have queued is reached: MaxSubmitJobs
+SUBMIT_LIMIT = re.compile(r"job submit limit|MaxSubmitJob", re.I)
+
+
+def _submitted(fn, before=()):
+    """Run a submission; sbatch's refusal becomes one line (submitit's echo of sbatch's stderr is kept back).
+    ``before``: the jobs this submission queued already (named when a MaxSubmitJobs limit stops it)."""
     from submitit.core.utils import FailedJobError
 
     try:
@@ -116,6 +151,14 @@ def _submitted(fn):
         if UNREACHABLE.search(str(exc)):
             raise UserError(f"no Slurm controller answers ({said}); check it with `scontrol ping` and `sinfo` "
                             "(is slurmctld running? does SLURM_CONF or slurm.conf name its host?)") from None
+        if SUBMIT_LIMIT.search(str(exc)):
+            queued = (f"the {len(before)} job(s) it queued before stay queued (jobs {before[0].job_id}.."
+                      f"{before[-1].job_id}) and are not submitted again" if before else "nothing was submitted")
+            raise UserError(f"sbatch refused the job: {said}: the cluster's MaxSubmitJobs limit (the jobs a user, "
+                            f"account or QOS may have queued; each array task counts) is reached; {queued}; cap a "
+                            "submission with max_submit = N (--max-submit, PRUNING_SLURM_MAX_SUBMIT) below that limit "
+                            "less your queued jobs (squeue --me), and run the same command again once jobs end"
+                            ) from None
         raise UserError(f"sbatch refused the job: {said}; check the partition/account/qos/resources "
                         "(python -m slurm.submit --help)") from None
 
@@ -144,7 +187,7 @@ def queued_jobs(runs) -> dict[str, str]:
             job = (run.dir / JOB_FILE).read_text().strip()
             if re.fullmatch(r"\d+(_\d+)?", job):
                 marked[str(run.dir)] = job
-    if not marked:
+    if not marked or shutil.which("squeue") is None:  # no Slurm here (a dry run): nothing is queued
         return {}
     proc = subprocess.run(["squeue", "-h", "-r", "-o", "%i", "-j", ",".join(sorted(set(marked.values())))],
                           capture_output=True, text=True, timeout=60)
@@ -169,6 +212,7 @@ class Batch:
     requeues: list = field(default_factory=list)  # each row's requeue budget (its Resources.max_requeues)
     after: tuple[str, ...] = ()  # the ids of the jobs it waits for, once submitted (afterok)
     jobs: list = field(default_factory=list)  # the submitit jobs of its rows, once submitted
+    script: str = ""  # a dry run: the sbatch script it would be submitted with
 
 
 def plan(rows, queued=queued_jobs, resources=None) -> tuple[list[Batch], dict[str, str]]:
@@ -214,34 +258,50 @@ def plan(rows, queued=queued_jobs, resources=None) -> tuple[list[Batch], dict[st
         script, cfg, deps = found[key]
         needs = tuple(sorted(d for d in set(deps) if d in found))
         res = resources(script, cfg)
-        batch = batches.setdefault((level[key], needs, res.sbatch()), Batch(level[key], needs, res.sbatch()))
+        batch = batches.setdefault((level[key], needs, res.per_job()), Batch(level[key], needs, res.per_job()))
         batch.rows.append((script, cfg))
         batch.requeues.append(res.max_requeues)
     return list(batches.values()), already
 
 
-def submit_runs(rows, choice: R.Choice, label: str):
+def submit_runs(rows, choice: R.Choice, label: str, dry_run: bool = False):
     """Submit ``rows`` [(script, cfg)] and their missing dependencies in dependency order (``plan``), each batch as
     one job or a job array with ``--dependency=afterok`` on what it needs and the resources ``choice`` gives its
-    runs; returns (the batches, their log folder, {run dir: id of the job already queued for it})."""
+    runs; returns (the batches, their log folder, {run dir: id of the job already queued for it}). ``dry_run``:
+    each batch's sbatch script in its ``script``, the ids of earlier batches' jobs shown as JOB1, JOB2_0, ...;
+    nothing submitted, written or copied, and no Slurm needed here."""
     from slurm.jobs import Job
 
-    require_sbatch()
+    if not dry_run:
+        require_sbatch()
     batches, already = plan(rows, resources=choice.for_run)
     if not batches:
         return [], None, already
-    known = partitions() if any(b.res.gpus for b in batches) else {}
+    batches = capped(batches, choice.base().max_submit)
+    asked = any(b.res.gpus for b in batches) and (not dry_run or shutil.which("sinfo"))
+    known = partitions() if asked else {}
+    options = R.sbatch_options() if any(b.res.sbatch for b in batches) else None
     for batch in batches:
         check(batch.res, known)
+        R.check_sbatch_keys(batch.res, options)
     folder = log_root() / f"{time.strftime('%Y%m%d-%H%M%S')}-{label}"
     ids, submitted = dict(already), []
+    if dry_run:
+        code = snapshot(log_root() / "code", copy=False)
+        for k, batch in enumerate(batches, 1):
+            batch.after = tuple(sorted({ids[d] for d in batch.needs}))
+            batch.script = preview(batch.res, label, folder, code, batch.after, len(batch.rows))
+            for j, (script, cfg) in enumerate(batch.rows):
+                ids[str(Run(script, cfg).dir)] = f"JOB{k}_{j}" if len(batch.rows) > 1 else f"JOB{k}"
+        return batches, folder, already
     with _tidy_on_failure(folder, submitted):
         code = snapshot(log_root() / "code")
         for batch in batches:
             batch.after = tuple(sorted({ids[d] for d in batch.needs}))
             jobs = [Job(script, cfg, n) for (script, cfg), n in zip(batch.rows, batch.requeues)]
             ex = executor(batch.res, label, folder, code, batch.after, max(batch.requeues))
-            batch.jobs = _submitted(lambda: [ex.submit(jobs[0])] if len(jobs) == 1 else ex.submit_array(jobs))
+            batch.jobs = _submitted(lambda: [ex.submit(jobs[0])] if len(jobs) == 1 else ex.submit_array(jobs),
+                                    submitted)
             submitted += batch.jobs
             for job, (script, cfg) in zip(batch.jobs, batch.rows):
                 run = Run(script, cfg)
@@ -251,11 +311,43 @@ def submit_runs(rows, choice: R.Choice, label: str):
     return batches, folder, already
 
 
+def capped(batches: list[Batch], cap: int | None) -> list[Batch]:
+    """The first ``cap`` runs of ``batches`` in submission order (the last batch kept cut short; what comes after it
+    waits for the next submission, which finds these queued), with one line saying so; all of them without a cap."""
+    total = sum(len(b.rows) for b in batches)
+    if cap is None or total <= cap:
+        return batches
+    kept, left = [], cap
+    for batch in batches:
+        if left <= 0:
+            break
+        batch.rows, batch.requeues = batch.rows[:left], batch.requeues[:left]
+        kept.append(batch)
+        left -= len(batch.rows)
+    print(f"  max_submit = {cap}: {cap} of the {total} run(s) to submit are submitted now (dependencies first); run "
+          "the same command again later for the rest (the queued ones are not submitted twice)", flush=True)
+    return kept
+
+
+def print_dry_run(batches) -> None:
+    """A dry run's batches: for each, what it holds and asks for, then its sbatch script."""
+    for k, batch in enumerate(batches, 1):
+        low, high = min(batch.requeues), max(batch.requeues)
+        print(f"# --- JOB{k}: {len(batch.rows)} run(s) [{asks(batch.res)}, {low if low == high else f'{low}-{high}'} "
+              f"requeues]" + (f", after {', '.join(batch.after)}" if batch.after else ""))
+        for script, cfg in batch.rows:
+            print(f"#     {script} -> {Run(script, cfg).dir}")
+        print(batch.script, flush=True)
+    print(f"# dry run: {len(batches)} sbatch script(s) for {sum(len(b.rows) for b in batches)} run(s); nothing "
+          "submitted (JOBk: the id the k-th would get)", flush=True)
+
+
 def asks(res: R.Resources) -> str:
     """What a job asks for, in words."""
     nodes = f"{res.nodes} nodes x " if res.nodes > 1 else ""
-    return (f"partition {res.partition or 'default'}, {nodes}{res.gpus} GPU(s), {res.tasks_per_node} task(s) x "
-            f"{res.cpus} CPU(s), {res.time} min per job")
+    gpus = f"{res.gpus} {res.gpu_type}" if res.gpu_type and res.gpus else f"{res.gpus}"
+    return (f"partition {res.partition or 'default'}, {nodes}{gpus} GPU(s), {res.tasks_per_node} task(s) x "
+            f"{res.cpus} CPU(s){f', {res.mem} memory' if res.mem else ''}, {res.time} min per job")
 
 
 def reason(job) -> str:
@@ -317,6 +409,8 @@ def main(argv=None) -> int:
                              usage="%(prog)s [resource flags] [--wait] SCRIPT [script flags]")
     R.add_flags(parser)
     parser.add_argument("--wait", action="store_true", help="wait until the jobs end and print the result")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the sbatch scripts that would be submitted; submit nothing (needs no Slurm)")
     parser.add_argument("script", help="the script module, e.g. gmp.prune or common.pretrain")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="the script's flags (see python -m SCRIPT --help)")
     ns = parser.parse_args(argv)
@@ -344,7 +438,10 @@ def main(argv=None) -> int:
         if run.done:
             print(f"already done, nothing submitted: {run.dir}/result.json")
             return
-        batches, folder, already = submit_runs([(module.SCRIPT, cfg)], choice, module.SCRIPT.replace(".", "-"))
+        batches, folder, already = submit_runs([(module.SCRIPT, cfg)], choice, module.SCRIPT.replace(".", "-"),
+                                               ns.dry_run)
+        if ns.dry_run and batches:
+            return print_dry_run(batches)
         if str(run.dir) in already:
             print(f"already queued as job {already[str(run.dir)]}, nothing submitted: {run.dir}")
             return
@@ -358,6 +455,9 @@ def main(argv=None) -> int:
             failures = wait(batches)
             if failures:
                 raise UserError(f"the job failed: {failures[0]}")
+            if not run.done:  # max_submit left the run itself for a later submission
+                raise UserError(f"its dependencies are done, the run itself was not submitted (max_submit): submit "
+                                f"it again to compute {run.dir}")
             print(f"done: {run.dir}/result.json")
 
     return exit_code(action)

@@ -118,7 +118,7 @@ PRETRAIN = ["common.pretrain", "--model", "mlp", "--train.epochs", "3", "--progr
 
 def test_stdout_is_the_result_alone_and_a_resume_is_said_and_logged(tmp_path, monkeypatch, one_thread):
     runs = tmp_path / "runs"
-    cfg = C.parse_args(pretrain.Config, [*PRETRAIN[1:], "--runs-dir", str(runs)])
+    cfg = C.parse_args(pretrain.Config, [*PRETRAIN[1:], "--checkpoint-epoch-minutes", "0", "--runs-dir", str(runs)])
     save = Run.save_checkpoint
 
     def save_then_stop(self, state):  # a run stopped right after its first epoch's checkpoint
@@ -214,10 +214,10 @@ def test_full_disk_while_checkpointing_is_one_line(tmp_path, monkeypatch, capsys
         run.save_checkpoint({"epoch": 1})
         return {"value": cfg.value}
 
-    def full(path, write, mode=None):
+    def full(path, write, mode=None, previous=None):
         if Path(path).suffix == ".pt":
             raise _no_space(Path(path).parent / ".checkpoint.tmp.pt")
-        return atomic_write(path, write, mode)
+        return atomic_write(path, write, mode, previous)
 
     atomic_write = store.atomic_write
     _tiny_script(monkeypatch, compute)

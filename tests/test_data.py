@@ -1,7 +1,11 @@
 """Tests of common/data.py on tiny datasets written in their real on-disk formats."""
 
+import os
 import pickle
+import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +17,7 @@ from PIL import Image
 from common.data import (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, DATASETS, IMAGENET_MEAN,
                          IMAGENET_STD, DatasetInfo, crop_flip, dataset_info, load_dataset, plain_input)
 from common.errors import DatasetMissing, UserError
+from tests.conftest import ROOT
 
 # ----------------------------------------------------------------------------- writers
 
@@ -599,6 +604,7 @@ def test_workers_auto_follows_the_jobs_cpus(monkeypatch):
     from common.data import auto_workers, resolve_workers
 
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)), raising=False)  # a task not bound
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "9")
     assert auto_workers() == 8 and resolve_workers("auto") == 8   # one CPU left to the training process
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")                    # torchrun: 2 ranks share the task's CPUs
@@ -612,6 +618,27 @@ def test_workers_auto_follows_the_jobs_cpus(monkeypatch):
     assert resolve_workers("0") == 0 and resolve_workers(6) == 6   # an explicit number wins
     with pytest.raises(UserError, match="--workers -1 is neither auto nor a number of processes >= 0"):
         resolve_workers("-1")
+
+
+def test_workers_and_threads_follow_the_cpu_affinity_not_the_jobs_cpu_count(monkeypatch):
+    """A site that binds tasks, and srun not given --cpus-per-task: the job says 8 CPUs per task, its task runs on one
+    core (as under taskset -c 0). One DataLoader worker and one torch thread there, not 7 workers on that core."""
+    from common.data import auto_workers, describe_cpus, process_cpus
+
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "8")
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
+    assert (process_cpus(), auto_workers()) == (1, 1)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3, 8, 9}, raising=False)
+    assert (process_cpus(), auto_workers()) == (6, 5)
+    assert describe_cpus().startswith("cpus: 6 (affinity 0-3,8-9; SLURM_CPUS_PER_TASK 8): ")
+    assert describe_cpus().endswith(" torch threads, --workers auto = 5")
+    if shutil.which("taskset"):  # the real affinity of a process started on one core
+        code = "from common.data import auto_workers, process_cpus; print(process_cpus(), auto_workers())"
+        proc = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True,
+                              env=dict(os.environ, SLURM_CPUS_PER_TASK="8", PYTHONPATH=str(ROOT)), cwd=ROOT,
+                              timeout=120)
+        assert proc.stdout.split() == ["1", "1"], proc.stderr
 
 
 def test_bad_workers_is_one_error_line():

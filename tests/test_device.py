@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import types
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -240,6 +241,53 @@ def test_auto_without_a_gpu_request_uses_the_cpu_and_says_so(monkeypatch, capsys
     assert T.resolve_device("auto") == CPU
     line = capsys.readouterr().err.strip()
     assert line.startswith("device: cpu (no CUDA: ") and f"CUDA {torch.version.cuda}" in line and "12.2" in line
+
+
+CUDA13 = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120", "compute_120"]  # a CUDA 13 torch: no sm_70
+
+
+def _a_gpu(monkeypatch, capability, archs, name="Tesla V100-SXM2-32GB"):
+    """torch.cuda as on a machine with one GPU of compute ``capability`` and a torch built for ``archs``."""
+    for var in T.GPU_ENV:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(T, "_cuda_available", lambda: (True, []))
+    for attr, value in [("device_count", 1), ("current_device", 0), ("get_device_capability", capability),
+                        ("get_arch_list", archs), ("get_device_name", name)]:
+        monkeypatch.setattr(torch.cuda, attr, lambda *a, v=value: v)
+    for attr in ("benchmark", "allow_tf32"):  # resolve_device sets them: restored afterwards
+        monkeypatch.setattr(torch.backends.cudnn, attr, getattr(torch.backends.cudnn, attr))
+    monkeypatch.setattr(torch.backends.cuda, "matmul", types.SimpleNamespace(allow_tf32=False))
+
+
+def test_a_gpu_the_installed_torch_has_no_kernels_for_is_one_line_and_nothing_runs(monkeypatch, capsys, tmp_path):
+    from common.cli import main
+
+    _a_gpu(monkeypatch, (7, 0), CUDA13)
+    code = main("gmp.prune", ["--model", "mlp", "--runs-dir", str(tmp_path), "--progress", "off", "--device", "cuda"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith(("error", "Traceback"))]
+    assert code == 2 and len(err) == 1, err
+    assert err[0] == (f"error: cuda:0 is a Tesla V100-SXM2-32GB (sm_70), and torch {torch.__version__} (CUDA "
+                      f"{torch.version.cuda}) has no kernels for it (built for {' '.join(CUDA13)}); install a torch "
+                      "built with sm_70 kernels (make install TORCH_INDEX=..., see README: Installing for your GPUs), "
+                      "or pass --device cpu")
+    assert not list(tmp_path.rglob("result.json")) and not list(tmp_path.rglob("*.pt"))
+    monkeypatch.setenv("SLURM_JOB_GPUS", "0")  # --device auto in a job given a GPU: the same line
+    with pytest.raises(UserError, match=r"^cuda:0 is a Tesla V100-SXM2-32GB \(sm_70\), and torch .* no kernels"):
+        T.resolve_device("auto")
+
+
+@pytest.mark.parametrize("capability, archs, runs", [
+    ((8, 9), ["sm_80", "sm_86", "sm_90"], True),   # an L4 runs sm_86 kernels (same major, lower minor)
+    ((8, 0), ["sm_86", "sm_90"], False),           # but an A100 cannot run sm_86 ones
+    ((12, 0), ["sm_80", "compute_90"], True),      # PTX the driver compiles for a newer GPU
+    ((9, 0), ["sm_90a"], True), ((10, 0), ["sm_90a"], False),  # arch-specific kernels: that GPU only
+    ((7, 0), CUDA13, False), ((7, 0), ["sm_70", "sm_80"], True), ((7, 0), [], True)])  # []: torch cannot tell
+def test_which_gpus_a_torch_build_has_kernels_for(capability, archs, runs, monkeypatch, capsys):
+    assert T.runs_on(capability, archs) is runs
+    if runs and archs:
+        _a_gpu(monkeypatch, capability, archs, name="GPU")
+        assert T.resolve_device("cuda") == torch.device("cuda")
+        assert capsys.readouterr().err.startswith("device: cuda:0 (GPU, torch ")
 
 
 def test_every_run_prints_its_device(monkeypatch, capsys, tmp_path):

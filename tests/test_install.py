@@ -1,12 +1,25 @@
 """The environment `make` builds is pinned: every direct dependency in requirements.txt and every installed package in
-constraints.txt has one exact version, and the environment the tests run in is that one."""
+constraints.txt has one exact version, and the environment the tests run in is that one. ``make install
+TORCH_INDEX=URL`` takes torch / torchvision from a PyTorch wheel index (a CUDA version, or the CPU), checked before
+anything is installed, and the rest from the pins."""
 from __future__ import annotations
 
+import functools
+import http.server
+import os
 import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+
+from common import torch_index
+from tests.conftest import one_error_line, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([A-Za-z0-9_.+\-]+)$")
@@ -32,10 +45,61 @@ def test_every_direct_dependency_is_pinned_and_locked():
 
 
 def test_the_test_environment_is_the_pinned_one():
-    installed = {d.metadata["Name"].lower().replace("_", "-"): d.version for d in metadata.distributions()}
+    installed = {d.metadata["Name"].lower().replace("_", "-"): d.version.split("+")[0]  # 2.14.1+cpu is 2.14.1
+                 for d in metadata.distributions()}
     direct = _pins(ROOT / "requirements.txt")
     if any(installed.get(name) != version for name, version in direct.items()):
         pytest.skip("not the environment make builds (another interpreter runs the tests)")
     wrong = {name: (installed[name], version) for name, version in _pins(ROOT / "constraints.txt").items()
              if name in installed and installed[name] != version}
     assert not wrong, f"installed versions differ from constraints.txt: {wrong}"
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def index(tmp_path):
+    """A local PEP 503 index whose torch/ and torchvision/ pages list the pinned versions (as +cpu wheels)."""
+    for name, version in torch_index.pins().items():
+        (tmp_path / "whl" / name).mkdir(parents=True)
+        (tmp_path / "whl" / name / "index.html").write_text(
+            f'<a href="/whl/{name}-{version}%2Bcpu-cp311-cp311-linux_x86_64.whl#sha256=0">{name}-{version}+cpu</a>\n')
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/whl", tmp_path / "whl"
+    server.shutdown()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_a_torch_index_that_does_not_answer_is_one_line_and_installs_nothing(tmp_path):
+    venv = tmp_path / "venv"
+    url = f"http://127.0.0.1:{closed_port()}/whl/cpu"
+    proc = subprocess.run(["make", "install", f"TORCH_INDEX={url}", f"VENV={venv}", f"PYTHON={sys.executable}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PIP_NO_INDEX="1", PIP_FIND_LINKS=""))  # no download, whatever happens
+    line = one_error_line(proc)
+    assert proc.returncode == 2 and f"TORCH_INDEX {url} does not answer" in line and "nothing installed" in line, line
+    assert not venv.exists()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_torch_index_lists_the_pinned_versions_and_make_installs_them_from_it(index, tmp_path):
+    url, folder = index
+    assert run_cli("common.torch_index", url).returncode == 0
+    plan = subprocess.run(["make", "-n", "install", f"TORCH_INDEX={url}", f"VENV={tmp_path / 'venv'}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60).stdout
+    pins = " ".join(f"{name}=={version}" for name, version in torch_index.pins().items())
+    assert f"pip install --no-deps --index-url '{url}' {pins}" in plan  # torch and torchvision from the index
+    assert "-m venv --clear" in plan and "pip install -r requirements.txt -c constraints.txt" in plan  # the rest
+    (folder / "torchvision" / "index.html").write_text('<a href="torchvision-0.1.0-py3-none-any.whl">old</a>\n')
+    proc = run_cli("common.torch_index", url)
+    line = one_error_line(proc)
+    assert proc.returncode == 2 and f"has no torchvision {torch_index.pins()['torchvision']}" in line, line
+    proc = run_cli("common.torch_index", "download.pytorch.org/whl/cpu")
+    assert proc.returncode == 2 and "is not an http(s) URL" in one_error_line(proc)

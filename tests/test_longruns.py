@@ -70,8 +70,9 @@ def _broken(monkeypatch, module, args, runs_dir, kills):
     return [r for r in store.read_log(Run(module.SCRIPT, cfg).dir) if r.get("event") == "resume"]
 
 
-# digits: 1437 training samples, 12 batches of 128 per epoch; a checkpoint every 5 batches: 3 per epoch (5, 10, end)
-EVERY = ["--checkpoint-every-steps", "5"]
+# digits: 1437 training samples, 12 batches of 128 per epoch; a checkpoint every 5 batches and at every epoch end
+# (the end's time gate at 0): 3 per epoch (5, 10, end)
+EVERY = ["--checkpoint-every-steps", "5", "--checkpoint-epoch-minutes", "0"]
 CASES = {
     # kills within epochs and at their ends (pretrain and the pruning loops through train_epoch)
     "gmp.prune": (["--model", "mlp", "--pretrain.epochs", "2", "--epochs", "4", "--stabilize-epochs", "1",
@@ -79,6 +80,8 @@ CASES = {
     "seqattn.prune": (["--epochs", "3", "--mask-every", "4"], [1, 4, 8]),
     "bip.magnitude": (["--pretrain.epochs", "2", "--epochs", "1", "--target-sparsity", "0.5", "--rewind-epoch", "1"],
                       [5, 8, 10]),
+    # BiP's own bi-level loop: the dense model's 6 checkpoints, then within BiP's epochs 1 and 2
+    "bip.prune": (["--pretrain.epochs", "2", "--epochs", "2", "--target-sparsity", "0.5"], [2, 7, 11]),
     # the dense+attention epochs, within a fine-tuning, between two of its epochs, between two points
     "seqattn.oneshot": (["--pretrain.epochs", "2", "--finetune.epochs", "2", "--sparsities", "0.5,0.9"],
                         [2, 8, 9, 12, 14]),
@@ -153,6 +156,78 @@ def test_a_timed_checkpoint_falls_due_after_its_minutes(monkeypatch):
     assert not loop.due(8)
     clock[0] += 2
     assert loop.due(9)
+
+
+def test_epoch_end_checkpoints_wait_for_their_minutes(monkeypatch):
+    class Fake:  # a run that records the epochs it checkpoints
+        def __init__(self, minutes):
+            self.cfg, self.saved = type("Cfg", (), {"checkpoint_epoch_minutes": minutes})(), []
+
+        def load_checkpoint(self):
+            return None
+
+        def save_checkpoint(self, state):
+            self.saved.append(state["epoch"])
+
+    clock = [0.0]
+    monkeypatch.setattr(T.time, "monotonic", lambda: clock[0])
+    for minutes, saved in ((10.0, [3, 6]), (0.0, [1, 2, 3, 4, 5, 6])):
+        run = Fake(minutes)
+        for _ in T.resumable_epochs(run, 6, {"model": torch.nn.Linear(1, 1)}):
+            clock[0] += 4 * 60  # a 4-minute epoch
+        assert run.saved == saved, minutes
+    from common.cli import Runtime
+    assert Runtime().checkpoint_epoch_minutes == 10.0 and not Runtime().keep_checkpoint
+
+
+def test_a_finished_tiny_run_has_no_checkpoint_unless_kept(tmp_path, one_thread):
+    from common import pretrain
+
+    args = ["--model", "mlp", "--train.epochs", "2", "--checkpoint-epoch-minutes", "0"]
+    _, cfg = _compute(pretrain, args, tmp_path)
+    run = Run(pretrain.SCRIPT, cfg)
+    assert run.done and not list(run.dir.glob("checkpoint*"))
+    _, kept = _compute(pretrain, [*args, "--keep-checkpoint"], tmp_path / "kept")
+    again = Run(pretrain.SCRIPT, kept)
+    assert again.hash == run.hash and again.checkpoint_path.exists() and not list(again.dir.glob("checkpoint.prev*"))
+
+
+def test_a_stop_signal_checkpoints_at_the_next_step_and_the_run_resumes_exactly(tmp_path, monkeypatch, one_thread):
+    """A Slurm job's time-limit warning (USR2) mid-epoch: the run checkpoints after the step under way and stops;
+    resumed, it equals the uninterrupted run."""
+    from common import pretrain
+    from slurm.jobs import Job
+
+    args = ["--model", "mlp", "--train.epochs", "3"]
+    _compute(pretrain, args, tmp_path / "straight")
+    steps, set_lr = [0], T.set_lr
+
+    def warned_at_step_18(optimizer, lr):  # epoch 2, batch 6 of 12
+        steps[0] += 1
+        if steps[0] == 18:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        set_lr(optimizer, lr)
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGUSR2, signal.SIGTERM, signal.SIGALRM)}
+    monkeypatch.setattr(T, "set_lr", warned_at_step_18)
+    try:
+        Job(pretrain.SCRIPT, None).catch_stop_signals()
+        with pytest.raises(T.Stopped):
+            _compute(pretrain, args, tmp_path / "broken")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+        T.clear_stop()
+    monkeypatch.undo()
+    (ckpt,) = (tmp_path / "broken").glob("common.pretrain/*/checkpoint.pt")
+    state = torch.load(ckpt, weights_only=True)
+    assert (state["epoch"], state["step"]) == (1, 6)  # the only checkpoint: epoch 1's end is within its 10 minutes
+    assert not (ckpt.parent / store.PREVIOUS_CHECKPOINT).exists()
+    _compute(pretrain, args, tmp_path / "broken")
+    resumes = [r for r in store.read_log(ckpt.parent) if r.get("event") == "resume"]
+    assert [(r["from_epoch"], r["from_step"]) for r in resumes] == [(1, 6)]
+    _runs_equal(tmp_path / "straight", tmp_path / "broken", ["common.pretrain"])
 
 
 # ---------------------------------------------------------------------------------------------------- rewinding

@@ -1,4 +1,6 @@
 """`python -m figures plan`: the runs a figure needs, their state in the store and their cost, computing nothing."""
+import re
+
 import pandas as pd
 import pytest
 import torch
@@ -17,9 +19,39 @@ def quiet(*_):
 
 
 def test_the_paper_profile_fits_in_ten_thousand_gpu_hours(tmp_path):
-    hours = cost.plan(list(pipeline.FIGURES), "paper", {"runs_dir": str(tmp_path)}, echo=quiet)
+    lines = []
+    hours = cost.plan(list(pipeline.FIGURES), "paper", {"runs_dir": str(tmp_path)}, echo=lines.append)
     assert 0 < hours["total"] <= 10_000
     assert hours["total"] < sum(v for k, v in hours.items() if k != "total")  # shared runs are charged once
+    # plan all also states the disk, the checkpoint writes and the critical path (the longest chain, GPU-days)
+    disk, path = lines[-1].splitlines()
+    kept, writes = re.search(r"disk: ([\d.]+) GB kept.*checkpoint writes ([\d.]+) TB", disk).groups()
+    assert 50 < float(kept) < 400 and 1 < float(writes) < 20, disk  # epoch ends gated at 10 min: not ~60 TB
+    days = float(re.search(r"critical path: ([\d.]+) A100 GPU-days", path).group(1))
+    assert 1 < days < hours["total"] / 24
+
+
+def test_the_critical_path_is_the_longest_chain_and_orders_the_pool(tmp_path):
+    from figures import launch
+
+    costs = {"dense": 2.0, "a": 1.0, "b": 5.0, "c": 1.0, "alone": 3.0}  # dense -> a -> c, dense -> b
+    needs = {"dense": set(), "a": {"dense"}, "b": {"dense"}, "c": {"a"}, "alone": set()}
+    assert cost.critical_paths(costs, needs) == {"dense": 7.0, "a": 2.0, "b": 5.0, "c": 1.0, "alone": 3.0}
+    rows = pipeline.planned_runs("fig-gmp-wd", "tiny", {"runs_dir": str(tmp_path)})
+    work = cost.items(rows, cost.load_times())
+    prio = {key: p for key, *_, p in launch.schedule(rows)}
+    assert cost.critical_path(work) == pytest.approx(max(prio.values()))
+
+
+def test_checkpoint_writes_follow_the_time_gates():
+    gated = type("Cfg", (), {"checkpoint_epoch_minutes": 10.0, "checkpoint_every_minutes": 30.0})
+    every = type("Cfg", (), {"checkpoint_epoch_minutes": 0.0, "checkpoint_every_minutes": 30.0})
+    cifar = (200 * 0.004, 200)  # 200 epochs of ~15 s
+    assert cost.checkpoint_writes(*cifar, every) == 200
+    assert cost.checkpoint_writes(*cifar, gated) == 4  # every 42nd epoch's end
+    imagenet = (90 * 0.5, 90)  # 90 epochs of 30 min: each end, and once within each
+    assert cost.checkpoint_writes(*imagenet, gated) == 90
+    assert cost.checkpoint_writes(90 * 0.75, 90, gated) == 180
 
 
 def test_states_come_from_the_run_directories(tmp_path):
@@ -87,6 +119,7 @@ def test_plan_prints_each_figure_and_the_total(tmp_path):
                    "--runs")
     assert proc.returncode == 0, proc.stderr
     assert "fig-gmp-wd [tiny]:" in proc.stdout and "A100-h" in proc.stdout and "missing" in proc.stdout
+    assert "kept once done" in proc.stdout and "checkpoint writes" in proc.stdout and "critical path" in proc.stdout
     assert "all 2 figures [tiny]" in proc.stdout and not (tmp_path / "gmp.prune").exists()  # nothing computed
 
 
@@ -102,8 +135,12 @@ def test_bad_plans_are_one_line_errors(tmp_path, args, message):
 
 def test_a_table_without_an_entry_is_a_user_error(tmp_path):
     table = tmp_path / "times.toml"
-    table.write_text('[epoch_hours]\n"digits/cnn" = 0.1\n[step_cost]\ndense = 1.0\n[train_samples]\ndigits = 1437\n')
+    text = '[epoch_hours]\n"digits/cnn" = 0.1\n[step_cost]\ndense = 1.0\n[train_samples]\ndigits = 1437\n'
+    table.write_text(text)
     rows = pipeline.planned_runs("fig-gmp-wd", "tiny", {"runs_dir": str(tmp_path)})
+    with pytest.raises(UserError, match="no \\[kept_copies\\] entry for 'common.pretrain'"):
+        cost.items(rows, cost.load_times(table))
+    table.write_text(text + '[checkpoint_copies]\n"common.pretrain" = 2\n[kept_copies]\n"common.pretrain" = 1\n')
     with pytest.raises(UserError, match="no step cost for 'gmp'"):
         cost.items(rows, cost.load_times(table))
     table.write_text("[epoch_hours\n")

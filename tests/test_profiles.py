@@ -37,7 +37,8 @@ def test_make_figures_is_the_small_profile_on_the_local_pool_and_make_smoke_has_
 
 def test_cluster_auto_is_the_local_pool_on_more_than_one_core(monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(pipeline, "make", lambda name, profile, cluster, runtime, out, failed=None: calls.append((profile, cluster)))
+    monkeypatch.setattr(pipeline, "make", lambda name, profile, cluster, runtime, out, failed=None, dry_run=False:
+                        calls.append((profile, cluster)))
     for cores, cluster in ((1, "none"), (2, "local"), (16, "local")):
         monkeypatch.setattr(os, "cpu_count", lambda: cores)
         assert figures_main(["fig-gmp-wd", "--runs-dir", str(tmp_path)]) == 0

@@ -241,6 +241,37 @@ def test_a_run_applies_the_exponential_curve_at_every_step_of_its_sparsification
     assert 12 not in updates and updates[29] == pytest.approx(0.9, abs=1e-3)  # step 12 trains with every block
 
 
+def test_a_sparsification_phase_updates_its_masks_without_a_host_sync_or_a_write_per_step(runs, monkeypatch):
+    """Each of the 17 mask updates of an 18-step sparsification phase is logged, but its sparsity stays a device
+    tensor until the epoch's record flushes them (one read for all): no float() of the masks and no append to
+    log.jsonl per step."""
+    import common.store as store
+
+    cfg = C.build(prune.Config, method="sapp", block=4, sparsity=0.9, phases=(0.25, 0.75), runs_dir=str(runs),
+                  **FAST)
+    synced, appends, real_sparsity, real_open = [], [], Reparam.block_sparsity, open
+
+    def block_sparsity(self, sync=True):
+        synced.append(sync)
+        return real_sparsity(self, sync)
+
+    def counting_open(path, mode="r", *args, **kwargs):
+        if str(path).endswith("log.jsonl") and mode == "a":
+            appends.append(path)
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Reparam, "block_sparsity", block_sparsity)
+    monkeypatch.setattr(store, "open", counting_open, raising=False)
+    execute(prune, cfg)
+    log = read_log(Run(prune.SCRIPT, cfg).dir)
+    updates = [r for r in log if r.get("event") == "prune"]
+    assert len(updates) == 17 and all(isinstance(r["sparsity"], float) for r in updates)
+    assert synced.count(False) == 17 and synced.count(True) <= cfg.epochs  # the epoch records' applied_sparsity
+    assert len(appends) < len(log) - 10  # the deferred updates went out with other records, not one write each
+    steps = [r.get("step") for r in log if "step" in r]
+    assert steps == sorted(steps)  # in the order they happened
+
+
 def test_epoch_records_carry_the_phase_their_model_was_measured_in(runs, monkeypatch):
     # ACDC, 12 steps per epoch: dense 0-11, sparse 12-23, dense 24-35, sparse 36-47; epoch 1 ends a dense phase
     cfg = C.build(prune.Config, method="acdc", block=4, sparsity=0.8, phases=(0.25, 0.25, 0.25, 0.25),
@@ -271,7 +302,7 @@ def test_interrupted_run_resumes_to_the_same_model(runs, tmp_path, monkeypatch):
     cfg = C.build(prune.Config, method="sapp", block=4, sparsity=0.9, runs_dir=str(runs), **FAST)
     execute(prune, cfg)
     reference = torch.load(Run(prune.SCRIPT, cfg).dir / "model.pt", weights_only=True)
-    other = C.replace(cfg, runs_dir=str(tmp_path / "other"))
+    other = C.replace(cfg, runs_dir=str(tmp_path / "other"), checkpoint_epoch_minutes=0.0)  # every epoch end
     real = prune.train_epoch
 
     def crash_at_epoch_2(model, split, epoch, *args, **kwargs):

@@ -109,6 +109,10 @@ def test_sapp_on_criteo_sparsifies_only_the_first_dense_layer(tmp_path, runs):
     result = execute(prune, cfg)
     assert math.isfinite(result["test_loss"]) and result["block_sparsity"] == pytest.approx(0.9)
     assert 0.0 <= result["test_auc"] <= 1.0 and "test_acc" not in result  # one logit: log-loss and AUC
+    # the file was parsed by the one "prepare data" run it declares and executed first (a Slurm job of its own)
+    (script, first), = prune.dependencies(cfg)
+    prepared = json.loads((Run(script, first).dir / "result.json").read_text())
+    assert script == "common.prepare" and (prepared["train_samples"], prepared["test_samples"]) == (180, 30)
     epochs = [r for r in read_log(Run(prune.SCRIPT, cfg).dir) if "epoch" in r]
     assert len(epochs) == 3 and all("test_auc" in r and "test_acc" not in r and "train_acc" not in r for r in epochs)
     layers = {x["layer"]: x for x in result["layers"]}

@@ -195,15 +195,17 @@ def test_a_paper_figure_is_submitted_as_arrays_whose_resources_follow_the_table(
             seen.add((script, setup))
             if script == "bip.prune":  # one process, whatever the model: one GPU, one task
                 assert (b.res.nodes, b.res.gpus, b.res.tasks_per_node) == (1, 1, 1), (script, setup, b.res)
+            elif script == "bip.rewind":  # a file copy: no GPU, one CPU, minutes
+                assert (b.res.gpus, b.res.cpus, b.res.tasks_per_node, b.res.time) == (0, 1, 1, 30), b.res
             elif setup == "imagenet/resnet50":  # a node: 8 GPUs, one DDP rank each
                 assert (b.res.gpus, b.res.tasks_per_node, b.res.cpus, b.res.time) == (8, 8, 8, 240), (script, b.res)
             else:
                 assert cfg.dataset in ("cifar10", "cifar100", "tinyimagenet") and b.res.gpus == 1, (script, b.res)
     assert {("gmp.prune", "imagenet/resnet50"), ("common.pretrain", "imagenet/resnet50"),
             ("bip.prune", "imagenet/resnet50"), ("bip.magnitude", "cifar10/resnet18")} <= seen
-    # the ImageNet BiP runs and the rewinding point wait for the same dense model, yet are two arrays (1 vs 8 GPUs)
+    # the ImageNet BiP runs and the rewinding point wait for the same dense model, yet are two arrays (1 vs 0 GPUs)
     split = [b for b in batches if any(c.dataset == "imagenet" for _, c in b.rows) and b.level == 1]
-    assert sorted(b.res.gpus for b in split if {s for s, _ in b.rows} <= {"bip.prune", "bip.rewind"}) == [1, 8]
+    assert sorted(b.res.gpus for b in split if {s for s, _ in b.rows} <= {"bip.prune", "bip.rewind"}) == [0, 1]
     assert len({(b.level, b.needs, b.res) for b in batches}) == len(batches)  # one array per (level, needs, res)
 
 
@@ -224,10 +226,155 @@ def test_resource_layers_override_the_table_but_not_a_one_process_script(tmp_pat
             resources.Choice(mine, env=env, cpus=3).for_run("bip.magnitude", cifar).cpus) == (6, 3)
     one = resources.Choice(mine, env=env, gpus=8, tasks=8, nodes=2).for_run("bip.prune", bip)
     assert (one.nodes, one.gpus, one.tasks_per_node, one.partition) == (1, 1, 1, "a100")
+    assert (one.mem, resources.Choice(env={}).for_run("bip.prune", bip).mem) == ("32G", "32G")  # 1/8 of 256G
+    assert resources.share("100G", 0.125) == "13G" and resources.share("2T", 1.0) == "2T"
     bad = tmp_path / "bad.toml"
     bad.write_text('[setup.cifar10]\ngpus = "one"\n')
     with pytest.raises(UserError, match=r'bad.toml in \[setup."cifar10"\]: .gpus. must be a whole number'):
         resources.Choice(bad, env={})
+
+
+def test_a_rewinding_point_is_a_file_copy_job_and_each_setup_asks_for_memory(tmp_path):
+    from bip import rewind
+    from common.pretrain import SCRIPT as DENSE
+    from slurm.submit import place
+
+    from figures.cost import with_dependencies
+
+    rows = with_dependencies(paper_rows(tmp_path, "fig-bip-trajectory"))
+    cfg = place(next(c for s, c in rows if s == "bip.rewind" and c.dataset == "imagenet"))
+    choice = resources.Choice(env={})
+    res = choice.for_run("bip.rewind", cfg)  # the dense run will keep the weights: a copy, not an 8-GPU node for 4 h
+    assert (res.gpus, res.cpus, res.nodes, res.tasks_per_node, res.time, res.mem, res.max_requeues) == \
+        (0, 1, 1, 1, 30, "4G", 2), res
+    dense = Run(DENSE, rewind._dense_config(cfg))
+    dense.dir.mkdir(parents=True)
+    (dense.dir / "result.json").write_text("{}")  # done, without the snapshot: the rewind replays its training
+    assert choice.for_run("bip.rewind", cfg).gpus == 8
+    (dense.dir / "snapshots").mkdir()
+    (dense.dir / "snapshots" / f"epoch{cfg.epoch}.pt").write_bytes(b"")
+    assert choice.for_run("bip.rewind", cfg).gpus == 0
+    script, criteo = next((s, c) for s, c in paper_rows(tmp_path, "tab-seqattn-blocks") if c.dataset == "criteo")
+    mem = {d: choice.for_run(script, C.replace(criteo, dataset=d, model=m)).mem for d, m in
+           [("criteo", criteo.model), ("cifar10", "resnet18"), ("imagenet", "resnet50")]}
+    assert mem == {"criteo": "32G", "cifar10": "16G", "imagenet": "256G"}  # Criteo's first parse peaks at ~17 GB
+
+
+def test_criteos_runs_wait_for_one_prepare_data_job(tmp_path):
+    from slurm.submit import plan
+
+    rows = [(s, c) for s, c in paper_rows(tmp_path, "tab-seqattn-blocks") if c.dataset == "criteo"]
+    batches, _ = plan(rows, queued=lambda runs: {}, resources=resources.Choice(env={}).for_run)
+    first, then = batches
+    assert [s for s, _ in first.rows] == ["common.prepare"] and (first.res.gpus, first.res.mem) == (0, "32G")
+    assert len(rows) == len(then.rows) == 24 and then.needs == (str(Run(*first.rows[0]).dir),)
+    assert (then.res.gpus, then.res.mem) == (1, "32G")
+
+
+def fake_slurm(tmp_path, monkeypatch, gres="(null)", refuse_after=None) -> Path:
+    """sbatch, srun and sinfo stand-ins on PATH: sbatch --help lists a few options, a submission prints the next job
+    id (from 100; with ``refuse_after`` = k, the k+1-th is refused for a MaxSubmitJobs limit as Slurm words it);
+    sinfo lists partitions 'debug' (no gres) and 'gpu' (``gres``). Returns the file counting the submissions."""
+    bin_dir, count = tmp_path / "fake-bin", tmp_path / "submissions"
+    bin_dir.mkdir()
+    limit = (f'if [ "$n" -ge {100 + refuse_after} ]; then echo "sbatch: error: Batch job submission failed: Job '
+             'violates accounting/QOS policy (job submit limit, user\'s size and/or time limits)" >&2; exit 1; fi\n'
+             if refuse_after is not None else "")
+    (bin_dir / "sbatch").write_text(
+        '#!/bin/sh\nif [ "$1" = --help ]; then printf "  -A, --account=name\\n      --exclusive\\n'
+        '      --mail-type=type\\n      --comment=name\\n"; exit 0; fi\n'
+        f'n=$(cat {count} 2>/dev/null || echo 100)\n{limit}echo $((n + 1)) > {count}\necho "Submitted batch job $n"\n')
+    (bin_dir / "sinfo").write_text(f'#!/bin/sh\necho "debug* (null)"\necho "gpu {gres}"\n')
+    (bin_dir / "srun").write_text("#!/bin/sh\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PRUNING_SLURM_LOGS", str(tmp_path / "logs"))
+    return count
+
+
+def test_free_form_sbatch_options_typed_gpus_and_srun_arguments_from_the_resource_file(tmp_path, monkeypatch):
+    from slurm import submit
+
+    count = fake_slurm(tmp_path, monkeypatch, gres="gpu:a100:4(S:0-1),nvme:1")
+    monkeypatch.setattr(submit, "snapshot", lambda root, copy=True: tmp_path / "code")
+    mine = tmp_path / "mine.toml"
+    mine.write_text('partition = "gpu"\ngpus = 1\ngpu_type = "a100"\nsrun = ["--mpi=none"]\n'
+                    'sbatch = {exclusive = true, mail-type = "END", comment = "pruning"}\n')
+    cfg = C.parse_args(pretrain.Config, [*TINY, "--runs-dir", str(tmp_path / "runs")])
+    batches, _, _ = submit.submit_runs([(pretrain.SCRIPT, cfg)], resources.Choice(mine, env={}), "site")
+    text = batches[0].jobs[0].paths.submission_file.read_text()
+    for line in ("#SBATCH --exclusive", "#SBATCH --mail-type=END", "#SBATCH --comment=pruning",
+                 "#SBATCH --gpus-per-node=a100:1", "#SBATCH --partition=gpu"):
+        assert line in text.splitlines(), text
+    srun = next(ln for ln in text.splitlines() if ln.startswith("srun "))
+    assert " --cpus-per-task 1 --mpi=none " in srun, srun
+    assert resources.resolve(None, env={"PRUNING_SLURM_SBATCH": "exclusive mail-type=END"}).sbatch == \
+        (("exclusive", True), ("mail-type", "END"))
+    assert count.read_text() == "101\n"
+
+
+@pytest.mark.parametrize("toml, said", [
+    ('sbatch = {mail-typo = "END"}', "'sbatch' option 'mail-typo' is not an option of this cluster's sbatch "
+                                     "(sbatch --help); did you mean 'mail-type'?; nothing submitted"),
+    ('sbatch = {time = 30}', "'sbatch' option 'time' is set by the key 'time'; use that, not 'sbatch'"),
+    ('gpus = 1\ngpu_type = "h100"', "1 GPU(s) of type 'h100' asked on partition 'gpu', whose nodes have gpu:a100:4 "
+                                    "(sinfo %G); set gpu_type to one of those types, or another partition"),
+    ('srun = "--cpus-per-task=4"', "'srun' argument '--cpus-per-task=4': srun is given the key 'cpus' already")])
+def test_a_bad_sbatch_option_gres_or_srun_argument_is_one_line_and_submits_nothing(toml, said, tmp_path,
+                                                                                   monkeypatch):
+    count = fake_slurm(tmp_path, monkeypatch, gres="gpu:a100:4(S:0-1)")
+    mine = tmp_path / "mine.toml"
+    mine.write_text(f'partition = "gpu"\n{toml}\n')
+    proc = run_cli("slurm.submit", "--resources", mine, "common.pretrain", *TINY, "--runs-dir", tmp_path / "runs")
+    line = one_error_line(proc)
+    assert proc.returncode == 2 and said in line, line
+    assert not count.exists() and not (tmp_path / "runs").exists() and not (tmp_path / "logs").exists()
+
+
+def test_a_max_submit_jobs_refusal_is_named_and_a_submission_can_be_capped(tmp_path, monkeypatch, capsys):
+    from figures import pipeline
+    from slurm import submit
+
+    count = fake_slurm(tmp_path, monkeypatch, refuse_after=1)  # the site lets one more submission through
+    monkeypatch.setattr(submit, "snapshot", lambda root, copy=True: tmp_path / "code")
+    rows = pipeline.planned_runs("fig-gmp-wd", "tiny", {"runs_dir": str(tmp_path / "runs")})
+    with pytest.raises(UserError, match=r"sbatch refused the job: .*job submit limit.*: the cluster's MaxSubmitJobs "
+                                        r"limit .* is reached; the 3 job\(s\) it queued before stay queued \(jobs "
+                                        r"100_0..100_2\) and are not submitted again; cap a submission with "
+                                        r"max_submit = N"):
+        submit.submit_runs(rows, resources.Choice(env={}), "limit")
+    assert count.read_text() == "101\n"
+    capsys.readouterr()
+    count.unlink()
+    batches, _, already = submit.submit_runs(rows, resources.Choice(env={}, max_submit=5), "capped", dry_run=True)
+    assert [len(b.rows) for b in batches] == [3, 2] and not count.exists()  # the 3 queued before are not in squeue
+    assert "max_submit = 5: 5 of the 21 run(s) to submit are submitted now" in capsys.readouterr().out
+
+
+def test_a_job_prints_its_cpus_and_one_progress_line_per_epoch(tmp_path, monkeypatch, capsys):
+    """The job's task bound to one core while the job says 8 CPUs per task: it computes on one thread and says so;
+    its run prints a line per epoch into the log even when it was asked for no progress (TINY: --progress off)."""
+    from common import store
+    from slurm.jobs import Job
+
+    monkeypatch.setattr(store, "LOCK_WAIT", store.LOCK_WAIT)  # a job sets it: restored afterwards
+    for name, value in {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "7", "SLURM_PROCID": "0", "SLURM_NTASKS": "1",
+                        "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_JOB_NODELIST": "localhost",
+                        "SLURM_CPUS_PER_TASK": "8"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
+    cfg = C.parse_args(pretrain.Config, [*TINY, "--runs-dir", str(tmp_path / "runs")])
+    threads = torch.get_num_threads()
+    try:
+        Job(pretrain.SCRIPT, cfg)()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    out, err = capsys.readouterr()
+    assert "job 7 task 0: cpus: 1 (affinity 0; SLURM_CPUS_PER_TASK 8): 1 torch threads, --workers auto = 1" in out
+    assert [ln.split()[2] for ln in err.splitlines() if ln.startswith("[pretrain] epoch")] == ["1/3", "2/3", "3/3"]
 
 
 def test_requeue_budget_follows_the_estimated_run_length_and_the_time_limit(tmp_path):
@@ -306,8 +453,51 @@ def test_submitted_jobs_carry_their_resources_and_requeue_budget(tmp_path, monke
             gpus = re.search(r"#SBATCH --gpus-per-node=(\d+)", sbatch).group(1)
             tasks = re.search(r"#SBATCH --ntasks-per-node=(\d+)", sbatch).group(1)
             assert "#SBATCH --time=240" in sbatch
+            cpus = re.search(r"#SBATCH --cpus-per-task=(\d+)", sbatch).group(1)
+            srun = next(ln for ln in sbatch.splitlines() if ln.startswith("srun "))
+            assert f" --cpus-per-task {cpus} " in srun, srun  # srun (Slurm >= 22.05) does not take it from the job
             shapes.add((script, int(gpus), int(tasks)))
     assert shapes == {("common.pretrain", 8, 8), ("gmp.prune", 8, 8), ("bip.prune", 1, 1)}, shapes
+
+
+def test_every_requeue_counts_toward_the_budget_those_slurm_made_too(monkeypatch):
+    """A preemption that Slurm requeues itself starts the job as submitted (its own count at 0): SLURM_RESTART_COUNT
+    still counts it."""
+    from slurm.jobs import Job
+
+    job = Job(pretrain.SCRIPT, None, max_requeues=3)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "3")
+    assert job.checkpoint() is None and job.requeues == 0
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert job.checkpoint() is not None and job.requeues == 2
+    monkeypatch.delenv("SLURM_RESTART_COUNT")
+    assert job.checkpoint() is not None and job.requeues == 3 and job.checkpoint() is None
+
+
+def test_a_stop_signal_sets_the_flag_in_a_loop_and_requeues_at_once_outside_one(monkeypatch):
+    import signal
+
+    from common import train
+    from slurm import jobs
+
+    requeued = []
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGUSR2, signal.SIGTERM, signal.SIGALRM)}
+    signal.signal(signal.SIGUSR2, lambda signum, frame: requeued.append(signum))  # stands in for submitit's
+    try:
+        jobs.Job(pretrain.SCRIPT, None).catch_stop_signals()
+        monkeypatch.setattr(train, "in_loop", lambda: True)
+        os.kill(os.getpid(), signal.SIGTERM)  # a preemption without USR2: no longer ignored
+        assert train.stop_requested() and not requeued
+        assert 0 < signal.getitimer(signal.ITIMER_REAL)[0] <= jobs.STOP_GRACE_S  # the fallback, armed
+        train.clear_stop()
+        monkeypatch.setattr(train, "in_loop", lambda: False)
+        os.kill(os.getpid(), signal.SIGUSR2)  # nothing to stop at a step boundary: requeued now, as before
+        assert requeued == [signal.SIGUSR2] and not train.stop_requested()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+        train.clear_stop()
 
 
 @pytest.mark.parametrize("bad", ["\n", "\r", "\t", "\x00", "\x1b", "\x85"])
@@ -382,6 +572,29 @@ def test_paths_with_shell_characters_reach_the_job_unexpanded(tmp_path, monkeypa
     assert (Run(pretrain.SCRIPT, submit.place(cfg)).dir / "slurm_job").read_text() == "42\n"
 
 
+def test_dry_run_prints_the_sbatch_scripts_and_submits_nothing(tmp_path):
+    env = {"PATH": str(tmp_path / "empty-bin"), "PRUNING_SLURM_LOGS": str(tmp_path / "logs")}  # no Slurm here at all
+    proc = run_cli("slurm.submit", "--dry-run", "--cpus", "2", "common.pretrain", *TINY, "--runs-dir",
+                   tmp_path / "runs", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("#!/bin/bash") == 1 and "#SBATCH --cpus-per-task=2" in proc.stdout, proc.stdout
+    srun = next(ln for ln in proc.stdout.splitlines() if ln.startswith("srun "))
+    assert " --cpus-per-task 2 " in srun and "nothing submitted" in proc.stdout
+    proc = run_cli("figures", "fig-gmp-wd", "--profile", "tiny", "--cluster", "slurm", "--dry-run", "--runs-dir",
+                   tmp_path / "runs", "--out", tmp_path / "out", env=env)
+    assert proc.returncode == 0, proc.stderr
+    # 3 dense models (one array), then each one's 6 runs as an array waiting for its task
+    assert proc.stdout.count("#!/bin/bash") == 4 and "#SBATCH --array=0-2%3" in proc.stdout, proc.stdout
+    assert {f"#SBATCH --dependency=afterok:JOB1_{i}" for i in range(3)} <= set(proc.stdout.splitlines())
+    assert not any(p.exists() for p in (tmp_path / "runs", tmp_path / "logs", tmp_path / "out"))
+    proc = run_cli("figures", "fig-gmp-wd", "--profile", "tiny", "--dry-run", "--cluster", "local", env=env)
+    assert proc.returncode == 2 and "use it with --cluster slurm" in one_error_line(proc)
+    if shutil.which("make"):
+        make = subprocess.run(["make", "-n", "fig-gmp-wd", "PROFILE=tiny", "CLUSTER=slurm", "DRY_RUN=1"],
+                              cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=60)
+        assert "-m figures fig-gmp-wd --profile tiny --cluster slurm" in make.stdout and "--dry-run" in make.stdout
+
+
 # ---------------------------------------------------------------------------------------------------- the cluster
 @pytest.fixture(scope="module")
 def cluster():
@@ -433,6 +646,22 @@ def test_submitted_run_completes_and_equals_the_local_run(cluster, logs, tmp_pat
     assert same_model(Run(pretrain.SCRIPT, local.cfg, tmp_path / "slurm-runs"), local)
     again = run_cli("slurm.submit", "common.pretrain", *TINY, "--runs-dir", tmp_path / "slurm-runs")
     assert again.returncode == 0 and "already done, nothing submitted" in again.stdout
+
+
+def test_a_two_cpu_jobs_task_runs_on_two_cpus_and_sizes_its_threads_by_them(cluster, logs, tmp_path):
+    """srun is given the job's --cpus-per-task: where tasks are bound to CPUs (local_cluster.py: task/affinity), a
+    task of a 2-CPU job runs on 2 CPUs, not one, and its torch threads and DataLoader workers follow them."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("the node has one CPU")
+    proc = run_cli("slurm.submit", "--wait", "--time", "5", "--cpus", "2", "common.pretrain", *TINY,
+                   "--runs-dir", tmp_path / "runs", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = next(logs.glob(f"*/{job_id(proc)}_0_log.out")).read_text()
+    line = re.search(r"task 0: (cpus: .*)", out).group(1)
+    listed = re.search(r"\(affinity ([\d,-]+);", line).group(1)
+    cpus = sum(int(b) - int(a) + 1 for a, _, b in (span.partition("-") if "-" in span else (span, "", span)
+                                                      for span in listed.split(",")))
+    assert cpus == 2 and "SLURM_CPUS_PER_TASK 2): 2 torch threads, --workers auto = 1" in line, line
 
 
 def test_unknown_partition_and_gpus_without_gpus_are_one_line_errors(cluster, logs, tmp_path):
@@ -493,6 +722,39 @@ def test_run_longer_than_its_time_limit_is_requeued_and_resumes_to_the_same_resu
     assert slurm_result["test_acc"] == result["test_acc"]
     assert slurm_result["test_loss"] == pytest.approx(result["test_loss"], rel=1e-6)
     assert same_model(Run(pretrain.SCRIPT, local.cfg, tmp_path / "slurm-runs"), local)
+
+
+def test_a_sigterm_checkpoints_at_the_next_step_requeues_and_the_run_resumes_exactly(cluster, logs, tmp_path):
+    """A preemption without USR2 (Slurm sends SIGTERM unless preempt_send_user_signal is set): the job checkpoints
+    after the step under way, requeues itself, counted, and the run resumes there to the uninterrupted result."""
+    args = ["--model", "mlp", "--train.epochs", "200", "--train.batch-size", "16", "--progress", "off"]
+    result, local = local_result(args, tmp_path / "local-runs")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "slurm.submit", "--wait", "--time", "10", "--max-requeues", "2", "common.pretrain",
+         *args, "--runs-dir", str(tmp_path / "slurm-runs")], cwd=root, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(root)))
+    first = proc.stdout.readline()
+    job = re.search(r"submitted job (\d+)", first).group(1)
+    remote = tmp_path / "slurm-runs" / "common.pretrain" / local.hash
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not any("epoch" in r for r in read_log(remote)):
+            time.sleep(0.5)
+        subprocess.run(["scancel", "--signal=TERM", job], check=True, timeout=60)
+        out, err = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, first + out + err
+    log = next(logs.glob(f"*/{job}_0_log.out")).read_text()
+    assert "SIGTERM: checkpointing at the next step boundary, then requeuing" in log, log
+    assert re.findall(r"requeue (\d+):", log)[:2] == ["0", "1"], log  # requeued by itself, and counted
+    resumes = [r for r in read_log(remote) if r.get("event") == "resume"]
+    assert len(resumes) == 1, resumes  # from the stop's checkpoint: the run's only one (no epoch end is 10 min late)
+    assert [r["epoch"] for r in read_log(remote) if "epoch" in r] == list(range(1, 201))
+    assert json.loads((remote / "result.json").read_text())["test_acc"] == result["test_acc"]
+    assert same_model(Run(pretrain.SCRIPT, local.cfg, tmp_path / "slurm-runs"), local)
+    assert not list(remote.glob("checkpoint*"))  # done: no checkpoint left
 
 
 def test_figure_runs_are_submitted_in_dependency_order_then_the_figure_is_drawn(cluster, logs, tmp_path, monkeypatch,

@@ -17,6 +17,7 @@ import torch
 
 from common import config as C
 from common import store
+from common.data import process_cpus
 from common.errors import Diverged, UserError
 from slurm import snapshot
 from tests.conftest import ROOT, one_error_line
@@ -26,6 +27,7 @@ from tests.conftest import ROOT, one_error_line
 class Cfg:
     x: int = C.opt(1, "a number")
     runs_dir: str = C.opt("runs", "store", hash=False)
+    keep_checkpoint: bool = C.opt(False, "keep the checkpoint of a finished run", hash=False)
 
 
 class Script:
@@ -253,7 +255,7 @@ def _kill_after(args, log_glob, min_lines, runs_dir):
 def test_sigkilled_run_resumes_exactly(tmp_path):
     """Kill GMP once while its dense model trains and once while it prunes; the result equals an unbroken run."""
     args = ["gmp.prune", "--model", "cnn", "--pretrain.epochs", "8", "--epochs", "10", "--stabilize-epochs", "1",
-            "--prune-epochs", "5", "--progress", "off"]
+            "--prune-epochs", "5", "--progress", "off", "--checkpoint-epoch-minutes", "0"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     straight = tmp_path / "straight"
     subprocess.run([sys.executable, "-m", *args, "--runs-dir", str(straight)], cwd=ROOT, env=env, check=True,
@@ -434,6 +436,54 @@ def test_restart_after_a_corrupt_checkpoint_starts_a_fresh_log(tmp_path, capsys)
     assert f"warning: {run.checkpoint_path}: checkpoint is corrupt or truncated" in capsys.readouterr().err
 
 
+def test_a_finished_run_deletes_its_checkpoints_unless_asked_to_keep_one(tmp_path):
+    Epochs.fail_at = Epochs.stop_at = None
+    plain, kept = Cfg(runs_dir=str(tmp_path / "a")), Cfg(runs_dir=str(tmp_path / "b"), keep_checkpoint=True)
+    store.execute(Epochs, plain)
+    store.execute(Epochs, kept)
+    a, b = store.Run(Epochs.SCRIPT, plain), store.Run(Epochs.SCRIPT, kept)
+    assert a.hash == b.hash and a.done and b.done  # --keep-checkpoint is not part of the run's identity
+    assert sorted(p.name for p in a.dir.iterdir()) == ["config.json", "log.jsonl", "result.json"]
+    assert b.checkpoint_path.exists() and not (b.dir / store.PREVIOUS_CHECKPOINT).exists()
+    assert store.read_checkpoint(b.checkpoint_path)["epoch"] == 3
+
+
+def test_an_unreadable_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+    cfg = Cfg(runs_dir=str(tmp_path))
+    Epochs.fail_at, Epochs.stop_at = None, 3  # checkpoints after epochs 1 and 2, then killed
+    with pytest.raises(KeyboardInterrupt):
+        store.execute(Epochs, cfg)
+    run = store.Run(Epochs.SCRIPT, cfg)
+    previous = run.dir / store.PREVIOUS_CHECKPOINT
+    assert store.read_checkpoint(previous)["epoch"] == 1 and store.read_checkpoint(run.checkpoint_path)["epoch"] == 2
+    run.checkpoint_path.write_bytes(run.checkpoint_path.read_bytes()[:50])  # the newest is cut short
+    Epochs.stop_at = None
+    state = store.Run(Epochs.SCRIPT, cfg).load_checkpoint()
+    assert state["epoch"] == 1  # not from scratch: the epoch before
+    err = capsys.readouterr().err
+    assert f"warning: {run.checkpoint_path}: checkpoint is corrupt or truncated" in err
+    assert "resuming from the previous checkpoint, checkpoint.prev.pt" in err
+    store.execute(Epochs, cfg)
+    assert _epochs(run) == [1, 2, 3] and not previous.exists() and not run.checkpoint_path.exists()
+
+
+def test_a_checkpoint_is_flushed_to_disk_before_it_replaces_the_last(tmp_path, monkeypatch):
+    run = store.Run(Epochs.SCRIPT, Cfg(runs_dir=str(tmp_path)))
+    run.dir.mkdir(parents=True)
+    calls = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))) or
+                        fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: replace(a, b) or calls.append(("replace", str(a), str(b))))
+    run.save_checkpoint({"epoch": 1})
+    run.save_checkpoint({"epoch": 2})
+    assert [c[0] for c in calls] == ["fsync", "replace", "fsync", "replace", "replace"]
+    assert calls[0][1] == calls[1][1] and calls[2][1] == calls[4][1]  # each written file flushed, then moved in
+    assert calls[1][2] == calls[4][2] == str(run.checkpoint_path)
+    assert calls[3][1:] == (str(run.checkpoint_path), str(run.dir / store.PREVIOUS_CHECKPOINT))
+    assert store.read_checkpoint(run.dir / store.PREVIOUS_CHECKPOINT)["epoch"] == 1
+
+
 def test_interrupted_run_without_a_checkpoint_starts_a_fresh_log(tmp_path):
     cfg = Cfg(runs_dir=str(tmp_path))
     Epochs.fail_at, Epochs.stop_at = None, 1  # killed in its first epoch: a record, no checkpoint
@@ -450,7 +500,7 @@ def test_store_files_follow_the_umask(tmp_path, umask, mode):
     Epochs.fail_at = Epochs.stop_at = None
     old = os.umask(umask)
     try:
-        store.execute(Epochs, Cfg(runs_dir=str(tmp_path)))
+        store.execute(Epochs, Cfg(runs_dir=str(tmp_path), keep_checkpoint=True))
         explicit = store.atomic_write(tmp_path / "explicit.txt", lambda p: Path(p).write_text("x"), mode=0o600)
     finally:
         os.umask(old)
@@ -469,7 +519,10 @@ def _git(repo, *args) -> str:
 def test_result_records_code_and_package_versions(tmp_path):
     result = store.execute(Script, Cfg(runs_dir=str(tmp_path)))
     prov = json.loads((store.Run(Script.SCRIPT, Cfg(runs_dir=str(tmp_path))).dir / "result.json").read_text())
-    assert prov["provenance"] == result["provenance"] == store.provenance()
+    assert prov["provenance"] == result["provenance"] == {**store.provenance(), "hardware": store.hardware(Cfg())}
+    hw, cuda = prov["provenance"]["hardware"], torch.cuda.is_available()  # what a timing was measured on
+    assert hw["cpus"] == process_cpus() and hw["world_size"] == 1 and hw["device"] == getattr(Cfg(), "device", None)
+    assert (hw["gpus"], hw["gpu"]) == ((torch.cuda.device_count(), torch.cuda.get_device_name()) if cuda else (0, None))
     versions = prov["provenance"]["versions"]
     assert versions["python"] == platform.python_version()
     assert versions["torch"] == importlib.metadata.version("torch") and set(versions) == {
@@ -522,3 +575,17 @@ def test_code_version_is_the_git_commit_or_else_a_hash_of_the_sources(tmp_path, 
     assert store.code_version(snap) == {"content_hash": snap.name}
     monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))  # no git at all
     assert store.code_version(repo) == {"content_hash": snap.name} == {"content_hash": changed["content_hash"]}
+
+
+def test_a_deferred_log_record_reaches_the_file_with_the_next_record_and_checkpoints_hold_numbers(tmp_path):
+    run = store.Run(Script.SCRIPT, Cfg(runs_dir=str(tmp_path)))
+    run.dir.mkdir(parents=True)
+    run.log(event="update", step=1, value=torch.tensor(0.25, dtype=torch.float64), defer=True)
+    assert not (run.dir / "log.jsonl").exists() and torch.is_tensor(run.logs[0]["value"])  # not yet written
+    run.log(epoch=1, step=2)
+    assert [(r.get("event"), r["step"]) for r in store.read_log(run.dir)] == [("update", 1), (None, 2)]
+    assert store.read_log(run.dir)[0]["value"] == 0.25 and run.logs[0]["value"] == 0.25
+    run.log(event="update", step=3, value=torch.tensor(0.5), defer=True)
+    run.save_checkpoint({})
+    saved = torch.load(run.checkpoint_path, weights_only=True)["_logs"]
+    assert saved[-1]["value"] == 0.5 and len(store.read_log(run.dir)) == 3

@@ -92,7 +92,8 @@ def test_a_real_full_disk_is_one_line_and_exit_1(tmp_path):
     disk = tmp_path / "disk"
     disk.mkdir()
     wrap = _in_a_small_tmpfs(disk, "300k")  # the config and log fit; the first checkpoint (~400 kB) does not
-    proc = subprocess.run([*wrap, sys.executable, "-m", "common.pretrain", *TINY, "--runs-dir", str(disk / "runs")],
+    proc = subprocess.run([*wrap, sys.executable, "-m", "common.pretrain", *TINY, "--checkpoint-epoch-minutes", "0",
+                           "--runs-dir", str(disk / "runs")],
                           cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"),
                           capture_output=True, text=True, timeout=300)
     line = one_error_line(proc)
