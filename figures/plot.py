@@ -169,12 +169,25 @@ def sparsity_axis(ax, ticks=None, label: str = "sparsity (%)", most: int = 11) -
         ticks = sorted({round(float(t), 4) for t in ticks if np.isfinite(float(t))})
         while len(ticks) > most:
             ticks = ticks[::-2][::-1]  # keep the last (sparsest) one
-        ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks], fontsize=7)
+        at = _remaining_log(ticks)
+        gap = (at.max() - at.min()) / (most - 1) if len(ticks) > 1 else 0.0
+        labels, last = [], None  # a label at least ``gap`` from the next one labelled, from the sparsest end
+        for t, a in zip(ticks[::-1], at[::-1]):
+            keep = last is None or last - a >= 0.999 * gap
+            labels.append(f"{t:.3g}" if keep else "")
+            last = a if keep else last
+        ax.set_xticks(ticks, labels[::-1], fontsize=7)
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel(f"{label} (log scale of the remaining 1 - s)")
 
 
 # ------------------------------------------------------------------------------- paired differences and t-interval
+def n_text(n) -> str:
+    """The seeds behind a series' points: "5", or "2-5" where some points have fewer."""
+    lo, hi = int(np.min(n)), int(np.max(n))
+    return f"{hi}" if lo == hi else f"{lo}-{hi}"
+
+
 def t_interval(diffs, alpha: float = 0.05) -> tuple[float, float, float]:
     """(mean, low, high): the mean of the paired differences ``diffs`` and its two-sided 1 - ``alpha`` t-interval, as
     the scoreboard's rule computes it (``figures.claims.rule.compare``, paired, whose one-sided bounds at alpha / 2
@@ -226,7 +239,7 @@ def paired_panel(ax, diffs: pd.DataFrame, x: str, series: str | None = None, col
         at, mean, lo, hi, n = (np.array(v, dtype=float) for v in zip(*stats))
         err = np.where(np.isnan(lo), 0.0, [mean - lo, hi - mean])
         ax.errorbar(at, mean, yerr=err, fmt="D-" if line else "D", ms=4, lw=1, capsize=3, color=color,
-                    label=None if label is None else f"{label} (n = {int(n.max())})")
+                    label=None if label is None else f"{label} (n = {n_text(n)})")
     ax.set_ylabel(ylabel, fontsize=8)
     ax.grid(alpha=0.3)
     if series:
