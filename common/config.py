@@ -3,7 +3,9 @@
 Nested dataclasses become dotted flags (``--pretrain.lr 0.1``). A field's help text and allowed values live in
 its metadata (``field(default=..., metadata={"help": ..., "choices": [...]})``). Fields marked
 ``metadata={"hash": False}`` describe *how* a run executes (device, data folder, workers) rather than *what* it
-computes; they are left out of the run's identity (see ``common.store``). Fields marked ``positive`` (learning rates)
+computes; they are left out of the run's identity (see ``common.store``). Fields added after runs were stored are
+marked ``hash="unless-default"``: they enter the identity only when set to another value, so every run stored before
+they existed keeps its hash. Fields marked ``positive`` (learning rates)
 must be > 0. Fields marked ``content`` name a file whose bytes determine the result: the run's identity holds the
 file's sha256, not its path (the path stays in ``config.json`` for people to read). Fields marked ``when`` apply to
 some methods only (``when={"method": ("gmp",)}``); the command line refuses a value other than the default for a
@@ -26,6 +28,9 @@ def opt(default, help: str, choices=None, hash: bool = True,  # noqa: A002 - mir
         positive: bool = False, content: bool = False, when: dict | None = None):
     """A config field with its help text (and optional allowed values).
 
+    ``hash``: True (part of the run's identity), False (how it runs, not what it computes) or "unless-default"
+    (part of the identity only when it differs from ``default``: a field added without changing existing hashes).
+
     ``positive``: the value must be > 0 (checked by :func:`build`). ``content``: a file path (empty: none) whose
     file's bytes, not its name, are part of the run's identity (see :func:`canonical_json`). ``when``: {field of the
     same config: the values under which this field is used}, e.g. ``{"method": ("gmp",)}``; where one is not met the
@@ -44,6 +49,10 @@ def opt(default, help: str, choices=None, hash: bool = True,  # noqa: A002 - mir
     if isinstance(default, (list, dict)) or is_dataclass(default):
         return field(default_factory=lambda: _copy(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def _default(f):
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
 def _copy(value):
@@ -66,6 +75,8 @@ def _data(cfg, hashed_only: bool, digests: bool, prefix: str = "") -> dict:
         if hashed_only and not f.metadata.get("hash", True):
             continue
         v = getattr(cfg, f.name)
+        if hashed_only and f.metadata.get("hash") == "unless-default" and v == _default(f):
+            continue
         if is_dataclass(v):
             out[f.name] = _data(v, hashed_only, digests, prefix + f.name + ".")
         elif digests and f.metadata.get("content") and v:

@@ -146,3 +146,22 @@ def test_missing_content_file_is_one_line(tmp_path):
     assert one_error_line(proc) == f"error: --checkpoint {missing}: no such file; give the path of an existing file"
     with pytest.raises(UserError, match=r"^--weights .* is a folder; give the path of a file$"):
         C.canonical_json(WithFile(weights=str(tmp_path)))
+
+
+def test_a_field_added_unless_default_keeps_earlier_hashes():
+    """A field marked hash="unless-default" leaves the identity of every config at its default unchanged (runs stored
+    before it existed keep their hash) and enters it once set to another value."""
+    @dataclass
+    class Before:
+        lr: float = C.opt(0.1, "lr")
+
+    @dataclass
+    class After:
+        lr: float = C.opt(0.1, "lr")
+        accumulate: int = C.opt(1, "steps per update", hash="unless-default")
+        names: tuple[str, ...] = C.opt(("a",), "names", hash="unless-default")
+
+    assert C.canonical_json(After()) == C.canonical_json(Before())
+    assert C.canonical_json(After(accumulate=2)) != C.canonical_json(Before())
+    assert C.canonical_json(After(names=("b",))) != C.canonical_json(Before())
+    assert C.to_dict(After())["accumulate"] == 1  # config.json still shows it
