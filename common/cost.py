@@ -8,7 +8,10 @@ job's requeue budget from them. The accounting per script (``epochs_of``): a den
 retraining their epochs; SA++ / ACDC / block magnitude / PowerProp their epochs x their step cost, plus their
 training-curve evaluations (a fixed subset of ``seqattn.prune.CURVE_SAMPLES`` training samples every
 ``curve_every`` steps, forward only); post-training calibration samples x epochs / training-set size x its step
-cost; a rewinding point the dense epochs it replays. The numbers are estimates for an A100; other GPUs differ.
+cost; a rewinding point the dense epochs it replays. The numbers are estimates for an A100 (other GPUs differ),
+derived in the table's header: images per epoch x training FLOPs per image / an assumed A100 rate, each
+assumption cited there; within 0.5x-2x for CIFAR and Tiny-ImageNet, 0.5x-1.5x for ImageNet (bound by JPEG
+decoding on the job's CPUs).
 
 What a run puts on disk (``disk_of``), from the same table: its checkpoint (``[checkpoint_copies]``: copies of the
 model's fp32 parameters -- weights, optimizer moments, masks, scores), present while it computes (and the previous

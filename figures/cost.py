@@ -13,11 +13,13 @@ shared between figures (``plan all``'s total), is charged once. Each run is
   missing  none of these.
 
 Its cost is ``common.cost``'s estimate of its length (epochs of plain training of its (dataset, model) times
-the A100 GPU-hours of such an epoch, from the editable table ``figures/epoch_times.toml``), the same estimate
-that sizes a Slurm job's requeue budget (``slurm.resources``), and its disk (``common.cost.disk_of``: what it
-keeps once done, its checkpoint while it computes, and the checkpoints it writes). The critical path is the longest
-chain of runs left that wait on each other (``critical_paths``, which also orders the local pool: ``figures.launch``),
-in GPU-days: no number of GPUs computes the figures faster.
+the A100 GPU-hours of such an epoch, from the editable table ``figures/epoch_times.toml``, whose header derives each
+and its range), the same estimate that sizes a Slurm job's requeue budget (``slurm.resources``), and its disk
+(``common.cost.disk_of``: what it keeps once done, its checkpoint while it computes, and the checkpoints it writes).
+The critical path is the longest chain of runs left that wait on each other (``critical_paths``, which also orders
+the local pool: ``figures.launch``), in GPU-days, printed with its runs (``critical_chain``; e.g. a dense model, its
+rewinding point, the IMP rounds from it): with one GPU per run no number of GPUs computes the figures faster, and
+k GPUs per run shorten it k-fold at most.
 """
 from __future__ import annotations
 
@@ -58,17 +60,34 @@ def needs_of(script: str, cfg) -> set[tuple[str, str]]:
     return {(dep[0], Run(*dep).hash) for dep in (declared(cfg) if declared is not None else [])}
 
 
-def critical_paths(costs: dict, needs: dict) -> dict:
-    """{key: its cost plus the longest chain of the runs that wait on it}, for runs ``costs`` {key: cost} listed
-    after the runs they need, ``needs`` {key: the keys it waits for}; the largest is the critical path."""
+def _waiting(needs: dict) -> dict:
+    """{key: the keys that wait for it}, from ``needs`` {key: the keys it waits for}."""
     waiting = defaultdict(list)
     for key, keys in needs.items():
         for need in keys:
             waiting[need].append(key)
-    paths = {}
+    return waiting
+
+
+def critical_paths(costs: dict, needs: dict) -> dict:
+    """{key: its cost plus the longest chain of the runs that wait on it}, for runs ``costs`` {key: cost} listed
+    after the runs they need, ``needs`` {key: the keys it waits for}; the largest is the critical path."""
+    waiting, paths = _waiting(needs), {}
     for key in reversed(list(costs)):
         paths[key] = costs[key] + max((paths[k] for k in waiting[key] if k in paths), default=0.0)
     return paths
+
+
+def critical_chain(costs: dict, needs: dict) -> list:
+    """The keys of the critical path, first to last: from the run with the longest ``critical_paths`` on, each
+    time the run waiting on it whose own longest chain is the longest (none for no runs)."""
+    paths, waiting = critical_paths(costs, needs), _waiting(needs)
+    if not paths:
+        return []
+    chain = [max(paths, key=paths.get)]
+    while nexts := [k for k in waiting[chain[-1]] if k in paths]:
+        chain.append(max(nexts, key=paths.get))
+    return chain
 
 
 def state_of(script: str, cfg) -> tuple[str, str]:
@@ -111,16 +130,21 @@ def items(rows, times: Times) -> list[Item]:
         run = Run(script, cfg)
         hours = a100_hours(script, cfg, times)
         checkpoint, kept = disk_of(script, cfg, times)
-        out.append(Item(script, run.hash, run.dir, f"{cfg.dataset} / {getattr(cfg, 'model', 'data')}", epochs, hours, state, why,
-                        needs_of(script, cfg), checkpoint, kept, checkpoint_writes(hours, epochs, cfg)))
+        out.append(Item(script, run.hash, run.dir, f"{cfg.dataset} / {getattr(cfg, 'model', 'data')}", epochs, hours,
+                        state, why, needs_of(script, cfg), checkpoint, kept, checkpoint_writes(hours, epochs, cfg)))
     return out
 
 
 def critical_path(work: list[Item]) -> float:
     """A100-hours of the longest chain of runs left (not done) that wait on each other."""
+    return sum(i.hours for i in critical_runs(work))
+
+
+def critical_runs(work: list[Item]) -> list[Item]:
+    """The runs of that chain, first to last: e.g. a dense model, its rewinding point, the IMP rounds from it."""
     left = {(i.script, i.hash): i for i in work if i.state != "done"}
-    return max(critical_paths({k: i.hours for k, i in left.items()}, {k: i.needs for k, i in left.items()}).values(),
-               default=0.0)
+    return [left[k] for k in critical_chain({k: i.hours for k, i in left.items()},
+                                            {k: i.needs for k, i in left.items()})]
 
 
 def _size(n: float) -> str:
@@ -137,9 +161,18 @@ def format_disk(work: list[Item]) -> str:
     return (f"  disk: {_size(sum(i.kept for i in work))} kept once done (models, masks, snapshots), plus while a run "
             f"computes its checkpoint and the previous one (largest {_size(largest)}, x2), deleted when it finishes "
             f"(--keep-checkpoint keeps it); checkpoint writes {_size(sum(i.checkpoint * i.writes for i in work))} in "
-            f"{files:,.0f} files\n"
-            f"  critical path: {critical_path(work) / 24:.1f} A100 GPU-days (the longest chain of runs left that wait "
-            f"on each other)")
+            f"{files:,.0f} files\n" + format_critical_path(work))
+
+
+def format_critical_path(work: list[Item]) -> str:
+    """The critical path in GPU-days and its runs, one line each: no number of GPUs computes the runs sooner than
+    that chain, where each of its runs computes on one GPU (a run on k GPUs shortens its link by k at most)."""
+    chain = critical_runs(work)
+    runs = f"{len(chain)} run" + "s" * (len(chain) != 1)
+    head = (f"  critical path: {sum(i.hours for i in chain) / 24:.1f} A100 GPU-days over {runs}, the longest chain of "
+            f"runs left that wait on each other (on one GPU per run; k GPUs per run shorten it k-fold at most):")
+    return "\n".join([head] + [f"    {'->' if n else '  '} {i.script}/{i.hash} ({i.setup}, {i.hours / 24:.1f} "
+                                f"GPU-days)" for n, i in enumerate(chain)])
 
 
 # ------------------------------------------------------------------------------------------------ reports

@@ -24,11 +24,61 @@ def test_the_paper_profile_fits_in_ten_thousand_gpu_hours(tmp_path):
     assert 0 < hours["total"] <= 10_000
     assert hours["total"] < sum(v for k, v in hours.items() if k != "total")  # shared runs are charged once
     # plan all also states the disk, the checkpoint writes and the critical path (the longest chain, GPU-days)
-    disk, path = lines[-1].splitlines()
+    disk, path, *chain = lines[-1].splitlines()
     kept, writes = re.search(r"disk: ([\d.]+) GB kept.*checkpoint writes ([\d.]+) TB", disk).groups()
     assert 50 < float(kept) < 400 and 1 < float(writes) < 20, disk  # epoch ends gated at 10 min: not ~60 TB
-    days = float(re.search(r"critical path: ([\d.]+) A100 GPU-days", path).group(1))
-    assert 1 < days < hours["total"] / 24
+    days, runs = re.search(r"critical path: ([\d.]+) A100 GPU-days over (\d+) runs", path).groups()
+    assert 1 < float(days) < hours["total"] / 24 and int(runs) == len(chain) >= 2
+    # the chain starts at a dense model and each later run waits for the one before it
+    assert chain[0].split()[0].startswith("common.pretrain/") and all(c.split()[0] == "->" for c in chain[1:])
+    link_days = [float(d) for d in re.findall(r", ([\d.]+) GPU-days\)", "\n".join(chain))]
+    assert sum(link_days) == pytest.approx(float(days), abs=0.05 * len(chain))
+
+
+def test_the_plan_prints_its_critical_path_a_chain_of_three_not_a_wide_layer(tmp_path, monkeypatch):
+    """A chain dense -> rewind -> IMP of 2 + 1 + 4 GPU-days beside ten 3-day runs that wait only for the dense
+    model (30 GPU-days, but 5 along their path): the plan prints the chain, 7 GPU-days."""
+    import dataclasses
+    import sys
+    import types
+
+    @dataclasses.dataclass(frozen=True)
+    class Cfg:
+        name: str
+        epochs: float
+        after: tuple = ()
+        dataset: str = "digits"
+        model: str = "mlp"
+        runs_dir: str = dataclasses.field(default=str(tmp_path / "runs"), metadata={"hash": False})
+
+    cfgs = {c.name: c for c in [Cfg("dense", 2), Cfg("rewind", 1, ("dense",)), Cfg("imp", 4, ("rewind",)),
+                                *(Cfg(f"wide{k}", 3, ("dense",)) for k in range(10))]}
+    script = types.ModuleType("plan_chain")
+    script.dependencies = lambda cfg: [("plan_chain", cfgs[name]) for name in cfg.after]
+    script.planned_epochs = lambda cfg, times: cfg.epochs * times.step("dense")
+    monkeypatch.setitem(sys.modules, "plan_chain", script)
+    monkeypatch.setattr(pipeline, "planned_runs", lambda name, profile, runtime: [
+        ("plan_chain", c) for c in cfgs.values() if c.name != "dense"])  # the dense model comes as a dependency
+    table = tmp_path / "times.toml"  # one epoch = one A100 GPU-day
+    table.write_text('[epoch_hours]\n"digits/mlp" = 24.0\n[step_cost]\ndense = 1.0\n[train_samples]\n'
+                     'digits = 1437\n[checkpoint_copies]\nplan_chain = 2\n[kept_copies]\nplan_chain = 1\n')
+    lines = []
+    hours = cost.plan(["fig-chain"], "paper", {}, times_path=table, echo=lines.append)
+    assert hours["total"] == 24 * (2 + 1 + 4 + 10 * 3)
+    text = "\n".join(lines)
+    assert "critical path: 7.0 A100 GPU-days over 3 runs" in text, text
+    run = {name: f"plan_chain/{Run('plan_chain', c).hash}" for name, c in cfgs.items()}
+    assert (f"       {run['dense']} (digits / mlp, 2.0 GPU-days)\n"
+            f"    -> {run['rewind']} (digits / mlp, 1.0 GPU-days)\n"
+            f"    -> {run['imp']} (digits / mlp, 4.0 GPU-days)") in text, text
+    assert not any(run[f"wide{k}"] in text for k in range(10))
+    # once the dense model and its rewinding point are done, the chain left is the IMP run alone
+    for name in ("dense", "rewind"):
+        Run("plan_chain", cfgs[name]).dir.mkdir(parents=True)
+        (Run("plan_chain", cfgs[name]).dir / "result.json").write_text("{}")
+    lines.clear()
+    cost.plan(["fig-chain"], "paper", {}, times_path=table, echo=lines.append)
+    assert "critical path: 4.0 A100 GPU-days over 1 run," in "\n".join(lines)
 
 
 def test_the_critical_path_is_the_longest_chain_and_orders_the_pool(tmp_path):
@@ -37,6 +87,7 @@ def test_the_critical_path_is_the_longest_chain_and_orders_the_pool(tmp_path):
     costs = {"dense": 2.0, "a": 1.0, "b": 5.0, "c": 1.0, "alone": 3.0}  # dense -> a -> c, dense -> b
     needs = {"dense": set(), "a": {"dense"}, "b": {"dense"}, "c": {"a"}, "alone": set()}
     assert cost.critical_paths(costs, needs) == {"dense": 7.0, "a": 2.0, "b": 5.0, "c": 1.0, "alone": 3.0}
+    assert cost.critical_chain(costs, needs) == ["dense", "b"] and cost.critical_chain({}, {}) == []
     rows = pipeline.planned_runs("fig-gmp-wd", "tiny", {"runs_dir": str(tmp_path)})
     work = cost.items(rows, cost.load_times())
     prio = {key: p for key, *_, p in launch.schedule(rows)}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import re
 import shutil
@@ -686,36 +685,57 @@ def submit_between_time_limit_checks() -> None:
             time.sleep((15 - phase) % 30)
 
 
+def epochs_done(run_dir: Path) -> int:
+    """The last epoch the run's log.jsonl records (0 before its first, or before the run has a folder)."""
+    return max((r["epoch"] for r in read_log(run_dir) if "epoch" in r), default=0)
+
+
 def test_run_longer_than_its_time_limit_is_requeued_and_resumes_to_the_same_result(cluster, logs, tmp_path):
     # 1-minute limit with the warning 55 s before it: slurmctld delivers USR2 on its next 30-s check, 5-35 s into
     # each job (we submit mid-way between two checks: 8-22 s); the run needs longer (~35 s on an idle core), so it is
     # cut at least once. A requeued job waits for its old credential to expire before it starts again
-    # (local_cluster.py: cred_expire=10 s), so each later leg computes ~15 s.
-    # The requeue budget is sized from the measured progress of the same run here (the uninterrupted reference,
-    # computed first): on a loaded machine each leg gets through fewer epochs, so it gets more legs, never fewer.
+    # (local_cluster.py: cred_expire=10 s), so a leg lasts ~75 s, of which it computes ~15 s when the machine is idle.
+    # The wait follows the run's measured progress, not the clock: it goes on while the legs add epochs to the run's
+    # log (on a loaded machine a leg's start-up eats its few seconds and it adds fewer: 15 of 500 at load ~9 on 2
+    # cores, 33 legs), and fails when `stall` legs in a row add none. The budget of requeues is not what stops it: it
+    # leaves room for runs of 500 / (requeues + 1) ~ 8 epochs per leg.
     args = ["--model", "mlp", "--train.epochs", "500", "--train.batch-size", "16", "--progress", "off"]
-    start = time.time()
     result, local = local_result(args, tmp_path / "local-runs")
-    alone = time.time() - start  # this run's seconds here, now (a later leg computes ~15 s of its 60)
-    requeues = 4 + 2 * math.ceil(alone / 15)
-    submit_between_time_limit_checks()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "slurm.submit", "--wait", "--time", "1",
-         "--signal-delay-s", "55", "--max-requeues", str(requeues), "common.pretrain", *args,
-         "--runs-dir", str(tmp_path / "slurm-runs")],
-        cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
-    first = proc.stdout.readline()
-    job = re.search(r"submitted job (\d+)", first).group(1)
-    try:
-        out, err = proc.communicate(timeout=120 + 75 * (requeues + 1))
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, first + out + err
-    log = next(logs.glob(f"*/{job}_0_log.out")).read_text()
-    legs = re.findall(r"requeue (\d+):", log)
-    assert len(legs) >= 2 and legs[:2] == ["0", "1"], log  # cut by the time limit, requeued, started again
+    requeues, leg_s, stall = 60, 75, 4
     remote = tmp_path / "slurm-runs" / "common.pretrain" / local.hash
+    said, errors = tmp_path / "submit.out", tmp_path / "submit.err"
+    submit_between_time_limit_checks()
+    with open(said, "w") as out, open(errors, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "slurm.submit", "--wait", "--time", "1",
+             "--signal-delay-s", "55", "--max-requeues", str(requeues), "common.pretrain", *args,
+             "--runs-dir", str(tmp_path / "slurm-runs")],
+            cwd=Path(__file__).resolve().parents[1], stdout=out, stderr=err, text=True,
+            env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
+    job, done, progressed = None, 0, time.time()
+
+    def legs() -> list[str]:
+        found = list(logs.glob(f"*/{job}_0_log.out")) if job else []
+        return re.findall(r"requeue (\d+):", found[0].read_text()) if found else []
+
+    try:
+        while proc.poll() is None:
+            time.sleep(5)
+            job = job or next(iter(re.findall(r"submitted job (\d+)", said.read_text())), None)
+            if (now := epochs_done(remote)) > done:
+                done, progressed = now, time.time()
+            if time.time() - progressed > stall * leg_s:
+                pytest.fail(f"the run stopped progressing: epoch {done} of 500 after {len(legs())} legs, none added "
+                            f"in the last {stall * leg_s} s ({stall} legs)\n{said.read_text()}{errors.read_text()}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            if job:
+                subprocess.run(["scancel", job], check=False)
+    assert proc.returncode == 0, said.read_text() + errors.read_text()
+    job = re.search(r"submitted job (\d+)", said.read_text()).group(1)
+    log = next(logs.glob(f"*/{job}_0_log.out")).read_text()
+    assert len(legs()) >= 2 and legs()[:2] == ["0", "1"], log  # cut by the time limit, requeued, started again
     assert [r["epoch"] for r in read_log(remote) if "epoch" in r] == list(range(1, 501))  # resumed, none lost/repeated
     assert any(r.get("event") == "resume" for r in read_log(remote))
     slurm_result = json.loads((remote / "result.json").read_text())
