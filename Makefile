@@ -67,8 +67,9 @@ tab-%: $(VENV)/.installed FORCE
 	$(PY) -m figures $@ $(FIGURE_ARGS)
 
 # What a figure (or all) needs and costs, computing nothing: make plan-fig-bip-trajectory PROFILE=paper, make plan-all
+# (PUBLISHED_DENSE=1: ImageNet ResNet-50 pruned from torchvision's published weights instead of a dense model of ours)
 plan-%: $(VENV)/.installed FORCE
-	$(PY) -m figures plan $* --profile $(PROFILE) --runs-dir $(RUNS)
+	$(PY) -m figures plan $* --profile $(PROFILE) --runs-dir $(RUNS) $(if $(PUBLISHED_DENSE),--published-dense)
 
 list: $(VENV)/.installed
 	$(PY) -m figures list
@@ -84,9 +85,10 @@ bench: $(VENV)/.installed
 	$(PY) -m common.bench
 	@for f in */bench.py; do m=$${f%/bench.py}; [ "$$m" = common ] || $(PY) -m $$m.bench || exit 1; done
 
-# Every method at a paper model size on the GPU, a few hundred steps each: figures/out/gpu/gpu-check.json
+# One short run on one GPU (sized for <= 8 minutes on an H100), section by section into figures/out/gpu/gpu-check.json:
+# environment, every script end to end, resume, JPEG loading, paper-size step times, BiP's threshold, DDP, ...
 gpu-check: $(VENV)/.installed
-	$(PY) -m common.gpu_check --out figures/out/gpu/gpu-check.json
+	$(PY) -m figures.gpu_check --out figures/out/gpu/gpu-check.json
 
 clean-figures:
 	rm -rf $(OUT)/$(PROFILE)

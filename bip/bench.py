@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from bip.prune import BiLevelSteps
-from bip.scores import ScoredWeights, Threshold, topk_kthvalue
-from common import sparsity as S
+from bip.bilevel import bip_steps
+from bip.config import forward_loss
+from bip.scores import Threshold, topk_kthvalue
 from common.bench import RepeatedBatches, interleaved, report
 from common.models import build_model
 from common.train import Optim, make_optimizer, train_epoch
@@ -22,10 +22,9 @@ from common.train import Optim, make_optimizer, train_epoch
 def bilevel_epoch(model, data, sparsity: float, device, upper_only: bool = False):
     """One pass of BiP's iterations (or Hydra's score steps alone) over ``data``, as a function to time: the
     script's own ``BiLevelSteps`` with the paper's learning rates (lower 0.01, upper 0.1, 1/gamma 1e-4)."""
-    w = ScoredWeights(S.prunable(model, ()), sparsity)
-    others = [p for p in model.parameters() if all(p is not z for z in w.z)]
-    step = BiLevelSteps(model, w, make_optimizer(w.theta + others, Optim(), 0.01),
-                        make_optimizer([w.score_param], Optim(weight_decay=0.0), 0.1), 1e-4, device)
+    step = bip_steps(model, sparsity, lambda p: make_optimizer(p, Optim(), 0.01),
+                     lambda p: make_optimizer(p, Optim(weight_decay=0.0), 0.1), gamma=1e4, exclude=(),
+                     loss=lambda m, x, y: forward_loss(m, x, y, device)[0])
 
     def run():
         model.train()

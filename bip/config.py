@@ -8,7 +8,6 @@ run happened to train it first. IMP's points carry the cumulative ``method_time`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -16,9 +15,10 @@ from common import config as C
 from common import sparsity as S
 from common.data import dataset_info, load_dataset
 from common.errors import UserError
+from common.metrics import final_report
 from common.models import build_model, check_model
-from common.pretrain import DenseStart
-from common.train import LRSchedule, Recipe, autocast
+from common.pretrain import DenseStart, given_start
+from common.train import LRSchedule, autocast
 
 
 @dataclass
@@ -44,14 +44,20 @@ class Level(LRSchedule):
 
 
 def validate_base(cfg: Base) -> None:
-    dataset_info(cfg.dataset)
+    dataset_info(cfg)
     check_model(cfg.model)
     S.check_sparsity(cfg.target_sparsity, "target-sparsity")
     if cfg.val_size < 0:
         raise UserError(f"--val-size {cfg.val_size} must be >= 0")
 
 
-def check_rewind(rewind_epoch: Optional[int], pretrain: Recipe) -> None:
+def check_rewind(cfg) -> None:
+    """``cfg.rewind_epoch`` names an epoch of the dense training (none: no rewinding), which a start from the user's
+    own weights has not."""
+    rewind_epoch, pretrain = cfg.rewind_epoch, cfg.pretrain
+    if rewind_epoch is not None and given_start(cfg):
+        raise UserError(f"--rewind-epoch {rewind_epoch} rewinds to the dense training's weights of that epoch, and "
+                        f"{given_start(cfg)} has no training to rewind to; use --rewind-epoch none (fine-tuning)")
     if rewind_epoch is not None and not 0 <= rewind_epoch <= pretrain.epochs:
         raise UserError(f"--rewind-epoch {rewind_epoch} is outside the dense training (0..{pretrain.epochs} epochs); "
                         f"pick an epoch in that range, or none to keep the current weights (fine-tuning)")
@@ -60,7 +66,7 @@ def check_rewind(rewind_epoch: Optional[int], pretrain: Recipe) -> None:
 def prunable_of(cfg: Base, model=None, conv_only: bool = False) -> dict:
     """The prunable weights of ``cfg``'s model (built on the fly, untrained, when ``model`` is None)."""
     if model is None:
-        info = dataset_info(cfg.dataset)
+        info = dataset_info(cfg)
         model = build_model(cfg.model, info.num_classes, info.input_shape)
     params = S.pruned_layers(model, cfg.exclude)
     if conv_only:
@@ -72,18 +78,13 @@ def prunable_of(cfg: Base, model=None, conv_only: bool = False) -> dict:
 
 
 def data_of(cfg: Base, device: torch.device, batch_size: int):
-    return load_dataset(cfg.dataset, root=cfg.data_dir, download=cfg.download, device=device, batch_size=batch_size,
+    return load_dataset(cfg, root=cfg.data_dir, download=cfg.download, device=device, batch_size=batch_size,
                         seed=cfg.seed, val_size=cfg.val_size, workers=cfg.workers)
 
 
 def accuracies(model, data) -> dict:
-    from common.train import evaluate
-
-    test = evaluate(model, data.test)
-    out = {"test_acc": test["acc"], "test_loss": test["loss"]}
-    if data.val is not None:
-        out["val_acc"] = evaluate(model, data.val)["acc"]
-    return out
+    """test_acc, test_loss and val_acc (with a validation split) of ``model``: an IMP round's record."""
+    return final_report(model, data, val=True, costs=False)
 
 
 def forward_loss(model, x, y, device):

@@ -14,6 +14,7 @@ IMP (Frankle & Carbin 2019; Ma et al. 2021's global variant), from the trained d
   or 1 - 0.8^n rounded up at the 6th decimal) takes n rounds, its last one pruning at most 0.5% of the remaining
   weights more than ``rate``, instead of an extra round that prunes a handful of weights.
 OMP: one round, pruning the dense model straight to the target.
+A round's masks are ``bip.masks.magnitude_masks`` (masks in, masks out, as in any training loop).
 The final sparsity must be the target's (within 0.5 point), or the run is recorded as failed.
 """
 from __future__ import annotations
@@ -23,12 +24,13 @@ from dataclasses import dataclass
 from typing import Optional
 
 from bip.config import Base, Level, accuracies, check_rewind, data_of, method_start, prunable_of, validate_base
+from bip.masks import magnitude_masks
 from bip.rewind import load_rewind, rewind_config
 from common import config as C
 from common import sparsity as S
 from common.errors import UserError, check_sparsity
-from common.metrics import count_params, flops
-from common.pretrain import dense_config, load_dense
+from common.metrics import final_report
+from common.pretrain import dense_runs, load_dense
 from common.store import Run
 from common.train import Progress, lr_at, make_optimizer, resolve_device, resumable_epochs, train_epoch
 
@@ -89,15 +91,16 @@ def validate(cfg: Config) -> None:
         raise UserError(f"--rate {cfg.rate} must be in (0, 1): the fraction of remaining weights pruned per round")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise UserError("--epochs and --batch-size must be at least 1")
-    check_rewind(cfg.rewind_epoch, cfg.pretrain)
+    check_rewind(cfg)
     round_sparsities(cfg)
     params = prunable_of(cfg)  # refuses --exclude patterns that match no layer before any training
     S.check_keeps_some({n: p.numel() for n, p in params.items()}, cfg.target_sparsity, cfg.scope, "target-sparsity")
 
 
 def dependencies(cfg: Config) -> list:
-    """The runs ``compute`` executes first (``slurm.submit`` queues them ahead): dense model, rewinding point."""
-    return [("common.pretrain", dense_config(cfg))] + \
+    """The runs the store executes before ``compute`` (``slurm.submit`` queues them ahead): dense model, rewinding
+    point."""
+    return dense_runs(cfg) + \
         ([("bip.rewind", rewind_config(cfg, cfg.rewind_epoch))] if cfg.rewind_epoch is not None else [])
 
 
@@ -109,8 +112,8 @@ def planned_epochs(cfg: Config, times) -> float:
 
 def compute(cfg: Config, run: Run) -> dict:
     device = resolve_device(cfg.device)
-    model, dense = load_dense(cfg, device)
-    rewind = load_rewind(cfg, cfg.rewind_epoch) if cfg.rewind_epoch is not None else None
+    model, dense = load_dense(cfg, run, device)
+    rewind = load_rewind(cfg, run, cfg.rewind_epoch) if cfg.rewind_epoch is not None else None
     data = data_of(cfg, device, cfg.batch_size)
     steps = len(data.train)
     params = prunable_of(cfg, model)
@@ -120,11 +123,12 @@ def compute(cfg: Config, run: Run) -> dict:
     progress = Progress(cfg.progress)
     state = {"model": model, "optimizer": optimizer, "masks": masks}
     t_start = None
-    for epoch in resumable_epochs(run, len(targets) * cfg.epochs, state):
+    loop = resumable_epochs(run, len(targets) * cfg.epochs, state)
+    for epoch in loop:
         t_start = method_start(run) if t_start is None else t_start
         r, e = divmod(epoch, cfg.epochs)
         if e == 0:  # a new round: prune by magnitude, rewind, fresh optimizer
-            masks.set(S.topk_masks(S.magnitudes(params), targets[r], cfg.scope, ties="exact"))
+            masks.set(magnitude_masks(model, targets[r], within=masks.masks, scope=cfg.scope, exclude=cfg.exclude))
             if rewind is not None:
                 model.load_state_dict({k: v.to(device) for k, v in rewind.items()})
                 masks.apply()
@@ -132,7 +136,7 @@ def compute(cfg: Config, run: Run) -> dict:
         stats = train_epoch(model, data.train, epoch, optimizer, first_step=epoch * steps,
                             lr_of_step=lambda s: lr_at(cfg.train, s / steps - r * cfg.epochs, cfg.epochs),
                             before_step=lambda s: masks.mask_grads(), after_step=lambda s: masks.apply(),
-                            progress=progress, desc=f"{cfg.method} round {r + 1} {e + 1}/{cfg.epochs}")
+                            progress=progress, desc=f"{cfg.method} round {r + 1} {e + 1}/{cfg.epochs}", loop=loop)
         if e + 1 < cfg.epochs:
             continue
         acc = accuracies(model, data)
@@ -144,13 +148,12 @@ def compute(cfg: Config, run: Run) -> dict:
     check_sparsity(1.0 - masks.density(), cfg.target_sparsity)
     points = [{k: rec[k] for k in ("round", "target_sparsity", "sparsity", "test_acc", "val_acc", "method_time")
                if k in rec} for rec in run.logs if rec.get("event") == "round"]
-    rep = S.report(model, params)
     run.save_model(model)
-    final = {**accuracies(model, data), "sparsity": 1.0 - masks.density(),
-             "method_time": run.elapsed() - method_start(run)}
-    return {**final, "final_test_acc": final["test_acc"], "dense_test_acc": dense["test_acc"], "rounds": len(targets),
-            "steps_per_epoch": steps, "weight_sparsity": rep["sparsity"], **count_params(model),
-            **flops(model, data.info.input_shape), "layers": rep["layers"], "points": points}
+    final = final_report(model, data, params, val=True, sparsity_key="weight_sparsity")
+    del final["sparsity_all_params"]  # not among this script's results
+    return {**final, "sparsity": 1.0 - masks.density(), "method_time": run.elapsed() - method_start(run),
+            "final_test_acc": final["test_acc"], "dense_test_acc": dense["test_acc"], "rounds": len(targets),
+            "steps_per_epoch": steps, "points": points}
 
 
 if __name__ == "__main__":

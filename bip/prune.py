@@ -28,26 +28,30 @@ One process, one GPU: the two levels' steps are not data-parallel, so a job of s
 job of several tasks) is refused before anything is computed. The bi-level loop checkpoints within an epoch like the
 other scripts' training (``common.train.epoch_batches``: every --checkpoint-every-minutes, or at a Slurm job's stop
 signal) and a resume continues at that batch exactly.
+The two steps are ``bip.bilevel.BiLevelSteps`` (``bip_steps`` / ``hydra_steps`` build them from a model and the
+optimizers' settings, as in any training loop).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
-from bip.config import Base, Level, accuracies, data_of, forward_loss, method_start, prunable_of, validate_base
-from bip.scores import STRUCTURES, ScoredWeights, check_keeps_some
+from bip.config import Base, Level, data_of, forward_loss, method_start, prunable_of, validate_base
+from bip.bilevel import bip_steps, hydra_steps
+from bip.scores import STRUCTURES, check_keeps_some
 from common import config as C
 from common import distributed
-from common import sparsity as S
 from common.errors import Diverged, UserError, check_sparsity
-from common.metrics import count_params, flops
-from common.pretrain import dense_config, load_dense
+from common.metrics import final_report
+from common.pretrain import dense_runs, load_dense
 from common.store import Run
-from common.train import Progress, epoch_batches, lr_at, make_optimizer, resolve_device, resumable_epochs, set_lr
+from common.train import Progress, epoch_batches, lr_at, make_optimizer, resolve_device, resumable_epochs
 
 SCRIPT = "bip.prune"
-# Why this script runs in one process on one GPU: it refuses more (compute), and slurm.resources gives its jobs one task
+# Why this script runs in one process on one GPU: it refuses more (validate), and slurm.resources gives its jobs one task
 ONE_PROCESS = "the two levels' steps are not data-parallel"
 
 
@@ -107,6 +111,7 @@ def validate(cfg: Config) -> None:
                         f"prunable conv layer; use --structure unstructured or a conv model (e.g. --model cnn)")
     params = prunable_of(cfg, conv_only=structured)
     check_keeps_some(params, cfg.structure, cfg.scope, cfg.target_sparsity, "target-sparsity")
+    distributed.require_one_process(SCRIPT, ONE_PROCESS)
 
 
 def _has_conv(cfg: Config) -> bool:
@@ -116,54 +121,9 @@ def _has_conv(cfg: Config) -> bool:
         return False
 
 
-class BiLevelSteps:
-    """The two steps of Algorithm A1 on one batch, each one forward and one backward pass, no host sync."""
-
-    def __init__(self, model, w: ScoredWeights, opt_theta, opt_m, inv_gamma: float, device):
-        self.model, self.w, self.opt_theta, self.opt_m = model, w, opt_theta, opt_m
-        self.inv_gamma, self.device = inv_gamma, device
-        self.norms = [m for m in model.modules()
-                      if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-
-    def lower(self, x, y, lr: float) -> torch.Tensor:
-        """theta_{t+1} = theta_t - beta grad_theta l(top-k(m_t) (.) theta_t)   (and the unpruned params' SGD step)."""
-        set_lr(self.opt_theta, lr)
-        loss, _ = forward_loss(self.model, x, y, self.device)
-        self.opt_theta.zero_grad(set_to_none=True)
-        for z in self.w.z:
-            z.grad = None
-        loss.backward()
-        self.w.set_theta_grads([z.grad for z in self.w.z])        # grad_theta l = mask (.) grad_z l
-        self.opt_theta.step()
-        self.w.write_weights()                                     # z = mask (.) theta_{t+1}
-        return loss.detach()
-
-    def upper(self, x, y, lr: float, update_stats: bool = False) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """m_{t+1} = m_t - alpha [grad_m l - (1/gamma) grad_z l (.) grad_theta l], then the mask top-k(m_{t+1}).
-        Returns the loss and grad_z l (for the logged ig_ratio).
-
-        BatchNorm normalizes with the batch's statistics and, unless ``update_stats`` (Hydra's score step, which has
-        no lower step), leaves the running statistics to the lower step: in train mode with ``track_running_stats``
-        off, PyTorch's BatchNorm uses the batch's statistics and neither reads nor writes its running buffers.
-        """
-        set_lr(self.opt_m, lr)
-        for bn in self.norms:
-            bn.track_running_stats = update_stats
-        try:
-            loss, _ = forward_loss(self.model, x, y, self.device)
-        finally:
-            for bn in self.norms:
-                bn.track_running_stats = True
-        grad_z = torch.autograd.grad(loss, self.w.z)
-        self.w.set_score_grads(list(grad_z), self.inv_gamma)
-        self.opt_m.step()
-        self.w.project()
-        return loss.detach(), grad_z
-
-
 def dependencies(cfg: Config) -> list:
-    """The runs ``compute`` executes first (``slurm.submit`` queues them ahead of it): the dense model."""
-    return [("common.pretrain", dense_config(cfg))]
+    """The runs the store executes before ``compute`` (``slurm.submit`` queues them ahead of it): the dense model."""
+    return dense_runs(cfg)
 
 
 def planned_epochs(cfg: Config, times) -> float:
@@ -175,31 +135,35 @@ def planned_epochs(cfg: Config, times) -> float:
 
 
 def compute(cfg: Config, run: Run) -> dict:
-    distributed.require_one_process(SCRIPT, ONE_PROCESS)
     device = resolve_device(cfg.device)
-    model, dense = load_dense(cfg, device)                                       # pretrained theta
+    model, dense = load_dense(cfg, run, device)                                  # pretrained theta
     data = data_of(cfg, device, cfg.batch_size)
     steps = len(data.train)
-    params = prunable_of(cfg, model, conv_only=cfg.structure != "unstructured")
-    w = ScoredWeights(params, cfg.target_sparsity, cfg.structure, cfg.scope, cfg.score_init)   # m_0, top-k(m_0)
+    # scores m_0 = c|theta| and the mask top-k(m_0), the two levels' optimizers; --ig none: no IG term (1/gamma = 0)
+    lower = partial(make_optimizer, optim=cfg.lower, lr=cfg.lower.lr)
+    upper = partial(make_optimizer, optim=cfg.upper, lr=cfg.upper.lr)
+    options = dict(structure=cfg.structure, scope=cfg.scope, exclude=cfg.exclude, score_init=cfg.score_init,
+                   loss=lambda m, x, y: forward_loss(m, x, y, device)[0])
+    if cfg.method == "bip":
+        step = bip_steps(model, cfg.target_sparsity, lower, upper,
+                         gamma=cfg.gamma if cfg.ig == "paper" else math.inf, **options)
+    else:
+        step = hydra_steps(model, cfg.target_sparsity, lower, upper, **options)
+    w, opt_theta, opt_m = step.w, step.opt_theta, step.opt_m
     first_masks = [m.clone() for m in w.masks]                                  # the magnitude mask
-    others = [p for p in model.parameters() if all(p is not z for z in w.z)]   # biases, BN: trained with theta
-    opt_theta = make_optimizer(w.theta + others, cfg.lower, cfg.lower.lr)
-    opt_m = make_optimizer([w.score_param], cfg.upper, cfg.upper.lr)
-    inv_gamma = 1.0 / cfg.gamma if cfg.ig == "paper" and cfg.method == "bip" else 0.0
-    step = BiLevelSteps(model, w, opt_theta, opt_m, inv_gamma, device)
     total = cfg.epochs + (cfg.finetune_epochs if cfg.method == "hydra" else 0)
     progress = Progress(cfg.progress)
 
     state = {"model": model, "scores": w, "opt_theta": opt_theta, "opt_m": opt_m}
     t_start = None
     last_grad_z = None  # the latest upper step's grad_z if it fell on an epoch's last batch: for the logged ig_ratio
-    for epoch in resumable_epochs(run, total, state):
+    loop = resumable_epochs(run, total, state)
+    for epoch in loop:
         t_start = method_start(run) if t_start is None else t_start
         phase = "finetune" if epoch >= cfg.epochs else cfg.method
         model.train()
         sums = {"loss": torch.zeros((), device=device)}  # checkpointed within the epoch, restored on a resume
-        for i, (x, y) in epoch_batches(model, data.train, epoch, sums):
+        for i, (x, y) in epoch_batches(model, data.train, epoch, sums, loop=loop):
             t = epoch + i / steps
             if phase == "finetune":
                 sums["loss"] += step.lower(x, y, lr_at(cfg.lower, t - cfg.epochs, cfg.finetune_epochs)) * y.shape[0]
@@ -207,7 +171,7 @@ def compute(cfg: Config, run: Run) -> dict:
             if phase == "bip":                                                   # A1: lower level, K steps
                 sums["loss"] += step.lower(x, y, lr_at(cfg.lower, t, cfg.epochs)) * y.shape[0]
             if phase == "hydra" or (epoch * steps + i + 1) % cfg.lower_steps == 0:  # A1: upper level at theta_{t+1}
-                upper_loss, grad_z = step.upper(x, y, lr_at(cfg.upper, t, cfg.epochs), update_stats=phase == "hydra")
+                upper_loss, grad_z = step.upper(x, y, lr_at(cfg.upper, t, cfg.epochs))
                 last_grad_z = grad_z if i == steps - 1 else None
                 if phase == "hydra":
                     sums["loss"] += upper_loss * y.shape[0]
@@ -225,15 +189,13 @@ def compute(cfg: Config, run: Run) -> dict:
     check_sparsity(1.0 - w.density(), w.aimed_sparsity(),
                    "scores tied at the top-k threshold are all pruned" +
                    (" (--score-init 0 starts every score at 0; use a positive one)" if cfg.score_init == 0 else ""))
-    rep = S.report(model, params)
     run.save_model(model)
     torch.save(w.mask_dict(), run.dir / "masks.pt")
     ig = [r["ig_ratio"] for r in run.logs if r.get("ig_ratio") is not None]
-    return {**accuracies(model, data), "dense_test_acc": dense["test_acc"], "method_time": method_time,
-            "mask_changed": changed, "ig_ratio": sum(ig) / len(ig) if ig else None,
-            "steps_per_epoch": steps, "sparsity": 1.0 - w.density(), "weight_sparsity": rep["sparsity"],
-            "sparsity_all_params": rep["sparsity_all_params"], **count_params(model),
-            **flops(model, data.info.input_shape), "layers": rep["layers"]}
+    # the measured sparsity of the masked weights is weight_sparsity; sparsity is the masks' (the top-k's)
+    return {**final_report(model, data, dict(zip(w.names, w.z)), val=True, sparsity_key="weight_sparsity"),
+            "dense_test_acc": dense["test_acc"], "method_time": method_time, "mask_changed": changed,
+            "ig_ratio": sum(ig) / len(ig) if ig else None, "steps_per_epoch": steps, "sparsity": 1.0 - w.density()}
 
 
 if __name__ == "__main__":

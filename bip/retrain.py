@@ -14,13 +14,14 @@ from typing import Optional
 import torch
 
 from bip import prune
-from bip.config import Level, accuracies, check_rewind, data_of, method_start, prunable_of
+from bip.config import Level, check_rewind, data_of, method_start, prunable_of
 from bip.rewind import load_rewind, rewind_config
 from common import config as C
 from common import sparsity as S
 from common.errors import UserError
+from common.metrics import final_report
 from common.models import build_model
-from common.store import Run, execute
+from common.store import Run
 from common.train import (Progress, lr_at, make_optimizer, prepare_model, resolve_device, resumable_epochs,
                           train_epoch)
 
@@ -44,13 +45,14 @@ def prune_config(cfg: Config) -> prune.Config:
 
 def validate(cfg: Config) -> None:
     prune.validate(prune_config(cfg))
-    check_rewind(cfg.rewind_epoch, cfg.pretrain)
+    check_rewind(cfg)
     if cfg.retrain_epochs < 1:
         raise UserError(f"--retrain-epochs {cfg.retrain_epochs} must be at least 1")
 
 
 def dependencies(cfg: Config) -> list:
-    """The runs ``compute`` executes first (``slurm.submit`` queues them ahead): BiP mask, rewinding point."""
+    """The runs the store executes before ``compute`` (``slurm.submit`` queues them ahead): BiP mask, rewinding
+    point."""
     return [(prune.SCRIPT, prune_config(cfg))] + \
         ([("bip.rewind", rewind_config(cfg, cfg.rewind_epoch))] if cfg.rewind_epoch is not None else [])
 
@@ -63,12 +65,10 @@ def planned_epochs(cfg: Config, times) -> float:
 
 def compute(cfg: Config, run: Run) -> dict:
     device = resolve_device(cfg.device)
-    pcfg = prune_config(cfg)
-    pruned = execute(prune, pcfg)                                               # the BiP mask (from the store)
-    pdir = Run(prune.SCRIPT, pcfg).dir
-    weights = load_rewind(cfg, cfg.rewind_epoch) if cfg.rewind_epoch is not None else \
-        torch.load(pdir / "model.pt", map_location="cpu", weights_only=True)
-    found = torch.load(pdir / "masks.pt", map_location="cpu", weights_only=True)
+    pruned = run.dependency(prune.SCRIPT, prune_config(cfg))                    # the BiP mask (from the store)
+    weights = load_rewind(cfg, run, cfg.rewind_epoch) if cfg.rewind_epoch is not None else \
+        torch.load(pruned.dir / "model.pt", map_location="cpu", weights_only=True)
+    found = torch.load(pruned.dir / "masks.pt", map_location="cpu", weights_only=True)
     data = data_of(cfg, device, cfg.batch_size)
     model = build_model(cfg.model, data.info.num_classes, data.info.input_shape)
     model.load_state_dict(weights)
@@ -80,17 +80,20 @@ def compute(cfg: Config, run: Run) -> dict:
     steps = len(data.train)
     progress = Progress(cfg.progress)
     t_start = None
-    for epoch in resumable_epochs(run, cfg.retrain_epochs, {"model": model, "optimizer": optimizer, "masks": masks}):
+    loop = resumable_epochs(run, cfg.retrain_epochs, {"model": model, "optimizer": optimizer, "masks": masks})
+    for epoch in loop:
         t_start = method_start(run) if t_start is None else t_start
         stats = train_epoch(model, data.train, epoch, optimizer, first_step=epoch * steps,
                             lr_of_step=lambda s: lr_at(cfg.retrain, s / steps, cfg.retrain_epochs),
                             before_step=lambda s: masks.mask_grads(), after_step=lambda s: masks.apply(),
-                            progress=progress, desc=f"retrain {epoch + 1}/{cfg.retrain_epochs}")
+                            progress=progress, desc=f"retrain {epoch + 1}/{cfg.retrain_epochs}", loop=loop)
         run.log(epoch=epoch + 1, train_loss=stats["loss"], sparsity=1.0 - masks.density())
         progress.line(f"[retrain] epoch {epoch + 1}/{cfg.retrain_epochs} loss {stats['loss']:.4f}")
     run.save_model(model)
-    return {**accuracies(model, data), "sparsity": 1.0 - masks.density(), "dense_test_acc": pruned["dense_test_acc"],
-            "pruned_test_acc": pruned["test_acc"], "method_time": run.elapsed() - method_start(run)}
+    bip = pruned.result()
+    return {**final_report(model, data, val=True, costs=False), "sparsity": 1.0 - masks.density(),
+            "dense_test_acc": bip["dense_test_acc"], "pruned_test_acc": bip["test_acc"],
+            "method_time": run.elapsed() - method_start(run)}
 
 
 if __name__ == "__main__":

@@ -2,12 +2,13 @@
 
     python -m bip.rewind --model mlp --epoch 3
 
-The dense run (``common.pretrain``, computed first if needed) keeps the weights of the epochs its dependents rewind
-to (``common.pretrain.snapshot_epochs``); this script copies that snapshot (or the final ``model.pt``). Only for a
-dense run that lacks it (finished before that epoch was asked for) does it replay the same recipe -- same seed,
-initialization, held-out validation split, data order and LR schedule over the full length -- and stop after
-``epoch`` epochs: exact on CPU (a test checks it against the snapshot bit for bit), but on a GPU (autotuned cuDNN
-kernels, atomics, bf16) a replay is only close to the dense run, unless both ran with ``--deterministic``.
+The dense run (``common.pretrain``, its dependency: computed first if needed) keeps the weights of the epochs its
+dependents rewind to (``common.pretrain.snapshot_epochs``); this script copies that snapshot (or the final
+``model.pt``). Only for a dense run that lacks it (finished before that epoch was asked for) does it replay the same
+recipe -- same seed, initialization, held-out validation split, data order and LR schedule over the full length --
+and stop after ``epoch`` epochs: exact on CPU (a test checks it against the snapshot bit for bit), but on a GPU
+(autotuned cuDNN kernels, atomics, bf16) a replay is only close to the dense run, unless both ran with
+``--deterministic``.
 Epoch 0 is the initialization (the lottery-ticket reset).
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ from common import pretrain
 from common.data import dataset_info
 from common.errors import UserError
 from common.models import check_model
-from common.store import Run, atomic_write, execute
+from common.store import Run, atomic_write
 from common.train import resolve_device
 
 SCRIPT = "bip.rewind"
@@ -35,8 +36,10 @@ class Config(pretrain.DenseStart):
 
 
 def validate(cfg: Config) -> None:
-    dataset_info(cfg.dataset)
+    dataset_info(cfg)
     check_model(cfg.model)
+    if pretrain.given_start(cfg):
+        raise UserError(f"{pretrain.given_start(cfg)}: a start from given weights has no dense training to rewind")
     if not 0 <= cfg.epoch <= cfg.pretrain.epochs:
         raise UserError(f"--epoch {cfg.epoch} is outside the dense training (0..{cfg.pretrain.epochs} epochs)")
 
@@ -46,7 +49,7 @@ def _dense_config(cfg: Config) -> pretrain.Config:
 
 
 def dependencies(cfg: Config) -> list:
-    """The runs ``compute`` executes first (``slurm.submit`` queues them ahead): the dense run it reads."""
+    """The runs the store executes before ``compute`` (``slurm.submit`` queues them ahead): the dense run it reads."""
     return [("common.pretrain", _dense_config(cfg))]
 
 
@@ -72,9 +75,7 @@ def planned_epochs(cfg: Config, times) -> float:
 
 
 def compute(cfg: Config, run: Run) -> dict:
-    dense_cfg = _dense_config(cfg)
-    execute(pretrain, dense_cfg)
-    dense_dir = Run(pretrain.SCRIPT, dense_cfg).dir
+    dense_dir = run.dependency(pretrain.SCRIPT, _dense_config(cfg)).dir
     source = _source(cfg, dense_dir)
     if source.exists():
         atomic_write(run.dir / "model.pt", lambda tmp: shutil.copyfile(source, tmp))
@@ -100,11 +101,11 @@ def rewind_config(cfg, epoch: int) -> Config:
     return Config(**{name: getattr(cfg, name) for name in pretrain.DenseStart.__dataclass_fields__}, epoch=epoch)
 
 
-def load_rewind(cfg, epoch: int) -> dict[str, torch.Tensor]:
-    """State dict of the dense model after ``epoch`` epochs (computed once, then read from the store)."""
-    rcfg = rewind_config(cfg, epoch)
-    execute(sys.modules[__name__], rcfg)
-    return torch.load(Run(SCRIPT, rcfg).dir / "model.pt", map_location="cpu", weights_only=True)
+def load_rewind(cfg, run: Run, epoch: int) -> dict[str, torch.Tensor]:
+    """State dict of the dense model after ``epoch`` epochs: the finished rewind run that ``run``'s script declares
+    (``rewind_config(cfg, epoch)``), read through ``run.dependency``."""
+    rewound = run.dependency(SCRIPT, rewind_config(cfg, epoch))
+    return torch.load(rewound.dir / "model.pt", map_location="cpu", weights_only=True)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@
    ``distributed`` when called, so reading the store needs no torch);
 7. ``export``: a finished run's model for use without this repository; ``runs``: listing and removing runs;
 8. ``cli``: the ``Runtime`` settings and the command line of every script;
-9. ``pretrain``, ``prepare`` (a dataset read once before its runs), ``bench``, ``gpu_check``: scripts and tools built
-   on the rest; ``torch_index`` (standard library only: checks a PyTorch wheel index before ``make install``).
+9. ``pretrain``, ``prepare`` (a dataset read once before its runs), ``bench``: scripts and tools built on the rest;
+   ``torch_index`` (standard library only: checks a PyTorch wheel index before ``make install``).
+The GPU check, which runs every method and so imports the paper folders, is ``figures.gpu_check``.
 """

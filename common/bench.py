@@ -143,7 +143,7 @@ def sparse_speedups(name: str, sparsity: float, fmt: str, block: int = 0, batche
     """Dense / sparse latency of model ``name`` (``speed_model``) pruned at random to ``sparsity`` (BxB blocks for
     bsr), its layers computed in ``fmt`` as ``sparsify(..., when=when)`` decides (``all``: every layer with zeros;
     ``faster``: as an export chooses, each layer timed at batch 64, one thread): one row per batch size and thread
-    count, the dense (masked) and sparse models timed alternately as TorchScript programs (``common.sparse.time_pair``:
+    count, the dense (masked) and sparse models timed alternately as eager modules (``common.sparse.time_pair``:
     fewer repeats where ``rounds`` x ``repeats`` calls would exceed ``budget_ms``)."""
     label, model, shape, exclude = speed_model(name)
     random_pruned(model, sparsity, block if fmt == "bsr" else 0, exclude)

@@ -13,7 +13,7 @@ from common.data import data_root
 from common.errors import exit_code
 from common.export import BLOCK_HELP, FORMAT_HELP, check_block, export_run
 from common.sparse import FORMATS
-from common.store import Run, execute, run_for
+from common.store import Run, execute, run_for, stored_notice
 from common.train import check_device
 
 
@@ -41,6 +41,9 @@ class Runtime:
     deterministic: bool = C.opt(False, "deterministic GPU kernels only (torch.use_deterministic_algorithms, no cuDNN "
                                        "autotuning, fixed cuBLAS workspace): the same bits on every run of the same "
                                        "GPU model and software, at some speed", hash=False)
+    sync_bn: bool = C.opt(False, "changes only runs of several processes (DDP): BatchNorm normalizes with the "
+                                 "statistics of the global batch, over every rank (SyncBatchNorm), as one process "
+                                 "does, instead of each rank's shard; one process is unchanged", hash=False)
     progress: str = C.opt("auto", "progress display: auto (a bar on a terminal, lines otherwise), bar, lines, off",
                           choices=("auto", "bar", "lines", "off"), hash=False)
     export: bool = C.opt(False, "once the run is done (or read from the store), write its final model for use without "
@@ -77,7 +80,8 @@ def main(module_name: str, argv=None) -> int:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: join its process group
             distributed.init_from_env()
         cfg = C.parse_args(module.Config, argv, description=(module.__doc__ or "").strip(),
-                           presets=getattr(module, "PRESETS", None), prog=f"python -m {module_name}")
+                           presets=getattr(module, "PRESETS", None), prog=f"python -m {module_name}",
+                           script=module.SCRIPT)
         if hasattr(cfg, "device"):
             check_device(cfg.device)  # before the run's directory is made
         if hasattr(cfg, "data_dir"):
@@ -85,10 +89,14 @@ def main(module_name: str, argv=None) -> int:
         check_block(cfg.export_format, cfg.export_block, "--export-block")
         if getattr(module, "validate", None):
             module.validate(cfg)  # the script's own checks, before its run directory is named (execute checks again)
-        run_dir.append(str(run_for(module, cfg).dir))
+        run = run_for(module, cfg)
+        run_dir.append(str(run.dir))
         if distributed.is_main():  # the other ranks of a torchrun job compute along but print nothing
             print(f"run: {run_dir[0]}", file=sys.stderr, flush=True)
+        stored = run.done
         result = execute(module, cfg)
+        if stored and distributed.is_main():
+            print("\n".join(stored_notice(run, result)), file=sys.stderr, flush=True)
         print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}, sort_keys=True),
               flush=True)
         if cfg.export or cfg.export_format != "dense":

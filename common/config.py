@@ -10,10 +10,13 @@ must be > 0. Fields marked ``content`` name a file whose bytes determine the res
 file's sha256, not its path (the path stays in ``config.json`` for people to read). Fields marked ``when`` apply to
 some methods only (``when={"method": ("gmp",)}``); the command line refuses a value other than the default for a
 method that ignores them (:func:`check_applies`): it would only give the same computation a second run hash.
+``--config FILE`` reads the settings back from what ``--print-config`` prints or from a run's ``config.json``
+(:func:`read_settings`), and :func:`flags` writes a config as the flags that give it: a run's config round-trips.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -32,7 +35,9 @@ def opt(default, help: str, choices=None, hash: bool = True,  # noqa: A002 - mir
     (part of the identity only when it differs from ``default``: a field added without changing existing hashes).
 
     ``positive``: the value must be > 0 (checked by :func:`build`). ``content``: a file path (empty: none) whose
-    file's bytes, not its name, are part of the run's identity (see :func:`canonical_json`). ``when``: {field of the
+    file's bytes, not its name, are part of the run's identity (see :func:`canonical_json`); or a function
+    ``(config, value) -> identity`` for a value that stands for something other than one file (a dataset read from
+    a folder: its list of files). ``when``: {field of the
     same config: the values under which this field is used}, e.g. ``{"method": ("gmp",)}``; where one is not met the
     method ignores the field (see :func:`check_applies`).
     """
@@ -42,7 +47,7 @@ def opt(default, help: str, choices=None, hash: bool = True,  # noqa: A002 - mir
     if positive:
         meta["positive"] = True
     if content:
-        meta["content"] = True
+        meta["content"] = content
     if when:
         meta["when"] = {name: tuple(values) for name, values in when.items()}
         meta["help"] += f" ({_used_with(meta['when'])} only)"
@@ -80,25 +85,32 @@ def _data(cfg, hashed_only: bool, digests: bool, prefix: str = "") -> dict:
         if is_dataclass(v):
             out[f.name] = _data(v, hashed_only, digests, prefix + f.name + ".")
         elif digests and f.metadata.get("content") and v:
-            out[f.name] = "sha256:" + file_digest(v, _flag(prefix + f.name))
+            how = f.metadata["content"]
+            out[f.name] = how(cfg, v) if callable(how) else "sha256:" + file_digest(v, _flag(prefix + f.name))
         else:
             out[f.name] = list(v) if isinstance(v, tuple) else v
     return out
 
 
-def file_digest(path: str, option: str) -> str:
-    """The sha256 (hex) of the bytes of the file ``path`` given to ``option``."""
-    digest = hashlib.sha256()
+@contextlib.contextmanager
+def _readable(path: str, option: str):
+    """Reading the file ``path`` given to ``option``: a missing, folder or unreadable one ends in one line naming it."""
     try:
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
+        yield
     except FileNotFoundError:
         raise UserError(f"{option} {path}: no such file; give the path of an existing file") from None
     except IsADirectoryError:
         raise UserError(f"{option} {path} is a folder; give the path of a file") from None
     except PermissionError:
         raise UserError(f"{option} {path} cannot be read (permission denied); make it readable or copy it") from None
+
+
+def file_digest(path: str, option: str) -> str:
+    """The sha256 (hex) of the bytes of the file ``path`` given to ``option``."""
+    digest = hashlib.sha256()
+    with _readable(path, option), open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -247,7 +259,8 @@ def _first_difference(value, base, name: str) -> tuple[str, object]:
 
 def check_applies(cfg, baseline) -> None:
     """Refuse a field the config's method ignores (its ``when`` not met) whose value differs from ``baseline`` (the
-    class defaults with the preset applied): the same computation would be stored under a second run hash."""
+    class defaults with the preset and the ``--config`` file applied): the same computation would be stored under a
+    second run hash."""
     for f in fields(cfg):
         when = f.metadata.get("when")
         unmet = [name for name, values in (when or {}).items() if getattr(cfg, name) not in values]
@@ -259,18 +272,121 @@ def check_applies(cfg, baseline) -> None:
                         f"{_used_with(when)} only); leave it out: it would change the run's hash, not what it computes")
 
 
-def parse_args(cls, argv=None, description: str = "", presets: dict | None = None, prog: str | None = None):
+# ----------------------------------------------------------------------------------------------- --config FILE
+def _expected(tp) -> str:
+    """What a JSON value of a field of type ``tp`` must be, in words."""
+    if _origin(tp) is typing.Union:
+        return _expected([a for a in typing.get_args(tp) if a is not type(None)][0]) + " or null"
+    if _origin(tp) is tuple:
+        return f"a list of {_expected(typing.get_args(tp)[0]).split(' ', 1)[1]}s"
+    return {bool: "a true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, f"a {tp}")
+
+
+def _typed(tp, value):
+    """``value`` (read from JSON) as a value of field type ``tp``; raises ``TypeError`` when it is not one. An integer
+    where a float is expected stays an integer: a run's config.json holds the values its hash was computed from (a
+    profile's row may give a float field an integer, which hashes as one)."""
+    if _origin(tp) is typing.Union:
+        return None if value is None else _typed([a for a in typing.get_args(tp) if a is not type(None)][0], value)
+    if _origin(tp) is tuple and isinstance(value, list):
+        return tuple(_typed(typing.get_args(tp)[0], v) for v in value)
+    allowed = {float: (int, float)}.get(tp, tp)
+    if not isinstance(value, allowed) or (isinstance(value, bool) and tp is not bool):
+        raise TypeError(tp)
+    return value
+
+
+def _settings(cls, data: dict, where: str, prefix: str = "") -> dict:
+    hints, names = typing.get_type_hints(cls), {f.name for f in fields(cls)}
+    out = {}
+    for key, value in data.items():
+        name = prefix + key
+        if key not in names:
+            raise UserError(f"{where}: unknown setting '{name}' (no option {_flag(name)}; see --help): written for "
+                            "another script, or by another version?")
+        tp = hints[key]
+        if is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise UserError(f"{where}: '{name}' is {json.dumps(value)[:60]}, not an object of its settings")
+            out.update(_settings(tp, value, where, name + "."))
+            continue
+        try:
+            out[name] = _typed(tp, value)
+        except TypeError:
+            raise UserError(f"{where}: '{name}' is {json.dumps(value)[:60]}, not {_expected(tp)}") from None
+    return out
+
+
+def settings(cls, data, where: str, script: str | None = None) -> dict:
+    """The (dotted) settings of config class ``cls`` that the JSON document ``data`` holds: what ``--print-config``
+    prints (its fields), or a run's ``config.json`` (``{"script": ..., "config": {its fields}}``, the config of a run
+    of ``script``). A setting it leaves out keeps its default. An unknown setting, a value of the wrong type or the
+    config.json of another script is a one-line ``UserError`` (``where`` names the document)."""
+    if isinstance(data, dict) and isinstance(data.get("config"), dict) and "script" in data:  # a run's config.json
+        if script is not None and data["script"] != script:
+            raise UserError(f"{where} is the config of a {data['script']} run, not of {script}; run it with "
+                            f"python -m {data['script']} --config ...")
+        data = data["config"]
+    if not isinstance(data, dict):
+        raise UserError(f"{where} is not a JSON object of settings; give what --print-config prints or a run's "
+                        "config.json")
+    return _settings(cls, data, where)
+
+
+def read_settings(cls, path: str, script: str | None = None) -> dict:
+    """:func:`settings` of the JSON file ``path`` (``--config FILE``)."""
+    with _readable(path, "--config"), open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:  # (bytes that are not UTF-8 too)
+        raise UserError(f"--config {path} is not JSON ({exc}); give what --print-config prints or a run's "
+                        "config.json") from None
+    return settings(cls, data, f"--config {path}", script)
+
+
+def _script_of(cls) -> str | None:
+    """The ``SCRIPT`` of the module that defines config class ``cls`` (None when it is not a script's)."""
+    return getattr(sys.modules.get(cls.__module__), "SCRIPT", None)
+
+
+def flags(cfg, baseline, prefix: str = "") -> list[str]:
+    """The command-line flags that turn config ``baseline`` into ``cfg``: ``--option value`` for every leaf field
+    where they differ, its value as it is written on the command line (the reverse of :func:`parse_args`)."""
+    out = []
+    for f in fields(cfg):
+        value, base = getattr(cfg, f.name), getattr(baseline, f.name)
+        if value == base:
+            continue
+        if is_dataclass(value):
+            out += flags(value, base, prefix + f.name + ".")
+        else:
+            out += [_flag(prefix + f.name), _shown(value)]
+    return out
+
+
+def parse_args(cls, argv=None, description: str = "", presets: dict | None = None, prog: str | None = None,
+               script: str | None = None):
     """Parse a command line into an instance of ``cls``.
 
-    ``presets`` maps a name to a dict of (dotted) overrides; ``--preset NAME`` applies one before the flags. A flag
-    that the chosen method ignores is refused unless it keeps the default (:func:`check_applies`).
+    The settings apply in this order, each overriding the ones before: the class defaults; ``--preset NAME`` (a dict
+    of (dotted) overrides in ``presets``); ``--config FILE`` (:func:`read_settings`: a file is more specific than a
+    named setup, so it overrides the preset; the config.json of a run of another script than ``script``, by default
+    the ``SCRIPT`` of ``cls``'s module, is refused); the flags. A flag that the chosen method ignores is refused
+    unless it keeps the value the defaults, preset and file give it (:func:`check_applies`).
     """
     parser = make_parser(cls, description, presets, prog)
     ns = vars(parser.parse_args(sys.argv[1:] if argv is None else argv))
     preset = ns.pop("preset", None)
     show = ns.pop("print_config")
-    cfg = build(cls, presets, preset, **ns)
-    check_applies(cfg, build(cls, presets, preset))
+    path = ns.pop("config")
+    from_file = read_settings(cls, path, script or _script_of(cls)) if path is not None else {}
+    try:
+        baseline = build(cls, presets, preset, **from_file)
+    except UserError as exc:  # a value the options refuse (not one of the choices, not > 0)
+        raise UserError(f"--config {path}: {exc}") from None
+    cfg = build(cls, presets, preset, **{**from_file, **ns})
+    check_applies(cfg, baseline)
     if show:  # like --help: print, then end the command without computing anything
         print(json.dumps(to_dict(cfg), indent=1, sort_keys=True), flush=True)
         parser.exit(0)
@@ -279,14 +395,21 @@ def parse_args(cls, argv=None, description: str = "", presets: dict | None = Non
 
 def make_parser(cls, description: str = "", presets: dict | None = None, prog: str | None = None):
     """The command-line parser of config class ``cls`` (see :func:`parse_args`)."""
-    parser = OneLineParser(prog=prog, description=description, usage="%(prog)s [--preset NAME] [--option VALUE ...]",
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog=prog, description=description,
+                           usage="%(prog)s [--preset NAME] [--config FILE] [--option VALUE ...]",
+                           epilog="A relative path (--runs-dir, --data-dir, --config, ...) is taken from the current "
+                                  "directory.", formatter_class=argparse.RawDescriptionHelpFormatter)
     if presets:
         parser.add_argument("--preset", choices=sorted(presets), default=None,
-                            help="start from a named table of settings (e.g. a paper setup); flags override it")
+                            help="start from a named table of settings (e.g. a paper setup); --config and flags "
+                                 "override it")
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="start from the settings in FILE: the JSON --print-config prints, or a run's config.json "
+                             "(runs/<script>/<hash>/config.json); they override the defaults and --preset, flags "
+                             "override them, a setting it leaves out keeps its default (or the preset's)")
     parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved config (class defaults, then --preset, then the flags) as JSON and "
-                             "exit without computing")
+                        help="print the resolved config (class defaults, then --preset, then --config, then the "
+                             "flags) as JSON and exit without computing")
     _add_fields(parser, cls, cls())
     return parser
 

@@ -10,7 +10,10 @@ Two kinds of split exist:
   CIFAR).  Shuffling and augmentation (random crop with zero padding + horizontal
   flip) are done on the device, vectorized over the batch.
 * :class:`LoaderSplit` decodes JPEG files with a ``DataLoader`` (Tiny-ImageNet,
-  ImageNet).
+  ImageNet, your own image folder: ``imagefolder``).
+
+Image folders (ImageNet, ``imagefolder``) are listed as torchvision's ``ImageFolder`` lists
+them, once: the list is cached as JSON beside the images (:func:`folder_list`).
 
 Determinism: all training randomness of epoch ``e`` comes from a private
 ``torch.Generator`` seeded from ``(seed, e)``, never from the global RNG, so a run
@@ -26,10 +29,13 @@ together are the one-process batch and every sample is loaded by one rank only.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import pickle
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -293,6 +299,17 @@ def carve_val(labels: np.ndarray, val_size: int, name: str) -> tuple[np.ndarray,
 
 
 @dataclass(frozen=True)
+class ImageOptions:
+    """How an image folder (``imagefolder``) is fed to the model: the side of its square inputs and the per-channel
+    mean and std of their pixels in [0, 1]; 0 and empty: computed from a sample of its training images
+    (:func:`image_options`)."""
+
+    size: int = 0
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
 class _Options:
     """The arguments of :func:`load_dataset` passed on to a dataset's loader."""
 
@@ -304,6 +321,7 @@ class _Options:
     seed: int
     val_size: int
     workers: int
+    image: ImageOptions = field(default_factory=ImageOptions)
 
 
 def _tensor_data(info: DatasetInfo, o: _Options, x_train: Tensor, y_train: Tensor, x_test: Tensor,
@@ -652,13 +670,19 @@ def _cifar_loader(title: str, folder: str, train_files: list[str], test_file: st
 # --------------------------------------------------------------------------- Tiny-ImageNet / ImageNet
 
 
+def _eval_resize(size: int) -> int:
+    """The shorter side an evaluation image is resized to before its central ``size`` x ``size`` crop: 8/7 of it,
+    as ImageNet's 256 for 224."""
+    return round(size * 8 / 7)
+
+
 def _image_transforms(train_size: int, mean, std, *, imagenet: bool):
     import torchvision.transforms as T
 
     norm = [T.ToTensor(), T.Normalize(mean, std)]
     if imagenet:
         train = T.Compose([T.RandomResizedCrop(train_size), T.RandomHorizontalFlip(), *norm])
-        test = T.Compose([T.Resize(256), T.CenterCrop(train_size), *norm])
+        test = T.Compose([T.Resize(_eval_resize(train_size)), T.CenterCrop(train_size), *norm])
     else:
         train = T.Compose([T.RandomCrop(train_size, padding=4), T.RandomHorizontalFlip(), *norm])
         test = T.Compose(norm)
@@ -701,8 +725,6 @@ def _load_tinyimagenet(info: DatasetInfo, o: _Options) -> Data:
 
 def _load_imagenet(info: DatasetInfo, o: _Options) -> Data:
     """ImageNet as ``root/imagenet/{train,val}/<wnid>/*.JPEG`` (val sorted into class folders)."""
-    from torchvision.datasets import ImageFolder
-
     base = o.root / "imagenet"
     for split in ("train", "val"):
         if not (base / split).is_dir():
@@ -710,16 +732,273 @@ def _load_imagenet(info: DatasetInfo, o: _Options) -> Data:
                 "put the ILSVRC-2012 train and val images there (val sorted into class folders) " \
                 "or point --data-dir at the folder that holds it"
             raise _missing("ImageNet", f"{base}/train/<wnid>/*.JPEG and {base}/val/<wnid>/*.JPEG", hint)
-    try:
-        train, val = ImageFolder(str(base / "train")), ImageFolder(str(base / "val"))
-    except (FileNotFoundError, OSError) as e:
-        raise _missing("ImageNet", f"{base}/{{train,val}}/<wnid>/*.JPEG",
-                       f"found no images ({' '.join(str(e).split())})") from None
-    if train.class_to_idx != val.class_to_idx:
-        raise UserError(f"{base}/train and {base}/val hold different class folders; "
-                        f"sort the val images into the same <wnid> folders as train")
+    files = folder_list(base)
     train_tf, eval_tf = _image_transforms(224, IMAGENET_MEAN, IMAGENET_STD, imagenet=True)
-    return _file_data(info, o, train.samples, val.samples, train_tf, eval_tf)
+    return _file_data(info, o, files.samples("train"), files.samples("val"), train_tf, eval_tf)
+
+
+# --------------------------------------------------------------------------- image folders: listing, cache
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # ImageFolder's
+FOLDER_SPLITS = ("train", "val")
+FILE_LIST = ".filelist.json"  # the cached list, in the folder that holds train/ and val/ (never inside them)
+FILE_LIST_VERSION = 1
+_LISTS: dict[Path, "FolderList"] = {}  # this process's lists, each used while its signature holds
+
+
+@dataclass
+class FolderList:
+    """The images of ``folder/train`` and ``folder/val``: the class names (the sorted sub-folders of ``train``, the
+    same in ``val``), each split's ``(path relative to folder, label)`` in torchvision ``ImageFolder``'s order, the
+    sha256 of both (``digest``), the modification times of every folder listed (``signature``: a file added, removed
+    or renamed anywhere changes its folder's), and what was measured on its images (``stats``: ``sample_size``,
+    ``sample_normalization``)."""
+
+    folder: Path
+    classes: list[str]
+    splits: dict[str, list[tuple[str, int]]]
+    digest: str
+    signature: dict[str, int]
+    stats: dict = field(default_factory=dict)
+
+    def samples(self, split: str) -> list[tuple[str, int]]:
+        """``(path, label)`` of every image of ``split``."""
+        return [(os.path.join(self.folder, rel), label) for rel, label in self.splits[split]]
+
+    def unchanged(self) -> bool:
+        """Whether every folder listed still has the modification time it had when listed (a few stats)."""
+        for rel, mtime in self.signature.items():
+            try:
+                if os.stat(os.path.join(self.folder, rel)).st_mtime_ns != mtime:
+                    return False
+            except OSError:
+                return False
+        return True
+
+
+def folder_list(folder) -> FolderList:
+    """The images of ``folder/{train,val}/<class>/**``: listed once, then read from the JSON cache ``FILE_LIST`` (in
+    ``folder``, or in the user's cache folder where ``folder`` cannot be written) as long as it names this folder and
+    its signature holds; otherwise listed again (``_scan``) and the cache rewritten (atomically)."""
+    folder = Path(os.path.abspath(folder))
+    known = _LISTS.get(folder)
+    if known is not None and known.unchanged():
+        return known
+    for path in _list_paths(folder):
+        cached = _read_list(path, folder)
+        if cached is not None:
+            _LISTS[folder] = cached
+            return cached
+    classes, splits, signature = _scan(folder)
+    digest = hashlib.sha256(json.dumps([classes, splits], separators=(",", ":")).encode()).hexdigest()
+    listed = FolderList(folder, classes, {k: [tuple(x) for x in v] for k, v in splits.items()}, digest, signature)
+    _write_list(listed)
+    _LISTS[folder] = listed
+    return listed
+
+
+def _scan(folder: Path) -> tuple[list[str], dict[str, list[tuple[str, int]]], dict[str, int]]:
+    """List ``folder/<split>/<class>/**/<image>`` as ``ImageFolder`` does (its classes: the sorted sub-folders; its
+    files: a sorted walk that follows links, images by extension), every split with the classes of ``train``;
+    returns (classes, {split: [(relative path, label)]}, {relative folder: mtime_ns of every folder walked})."""
+    signature: dict[str, int] = {}
+    splits: dict[str, list[tuple[str, int]]] = {}
+    classes = None
+    for split in FOLDER_SPLITS:
+        base = folder / split
+        try:
+            signature[split] = os.stat(base).st_mtime_ns
+            with os.scandir(base) as entries:
+                entries = list(entries)
+            found = sorted(e.name for e in entries if e.is_dir())
+        except OSError as e:
+            raise UserError(f"{base} cannot be listed ({e.strerror or type(e).__name__}); check the image folder "
+                            f"and its permissions") from None
+        if not found:
+            loose = sum(e.name.lower().endswith(IMAGE_EXTENSIONS) for e in entries)
+            lying = f" ({loose} images lie in it directly)" if loose else ""
+            raise UserError(f"{base} holds no class folders{lying}; put each class's images in a folder of its "
+                            f"own, {base}/<class>/, the same class folders in {folder}/train and {folder}/val")
+        if classes is None:
+            classes = found
+        elif found != classes:
+            odd = sorted(set(found) ^ set(classes))[0]
+            raise UserError(f"{folder}/train and {base} hold different class folders ({odd!r} is in one only); "
+                            f"give both the same <class> folders")
+        splits[split] = []
+        for label, name in enumerate(classes):
+            before = len(splits[split])
+            for root, _, files in sorted(os.walk(base / name, followlinks=True)):
+                rel = os.path.relpath(root, folder)
+                signature[rel] = os.stat(root).st_mtime_ns
+                splits[split] += [(f"{rel}/{f}", label) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
+            if len(splits[split]) == before:
+                raise UserError(f"{base / name} holds no image file ({', '.join(IMAGE_EXTENSIONS)}); add its images "
+                                f"or remove the folder")
+    return classes, splits, signature
+
+
+def _list_paths(folder: Path) -> list[Path]:
+    """Where ``folder``'s cached list may be: in it, then in the user's cache folder (for a folder this user may not
+    write, e.g. a shared ImageNet), named by the folder's path."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "image-folder-lists"
+    return [folder / FILE_LIST, cache / f"{hashlib.sha256(str(folder).encode()).hexdigest()[:16]}.json"]
+
+
+def _read_list(path: Path, folder: Path) -> FolderList | None:
+    """The cached list at ``path`` (JSON, checked), if it is the list of ``folder`` and its signature holds."""
+    try:
+        data = json.loads(path.read_bytes())
+        if data.get("version") != FILE_LIST_VERSION or data.get("folder") != str(folder):
+            return None
+        listed = FolderList(folder, [str(c) for c in data["classes"]],
+                            {k: [(str(rel), int(label)) for rel, label in data["splits"][k]] for k in FOLDER_SPLITS},
+                            str(data["digest"]), {str(k): int(v) for k, v in data["signature"].items()},
+                            dict(data.get("stats") or {}))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):  # none yet, or not one this code wrote
+        return None
+    return listed if listed.unchanged() else None
+
+
+def _write_list(listed: FolderList) -> None:
+    """Cache ``listed`` as JSON at the first of ``_list_paths`` this user can write (atomically: a reader sees the
+    old list or the new one); where none can be written, a warning, and the next run lists the folder again."""
+    from common.atomic import atomic_write_text
+
+    text = json.dumps({"version": FILE_LIST_VERSION, "folder": str(listed.folder), "classes": listed.classes,
+                       "splits": listed.splits, "digest": listed.digest, "signature": listed.signature,
+                       "stats": listed.stats}, separators=(",", ":"))
+    problems = []
+    for path in _list_paths(listed.folder):
+        try:
+            atomic_write_text(path, text)
+            return
+        except OSError as e:
+            problems.append(f"{path}: {e.strerror or type(e).__name__}")
+    print(f"warning: the list of the images of {listed.folder} cannot be cached ({'; '.join(problems)}); every run "
+          f"lists them again", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- your own image folder
+
+
+STATS_IMAGES, STATS_SEED = 256, 0  # the training images (drawn once, fixed seed) whose size and pixels are measured
+IMAGE_OPTIONS = ("image_size", "image_mean", "image_std")  # the config fields of ImageOptions
+
+
+def _sample(listed: FolderList):
+    """The ``STATS_IMAGES`` training images (all, when fewer) that ``imagefolder`` measures, opened one by one (PIL
+    images, read lazily: their sizes come from the files' headers); one that cannot be read is a UserError naming it."""
+    from PIL import Image
+
+    train = listed.samples("train")
+    picks = np.random.default_rng(STATS_SEED).choice(len(train), min(len(train), STATS_IMAGES), replace=False)
+    for i in np.sort(picks):
+        path = train[i][0]
+        try:
+            with Image.open(path) as img:
+                yield img
+        except OSError as e:  # PIL's UnidentifiedImageError too
+            raise UserError(f"{path} cannot be read as an image ({' '.join(str(e).split())}); remove or replace "
+                            f"it") from None
+
+
+def _cached_stat(listed: FolderList, key: str, compute: Callable):
+    """``listed.stats[key]``, computed (and cached with the folder's list) the first time."""
+    if key not in listed.stats:
+        listed.stats = {**listed.stats, key: compute()}
+        _write_list(listed)
+    return listed.stats[key]
+
+
+def sample_size(listed: FolderList) -> int:
+    """The input size ``imagefolder`` computes when none is given: the median shorter side of the sampled training
+    images (read from the files' headers, nothing decoded)."""
+    def median_side() -> int:
+        return int(np.median([min(img.size) for img in _sample(listed)]))
+
+    return _cached_stat(listed, "size", median_side)
+
+
+def sample_normalization(listed: FolderList, size: int) -> tuple[list[float], list[float]]:
+    """The per-channel (mean, std) ``imagefolder`` computes when none is given: of the pixels in [0, 1] of the sampled
+    training images as the evaluation transform gives them at ``size`` (Resize to 8/7 of it, CenterCrop)."""
+    import torchvision.transforms as T
+
+    def measure() -> dict:
+        tf = T.Compose([T.Resize(_eval_resize(size)), T.CenterCrop(size), T.ToTensor()])
+        total, squares, count = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64), 0
+        for img in _sample(listed):
+            x = tf(img.convert("RGB")).double()
+            total += x.sum((1, 2))
+            squares += (x * x).sum((1, 2))
+            count += x[0].numel()
+        mean = total / count
+        std = (squares / count - mean * mean).clamp_min(0).sqrt()
+        return {"mean": [round(float(v), 4) for v in mean], "std": [round(float(v), 4) for v in std]}
+
+    norm = _cached_stat(listed, f"normalization at {size}", measure)
+    return norm["mean"], norm["std"]
+
+
+def image_options(listed: FolderList, image: ImageOptions) -> ImageOptions:
+    """``image`` checked, with what it leaves unstated computed from the folder's training images (``sample_size``,
+    ``sample_normalization``)."""
+    _check_image(image)
+    size = image.size or sample_size(listed)
+    if image.mean:
+        return ImageOptions(size, image.mean, image.std)
+    mean, std = sample_normalization(listed, size)
+    if min(std) <= 0:
+        raise UserError(f"the sampled training images of {listed.folder} have a channel of one value (std {std}); "
+                        f"give --image-mean and --image-std")
+    return ImageOptions(size, tuple(mean), tuple(std))
+
+
+def _check_image(image: ImageOptions) -> None:
+    for name, values in (("mean", image.mean), ("std", image.std)):
+        if len(values) not in (0, 1, 3):
+            raise UserError(f"--image-{name} has {len(values)} values; give one per RGB channel (3), one for all, "
+                            f"or none to compute it from the training images")
+    if bool(image.mean) != bool(image.std):
+        raise UserError("give both --image-mean and --image-std, or neither (both are then computed from the training "
+                        "images)")
+    if any(not v > 0 for v in image.std):
+        raise UserError(f"--image-std {','.join(map(str, image.std))} must be > 0 (the inputs are divided by it)")
+    if image.size < 0:
+        raise UserError(f"--image-size {image.size} must be > 0, or 0 to compute it from the training images")
+
+
+def _image_folder(folder) -> FolderList:
+    folder = data_root(folder)
+    for split in FOLDER_SPLITS:
+        if not (folder / split).is_dir():
+            raise _missing("image folder", f"{folder}/train/<class>/<images> and {folder}/val/<class>/<images>",
+                           "point --data-dir at the folder that holds train/ and val/")
+    return folder_list(folder)
+
+
+def _folder_info(listed: FolderList, size: int) -> DatasetInfo:
+    return DatasetInfo("imagefolder", len(listed.classes), (3, size, size))
+
+
+def _load_imagefolder(info: DatasetInfo | None, o: _Options) -> Data:
+    """Your own images in ``--data-dir/{train,val}/<class>/``, fed as ImageNet's are (random resized crops and flips
+    for training; Resize to 8/7 of the size and CenterCrop for evaluation); val is the test split."""
+    listed = _image_folder(o.root)
+    image = image_options(listed, o.image)
+    train_tf, eval_tf = _image_transforms(image.size, image.mean, image.std, imagenet=True)
+    return _file_data(_folder_info(listed, image.size), o, listed.samples("train"), listed.samples("val"), train_tf,
+                      eval_tf)
+
+
+def dataset_identity(cfg, name: str) -> str:
+    """What a run's identity (its hash) holds for its dataset: the name; for ``imagefolder`` the sha256 of the list of
+    its folder's images too (class names, relative paths, labels: ``folder_list``), so that two folders are two
+    datasets, while a folder moved or copied elsewhere keeps its runs (``--data-dir`` is not part of the identity)."""
+    if name != "imagefolder":
+        return name
+    return f"imagefolder:sha256:{_image_folder(cfg.data_dir).digest}"
 
 
 # --------------------------------------------------------------------------- registry
@@ -727,8 +1006,8 @@ def _load_imagenet(info: DatasetInfo, o: _Options) -> Data:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    info: DatasetInfo
-    load: Callable[[DatasetInfo, _Options], Data]
+    info: DatasetInfo | None  # None: read from the dataset's folder (imagefolder)
+    load: Callable[[DatasetInfo | None, _Options], Data]
 
 
 _CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)]
@@ -746,6 +1025,8 @@ DATASETS: dict[str, DatasetSpec] = {
                       "CIFAR100", CIFAR100_MEAN, CIFAR100_STD)),
     "tinyimagenet": DatasetSpec(DatasetInfo("tinyimagenet", 200, (3, 64, 64)), _load_tinyimagenet),
     "imagenet": DatasetSpec(DatasetInfo("imagenet", 1000, (3, 224, 224)), _load_imagenet),
+    # your own images: --data-dir/train/<class>/*, --data-dir/val/<class>/* (val is the test split)
+    "imagefolder": DatasetSpec(None, _load_imagefolder),
     # Criteo TSV (common/criteo.py): 39 features per example, one logit (click)
     "criteo": DatasetSpec(DatasetInfo("criteo", 1, (1, 1, 39)),
                           lambda info, o: _tensor_data(info, o, *criteo.train_and_test(o.root, o.download))),
@@ -768,8 +1049,10 @@ class PlainInput:
 _TO_TENSOR = "RGB images as torchvision.transforms.ToTensor() gives them (uint8 pixels / 255, channels first)"
 
 
-def plain_input(name: str) -> PlainInput:
-    """The plain input of dataset ``name`` (for digits the statistics are computed from the bundled data)."""
+def plain_input(dataset) -> PlainInput:
+    """The plain input of ``dataset``, a name or a run's config (for digits the statistics are computed from the
+    bundled data; for an image folder they are its own)."""
+    name, folder, image = _source(dataset)
     _spec(name)
     if name == "digits":
         mean, std = _digits()[4]
@@ -786,6 +1069,10 @@ def plain_input(name: str) -> PlainInput:
     if name == "imagenet":
         return PlainInput((0.0, 1.0), f"{_TO_TENSOR} after Resize(256) and CenterCrop(224), shape "
                           "(batch, 3, 224, 224)", IMAGENET_MEAN, IMAGENET_STD)
+    if name == "imagefolder":
+        image = image_options(_described_folder(folder), image)
+        return PlainInput((0.0, 1.0), f"{_TO_TENSOR} after Resize({_eval_resize(image.size)}) and CenterCrop("
+                          f"{image.size}), shape (batch, 3, {image.size}, {image.size})", image.mean, image.std)
     if name == "criteo":  # no normalization: the features of a TSV line, as common/criteo.py makes them
         return PlainInput(None, f"39 float32 features per example, shape (batch, 1, 1, 39): log(1 + max(v, 0)) of "
                           f"the 13 integer features v (empty: 0), then the 26 categorical values as hashed ids in "
@@ -800,9 +1087,33 @@ def _spec(name: str) -> DatasetSpec:
     return spec
 
 
-def dataset_info(name: str) -> DatasetInfo:
-    """Classes and input shape of a dataset, without reading any file."""
-    return _spec(name).info
+def _source(dataset) -> tuple[str, str | None, ImageOptions]:
+    """(name, folder, image options) of ``dataset``: a name, or a run's config (its ``dataset``, ``data_dir`` and, for
+    ``imagefolder``, the ``image_*`` options)."""
+    if isinstance(dataset, str):
+        return dataset, None, ImageOptions()
+    values = [getattr(dataset, name, default) for name, default in zip(IMAGE_OPTIONS, (0, (), ()))]
+    return dataset.dataset, getattr(dataset, "data_dir", None), ImageOptions(values[0], *map(tuple, values[1:]))
+
+
+def _described_folder(folder) -> FolderList:
+    if folder is None:
+        raise UserError("dataset imagefolder has no fixed classes or input size: they are read from its folder "
+                        "(--data-dir), which is not known here")
+    return _image_folder(folder)
+
+
+def dataset_info(dataset) -> DatasetInfo:
+    """Classes and input shape of ``dataset`` (a name, or a run's config: see :func:`_source`), without reading any
+    file -- but for ``imagefolder``, whose classes are its folder's (listed once, ``folder_list``) and whose input
+    size is given (``--image-size``) or measured once on its images (``sample_size``)."""
+    name, folder, image = _source(dataset)
+    spec = _spec(name)
+    if spec.info is not None:
+        return spec.info
+    _check_image(image)
+    listed = _described_folder(folder)
+    return _folder_info(listed, image.size or sample_size(listed))
 
 
 def affinity() -> set[int]:
@@ -874,22 +1185,24 @@ def data_root(root) -> Path:
     return path
 
 
-def load_dataset(name: str, *, root: str = "data", download: bool = False, device="cpu",
+def load_dataset(dataset, *, root: str = "data", download: bool = False, device="cpu",
                  batch_size: int = 128, eval_batch_size: int = 512, seed: int = 0, val_size: int = 0,
                  workers: int | str = "auto") -> Data:
-    """Load dataset ``name`` from ``root`` into train/val/test splits on ``device``.
+    """Load ``dataset`` (a name, or a run's config: its ``dataset`` and, for ``imagefolder``, its image options) from
+    ``root`` into train/val/test splits on ``device``.
 
     ``val_size > 0`` carves a validation split of that many samples out of the training
     set (same split for every ``seed``); ``seed`` only drives shuffling/augmentation;
     ``workers``: see :func:`resolve_workers`.
     """
+    name, _, image = _source(dataset)
     spec = _spec(name)
     if batch_size < 1 or eval_batch_size < 1:
         raise UserError(f"batch sizes must be positive (got {batch_size} and {eval_batch_size})")
     if val_size < 0:
         raise UserError(f"--val-size must be >= 0 (got {val_size})")
     opts = _Options(data_root(root), download, torch.device(device), batch_size, eval_batch_size,
-                    seed, val_size, resolve_workers(workers))
+                    seed, val_size, resolve_workers(workers), image)
     data = spec.load(spec.info, opts)
     barrier()  # DDP: no rank starts training (and its collectives' timeout) while another still reads its data
     return data

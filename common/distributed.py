@@ -13,6 +13,12 @@ What changes in a distributed run (and nothing else does):
   ... of the epoch's global order, which every rank computes alike from (seed, epoch); ``common.data`` applies it),
   the model is wrapped in DDP (``wrap``), which averages gradients, and ``loss_scale`` weighs each rank's mean loss,
   so a step equals the single-process step on the global batch;
+- evaluation (``common.train.evaluate``) deals the split's samples out the same way, each rank evaluating its rows
+  once, and sums the ranks' loss, correct and sample counts (``all_sum``; a one-logit model's scores are gathered for
+  its AUC: ``all_gather_cat``), so every rank returns the one-process metrics;
+- ``--sync-bn`` (``set_sync_batchnorm``): the BatchNorm layers of a wrapped model normalize with the statistics of
+  the global batch (``sync_batchnorm``); without it each rank uses its shard's, and DDP gives every rank rank 0's
+  running statistics at each forward;
 - only rank 0 writes the run store (config, logs, checkpoints, result); the other ranks compute the same thing and
   wait at the end (``common.store.execute``).
 """
@@ -94,21 +100,104 @@ def group(rank_: int, world: int, local_rank: int, master: str, port: int | None
         dist.destroy_process_group()
 
 
-_wrapped: dict[int, nn.Module] = {}
+_wrapped: list[nn.Module] = []  # the DDP wrapper of the model being trained (one at most)
 
 
 def wrap(model: nn.Module) -> nn.Module:
-    """The model wrapped in DDP (made once per model, so every rank builds it at the same point of its first
-    epoch), or the model itself in a single process. Parameters are shared: optimizers and masks see no change."""
+    """The model wrapped in DDP, or the model itself in a single process. Parameters are shared: optimizers and masks
+    see no change.
+
+    The wrapper is made once per model, so every rank builds it at the same point of its first epoch, and kept while
+    that model trains: wrapping another model (the next one a script trains: a pruned copy, a model after its dense
+    dependency) drops the previous wrapper, whose gradient buckets would otherwise live as long as the process.
+    With ``--sync-bn`` its BatchNorm layers are first made to normalize with the global batch's statistics."""
     if not active():
         return model
-    key = id(model)
-    ddp = _wrapped.get(key)
-    if ddp is None or ddp.module is not model:
+    if not _wrapped or _wrapped[0].module is not model:
+        _wrapped.clear()
         device = next(model.parameters()).device
-        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        _wrapped[key] = ddp
-    return ddp
+        if _sync_bn:
+            sync_batchnorm(model, device)
+        _wrapped.append(nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None))
+    return _wrapped[0]
+
+
+_sync_bn: list[bool] = []  # [True] under --sync-bn (set_sync_batchnorm)
+
+
+def set_sync_batchnorm(on: bool) -> None:
+    """``--sync-bn``: ``wrap`` converts a model's BatchNorm layers with ``sync_batchnorm`` (only runs of several
+    ranks wrap anything: one process is unchanged)."""
+    _sync_bn[:] = [True] if on else []
+
+
+class _AllSum(torch.autograd.Function):
+    """The sum over ranks of a tensor, differentiable: the gradient of each rank's input is the sum of every rank's
+    gradient of the total (each rank's loss depends on every rank's input through it)."""
+
+    @staticmethod
+    def forward(ctx, values: torch.Tensor) -> torch.Tensor:
+        total = values.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+class SumSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm over the global batch of every rank, from plain tensor operations: what ``torch.nn.SyncBatchNorm``
+    computes, for the CPU (gloo), where torch has no SyncBatchNorm kernels (and DDP refuses a CPU model holding one).
+
+    In training each rank's per-channel sums of x and x^2 and its row count are summed over the ranks in one
+    all_reduce, in float64; it is differentiable, its backward summing every rank's gradient of the statistics, so
+    the gradients are those of one process normalizing the whole batch. In eval mode, or in one process, it is plain
+    BatchNorm (the running statistics, updated with the unbiased global variance, as BatchNorm does)."""
+
+    def _check_input_dim(self, input):
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and active()):
+            return super().forward(x)
+        dims, shape = [0, *range(2, x.dim())], [1, -1] + [1] * (x.dim() - 2)
+        c, xd = x.shape[1], x.double()
+        local = torch.cat([xd.sum(dims), (xd * xd).sum(dims), xd.new_full((1,), x.numel() // c)])
+        total = _AllSum.apply(local)
+        n = total[-1]
+        mean = total[:c] / n
+        var = total[c:2 * c] / n - mean * mean  # biased: what normalizes the batch
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
+                self.running_var.lerp_((var * n / (n - 1)).to(self.running_var.dtype), factor)
+        out = ((xd - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)).to(x.dtype)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out
+
+
+def sync_batchnorm(model: nn.Module, device: torch.device) -> None:
+    """Replace, in place, every BatchNorm layer below ``model`` (on ``device``) by one over the global batch of all
+    ranks: ``torch.nn.SyncBatchNorm`` on GPUs, :class:`SumSyncBatchNorm` on the CPU. The new layers hold the same
+    parameter and buffer tensors under the same names (optimizers, checkpoints and state dicts see no change)."""
+    layers = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
+              if isinstance(child, nn.modules.batchnorm._BatchNorm)
+              and not isinstance(child, (nn.SyncBatchNorm, SumSyncBatchNorm))]
+    cls = SumSyncBatchNorm if device.type == "cpu" else nn.SyncBatchNorm
+    for parent, name, bn in layers:
+        sync = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+        for key in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+            setattr(sync, key, getattr(bn, key))
+        sync.train(bn.training)
+        setattr(parent, name, sync)
 
 
 def shard_rows(rows: range, rank_: int, world: int) -> range:
@@ -141,6 +230,22 @@ def all_sum(*values):
         else:
             out.append(type(v)(total.item()))
     return tuple(out)
+
+
+def all_gather_cat(values: torch.Tensor) -> torch.Tensor:
+    """Every rank's 1-D ``values`` (of any length), concatenated in rank order, on every rank (two collectives: the
+    lengths, then the values padded to the longest)."""
+    device = values.device
+    if backend() == "nccl" and device.type != "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(world_size())]
+    dist.all_gather(sizes, torch.tensor([values.numel()], device=device))
+    longest = int(max(sizes))
+    padded = torch.zeros(longest, dtype=values.dtype, device=device)
+    padded[:values.numel()] = values.reshape(-1)
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:int(size)] for part, size in zip(parts, sizes)]).to(values.device)
 
 
 def barrier() -> None:

@@ -1,4 +1,5 @@
-"""Export a finished run's final model so that it can be used without this repository, with a sparsity report.
+"""Export a finished run's final model for use without this repository (a sparse one: with ``load``), with a
+sparsity report.
 
     python -m common.export --run runs/gmp.prune/<hash>            # one run
     python -m common.export --run 'runs/bip.prune/*' --run runs/posttrain.prune/<hash>
@@ -14,8 +15,8 @@ that has it):
                      so ``torch.export.load(path).module()(x)`` gives the run's outputs on such x. Masks are
                      multiplied into the weights (pruned weights are exactly zero) and a structurally pruned model is
                      the physically smaller one; its weights are named ``model.<name>``. A model that ``torch.export``
-                     cannot capture is written with ``torch.jit.trace`` as ``model.torchscript.pt`` instead
-                     (``torch.jit.load``); ``sparsity.json`` names the file and its format.
+                     cannot capture is written in the module form below instead; ``sparsity.json`` names the file
+                     and its format.
 - ``state_dict.pt``  the model's weights as plain tensors (``torch.load(..., weights_only=True)``), without the
                      normalization: the model itself takes ``(x - mean) / std`` (``sparsity.json``'s ``input``);
 - ``sparsity.json``  the expected input (``input``: shape, range, how to make it from raw data, the normalization the
@@ -28,20 +29,32 @@ where it marks them: seqattn.prune lists its dense layers too); runs that list n
 their config's ``exclude`` (and ``structure``) over every Conv2d / Linear weight, as the scripts' masks do.
 A run without a final model (``seqattn.oneshot`` keeps one model per sparsity as a point, none stored) is refused.
 
-``--format csr|bsr`` writes ``<run>/export-csr/`` or ``<run>/export-bsr<B>/`` instead (the same three files): a
-TorchScript program (``torch.jit.load``; ``torch.export`` cannot capture sparse products) whose Linear / Conv2d layers
-compute with torch.sparse CSR or BSR (BxB) weights (``common.sparse``: Conv2d through im2col), each layer only where
-that measured faster than the dense layer at export time (``--batch`` inputs, one thread; ``--layers all``: every
-layer with zeros). ``sparsity.json``'s ``weights`` records each layer's decision (format, block, sparsity, padded
-shape, measured dense and sparse ms, why). Its outputs equal the dense export's within ``common.sparse.TOLERANCE``
-of the output's scale (checked on write). A structurally pruned run is written as its physically smaller dense model,
-and so is a run none of whose layers is faster sparse (a note names each layer and why); a run without zero weights
-is refused.
+``--format csr|bsr`` writes ``<run>/export-csr/`` or ``<run>/export-bsr<B>/`` instead (the same files), whose
+Linear / Conv2d layers compute with torch.sparse CSR or BSR (BxB) weights (``common.sparse``: Conv2d through im2col),
+each layer only where that measured faster than the dense layer at export time (``--batch`` inputs, one thread;
+``--layers all``: every layer with zeros). ``sparsity.json``'s ``weights`` records each layer's decision (format,
+block, sparsity, padded shape, measured dense and sparse ms, why). Its outputs equal the dense export's within
+``common.sparse.TOLERANCE`` of the output's scale (checked on write). A structurally pruned run is written as its
+physically smaller dense model, and so is a run none of whose layers is faster sparse (a note names each layer and
+why), both as ``torch.export`` programs; a run without zero weights is refused.
+
+The module form (``sparsity.json``'s format ``modules``), for a model with sparse layers or one ``torch.export``
+cannot capture: ``model.json``, the architecture (the run's model name, classes and input shape as
+``common.models.build_model`` takes them, the normalization, a structurally pruned model's layer sizes, and for each
+sparse layer its ``common.sparse.spec``: kind, format, block, padded size, shape) and ``model.pt``, the tensors of
+the program (a plain state_dict: a sparse weight as its index and value tensors ``<layer>.matrix.crow|col|values``
+and its bias column). ``load(folder)`` rebuilds it as eager modules, with this repository, from data only
+(``torch.load(..., weights_only=True)``); it loads a ``torch.export`` export as well. Why not a program: torch.export
+(as of torch 2.14) captures no sparse CSR / BSR tensor, neither as a weight nor made inside the program, and
+TorchScript (``torch.jit.trace`` / ``save`` / ``load``), which ran them before, is deprecated: each of its calls
+warns. A state_dict and JSON load alike in every torch from 2.4 on, and the sparse layers run as the same eager
+modules that the export times.
 
 Nothing a run folder holds is unpickled: ``model.pt`` and ``masks.pt`` are read with ``weights_only=True`` (a
 structurally pruned model is stored as its tensors and its layers' sizes, ``structured_state``), and a file that
-would need code to load is refused in one line. The dense export is reproducible: two exports of one run give the
-same bytes, wherever the repository is installed (no temporary names, stack traces relative to the import root).
+would need code to load is refused in one line. An export is reproducible: two exports of one run give the same
+bytes, wherever the repository is installed (no temporary names, stack traces relative to the import root; a sparse
+one chosen by timing may choose other layers).
 """
 from __future__ import annotations
 
@@ -70,8 +83,8 @@ EXAMPLE_BATCH = 2  # torch.export specializes a batch of 1; the exported batch d
 
 
 FORMAT_HELP = ("how the exported program computes its Linear / Conv2d layers: dense (the masked dense weights, a "
-               "torch.export program in export/), csr or bsr (torch.sparse weights where that measured faster, a "
-               "TorchScript program in export-csr/ or export-bsr<B>/)")
+               "torch.export program in export/), csr or bsr (torch.sparse weights where that measured faster, "
+               "model.json + model.pt in export-csr/ or export-bsr<B>/, loaded by common.export.load)")
 BLOCK_HELP = ("BSR block size B (BxB blocks; a layer B does not divide is zero-padded); 0: the run's own block size "
               f"where it has one (seqattn.prune --block), else {SP.DEFAULT_BLOCK}")
 
@@ -282,43 +295,110 @@ def expected_input(dataset: str, input_shape) -> dict:
             "program_weights": "model.<name>, with <name> as in state_dict.pt and in layers"}
 
 
-def save_program(model: torch.nn.Module, example: torch.Tensor, out: Path, trace: bool = False,
-                 reference: torch.nn.Module | None = None) -> tuple[str, str]:
-    """Write ``model`` with torch.export (dynamic batch), or torch.jit.trace when it cannot be exported (or with
-    ``trace``: a model of sparse layers): (file, format).
+PROGRAM_FILES = {"torch.export": ("model.pt2",), "modules": ("model.json", "model.pt")}
+MODULES_FORMAT = "modules/1"
 
-    The program is serialized in memory, so that the file holds no temporary name; a torch.export program's stack
-    traces name source files relative to their import root (``portable_path``) and a TorchScript one keeps no debug
-    records: two exports of one run give the same bytes, wherever the repository is installed. Those bytes are loaded
-    back and checked before they are written, on random inputs of three batch sizes (1, 3 and one above the BSR column
-    padding): against the model itself, or against ``reference`` (the dense model a sparse one must equal) within
-    ``common.sparse.TOLERANCE`` of its scale."""
+
+def save_program(model: torch.nn.Module, example: torch.Tensor, out: Path, architecture: dict | None = None,
+                 reference: torch.nn.Module | None = None) -> tuple[str, str]:
+    """Write ``model`` (a ``PlainInputModel``) with torch.export (dynamic batch), or in the module form where it holds
+    sparse layers or torch.export cannot capture it: ``model.json`` (``architecture``: how ``build_model`` makes the
+    model, see ``modules_description``, with each sparse layer's ``common.sparse.spec``) and ``model.pt`` (its
+    tensors, a plain state_dict). Returns (the file to open, format).
+
+    Everything is serialized in memory, so that no file holds a temporary name; a torch.export program's stack traces
+    name source files relative to their import root (``portable_path``): two exports of one run give the same bytes,
+    wherever the repository is installed. Those bytes are loaded back as ``load`` loads them and checked before they
+    are written, on random inputs of three batch sizes (1, 3 and one above the BSR column padding): against the model
+    itself, or against ``reference`` (the dense model a sparse one must equal) within ``common.sparse.TOLERANCE`` of
+    its scale."""
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    sparse = {name: SP.spec(m) for name, m in model.named_modules() if isinstance(m, SP.SPARSE_LAYERS)}
     try:
-        if trace:
-            raise NotImplementedError("sparse products: traced")
+        if sparse:
+            raise NotImplementedError("torch.export captures no sparse CSR / BSR tensor")
         program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
         _portable_traces(program.graph_module)
-        name, fmt = "model.pt2", "torch.export"
-        data = _serialized(lambda f: torch.export.save(program, f))
-        load = lambda f: torch.export.load(f).module()  # noqa: E731
-    except Exception:  # noqa: BLE001 - any model torch.export cannot capture falls back to tracing
-        with SP.quiet():
-            traced = torch.jit.trace(model, example, check_trace=False)
-            name, fmt = "model.torchscript.pt", "torchscript"
-            data = _without_debug_records(_serialized(lambda f: torch.jit.save(traced, f)))
-        load = torch.jit.load
-    with SP.quiet():
-        loaded = load(io.BytesIO(data))
-    for n in (1, 3, SP.MIN_BSR_COLUMNS + 1):
-        x = torch.randn(n, *example.shape[1:])
-        got = loaded(x)
-        ok = SP.agrees(got, reference(x)) if reference is not None else \
-            torch.allclose(got, model(x), rtol=1e-4, atol=1e-5)
-        if not ok:
-            raise RuntimeError(f"the exported {fmt} program does not reproduce the model's outputs (batch {n})")
-    _write_bytes(out / name, data)
-    return name, fmt
+        fmt, files = "torch.export", {"model.pt2": _serialized(lambda f: torch.export.save(program, f))}
+        loaded = torch.export.load(io.BytesIO(files["model.pt2"])).module()
+    except Exception:  # noqa: BLE001 - any model torch.export cannot capture: its modules, as data
+        if architecture is None:
+            raise ValueError("a model torch.export cannot capture is written as its modules: give its architecture")
+        state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+        text = json.dumps({**architecture, "sparse": sparse}, indent=1, sort_keys=True) + "\n"
+        fmt, files = "modules", {"model.json": text.encode(), "model.pt": _serialized(lambda f: torch.save(state, f))}
+        loaded = _rebuilt(json.loads(text), torch.load(io.BytesIO(files["model.pt"]), weights_only=True),
+                          out / "model.pt")
+    with torch.no_grad():
+        for n in (1, 3, SP.MIN_BSR_COLUMNS + 1):
+            x = torch.randn(n, *example.shape[1:])
+            got = loaded(x)
+            ok = SP.agrees(got, reference(x)) if reference is not None else \
+                torch.allclose(got, model(x), rtol=1e-4, atol=1e-5)
+            if not ok:
+                raise RuntimeError(f"the exported {fmt} program does not reproduce the model's outputs (batch {n})")
+    for name, data in files.items():
+        _write_bytes(out / name, data)
+    return PROGRAM_FILES[fmt][0], fmt
+
+
+def modules_description(conf: dict, input_shape, structured_layers: dict | None = None) -> dict:
+    """``model.json`` but for its sparse layers: the run's model as ``build_model`` makes it (name, classes, input
+    shape), the normalization the program applies, a structurally pruned model's layer sizes (``structured_state``'s
+    ``layers``) and the tensors' file."""
+    cfg = conf["config"]
+    plain = plain_input(cfg["dataset"])
+    return {"format": MODULES_FORMAT, "tensors": "model.pt", "model": cfg["model"],
+            "num_classes": dataset_info(cfg["dataset"]).num_classes, "input_shape": list(input_shape),
+            "normalization": None if plain.mean is None else {"mean": list(plain.mean), "std": list(plain.std)},
+            "structured_layers": structured_layers}
+
+
+def load(path) -> torch.nn.Module:
+    """The model of an export folder (``export/``, ``export-csr/``, ``export-bsr<B>/``), taking plain inputs: a
+    ``torch.export`` program's module, or the module form rebuilt from ``model.json`` and ``model.pt`` (read with
+    ``weights_only=True``: nothing is unpickled). A folder that is not a complete export is a UserError."""
+    folder = Path(path)
+    try:
+        rep = json.loads((folder / "sparsity.json").read_text())
+        name, fmt = rep["file"], rep["format"]
+        if fmt == "modules":
+            description = json.loads((folder / name).read_text())
+            if not isinstance(description, dict):
+                raise TypeError(name)
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{folder} is not a complete export (no readable sparsity.json and the file it names); "
+                        f"export the run again: python -m common.export --run <run>") from None
+    if fmt == "torch.export":
+        return torch.export.load(folder / name).module()
+    if fmt != "modules":  # an earlier version's TorchScript
+        raise UserError(f"{folder} holds a {fmt} export, which this version does not load; export the run again: "
+                        f"python -m common.export --run <run>")
+    tensors = folder / str(description.get("tensors"))
+    return _rebuilt(description, _tensors(tensors, _load(tensors)), tensors)
+
+
+def _rebuilt(description: dict, tensors: dict, path: Path) -> torch.nn.Module:
+    """The module form's model in eval mode: the architecture built afresh (shrunk to a structurally pruned model's
+    layer sizes), its sparse layers made of their tensors, every tensor loaded; what does not fit is a UserError."""
+    try:
+        if description.get("format") != MODULES_FORMAT:
+            raise ValueError(f"format {description.get('format')!r}, not {MODULES_FORMAT}")
+        model = build_model(description["model"], description["num_classes"], tuple(description["input_shape"]))
+        if description["structured_layers"]:
+            own = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+            load_structured(model, {"layers": description["structured_layers"], "state_dict": own}, path)
+        norm = description["normalization"] or {}
+        program = PlainInputModel(model, norm.get("mean"), norm.get("std"))
+        for name, layer in description["sparse"].items():
+            parts = {part: tensors[f"{name}.matrix.{part}"] for part in SP.SparseMatrix.PARTS}
+            SP.replace(program, name, SP.rebuilt_layer(program.get_submodule(name), layer, parts))
+        program.load_state_dict(tensors)
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise UserError(f"{path} and its model.json do not describe one model ({type(exc).__name__}: {detail}); "
+                        f"export the run again") from None
+    return program.eval()
 
 
 def _serialized(save) -> bytes:
@@ -326,20 +406,6 @@ def _serialized(save) -> bytes:
     always ``archive``)."""
     buffer = io.BytesIO()
     save(buffer)
-    return buffer.getvalue()
-
-
-def _without_debug_records(data: bytes) -> bytes:
-    """A TorchScript archive without its ``.debug_pkl`` records: they map the program to the Python source lines it
-    was traced from, by absolute path (this checkout's, the virtual environment's); the program runs without them."""
-    reader = torch._C.PyTorchFileReader(io.BytesIO(data))
-    buffer = io.BytesIO()
-    writer = torch._C.PyTorchFileWriter(buffer)
-    for name in reader.get_all_records():
-        if not name.endswith(".debug_pkl") and name != ".data/serialization_id":  # the id: recomputed by the writer
-            record = reader.get_record(name)
-            writer.write_record(name, record, len(record))
-    writer.write_end_of_file()
     return buffer.getvalue()
 
 
@@ -481,11 +547,14 @@ def export_run(run_dir, fmt: str = "dense", block: int = 0, layers: str = "faste
         _write_bytes(out / "state_dict.pt", _serialized(lambda f: torch.save(state, f)))
         sparse = p.computed is not p.model
         example = torch.rand(EXAMPLE_BATCH, *p.input_shape, generator=torch.Generator().manual_seed(0))
+        architecture = modules_description(p.conf, p.input_shape,
+                                           structured_state(p.model)["layers"] if p.structured else None)
         name, program_format = save_program(
-            PlainInputModel(p.computed, plain.mean, plain.std).eval(), example, out, trace=sparse,
+            PlainInputModel(p.computed, plain.mean, plain.std).eval(), example, out, architecture,
             reference=PlainInputModel(p.model, plain.mean, plain.std).eval() if sparse else None)
         rep = report(run_dir, p.conf, p.result, p.model, p.original, p.structured, p.input_shape)
-    for stale in {"model.pt2", "model.torchscript.pt"} - {name}:  # an earlier export's other format
+    for stale in {"model.torchscript.pt", *PROGRAM_FILES["torch.export"], *PROGRAM_FILES["modules"]} - \
+            set(PROGRAM_FILES[program_format]):  # an earlier export's other format (or an older version's)
         (out / stale).unlink(missing_ok=True)
     text = json.dumps({"file": name, "format": program_format, "torch": torch.__version__, "weights": p.weights,
                        "input": expected_input(dataset, p.input_shape), **rep}, indent=1, sort_keys=True)

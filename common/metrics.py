@@ -1,4 +1,5 @@
-"""Model cost metrics: parameter counts, FLOPs (dense and sparsity-aware) and CPU latency.
+"""Model metrics: parameter counts, FLOPs (dense and sparsity-aware), CPU latency, and the end-of-run report every
+script's result starts from (``final_report``).
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` -- no per-layer formulas here.
 """
@@ -13,6 +14,8 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from common import sparsity as S
 
 
 @contextmanager
@@ -98,6 +101,35 @@ def flops(model: nn.Module, input_shape, device=None) -> dict:
     if dense and not attributed and any(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules()):
         raise RuntimeError("FlopCounterMode attributed no FLOPs to any Conv2d/Linear; module naming changed?")
     return {"flops": int(dense), "effective_flops": int(round(effective))}
+
+
+def final_report(model: nn.Module, data, params: dict | None = None, *, loss_fn=None, val: bool = False,
+                 costs: bool = True, sparsity_key: str = "sparsity") -> dict:
+    """The metrics of a run's final ``model`` that results share, under the keys ``result.json`` holds them:
+
+    - ``common.train.evaluate`` on ``data.test`` (``loss_fn``: default cross-entropy) as ``test_<metric>``:
+      ``test_loss`` and ``test_acc`` (a one-logit model: ``test_auc``); with ``val``, ``val_acc`` on ``data.val``
+      when the data has a validation split;
+    - with ``params`` (the prunable weights, name -> tensor), ``common.sparsity.report`` over them: their measured
+      sparsity under ``sparsity_key`` (a script whose ``sparsity`` is another quantity, e.g. of its masks, names it
+      otherwise), ``sparsity_all_params`` (over every parameter) and the per-layer table ``layers``;
+    - with ``costs``, ``count_params`` (``params``, ``nonzero_params``) and ``flops`` on one input of the dataset's
+      shape (``flops``, ``effective_flops``).
+
+    A script's compute adds its own fields (dense accuracy, method time, ...) to it."""
+    from common.train import evaluate  # (common.train imports this module)
+
+    test = evaluate(model, data.test) if loss_fn is None else evaluate(model, data.test, loss_fn)
+    out = {f"test_{k}": v for k, v in sorted(test.items())}  # test_acc (or test_auc), then test_loss
+    if val and data.val is not None:
+        out["val_acc"] = evaluate(model, data.val)["acc"]
+    if params is not None:
+        rep = S.report(model, params)
+        out.update({sparsity_key: rep["sparsity"], "sparsity_all_params": rep["sparsity_all_params"],
+                    "layers": rep["layers"]})
+    if costs:
+        out.update(count_params(model), **flops(model, data.info.input_shape))
+    return out
 
 
 def latency_ms(model: nn.Module, input_shape, batch_size: int = 1, repeats: int = 30,

@@ -1,8 +1,14 @@
-"""Model zoo for the pruning experiments.
+"""Model zoo for the pruning experiments, and the user's own models.
 
 Every model is built through :func:`build_model`, which adapts the stem to the input's
-channel count and the classifier to the number of classes. Conventions the pruning code
-relies on:
+channel count and the classifier to the number of classes. A model is named by one of three
+forms (:data:`MODEL_HELP`): a name of this zoo (:data:`MODELS`), ``torchvision:<name>`` (any
+classification model of ``torchvision.models``, randomly initialized, never downloaded), or
+``<package.module>:<function>``, the user's own builder ``function(num_classes, input_shape)``
+returning an ``nn.Module`` (``input_shape`` is ``(channels, height, width)``), the signature of
+this zoo's builders. The models of this zoo follow these conventions, which the pruning code
+relies on (a model from outside should too: its first Conv2d/Linear is what ``--exclude first``
+names, its last what ``--exclude last`` names):
 
 * the first ``nn.Conv2d`` in ``model.modules()`` order is the stem (input) convolution;
 * the final classifier is an ``nn.Linear`` and the last module in ``model.modules()``;
@@ -12,10 +18,12 @@ relies on:
 
 from __future__ import annotations
 
+import importlib
 import math
 import operator
 from typing import Callable
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -263,9 +271,22 @@ MODELS: dict[str, Callable[[int, tuple[int, int, int]], nn.Module]] = {
 }
 
 
+MODEL_HELP = (f"model: one of {', '.join(MODELS)}; torchvision:<name>, any classification model of "
+              f"torchvision.models (e.g. torchvision:resnet18), randomly initialized, nothing downloaded; or "
+              f"<package.module>:<function>, your own: function(num_classes, input_shape) returning a torch.nn.Module "
+              f"for inputs of shape (batch, *input_shape), input_shape = (channels, height, width) (the run's "
+              f"identity holds this name, not the function's code)")
+TORCHVISION = "torchvision:"
+# torchvision models whose auxiliary classifiers make the training forward return a tuple: built without them
+_TORCHVISION_OPTIONS = {"googlenet": {"aux_logits": False, "init_weights": True},
+                        "inception_v3": {"aux_logits": False, "init_weights": True}}
+
+
 def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
-    """Build model ``name`` for ``num_classes`` outputs and inputs of shape ``(C, H, W)``."""
-    check_model(name)
+    """Build model ``name`` (a zoo name, ``torchvision:<name>`` or ``<package.module>:<function>``) for ``num_classes``
+    outputs and inputs of shape ``(C, H, W)``. A model from outside the zoo is checked on one input of that shape: it
+    must be an ``nn.Module`` giving ``(1, num_classes)`` logits, or the call is a one-line UserError."""
+    builder = _builder(name)
     try:  # accept numpy / torch integers too
         num_classes = operator.index(num_classes)
         input_shape = tuple(operator.index(d) for d in input_shape)
@@ -277,10 +298,100 @@ def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int]) 
         raise UserError(f"num_classes must be positive, got {num_classes}; fix the dataset/model config")
     if len(input_shape) != 3 or min(input_shape) < 1:
         raise UserError(f"input_shape must be (channels, height, width) of positive ints, got {input_shape}")
-    return MODELS[name](num_classes, input_shape)
+    if name in MODELS:
+        return builder(num_classes, input_shape)
+    try:
+        model = builder(num_classes, input_shape)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's code: its failure, in one line
+        raise UserError(f"--model {name} failed to build a model for {num_classes} classes and inputs of shape "
+                        f"{input_shape} ({_one_line(exc)})") from None
+    return _checked(model, name, num_classes, input_shape)
 
 
 def check_model(name: str) -> None:
-    """Fail early, with the list of known models, for a name that is not in the registry."""
-    if name not in MODELS:
-        raise UserError(f"unknown model '{name}'; choose one of: {', '.join(MODELS)}")
+    """Fail early, in one line, for a model that cannot be built: a name not in the zoo (the list of known models
+    given), a torchvision model that does not exist, a function that cannot be imported."""
+    _builder(name)
+
+
+def _builder(name: str) -> Callable[[int, tuple[int, int, int]], nn.Module]:
+    """The function that builds model ``name`` (one of the three forms of :data:`MODEL_HELP`)."""
+    if name in MODELS:
+        return MODELS[name]
+    if name.startswith(TORCHVISION):
+        return _torchvision(name[len(TORCHVISION):])
+    module, sep, function = name.partition(":")
+    if not sep or not module or not function:
+        raise UserError(f"--model '{name}' is not one of: {', '.join(MODELS)}; nor torchvision:<name> (a torchvision "
+                        f"classification model) or <package.module>:<function> (your own)")
+    try:
+        found = getattr(importlib.import_module(module), function, None)
+    except Exception as exc:  # noqa: BLE001 - ImportError, or whatever importing the user's module raised
+        raise UserError(f"--model {name}: cannot import {module} ({_one_line(exc)}); put the module on PYTHONPATH or "
+                        f"in the folder the command runs from") from None
+    if not callable(found):
+        raise UserError(f"--model {name}: {module} has no function {function}; give <package.module>:<function>, "
+                        f"function(num_classes, input_shape) -> torch.nn.Module")
+    return found
+
+
+def _torchvision(name: str) -> Callable[[int, tuple[int, int, int]], nn.Module]:
+    import torchvision.models  # imported here: it costs ~1.5 s at start-up
+
+    known = torchvision.models.list_models(module=torchvision.models)  # the classification models
+    if name not in known:
+        raise UserError(f"--model torchvision:{name}: torchvision {torchvision.__version__} has no classification "
+                        f"model {name!r}; choose one of: {', '.join(known)}")
+
+    def build(num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes,
+                                             **_TORCHVISION_OPTIONS.get(name, {}))
+        return _adapt_stem(model, input_shape[0])
+
+    return build
+
+
+def _adapt_stem(model: nn.Module, channels: int) -> nn.Module:
+    """``model`` with its first Conv2d taking ``channels`` input channels instead of 3 (same geometry, new weights,
+    initialized as this zoo's stems are)."""
+    stem = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+    if stem is None or stem[1].in_channels == channels:
+        return model
+    name, conv = stem
+    new = nn.Conv2d(channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                    bias=conv.bias is not None, padding_mode=conv.padding_mode)
+    nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
+    if new.bias is not None:
+        nn.init.zeros_(new.bias)
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent), leaf, new)  # (Module.set_submodule is newer than torch 2.4)
+    return model
+
+
+def _checked(model, name: str, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+    """``model`` once it has computed ``(1, num_classes)`` logits from one input of ``input_shape`` (in eval mode, no
+    gradient, on the model's device: the meta device of a ``validate`` costs nothing)."""
+    if not isinstance(model, nn.Module):
+        raise UserError(f"--model {name} returned {type(model).__name__}, not a torch.nn.Module")
+    device = next(model.parameters(), torch.empty(0)).device
+    training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(1, *input_shape, device=device))
+    except Exception as exc:  # noqa: BLE001 - the model's own error, in one line
+        raise UserError(f"--model {name} cannot take inputs of shape (batch, {', '.join(map(str, input_shape))}) "
+                        f"({_one_line(exc)})") from None
+    finally:
+        model.train(training)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, num_classes):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise UserError(f"--model {name} gives {got} for one input of shape {input_shape}; a classifier of this "
+                        f"dataset must give (1, {num_classes}): one logit per class")
+    return model
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__

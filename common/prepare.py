@@ -2,18 +2,17 @@
 
 Criteo's first read parses its text file (~17 GB at peak) and caches the tensors beside it (``common.criteo``); the
 paper profile's 24 Criteo runs would otherwise each parse it, at the same time. A run of a dataset in ``PREPARED``
-executes this run first (``first``; its script declares it in ``dependencies``), so a Slurm submission queues one
+declares this run in its ``dependencies`` (``runs_for``), so the store executes it first, a Slurm submission queues one
 "prepare data" job (no GPU: ``slurm/resources.toml``) ahead of them, and the local pool runs it first. Its identity is
 the dataset alone; a run that finds no cache (the data moved) parses the file itself.
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 from common import config as C
 from common.cli import Runtime, runtime_of
-from common.store import Run, execute
+from common.store import Run
 
 SCRIPT = "common.prepare"
 PREPARED = ("criteo",)  # the datasets whose first read is worth a job of its own
@@ -37,15 +36,10 @@ def compute(cfg: Config, run: Run) -> dict:
 
 
 def runs_for(cfg) -> list:
-    """The prepare run that a run of ``cfg`` executes first: one for a dataset in ``PREPARED``, none otherwise."""
+    """The prepare run that a run of ``cfg`` declares (the store executes it first): one for a dataset in
+    ``PREPARED``, none otherwise."""
     dataset = getattr(cfg, "dataset", None)
     return [(SCRIPT, Config(dataset=dataset, **runtime_of(cfg)))] if dataset in PREPARED else []
-
-
-def first(cfg) -> None:
-    """Execute ``runs_for(cfg)`` (read from the store when done)."""
-    for _, prepare_cfg in runs_for(cfg):
-        execute(sys.modules[__name__], prepare_cfg)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,12 @@
 
   python -m common.runs list [--script S] [--where FIELD=VALUE ...]   one line per run: script, hash, status,
                                                                       directory, key metrics (or why it has none)
-  python -m common.runs show HASH_OR_DIR                              its config and its result
+  python -m common.runs show HASH_OR_DIR                              its config, the command that computes it
+                                                                      again, its result
   python -m common.runs log HASH_OR_DIR                               its log.jsonl, one record per line
+  python -m common.runs tensorboard [HASH_OR_DIR ...] [--script S] [--where FIELD=VALUE ...] --out DIR
+                                                                      their log.jsonl as TensorBoard event files,
+                                                                      DIR/<script>/<hash>/ (needs tensorboard)
   python -m common.runs rm [HASH_OR_DIR ...] [--script S] [--where FIELD=VALUE ...] [--yes]
   python -m common.runs rm --stale [--script S] [--where FIELD=VALUE ...] [--yes]
                                                                       what stopped runs left behind: folders that hold
@@ -23,26 +27,36 @@ several conditions must all hold. A run's status:
                 that does not hash to the run's name, or one this user may not read (``collect`` skips it,
                 warning); the file and its problem are shown.
 
+``show`` prints the command that reproduces a run: its script with the flags that differ from the defaults (or from
+the preset that takes the fewest), and ``--config <run>/config.json`` as an alternative; each is checked to give the
+run's hash. ``tensorboard`` writes each record's numbers as scalars ``<kind>/<field>`` (``scalars``); log.jsonl stays
+the record, the event files are a view of it.
+
 Finished runs are read with ``common.store.collect``, logs with ``read_log``. ``rm`` asks before it removes anything
 (unless ``--yes``) and removes nothing while a live process computes one of the runs it selected.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
+import io
 import json
 import math
 import os
 import re
+import shlex
 import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common import config as C
 from common.atomic import leftover_temps
 from common.config import OneLineParser
 from common.errors import DamagedFile, UserError, exit_code, no_permission
-from common.store import (HASH_LEN, JOB_FILE, PREVIOUS_CHECKPOINT, RUN_NAME, RunLock, collect, flatten, read_bytes,
-                          read_config, read_json, read_log, read_result, not_an_object, stale_reason)
+from common.store import (HASH_LEN, JOB_FILE, PREVIOUS_CHECKPOINT, RUN_NAME, RunLock, collect, config_hash, flatten,
+                          read_bytes, read_config, read_json, read_log, read_result, not_an_object, stale_reason)
 
 STATUSES = ("done", "locked", "in progress", "failed", "queued", "started", "damaged")
 # shown by list when a result has them: test_acc, or else test_auc and test_loss (Criteo); sparsity; run_time (the
@@ -245,6 +259,49 @@ def list_runs(args) -> None:
     print(f"{len(found)} run{'s' * (len(found) != 1)}: {', '.join(counts)}")
 
 
+def _hash_of(module, argv: list[str]) -> str:
+    """The run hash that the command line ``argv`` of script ``module`` gives, or why it is refused."""
+    try:
+        with contextlib.redirect_stderr(io.StringIO()) as err:  # argparse's refusal: returned, not printed
+            return config_hash(C.parse_args(module.Config, argv, presets=getattr(module, "PRESETS", None),
+                                            script=module.SCRIPT))
+    except UserError as exc:
+        return str(exc)
+    except SystemExit:
+        return err.getvalue().strip().removeprefix("error: ")
+
+
+def reproduce(e: Entry, doc: dict) -> list[str]:
+    """The commands that compute the run ``e`` (its config.json: ``doc``) again, each checked to give its hash: its
+    script with the flags that differ from the defaults (or from the preset that takes the fewest: a profile's run
+    built from a preset may hold a setting its method ignores, which no flag may give), and ``--config`` its
+    config.json, which gives every run its hash (its settings are taken as they are stored)."""
+    try:
+        module = importlib.import_module(e.script)
+        cfg = C.build(module.Config, **C.settings(module.Config, doc, f"{e.dir}/config.json", module.SCRIPT))
+    except ImportError:
+        return [f"reproduce: no script {e.script} in this checkout"]
+    except UserError as exc:
+        return [f"reproduce: not with this checkout's {e.script} ({exc})"]
+    presets = getattr(module, "PRESETS", None) or {}
+    tried = []
+    for preset in (None, *sorted(presets)):
+        argv = ["--preset", preset] * bool(preset) + C.flags(cfg, C.build(module.Config, presets, preset))
+        tried.append((argv, _hash_of(module, argv)))
+    commands = sorted((argv for argv, got in tried if got == e.hash), key=len)[:1]
+    from_file = ["--config", str(e.dir / "config.json")]
+    if (got := _hash_of(module, from_file)) == e.hash:
+        commands.append(from_file)
+    lines = [f"{'reproduce:' if i == 0 else '       or:'} {shlex.join(['python', '-m', e.script, *argv])}"
+             for i, argv in enumerate(commands)]
+    if len(commands) < 2:  # which one does not give the run's hash, and why
+        why = tried[0][1] if len(commands) == 1 else got
+        why = f"they give run {why}" if RUN_NAME.match(why) else why.split("; leave it out")[0]
+        lines.append(f"           ({'flags alone' if len(commands) == 1 else 'neither flags nor its config.json'} "
+                     f"cannot give run {e.hash}: {why})")
+    return lines
+
+
 def show(args) -> None:
     e = find(args.runs_dir, args.target)
     print(f"{e.script} {e.hash}  {e.status}" + (f" ({e.why})" if e.why else ""))
@@ -253,6 +310,8 @@ def show(args) -> None:
         conf = read_config(e.dir)
     except UserError:  # the status line names the problem
         conf = None
+    if conf:
+        print("\n".join(reproduce(e, conf)))
     print("config:" if conf or e.status != "damaged" else "config: not shown (config.json cannot be used: above)")
     if conf or e.status != "damaged":
         print(json.dumps((conf or {}).get("config"), indent=1, sort_keys=True))
@@ -267,6 +326,65 @@ def log(args) -> None:
         raise UserError(f"{e.dir} has no log.jsonl (its script logs nothing, or the run has not started)")
     for record in read_log(e.dir):
         print("  ".join(f"{k} {_fmt(v)}" for k, v in record.items()))
+
+
+STEP_KEYS = ("step", "epoch", "round")  # a log record's position in its run, the most precise first
+
+
+def _increasing(values) -> bool:
+    return all(isinstance(v, int) and not isinstance(v, bool) for v in values) and \
+        all(a < b for a, b in zip(values, values[1:]))
+
+
+def scalars(records: list[dict]) -> list[tuple[str, int, float]]:
+    """A run's log records as TensorBoard scalars (tag, step, value). The tag is ``<kind>/<field>`` (a nested field's
+    name dotted), the kind the record's ``event``, or ``epoch`` for the per-epoch records, which have none; the step
+    the first of ``STEP_KEYS`` that every record of its kind holds, increasing (else the record's number in its kind,
+    from 1). Every number is a scalar, ``time`` (seconds since the run started) included."""
+    kinds: dict[str, list[dict]] = {}
+    for record in records:
+        kinds.setdefault(str(record.get("event", "epoch")), []).append(record)
+    out = []
+    for kind, group in kinds.items():
+        key = next((k for k in STEP_KEYS if _increasing([r.get(k) for r in group])), None)
+        for number, record in enumerate(group, 1):
+            fields = flatten({k: v for k, v in record.items() if k not in ("event", key)})
+            out += [(f"{kind}/{name}", record[key] if key else number, float(value)) for name, value in fields.items()
+                    if isinstance(value, (int, float)) and not isinstance(value, bool)]
+    return out
+
+
+def tensorboard(args) -> None:
+    """Write each selected run's log.jsonl as TensorBoard event files in ``args.out``/<script>/<hash>/ (those of an
+    earlier conversion there are replaced)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("writing TensorBoard event files needs the tensorboard package, which is not installed: "
+                        "pip install tensorboard") from None
+    if not (args.targets or args.script or args.where):
+        raise UserError("tensorboard needs the runs to convert: hashes or directories, --script or --where")
+    written = 0
+    for e in chosen(args):
+        records = read_log(e.dir)
+        if not records:
+            print(f"skipped {e.dir}: no log records")
+            continue
+        out = Path(args.out) / e.script / e.hash
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            for old in out.glob("events.out.tfevents.*"):
+                old.unlink()
+        except OSError as exc:
+            raise UserError(f"--out {args.out}: cannot write {exc.filename or out} ({exc.strerror})") from None
+        values = scalars(records)
+        with contextlib.closing(SummaryWriter(log_dir=str(out))) as writer:
+            for tag, step, value in values:
+                writer.add_scalar(tag, value, step)
+        print(f"{out}: {len(values)} values of {len(records)} records of {e.dir}/log.jsonl")
+        written += 1
+    if written:
+        print(f"view them: tensorboard --logdir {args.out}")
 
 
 def _stale(args) -> tuple[list[Entry], dict[Path, list[Path]]]:
@@ -356,8 +474,9 @@ def rm(args) -> int:
 
 def main(argv=None) -> int:
     parser = OneLineParser(prog="python -m common.runs", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs-dir", default="runs", help="root of the run store")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="list|show|log|rm")
+    parser.add_argument("--runs-dir", default="runs", help="root of the run store (default: runs, in the current "
+                                                             "directory)")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="list|show|log|rm|tensorboard")
 
     def selection(p, targets: bool):
         if targets:
@@ -368,7 +487,8 @@ def main(argv=None) -> int:
         p.add_argument("--runs-dir", default=argparse.SUPPRESS, help="root of the run store")
 
     selection(verbs.add_parser("list", help="one line per run"), targets=False)
-    for name, what in (("show", "a run's config and result"), ("log", "a run's log.jsonl")):
+    for name, what in (("show", "a run's config, the command that reproduces it, its result"),
+                       ("log", "a run's log.jsonl")):
         p = verbs.add_parser(name, help=what)
         p.add_argument("target", metavar="HASH_OR_DIR")
         p.add_argument("--runs-dir", default=argparse.SUPPRESS, help="root of the run store")
@@ -378,8 +498,11 @@ def main(argv=None) -> int:
     p.add_argument("--stale", action="store_true",
                    help="remove what stopped runs left: folders holding only a config, and temporary files of "
                         f"writes cut short (older than {DEBRIS_AGE_S:.0f} s) in runs nobody holds")
+    p = verbs.add_parser("tensorboard", help="runs' log.jsonl as TensorBoard event files (needs tensorboard)")
+    selection(p, targets=True)
+    p.add_argument("--out", required=True, metavar="DIR", help="write the event files to DIR/<script>/<hash>/")
     args = parser.parse_args(argv)
-    action = {"list": list_runs, "show": show, "log": log, "rm": rm}[args.verb]
+    action = {"list": list_runs, "show": show, "log": log, "rm": rm, "tensorboard": tensorboard}[args.verb]
     returned = []
     try:
         return exit_code(lambda: returned.append(action(args))) or (returned[0] or 0)

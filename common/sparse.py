@@ -15,11 +15,15 @@ sparse layer's input transposition is a real copy).
 - Each layer has its dense reference beside it (``reference``: ``F.linear`` / ``F.conv2d`` on the dense weight that
   the compressed one holds); the tests check that the two agree.
 - ``sparsify`` replaces a model's layers; with ``when="faster"`` each layer is timed dense and sparse at export time
-  (``time_pair``: both as TorchScript, alternately by ``common.metrics.paired_latency_ms``, one thread, ``batch``
-  inputs of the layer's own shape) and computed sparse only where that was faster by ``MARGIN``; every decision
-  (format, block, sparsity, measured ms) is returned.
-The sparse layers are TorchScript (``torch.jit.script``: their padding depends on the batch), so a traced program that
-holds them runs with plain torch.
+  (``time_pair``: both as the eager modules an export loads as, alternately by ``common.metrics.paired_latency_ms``,
+  one thread, ``batch`` inputs of the layer's own shape) and computed sparse only where that was faster by
+  ``MARGIN``; every decision (format, block, sparsity, measured ms) is returned.
+The sparse layers are plain eager ``nn.Module``s. A sparse export is their tensors (a state_dict: the compressed
+weight as its index and value tensors, ``SparseMatrix.PARTS``) and a JSON description (``spec``), rebuilt by
+``rebuilt_layer`` (``common.export.load``): neither TorchScript (``torch.jit`` is deprecated, and loading it warns)
+nor ``torch.export`` (which, as of torch 2.14, captures no sparse CSR / BSR tensor: "Sparse CSR tensors do not have
+is_contiguous", no ``as_strided`` kernel for the sparse layouts) can hold them, and a state_dict loads with
+``torch.load(weights_only=True)`` from torch 2.4 on.
 """
 from __future__ import annotations
 
@@ -47,11 +51,10 @@ LAYER_BUDGET_MS = 300.0  # per layer and side about this much timing at most (la
 
 @contextlib.contextmanager
 def quiet():
-    """torch's beta-state notice for sparse CSR/BSR tensors and TorchScript's deprecation notices, silenced."""
+    """torch's beta-state notices for sparse CSR/BSR tensors, silenced."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Sparse (CSR|BSR|CSC|BSC) tensor support is in beta.*")
         warnings.filterwarnings("ignore", message=".*Sparse invariant checks are implicitly disabled.*")
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\..* is deprecated.*", category=FutureWarning)
         yield
 
 
@@ -77,39 +80,63 @@ def compress(matrix: torch.Tensor, fmt: str, block: int) -> tuple[torch.Tensor, 
 
 
 class SparseMatrix(nn.Module):
-    """W in CSR or BSR and the bias; ``product(x_t)`` = W @ x_t + bias for a (K, columns) matrix x_t."""
+    """W in CSR or BSR and the bias; ``product(x_t)`` = W @ x_t + bias for a (K, columns) matrix x_t.
 
-    def __init__(self, matrix: torch.Tensor, bias, fmt: str, block: int):
+    Its state (``PARTS``) is plain tensors: W's ``crow`` / ``col`` indices and ``values`` and the (padded rows, 1)
+    ``bias`` column; ``spec()`` holds the rest (format, block, padded size, unpadded shape). The sparse tensor made of
+    the parts (``weight()``, sharing their memory) is neither saved nor copied: it is made once, and again when the
+    parts were replaced (``.to(device)``, a copy) or loaded, its invariants checked each time (indices in range: a
+    damaged file cannot make the kernels read out of bounds). Build one from a dense matrix with ``of``."""
+
+    PARTS = ("crow", "col", "values", "bias")
+
+    def __init__(self, crow, col, values, bias, fmt: str, size, shape):
         super().__init__()
         if fmt not in ("csr", "bsr"):
             raise ValueError(f"unknown sparse format '{fmt}'")
-        crow, col, values, size = compress(matrix, fmt, block)
+        for name, tensor in zip(self.PARTS, (crow, col, values, bias)):
+            self.register_buffer(name, tensor)
         self.bsr = fmt == "bsr"
-        empty = torch.zeros(0, dtype=matrix.dtype)
-        if self.bsr:  # TorchScript cannot save a BSR tensor: its parts, and the tensor made from them per call
-            self.register_buffer("crow", crow)
-            self.register_buffer("col", col)
-            self.register_buffer("values", values)
-            self.register_buffer("csr", empty)
-        else:  # a CSR tensor saves as it is
-            for name in ("crow", "col", "values"):
-                self.register_buffer(name, empty)
-            with quiet():
-                self.register_buffer("csr", torch.sparse_csr_tensor(crow, col, values, size))
+        self.size, (self.rows, self.k) = [int(n) for n in size], (int(n) for n in shape)
+        self._made = None
+        self.weight()  # checked now
+        if list(bias.shape) != [self.size[0], 1] or not (0 < self.rows <= self.size[0] and 0 < self.k <= self.size[1]):
+            raise ValueError(f"a bias of shape {list(bias.shape)} or a shape {[self.rows, self.k]} that does not fit "
+                             f"the padded size {self.size}")
+        self.pad_k = self.size[1] - self.k
+        self.padded = self.size != [self.rows, self.k]
+        self.min_columns = MIN_BSR_COLUMNS if self.bsr else 1
+
+    @classmethod
+    def of(cls, matrix: torch.Tensor, bias, fmt: str, block: int) -> SparseMatrix:
+        """``matrix`` (out, K) and ``bias`` (out,) or None, compressed in ``fmt`` (BxB blocks for bsr)."""
+        crow, col, values, size = compress(matrix, fmt, block)
         column = torch.zeros(size[0], 1, dtype=matrix.dtype)
         if bias is not None:
             column[: matrix.shape[0], 0] = bias.detach()
-        self.register_buffer("bias", column)
-        self.size = size
-        self.rows, self.k = int(matrix.shape[0]), int(matrix.shape[1])
-        self.pad_k = size[1] - self.k
-        self.padded = size != list(matrix.shape)
-        self.min_columns = MIN_BSR_COLUMNS if self.bsr else 1
+        return cls(crow, col, values, column, fmt, size, matrix.shape)
+
+    def spec(self) -> dict:
+        """What, with ``PARTS``, rebuilds this matrix: format, block, padded size, unpadded shape."""
+        return {"format": "bsr" if self.bsr else "csr", "block": int(self.values.shape[1]) if self.bsr else None,
+                "size": list(self.size), "shape": [self.rows, self.k]}
 
     def weight(self) -> torch.Tensor:
-        if self.bsr:
-            return torch.sparse_bsr_tensor(self.crow, self.col, self.values, self.size)
-        return self.csr
+        """W as a sparse CSR / BSR tensor made of the parts (made again where they are other tensors than it was)."""
+        buffers, made = self._buffers, self._made  # read directly: Module.__getattr__ costs ~1.5 us a tensor per call
+        crow, col, values = buffers["crow"], buffers["col"], buffers["values"]
+        if made is None or made[0] is not crow or made[1] is not col or made[2] is not values:
+            make = torch.sparse_bsr_tensor if self.bsr else torch.sparse_csr_tensor
+            with quiet():
+                made = self._made = crow, col, values, make(crow, col, values, self.size, check_invariants=True)
+        return made[3]
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._made = None  # the loaded parts, checked when next used
+
+    def __getstate__(self):  # a copy (deepcopy, pickle) holds the parts only: a sparse tensor has no storage to copy
+        return {**super().__getstate__(), "_made": None}
 
     def product(self, x_t: torch.Tensor) -> torch.Tensor:
         """(rows, columns) = W @ x_t + bias, x_t zero-padded to W's padded K and to ``min_columns``."""
@@ -129,11 +156,12 @@ class SparseMatrix(nn.Module):
 
 
 class SparseLinear(nn.Module):
-    """``nn.Linear`` computed as W @ x^T with a CSR / BSR W."""
+    """``nn.Linear`` ``layer`` computed as W @ x^T with ``matrix``, a CSR / BSR W (``sparse_layer`` compresses the
+    layer's own weight)."""
 
-    def __init__(self, layer: nn.Linear, fmt: str, block: int = DEFAULT_BLOCK):
+    def __init__(self, layer: nn.Linear, matrix: SparseMatrix):
         super().__init__()
-        self.matrix = SparseMatrix(weight_matrix(layer), layer.bias, fmt, block)
+        self.matrix = matrix
         self.in_features, self.out_features = layer.in_features, layer.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -150,14 +178,15 @@ class SparseLinear(nn.Module):
 
 
 class SparseConv2d(nn.Module):
-    """``nn.Conv2d`` (groups 1, zero padding) computed as W @ im2col(x) with a CSR / BSR W."""
+    """``nn.Conv2d`` ``layer`` (groups 1, zero padding) computed as W @ im2col(x) with ``matrix``, a CSR / BSR W of
+    its (Cout, kh*kw*Cin) shape."""
 
-    def __init__(self, layer: nn.Conv2d, fmt: str, block: int = DEFAULT_BLOCK):
+    def __init__(self, layer: nn.Conv2d, matrix: SparseMatrix):
         super().__init__()
         reason = conv_unsupported(layer)
         if reason:
             raise ValueError(reason)
-        self.matrix = SparseMatrix(weight_matrix(layer), layer.bias, fmt, block)
+        self.matrix = matrix
         self.cout, self.cin = layer.out_channels, layer.in_channels
         self.kernel, self.stride = list(layer.kernel_size), list(layer.stride)
         self.padding, self.dilation = list(layer.padding), list(layer.dilation)
@@ -202,11 +231,34 @@ def conv_unsupported(layer: nn.Conv2d) -> str:
     return ""
 
 
-def sparse_layer(layer: nn.Module, fmt: str, block: int) -> nn.Module:
-    """The TorchScript sparse layer of a Linear / Conv2d (its padding depends on the batch, so it is scripted)."""
-    with quiet():
-        module = SparseLinear(layer, fmt, block) if isinstance(layer, nn.Linear) else SparseConv2d(layer, fmt, block)
-        return torch.jit.script(module)
+SPARSE_LAYERS = (SparseLinear, SparseConv2d)
+
+
+def sparse_layer(layer: nn.Module, fmt: str, block: int = DEFAULT_BLOCK) -> nn.Module:
+    """The sparse layer of a Linear / Conv2d: its weight and bias compressed in ``fmt`` (BxB blocks for bsr)."""
+    kind = SparseLinear if isinstance(layer, nn.Linear) else SparseConv2d
+    return kind(layer, SparseMatrix.of(weight_matrix(layer), layer.bias, fmt, block))
+
+
+def spec(layer: nn.Module) -> dict:
+    """A sparse layer's description (what its tensors do not say): kind and its matrix's ``spec``."""
+    return {"kind": "linear" if isinstance(layer, SparseLinear) else "conv2d", **layer.matrix.spec()}
+
+
+def rebuilt_layer(layer: nn.Module, description: dict, tensors: dict) -> nn.Module:
+    """The sparse layer that ``description`` (``spec``) and ``tensors`` (its matrix's ``PARTS``) describe, computing
+    the Linear / Conv2d ``layer`` of the same sizes (a freshly built one: only its sizes are read). A description or
+    tensors that do not fit are a ValueError."""
+    kind = {"linear": (SparseLinear, nn.Linear), "conv2d": (SparseConv2d, nn.Conv2d)}.get(description.get("kind"))
+    if kind is None or not isinstance(layer, kind[1]):
+        raise ValueError(f"a {description.get('kind')!r} layer where the model has {type(layer).__name__}")
+    matrix = SparseMatrix(*(tensors[name] for name in SparseMatrix.PARTS), description["format"], description["size"],
+                          description["shape"])
+    if matrix.spec() != {k: description.get(k) for k in ("format", "block", "size", "shape")} or \
+            [matrix.rows, matrix.k] != list(weight_matrix(layer).shape):
+        raise ValueError(f"a {description['format']} matrix of shape {[matrix.rows, matrix.k]} for a layer of shape "
+                         f"{list(weight_matrix(layer).shape)}")
+    return kind[0](layer, matrix)
 
 
 # ---------------------------------------------------------------------------------------------------- choosing
@@ -230,20 +282,12 @@ def layer_inputs(model: nn.Module, input_shape) -> dict[str, tuple]:
     return shapes
 
 
-def program_of(model: nn.Module, shape, batch: int) -> torch.jit.ScriptModule:
-    """``model`` as the exported program runs it: TorchScript (``torch.jit.trace``, sparse layers scripted inside)."""
-    if isinstance(model, torch.jit.ScriptModule):
-        return model
-    with torch.no_grad(), quiet():
-        return torch.jit.trace(model.eval(), torch.randn(batch, *shape), check_trace=False)
-
-
 def time_pair(dense: nn.Module, sparse: nn.Module, shape, batch: int, threads: int | None = 1,
               rounds: int = ROUNDS, repeats: int = REPEATS, budget_ms: float = LAYER_BUDGET_MS) -> dict:
-    """``{"dense": ms, "sparse": ms}`` of the two as TorchScript programs (``program_of``: the same executor on both
-    sides, as the export runs), measured alternately (``paired_latency_ms``); where one call of the slower one
-    times rounds x repeats exceeds ``budget_ms``, fewer repeats (at least 2)."""
-    dense, sparse = program_of(dense, shape, batch), program_of(sparse, shape, batch)
+    """``{"dense": ms, "sparse": ms}`` of the two eager modules in eval mode without gradients (the same executor on
+    both sides; the sparse one as ``common.export.load`` returns a sparse export), measured alternately
+    (``paired_latency_ms``); where one call of the slower one times rounds x repeats exceeds ``budget_ms``, fewer
+    repeats (at least 2)."""
     with torch.no_grad(), quiet():
         probe = max(latency_ms(m, shape, batch_size=batch, repeats=1, warmup=2, threads=threads)
                     for m in (dense, sparse))
@@ -304,11 +348,12 @@ def sparsify(model: nn.Module, fmt: str, block: int, input_shape, when: str = "f
                 continue
         d.update(format=fmt, block=block if fmt == "bsr" else None,
                  why=f"{fmt} faster" if when == "faster" else "every layer with zeros (--layers all)")
-        _replace(model, name, sparse)
+        replace(model, name, sparse)
     return model, decisions
 
 
-def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+def replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` in ``model`` at ``name`` (a dotted submodule path) in place of the one there."""
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, module)
 

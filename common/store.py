@@ -27,9 +27,20 @@ taken), or by ``python -m common.runs rm --stale``. A run refused (``UserError``
 config leaves no folder.
 
 A script is a module with ``SCRIPT``, a ``Config`` dataclass and ``compute(cfg, run)`` (and optionally ``validate``,
-``PRESETS``, ``dependencies``, ``ONE_PROCESS``): "Writing a script" in common/README.md says what each is, with a
-template. ``execute(module, cfg)`` runs it through the store; dependencies (a pruning run's dense model) call
-``execute`` on their own config, so they are computed once and reused.
+``check_data``, ``PRESETS``, ``dependencies``, ``ONE_PROCESS``): "Writing a script" in common/README.md says what each is, with a
+template. ``execute(module, cfg)`` runs it through the store. The runs a script needs first (a pruning run's dense
+model, a rewinding point, a BiP mask) are data: its ``dependencies(cfg)`` lists them as (script, config), and
+``execute`` executes each of them (read from the store when done, so each is computed once and reused) before it
+calls ``compute``, which reads them through ``run.dependency(script, cfg)``: the finished ``Run`` (its ``dir``, its
+``result()``). A run that its script does not declare is refused there (``UndeclaredDependency``), and so is a call
+of ``execute`` from inside a ``compute``, so the declared list -- what a Slurm submission queues ahead of a run and
+what ``make plan-*`` counts -- is by construction what a run uses. An accessor on the run, rather than a third
+argument of ``compute``, keeps every script's ``compute(cfg, run)`` and the helpers it calls (``load_dense(cfg, run,
+device)``) as they read: a loader names the run it wants by the same (script, config) its script declares, and the
+refusal lives in one place. The time spent executing the dependencies is the run's: part of its ``wall_time``, not
+of its ``run_time`` (the same whether they were computed or read). A script's checks of its input that need the data
+(``check_data(cfg)``: a dataset read, a model traced; unlike ``validate``, never made where a run is only submitted)
+run before its dependencies, so a refused run stores nothing, its dependencies included.
 
 The lock works across the nodes of a cluster sharing the runs directory (NFS, Lustre, where flock may be per node).
 A process takes a run's lock by writing a file with its holder -- host, pid (and pid namespace), Slurm job id and
@@ -361,7 +372,9 @@ class Run:
         self._written = 0  # how many of ``logs`` log.jsonl holds (the rest were deferred: ``log(defer=True)``)
         self._t0 = time.time()
         self._elapsed_before = 0.0
-        self._dependency_time = 0.0  # of elapsed(): seconds spent in the execute() of the runs it depends on
+        self._dependency_time = 0.0  # of elapsed(): seconds spent executing the runs it depends on
+        # the finished runs it declares, {(script, hash): Run}, handed over by execute_dependencies
+        self.dependencies: dict[tuple[str, str], Run] = {}
         self._refused = False  # compute_and_store refused it before it did anything (its folder goes)
 
     # ------------------------------------------------------------------------------------------------ state
@@ -380,6 +393,20 @@ class Run:
         if result is None:
             raise DamagedFile(self.dir / "result.json", "is missing (removed while it was read?)", "run again")
         return result
+
+    def dependency(self, script: str, cfg) -> Run:
+        """The finished run of ``script`` on ``cfg`` that this run's script declares (``dependencies(cfg)``) and the
+        store executed before ``compute``: its ``dir`` and ``result()``. A run not declared is refused
+        (``UndeclaredDependency``): the declared list is what Slurm submissions queue ahead of this run."""
+        key = (script, config_hash(cfg))
+        found = self.dependencies.get(key)
+        if found is None:
+            listed = ", ".join(f"{s} {h}" for s, h in self.dependencies) or "none"
+            raise UndeclaredDependency(f"{self.script}'s compute reads {script} {key[1]}, which its dependencies(cfg) "
+                                       f"does not declare (declared and executed: {listed})")
+        if not found.done:
+            raise UndeclaredDependency(f"{found.dir} is not done, though {self.script} declares it")
+        return found
 
     def elapsed(self) -> float:
         """Wall-clock seconds spent computing this run, summed over every resume: its ``wall_time``, which includes
@@ -769,39 +796,111 @@ def run_for(module, cfg) -> Run:
     return Run(module.SCRIPT, cfg)
 
 
+class UndeclaredDependency(RuntimeError):
+    """A script's ``compute`` reached a run that its ``dependencies(cfg)`` does not declare (``Run.dependency``), or
+    executed one itself: a mistake in the script, not in the user's input."""
+
+
+def _module(script):
+    return importlib.import_module(script) if isinstance(script, str) else script
+
+
+def declared(module, cfg) -> list[tuple[str, object]]:
+    """The runs ``module`` declares for ``cfg`` (its ``dependencies(cfg)``: (script, config), none without it)."""
+    listed = getattr(module, "dependencies", None)
+    return list(listed(cfg)) if listed is not None else []
+
+
+def execute_dependencies(module, cfg, run: Run | None = None) -> Run:
+    """Execute the runs ``module`` declares for ``cfg`` (``declared``), in their order, and hand the finished runs to
+    ``run`` (a new ``Run`` of ``module`` on ``cfg`` when None), whose ``compute`` reads them (``Run.dependency``);
+    returns ``run``. The seconds this takes are ``run``'s dependency time: in its ``wall_time``, not its ``run_time``.
+    ``execute`` calls it before ``compute``; code outside a run (a benchmark, a test) calls it to read a script's
+    dependencies as its ``compute`` does."""
+    run = run if run is not None else run_for(module, cfg)
+    t0 = time.time()
+    try:
+        for script, dep_cfg in declared(module, cfg):
+            dep_module = _module(script)
+            execute(dep_module, dep_cfg)
+            finished = run_for(dep_module, dep_cfg)
+            run.dependencies[(finished.script, finished.hash)] = finished
+    finally:
+        run._dependency_time += time.time() - t0
+    return run
+
+
+def _check_data(module, cfg) -> None:
+    """The script's checks that need the data (``check_data(cfg)``, if it has them), before its dependencies."""
+    check = getattr(module, "check_data", None)
+    if check is not None:
+        check(cfg)
+
+
 def execute(module, cfg) -> dict:
-    """The result of ``module`` on ``cfg``: read from the store when done, otherwise computed (resuming) and stored.
+    """The result of ``module`` on ``cfg``: read from the store when done, otherwise computed (resuming) and stored,
+    the runs it declares (``dependencies(cfg)``) executed first (``execute_dependencies``).
 
     It sits above the training code (``common.train``, ``common.distributed``), which it imports when called: reading
     the store (``collect``, ``read_log``, ``Run``) needs no torch."""
     from common import distributed
     from common.train import apply_runtime
 
-    if isinstance(module, str):
-        module = importlib.import_module(module)
-    parent = (getattr(_ACTIVE, "runs", None) or [None])[-1]  # the run computing in this thread that needs this one
-    t0 = time.time()
-    try:
-        validate = getattr(module, "validate", None)
-        if validate is not None:
-            validate(cfg)
-        if hasattr(cfg, "deterministic"):  # a script's Runtime (common.cli): how this process computes
-            apply_runtime(cfg)
-        run = run_for(module, cfg)
-        if distributed.active():  # several DDP ranks: rank 0 writes the store, the others compute along
-            return _execute_ranks(module, cfg, run)
-        if run.done:
+    module = _module(module)
+    computing = getattr(_ACTIVE, "runs", None)
+    if computing:
+        raise UndeclaredDependency(f"{computing[-1].script}'s compute executes {module.SCRIPT} itself; declare it in "
+                                   f"{computing[-1].script}.dependencies(cfg), which the store executes before "
+                                   "compute, and read it with run.dependency(script, cfg)")
+    validate = getattr(module, "validate", None)
+    if validate is not None:
+        validate(cfg)
+    if hasattr(cfg, "deterministic"):  # a script's Runtime (common.cli): how this process computes
+        apply_runtime(cfg)
+    run = run_for(module, cfg)
+    if distributed.active():  # several DDP ranks: rank 0 writes the store, the others compute along
+        return _execute_ranks(module, cfg, run)
+    if run.done:
+        return _stored(run)
+    with run.lock():
+        if run.done:  # finished by another process while we waited for the lock
             return _stored(run)
-        with run.lock():
-            if run.done:  # finished by another process while we waited for the lock
-                return _stored(run)
-            return compute_and_store(module, cfg, run)
+        return compute_and_store(module, cfg, run)
+
+
+_ACTIVE = threading.local()  # .runs: the runs whose compute is running in this thread, innermost last
+
+
+@contextlib.contextmanager
+def _computing(run: Run):
+    """Mark ``run``'s ``compute`` as running in this thread (``execute`` refuses to be called from it)."""
+    _ACTIVE.runs = [*getattr(_ACTIVE, "runs", []), run]
+    try:
+        yield
     finally:
-        if parent is not None:  # its time is the parent's wall_time, not its run_time
-            parent._dependency_time += time.time() - t0
+        _ACTIVE.runs = _ACTIVE.runs[:-1]
 
 
-_ACTIVE = threading.local()  # .runs: the runs compute_and_store is computing in this thread, innermost last
+def _code_name(code: dict) -> str:
+    commit = code.get("git_commit")
+    where = f"commit {commit[:10]}{' with local changes' if code.get('git_dirty') else ''}" if commit else "no commit"
+    return f"sources {code.get('content_hash')}, {where}"
+
+
+def stored_notice(run: Run, result: dict) -> list[str]:
+    """What a command says when it read ``run``'s result from the store instead of computing it: one line naming the
+    run's directory and, when the code that computed it (its provenance's ``content_hash``, the hash of the Python
+    sources) is not this checkout's, a warning line naming both versions: this code might compute another result."""
+    lines = [f"stored: {run.dir} is done; its result was read from the store, not computed"]
+    then = (result.get("provenance") or {}).get("code") or {}
+    now = provenance()["code"]
+    if not then.get("content_hash"):
+        lines[0] += " (by code whose version it does not record)"
+    elif then["content_hash"] != now["content_hash"]:
+        lines.append(f"warning: {run.dir} was computed by other code ({_code_name(then)}) than this checkout's "
+                     f"({_code_name(now)}); to compute it with this code: python -m common.runs rm {run.hash}, then "
+                     "run again")
+    return lines
 
 
 def _stored(run: Run) -> dict:
@@ -816,7 +915,8 @@ def _stored(run: Run) -> dict:
 
 
 def compute_and_store(module, cfg, run: Run) -> dict:
-    """Compute ``run`` (its lock held) and store its result; a diverged run is recorded as failed.
+    """Compute ``run`` (its lock held): its script's ``check_data``, its declared dependencies executed
+    (``execute_dependencies``), then its script's ``compute``; store its result. A diverged run (or dependency) is recorded as failed.
 
     ``config.json`` is (re)written unless it already holds the config; a run without a checkpoint to resume from
     (new, failed before, or its checkpoint lost) starts from scratch, with a fresh ``log.jsonl``. A run refused
@@ -825,9 +925,11 @@ def compute_and_store(module, cfg, run: Run) -> dict:
     run.write_config()
     if not run.has_checkpoint():
         (run.dir / "log.jsonl").unlink(missing_ok=True)
-    _ACTIVE.runs = [*getattr(_ACTIVE, "runs", []), run]
     try:
-        result = module.compute(cfg, run)
+        _check_data(module, cfg)
+        execute_dependencies(module, cfg, run)
+        with _computing(run):
+            result = module.compute(cfg, run)
     except RunFailed as exc:
         run.fail(str(exc))
         run.drop_checkpoints()  # a diverged state is not worth resuming from
@@ -837,8 +939,6 @@ def compute_and_store(module, cfg, run: Run) -> dict:
             (run.dir / "config.json").unlink(missing_ok=True)
             run._refused = True
         raise
-    finally:
-        _ACTIVE.runs = _ACTIVE.runs[:-1]
     return run.finish(result)
 
 
@@ -870,7 +970,10 @@ def _execute_ranks(module, cfg, run: Run) -> dict:
         raise RunLocked(decision, run.dir)
     if not decision:
         with tempfile.TemporaryDirectory(prefix=f"rank{distributed.rank()}-") as scratch:
-            module.compute(cfg, WorkerRun(run, Path(scratch)))
+            _check_data(module, cfg)
+            worker = execute_dependencies(module, cfg, WorkerRun(run, Path(scratch)))  # in step with rank 0's
+            with _computing(worker):
+                module.compute(cfg, worker)
         distributed.barrier()
     return run.result()
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from common import config as C
 from common import distributed
-from common.data import resolve_workers
+from common.data import Split, resolve_workers
 from common.errors import Diverged, UserError
 from common.metrics import roc_auc
 
@@ -39,6 +39,15 @@ class Optim:
     nesterov: bool = C.opt(False, "Nesterov momentum (SGD)")
     weight_decay: float = C.opt(5e-4, "L2 weight decay (coupled, as torch.optim.SGD/Adam apply it)")
     batch_size: int = C.opt(128, "training batch size")
+    accumulate: int = C.opt(1, "gradient accumulation: each optimizer step sums the gradients of this many "
+                               "micro-batches of batch-size / accumulate samples (the same step, in less memory)",
+                            positive=True, hash="unless-default")
+
+    def __post_init__(self):
+        if self.accumulate >= 1 and self.batch_size % self.accumulate:
+            raise UserError(f"batch size {self.batch_size} is not divisible by accumulate {self.accumulate}: an "
+                            f"optimizer step of {self.batch_size} samples cannot be split into {self.accumulate} equal "
+                            f"micro-batches; choose a batch size that is a multiple of accumulate")
 
 
 @dataclass
@@ -81,12 +90,17 @@ def lr_at(sched: LRSchedule, t: float, length: float) -> float:
 
 
 def make_optimizer(params, optim: Optim, lr: float, weight_decay: float | None = None) -> torch.optim.Optimizer:
+    """The optimizer of ``optim``'s settings. It carries ``accumulate`` (``Optim.accumulate``; 1 for settings without
+    it), the micro-batches of each of its steps, which :func:`train_epoch` follows."""
     wd = optim.weight_decay if weight_decay is None else weight_decay
     if optim.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=optim.momentum, nesterov=optim.nesterov, weight_decay=wd)
-    if optim.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
-    raise UserError(f"unknown optimizer '{optim.optimizer}'; choose sgd or adam")
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=optim.momentum, nesterov=optim.nesterov, weight_decay=wd)
+    elif optim.optimizer == "adam":
+        optimizer = torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    else:
+        raise UserError(f"unknown optimizer '{optim.optimizer}'; choose sgd or adam")
+    optimizer.accumulate = getattr(optim, "accumulate", 1)
+    return optimizer
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -274,16 +288,22 @@ def train_epoch(model: nn.Module, split, epoch: int, optimizer: torch.optim.Opti
                 before_step: Callable[[int], None] | None = None,
                 after_step: Callable[[int], None] | None = None,
                 loss_fn: Callable = nn.functional.cross_entropy,
-                progress: Progress | None = None, desc: str = "") -> dict:
+                progress: Progress | None = None, desc: str = "", loop: ResumableEpochs | None = None) -> dict:
     """One pass over ``split`` (a ``common.data.Split``). ``step`` counts optimizer steps over the whole run.
 
     Per step: set lr -> forward/backward -> ``before_step(step)`` (e.g. mask gradients) -> optimizer step ->
     ``after_step(step)`` (e.g. re-apply masks, update them on a schedule).
     Returns ``{"loss", "acc", "steps"}`` for the epoch; raises ``Diverged`` when the loss is not finite.
 
-    Inside a :func:`resumable_epochs` loop that owns ``model`` the epoch also checkpoints between steps (every
-    ``--checkpoint-every-minutes``, or ``--checkpoint-every-steps`` batches, or at once on a stop request:
-    :func:`epoch_batches`), and an epoch resumed from such a
+    Gradient accumulation (``optimizer.accumulate`` = k, from ``Optim.accumulate``): the forward/backward of a step
+    runs on k micro-batches of its batch (fewer where its last batch has fewer than k rows per rank), each loss
+    weighed by its share of the step's rows so that the summed gradient is the whole batch's; in a data-parallel run
+    the first k - 1 skip DDP's gradient reduction (``no_sync``). Everything else (lr, hooks, checkpoints, the step
+    count) stays per optimizer step.
+
+    With ``loop``, the run's :func:`resumable_epochs` loop (whose state holds ``model``), the epoch also checkpoints
+    between steps (every ``--checkpoint-every-minutes``, or ``--checkpoint-every-steps`` batches, or at once on a stop
+    request: :func:`epoch_batches`), and an epoch resumed from such a
     checkpoint starts at its batch: the state, the RNG and the epoch's running sums are restored, so the epoch's
     statistics and everything after equal an uninterrupted run's. In a data-parallel run each rank loads only its
     rows of every global batch (``split.epoch(..., rank, world)``).
@@ -292,29 +312,36 @@ def train_epoch(model: nn.Module, split, epoch: int, optimizer: torch.optim.Opti
     model.train()
     net = distributed.wrap(model)  # DistributedDataParallel across ranks; the model itself in one process
     rank, world = (distributed.rank(), distributed.world_size()) if net is not model else (0, 1)
+    accumulate = getattr(optimizer, "accumulate", 1)
     sums = {"loss": torch.zeros((), device=device), "correct": torch.zeros((), device=device, dtype=torch.long),
             "seen": 0}
     steps = 0
     with _deterministic_or_error():
         for i, (x, y) in epoch_batches(model, split, epoch, sums, rank=rank, world=world, progress=progress,
-                                       desc=desc):
+                                       desc=desc, loop=loop):
             step = first_step + i
             set_lr(optimizer, lr_of_step(step))
-            with autocast(device):
-                out = net(_to_input(x, device))
-                loss = loss_fn(out, y)
             optimizer.zero_grad(set_to_none=True)
-            # several ranks: weigh this rank's mean loss so that DDP's mean gradient is the global batch's
-            (loss if world == 1 else loss * distributed.loss_scale(y.shape[0], len(split.rows(i)), world)).backward()
+            rows = y.shape[0] if world == 1 else len(split.rows(i))  # the step's rows over every rank
+            parts = min(accumulate, rows // world)  # as many micro-batches on every rank (none of them empty)
+            for j, (xm, ym) in enumerate(zip(x.tensor_split(parts), y.tensor_split(parts))):
+                with net.no_sync() if j + 1 < parts and net is not model else contextlib.nullcontext():
+                    with autocast(device):
+                        out = net(_to_input(xm, device))
+                        loss = loss_fn(out, ym)
+                    # this micro-batch's share of the step, and with several ranks the factor that makes DDP's mean
+                    # gradient the global batch's
+                    scale = distributed.loss_scale(ym.shape[0], rows, world)
+                    (loss if scale == 1 else loss * scale).backward()
+                sums["loss"] += loss.detach() * ym.shape[0]
+                if out.dim() == 2 and out.shape[1] > 1:
+                    sums["correct"] += (out.detach().argmax(1) == ym).sum()
+                sums["seen"] += ym.shape[0]
             if before_step is not None:
                 before_step(step)
             optimizer.step()
             if after_step is not None:
                 after_step(step)
-            sums["loss"] += loss.detach() * y.shape[0]
-            if out.dim() == 2 and out.shape[1] > 1:
-                sums["correct"] += (out.detach().argmax(1) == y).sum()
-            sums["seen"] += y.shape[0]
             steps = i + 1
     total_loss, correct, seen = sums["loss"], sums["correct"], sums["seen"]
     if net is not model:  # the epoch's statistics over every rank's shards (one reduction per epoch)
@@ -326,16 +353,17 @@ def train_epoch(model: nn.Module, split, epoch: int, optimizer: torch.optim.Opti
 
 
 def epoch_batches(model: nn.Module, split, epoch: int, sums: dict, *, rank: int = 0, world: int = 1,
-                  progress: Progress | None = None, desc: str = ""):
+                  progress: Progress | None = None, desc: str = "", loop: ResumableEpochs | None = None):
     """``(i, (x, y))`` for the batches of one epoch of training ``model``: ``train_epoch``'s, and those of a loop
     body that trains in its own way (BiP's two levels).
 
-    Inside a :func:`resumable_epochs` loop that owns ``model``, the epoch starts at the batch a checkpoint within it
-    was taken at, with ``sums`` (the epoch's running sums: tensors on the device, numbers; updated in place by the
-    caller) restored to their values there (rank 0 carries the sums of every rank), and after the caller's work on
-    batch ``i`` a checkpoint is taken when one is due (``_Loop.due``) -- at once when a stop was requested
-    (:func:`request_stop`), after which :class:`Stopped` is raised."""
-    loop = _loop_of(model)
+    With ``loop``, the run's :func:`resumable_epochs` loop (whose state holds ``model``; ``ResumableEpochs.takes``),
+    the epoch starts at the batch a checkpoint within it was taken at, with ``sums`` (the epoch's running sums:
+    tensors on the device, numbers; updated in place by the caller) restored to their values there (rank 0 carries
+    the sums of every rank), and after the caller's work on batch ``i`` a checkpoint is taken when one is due
+    (``ResumableEpochs.due``) -- at once when a stop was requested (:func:`request_stop`), after which
+    :class:`Stopped` is raised."""
+    loop = loop if loop is not None and loop.takes(model) else None
     start, saved = loop.resume_in_epoch() if loop is not None else (0, None)
     if saved is not None and rank == 0:
         for name, value in saved.items():
@@ -356,15 +384,24 @@ def epoch_batches(model: nn.Module, split, epoch: int, sums: dict, *, rank: int 
 @torch.no_grad()
 def evaluate(model: nn.Module, split, loss_fn: Callable = nn.functional.cross_entropy) -> dict:
     """Mean loss over an evaluation split (model in eval mode, restored afterwards), and top-1 accuracy ``acc`` for a
-    classifier or, for a one-output model (a binary logit, e.g. Criteo's), ROC AUC ``auc`` and no accuracy."""
+    classifier or, for a one-output model (a binary logit, e.g. Criteo's), ROC AUC ``auc`` and no accuracy.
+
+    In a data-parallel run each rank evaluates its rows of every batch (``split.epoch(0, rank=r, world=W)``: each
+    sample once, on one rank) and the loss sum, correct count and sample count are summed over the ranks (a one-logit
+    model's scores and labels are gathered for the AUC), so every rank returns the metrics of one process. A split
+    whose last batch cannot give every rank a row (the split refuses that shard) is evaluated whole on every rank."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    world = distributed.world_size()
+    if world > 1 and not (isinstance(split, Split) and len(split) and len(split.rows(len(split) - 1)) >= world):
+        world = 1
+    batches = split.epoch(0) if world == 1 else split.epoch(0, rank=distributed.rank(), world=world)
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     logits, labels = [], []  # one-output models: every score, for the AUC
-    for x, y in split.epoch(0):
+    for x, y in batches:
         with autocast(device):
             out = model(_to_input(x, device))
         total_loss += loss_fn(out.float(), y, reduction="sum")
@@ -375,8 +412,13 @@ def evaluate(model: nn.Module, split, loss_fn: Callable = nn.functional.cross_en
             labels.append(y.reshape(-1))
         seen += y.shape[0]
     model.train(was_training)
+    if world > 1:
+        total_loss, correct, seen = distributed.all_sum(total_loss, correct, seen)
     if logits:
-        return {"loss": float(total_loss) / max(seen, 1), "auc": roc_auc(torch.cat(logits), torch.cat(labels))}
+        scores, labels = torch.cat(logits), torch.cat(labels)
+        if world > 1:
+            scores, labels = distributed.all_gather_cat(scores), distributed.all_gather_cat(labels)
+        return {"loss": float(total_loss) / max(seen, 1), "auc": roc_auc(scores, labels)}
     return {"loss": float(total_loss) / max(seen, 1), "acc": int(correct) / max(seen, 1)}
 
 
@@ -425,7 +467,7 @@ def set_deterministic(on: bool) -> None:
 
 def apply_runtime(cfg) -> None:
     """Check a run's execution settings (``common.cli.Runtime``) and apply those that hold for the whole process
-    (``--deterministic``); ``common.store.execute`` calls it before computing or reading a run."""
+    (``--deterministic``, ``--sync-bn``); ``common.store.execute`` calls it before computing or reading a run."""
     for name in ("checkpoint_every_minutes", "checkpoint_every_steps", "checkpoint_epoch_minutes"):
         value = getattr(cfg, name, 0)
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
@@ -433,6 +475,7 @@ def apply_runtime(cfg) -> None:
     if hasattr(cfg, "workers"):
         resolve_workers(cfg.workers)
     set_deterministic(bool(getattr(cfg, "deterministic", False)))
+    distributed.set_sync_batchnorm(bool(getattr(cfg, "sync_bn", False)))
 
 
 @contextlib.contextmanager
@@ -490,19 +533,25 @@ def clear_stop() -> None:
 
 def in_loop() -> bool:
     """Is a :func:`resumable_epochs` loop running (one that acts on a stop request)?"""
-    return bool(_loops)
+    return _running[0] > 0
 
+
+_running = [0]  # how many resumable_epochs loops are iterating now (what a stop signal can act on)
 
 # In a data-parallel run rank 0's clock decides when a timed checkpoint is due, looked at every this many steps
 # (one tiny collective each time, so that every rank checkpoints at the same step).
 DDP_CLOCK_EVERY = 50
 
 
-class _Loop:
-    """The checkpointing of one :func:`resumable_epochs` loop: what it saves, and the checkpoint it resumed from."""
+class ResumableEpochs:
+    """The checkpointed epochs of one run's training: iterating it yields the epoch indices (``resumable_epochs``
+    says how it checkpoints and resumes), and the loop body passes it to ``train_epoch`` / ``epoch_batches``
+    (``loop=``), which then also checkpoint within the epoch and resume at a checkpoint's batch.
 
-    def __init__(self, run, state: dict):
-        self.run, self.state = run, state
+    It holds what it saves (``state``), the checkpoint it resumed from, and when the last checkpoint was taken."""
+
+    def __init__(self, run, total: int, state: dict):
+        self.run, self.total, self.state = run, total, state
         self.every_s = 60.0 * float(getattr(run.cfg, "checkpoint_every_minutes", 0) or 0)
         self.every_steps = int(getattr(run.cfg, "checkpoint_every_steps", 0) or 0)
         self.epoch_s = 60.0 * float(getattr(run.cfg, "checkpoint_epoch_minutes", 0) or 0)
@@ -513,8 +562,46 @@ class _Loop:
         self.names: set[str] = set()      # the state entries restored at the loop's start
         self.n_logs = 0                   # the log records up to the resume (its own included)
 
-    def owns(self, model) -> bool:
-        return any(obj is model for obj in self.state.values())
+    def __iter__(self):
+        run, total, state = self.run, self.total, self.state
+        ckpt = run.load_checkpoint()
+        start = 0
+        if ckpt is not None:
+            for name, obj in state.items():
+                obj.load_state_dict(ckpt[name])
+            set_rng_state(ckpt["rng"])
+            start = int(ckpt["epoch"])
+            step = int(ckpt.get("step", 0))
+            if distributed.is_main():
+                where = f"batch {step} of epoch {start + 1}" if step else f"epoch {start}"
+                print(f"resuming from {where} of {total}: {run.checkpoint_path}", file=sys.stderr, flush=True)
+            run.log(event="resume", from_epoch=start, **({"from_step": step} if step else {}))
+            self.resumed, self.names, self.n_logs = ckpt, set(state), len(run.logs)
+        _running[0] += 1
+        try:
+            for epoch in range(start, total):
+                self.epoch, self.trained = epoch, False
+                yield epoch
+                self.resumed = None
+                stop = self.stopping()
+                if stop or self.epoch_due():  # an epoch end checkpoints once --checkpoint-epoch-minutes have passed
+                    self.save(epoch + 1)
+                if stop:
+                    raise self.stopped()
+        finally:
+            _running[0] -= 1
+
+    def takes(self, model) -> bool:
+        """Whether the epoch's batches of ``model`` (which must be in ``state``) checkpoint within the epoch: only
+        those of the epoch's first ``train_epoch`` / ``epoch_batches`` (a body that trains twice per epoch gets
+        epoch checkpoints only)."""
+        if not any(obj is model for obj in self.state.values()):
+            raise ValueError("the model trained with loop= is not in the loop's state, so its checkpoints would not "
+                             "hold it: add it to the state (the body may add entries) or train it without loop=")
+        if self.trained:
+            return False
+        self.trained = True
+        return True
 
     def save(self, epoch: int, within: dict | None = None) -> None:
         self.run.save_checkpoint({**{n: o.state_dict() for n, o in self.state.items()}, "epoch": epoch,
@@ -585,24 +672,9 @@ class _Loop:
         return step, ckpt.get("sums") if step else None
 
 
-_loops: list[_Loop] = []  # the resumable loops running now (innermost last)
-
-
-def _loop_of(model) -> _Loop | None:
-    """The running loop whose state holds ``model``, at its epoch's first ``train_epoch`` (one per epoch
-    checkpoints within the epoch; a body that trains twice per epoch gets epoch checkpoints only)."""
-    for loop in reversed(_loops):
-        if loop.owns(model):
-            if loop.trained:
-                return None
-            loop.trained = True
-            return loop
-    return None
-
-
-def resumable_epochs(run, total: int, state: dict, extra: Callable[[], dict] | None = None):
-    """Yield epoch indices ``start .. total-1``, checkpointing ``state`` after an epoch once
-    ``--checkpoint-epoch-minutes`` have passed since the last checkpoint (every epoch with 0), and resuming from the
+def resumable_epochs(run, total: int, state: dict) -> ResumableEpochs:
+    """The loop over epochs ``start .. total-1`` of ``run``: iterated, it checkpoints ``state`` after an epoch once
+    ``--checkpoint-epoch-minutes`` have passed since the last checkpoint (every epoch with 0), and resumes from the
     last checkpoint. A stop request (:func:`request_stop`) checkpoints at the next step boundary (``epoch_batches``)
     or epoch end, and raises :class:`Stopped`.
 
@@ -611,36 +683,15 @@ def resumable_epochs(run, total: int, state: dict, extra: Callable[[], dict] | N
     it adds are saved from then on, and restored when a resumed body adds them again. With the RNG state saved too
     and data order a function of (seed, epoch), a resumed run equals an uninterrupted one.
 
-    Long epochs: ``train_epoch`` on a model in ``state`` also checkpoints within the epoch (``_Loop.due``) and a
-    resume continues at that batch; the loop body before ``train_epoch`` runs again on resume, and its effects on
-    ``state``, the RNG and the log are replaced by the checkpoint's (so it must keep nothing else).
+    Long epochs: ``train_epoch(..., loop=loop)`` (or ``epoch_batches``) on a model in ``state`` also checkpoints
+    within the epoch (``ResumableEpochs.due``) and a resume continues at that batch; the loop body before
+    ``train_epoch`` runs again on resume, and its effects on ``state``, the RNG and the log are replaced by the
+    checkpoint's (so it must keep nothing else).
     A resume says so on standard error and logs ``{"event": "resume", "from_epoch": k}`` (with ``from_step``: s
     batches of epoch k + 1 were done; no ``epoch`` key: readers of the per-epoch records skip it like any other event).
+
+        loop = resumable_epochs(run, cfg.epochs, {"model": model, "optimizer": optimizer})
+        for epoch in loop:
+            stats = train_epoch(model, data.train, epoch, optimizer, ..., loop=loop)
     """
-    loop = _Loop(run, state)
-    ckpt = run.load_checkpoint()
-    start = 0
-    if ckpt is not None:
-        for name, obj in state.items():
-            obj.load_state_dict(ckpt[name])
-        set_rng_state(ckpt["rng"])
-        start = int(ckpt["epoch"])
-        step = int(ckpt.get("step", 0))
-        if distributed.is_main():
-            where = f"batch {step} of epoch {start + 1}" if step else f"epoch {start}"
-            print(f"resuming from {where} of {total}: {run.checkpoint_path}", file=sys.stderr, flush=True)
-        run.log(event="resume", from_epoch=start, **({"from_step": step} if step else {}))
-        loop.resumed, loop.names, loop.n_logs = ckpt, set(state), len(run.logs)
-    _loops.append(loop)
-    try:
-        for epoch in range(start, total):
-            loop.epoch, loop.trained = epoch, False
-            yield epoch
-            loop.resumed = None
-            stop = loop.stopping()
-            if stop or loop.epoch_due():  # an epoch end checkpoints once --checkpoint-epoch-minutes have passed
-                loop.save(epoch + 1)
-            if stop:
-                raise loop.stopped()
-    finally:
-        _loops.remove(loop)
+    return ResumableEpochs(run, total, state)

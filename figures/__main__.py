@@ -41,10 +41,13 @@ def main(argv=None) -> int:
                         help="where missing runs are computed: in this process, a pool of local processes, or "
                              "submitted as a Slurm job array (resources: slurm/resources.toml, PRUNING_SLURM_*); "
                              "auto: local on a machine of more than one core, else none")
-    parser.add_argument("--runs-dir", default="runs", help="root of the run store")
+    parser.add_argument("--runs-dir", default="runs", help="root of the run store (default: runs, in the current "
+                                                             "directory)")
     parser.add_argument("--out", default=None,
-                        help="folder the figures are drawn into, as OUT/<profile>/<name>.* (default figures/out)")
-    parser.add_argument("--data-dir", default="data", help="folder that holds the datasets")
+                        help="folder the figures are drawn into, as OUT/<profile>/<name>.* (default: this "
+                             "repository's figures/out)")
+    parser.add_argument("--data-dir", default="data", help="folder that holds the datasets (default: data, in the "
+                                                           "current directory)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--progress", default="off", choices=("off", "lines", "bar", "auto"),
                         help="per-epoch output of each run")
@@ -52,6 +55,9 @@ def main(argv=None) -> int:
                         help="with --cluster slurm: print the sbatch scripts of the missing runs; submit, compute and "
                              "draw nothing")
     parser.add_argument("--runs", action="store_true", help="plan: list every run (state, directory, cost)")
+    parser.add_argument("--published-dense", action="store_true",
+                        help="plan: start the runs that prune an ImageNet ResNet-50 from torchvision's published "
+                             "weights (--dense-weights) instead of training the dense model, and print what it saves")
     parser.add_argument("--epoch-times", default=None,
                         help="plan: the table of epoch times and step costs (default figures/epoch_times.toml)")
     args = parser.parse_args(argv)
@@ -85,7 +91,8 @@ def main(argv=None) -> int:
         from common.cost import TABLE
         from figures.cost import plan
 
-        return exit_code(lambda: plan(names, args.profile, runtime, args.epoch_times or TABLE, args.runs))
+        return exit_code(lambda: plan(names, args.profile, runtime, args.epoch_times or TABLE, args.runs,
+                                             published=args.published_dense))
     from figures.pipeline import OUT, compute_ahead, figure_module, make
 
     out_root = Path(args.out) if args.out else OUT

@@ -1,8 +1,9 @@
 """Compute a figure's missing runs outside the drawing process.
 
 ``local``: a pool of worker processes, as many as there are cores (at most one per run), each limited to its share
-of the cores' threads so that the pool does not oversubscribe the CPU; the runs the given ones execute first are
-scheduled as runs of their own, each started once what it needs is done, the longest critical path first.
+of the cores' threads so that the pool does not oversubscribe the CPU; the runs the given ones declare (their
+``dependencies``, which ``execute`` executes before a run's ``compute``) are scheduled as runs of their own, each
+started once what it needs is done, the longest critical path first.
 ``slurm``: job arrays (``slurm.submit``) in dependency order -- the dense models and other runs that others need
 first, their dependents pending on them (``--dependency=afterok``) -- at most ``max_parallel`` jobs of an array at
 once, resources from the resource file and ``PRUNING_SLURM_*`` variables; it prints the job ids and the log folder

@@ -11,6 +11,7 @@ GMP, starting from a trained dense model (Neural Magic's description of the stag
   3. fine-tuning    (the remaining epochs): masks frozen at s_f, the LR decays, optionally without weight decay.
 One-shot baseline: the dense model is pruned to s_f by magnitude at step 0, then trained for the same epochs with the
 same learning rates; only the sparsity schedule differs.
+The schedule and the masks are ``gmp.schedule.GradualPruner``, stepped once per optimizer step as in any training loop.
 Pruned weights stay exactly zero: gradients are masked before each step, weights after it. A run whose final measured
 sparsity misses s_f by more than 0.5 point is recorded as failed (``common.errors.check_sparsity``), never as done.
 """
@@ -25,13 +26,13 @@ from common import config as C
 from common import sparsity as S
 from common.data import dataset_info, load_dataset
 from common.errors import UserError, check_sparsity
-from common.metrics import count_params, flops
-from common.models import MODELS, build_model, check_model
-from common.pretrain import DenseStart, dense_config, load_dense
+from common.metrics import final_report
+from common.models import MODEL_HELP, build_model, check_model
+from common.pretrain import DenseStart, dense_runs, load_dense
 from common.store import Run
 from common.train import (LRSchedule, Optim, Progress, evaluate, lr_at, make_optimizer, resolve_device,
                           resumable_epochs, train_epoch)
-from gmp.schedule import PruningSteps
+from gmp.schedule import GradualPruner, PruningSteps
 
 SCRIPT = "gmp.prune"
 
@@ -40,7 +41,7 @@ SCRIPT = "gmp.prune"
 class Config(DenseStart):
     method: str = C.opt("gmp", "gmp (cubic gradual schedule) or oneshot (prune to the target at step 0)",
                         choices=("gmp", "oneshot"))
-    model: str = C.opt("cnn", "model", choices=MODELS)
+    model: str = C.opt("cnn", MODEL_HELP)
     target_sparsity: float = C.opt(0.9, "final sparsity s_f over the prunable weights, in [0, 1)")
     initial_sparsity: float = C.opt(0.05, "sparsity s_i of the first update of the pruning stage",
                                     when={"method": ("gmp",)})
@@ -89,7 +90,7 @@ PRESETS["cifar10-resnet56"] = dict(PRESETS["cifar10-resnet20"], model="resnet56"
 
 
 def validate(cfg: Config) -> None:
-    info = dataset_info(cfg.dataset)  # unknown names fail here, before anything is computed
+    info = dataset_info(cfg)  # unknown names fail here, before anything is computed
     check_model(cfg.model)
     with torch.device("meta"):  # shapes only: no memory, no time
         model = build_model(cfg.model, info.num_classes, info.input_shape)
@@ -140,8 +141,8 @@ def lr_of(cfg: Config, t_epochs: float) -> float:
 
 
 def dependencies(cfg: Config) -> list:
-    """The runs ``compute`` executes first (``slurm.submit`` queues them ahead of it): the dense model."""
-    return [("common.pretrain", dense_config(cfg))]
+    """The runs the store executes before ``compute`` (``slurm.submit`` queues them ahead of it): the dense model."""
+    return dense_runs(cfg)
 
 
 def planned_epochs(cfg: Config, times) -> float:
@@ -153,64 +154,50 @@ def planned_epochs(cfg: Config, times) -> float:
 def compute(cfg: Config, run: Run) -> dict:
     device = resolve_device(cfg.device)
     # The trained dense model theta (its own run in the store, trained once and shared by every pruning run).
-    model, dense = load_dense(cfg, device)
-    data = load_dataset(cfg.dataset, root=cfg.data_dir, download=cfg.download, device=device,
+    model, dense = load_dense(cfg, run, device)
+    data = load_dataset(cfg, root=cfg.data_dir, download=cfg.download, device=device,
                         batch_size=cfg.optim.batch_size, seed=cfg.seed, val_size=cfg.val_size, workers=cfg.workers)
     steps = len(data.train)
-    params = S.prunable(model, cfg.exclude)
-    masks = S.Masks(params)
     optimizer = make_optimizer(model.parameters(), cfg.optim, cfg.stabilize_lr.lr)  # a fresh optimizer (stage 1)
-    plan = pruning_steps(cfg, steps) if cfg.method == "gmp" else None
 
-    def target_at(t: int) -> float | None:
-        """The sparsity the masks must have from step t on, if step t is a mask update."""
-        if plan is None:
-            return cfg.target_sparsity if t == 0 else None
-        return plan.sparsity(t, cfg.initial_sparsity, cfg.target_sparsity) if plan.is_update(t) else None
+    def log_update(**record) -> None:  # each mask update, with the learning rate of its step
+        run.log(**record, lr=lr_of(cfg, record["step"] / steps))
 
-    def update_masks(t: int) -> None:
-        s_t = target_at(t)
-        if s_t is None:
-            return
-        masks.set(S.topk_masks(S.magnitudes(params), s_t, cfg.scope, ties="exact"), optimizer)
-        run.log(event="prune", step=t, target_sparsity=s_t, sparsity=1.0 - masks.density(), lr=lr_of(cfg, t / steps),
-                layer_sparsity={n: 1.0 - float(m.mean()) for n, m in masks.masks.items()})
-
-    def after_step(step: int) -> None:
-        masks.apply()
-        update_masks(step + 1)  # masks for the next step
+    # Masks over the prunable weights, recomputed by magnitude where the cubic schedule says (one-shot: a single
+    # update, to s_f at step 0); the masks of step 0 are set here.
+    plan = pruning_steps(cfg, steps) if cfg.method == "gmp" else PruningSteps(t0=0, dt=1, n=0)
+    pruner = GradualPruner(model, optimizer, final_sparsity=cfg.target_sparsity, initial_sparsity=cfg.initial_sparsity,
+                           start_step=plan.t0, end_step=plan.t0 + plan.n * plan.dt, every=plan.dt, scope=cfg.scope,
+                           exclude=cfg.exclude, log=log_update)
 
     progress = Progress(cfg.progress)
-    state = {"model": model, "optimizer": optimizer, "masks": masks}
-    for epoch in resumable_epochs(run, cfg.epochs, state):
-        if epoch == 0:
-            update_masks(0)
+    state = {"model": model, "optimizer": optimizer, "masks": pruner}
+    loop = resumable_epochs(run, cfg.epochs, state)
+    for epoch in loop:
         stage = stage_at(cfg, epoch)[0]
         wd = cfg.finetune_weight_decay if stage == "finetune" and cfg.finetune_weight_decay is not None \
             else cfg.optim.weight_decay
         for group in optimizer.param_groups:
             group["weight_decay"] = wd
         stats = train_epoch(model, data.train, epoch, optimizer, first_step=epoch * steps,
-                            lr_of_step=lambda s: lr_of(cfg, s / steps), before_step=lambda s: masks.mask_grads(),
-                            after_step=after_step, progress=progress, desc=f"{cfg.method} {epoch + 1}/{cfg.epochs}")
+                            lr_of_step=lambda s: lr_of(cfg, s / steps), before_step=lambda s: pruner.mask_grads(),
+                            after_step=pruner.step, progress=progress, desc=f"{cfg.method} {epoch + 1}/{cfg.epochs}",
+                            loop=loop)
         test = evaluate(model, data.test)
         run.log(epoch=epoch + 1, step=(epoch + 1) * steps, stage=stage, train_loss=stats["loss"],
-                train_acc=stats["acc"], test_acc=test["acc"], sparsity=1.0 - masks.density(),
+                train_acc=stats["acc"], test_acc=test["acc"], sparsity=pruner.sparsity(),
                 lr=lr_of(cfg, epoch), weight_decay=wd)
         progress.line(f"[{cfg.method}] epoch {epoch + 1}/{cfg.epochs} {stage:9s} loss {stats['loss']:.4f} "
-                      f"test {test['acc']:.4f} sparsity {1.0 - masks.density():.4f}")
+                      f"test {test['acc']:.4f} sparsity {pruner.sparsity():.4f}")
 
-    test = evaluate(model, data.test)
-    rep = S.report(model, params)
-    last_update = plan.t0 + plan.n * plan.dt if plan is not None else 0
-    check_sparsity(rep["sparsity"], cfg.target_sparsity,
+    report = final_report(model, data, pruner.params)
+    last_update = pruner.last_update
+    check_sparsity(report["sparsity"], cfg.target_sparsity,
                    f"the schedule's last mask update (step {last_update}) is past the run's end (step "
                    f"{cfg.epochs * steps}); lengthen --epochs or shorten --prune-epochs / --update-every"
                    if last_update > cfg.epochs * steps else "the final masks do not have the target sparsity")
     run.save_model(model)
-    return {"test_acc": test["acc"], "test_loss": test["loss"], "dense_test_acc": dense["test_acc"],
-            "steps_per_epoch": steps, **{k: rep[k] for k in ("sparsity", "sparsity_all_params")},
-            **count_params(model), **flops(model, data.info.input_shape), "layers": rep["layers"]}
+    return {**report, "dense_test_acc": dense["test_acc"], "steps_per_epoch": steps}
 
 
 if __name__ == "__main__":

@@ -18,8 +18,9 @@ from common import config as C
 from common.bench import report
 from common.data import load_dataset
 from common.pretrain import load_dense
-from common.store import Run
+from common.store import Run, execute_dependencies
 from posttrain import prune as P
+from posttrain import reconstruct as R
 
 
 def main() -> None:
@@ -27,16 +28,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         cfg = C.build(P.Config, runs_dir=root, progress="off", device="cpu")
         device = torch.device("cpu")
-        teacher, _ = load_dense(cfg, device)  # trains the tiny dense CNN once (~7 s), outside the timings
+        # the dense run posttrain.prune declares: the tiny dense CNN, trained once (~7 s), outside the timings
+        teacher, _ = load_dense(cfg, execute_dependencies(P, cfg), device)
         teacher.eval().requires_grad_(False)
         data = load_dataset(cfg.dataset, device=device, batch_size=cfg.retrain.batch_size, seed=cfg.seed)
         x, _ = data.sample(cfg.samples, cfg.sample_seed)
         torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # lazy imports out of the timings
 
-        def ours():
-            run = Run(P.SCRIPT, cfg, root=f"{root}/ours{time.perf_counter_ns()}")
-            run.dir.mkdir(parents=True)
-            P.calibrate(cfg, teacher, copy.deepcopy(teacher).requires_grad_(True), x, run)
+        def ours():  # the tiny profile's settings are calibrate's defaults
+            R.calibrate(copy.deepcopy(teacher).requires_grad_(True), x, cfg.ratio, teacher=teacher)
 
         def l1():
             l1_cfg = C.replace(cfg, method="l1")

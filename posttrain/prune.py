@@ -2,7 +2,7 @@
 
     python -m posttrain.prune --ratio 0.5 --samples 128                 # ours, digits CNN (tiny profile)
     python -m posttrain.prune --model resnet8 --method layerwise        # a baseline, on the narrow residual net
-    python -m posttrain.prune --checkpoint my_model.pt --model cnn      # start from a given state_dict
+    python -m posttrain.prune --dense-checkpoint my_model.pt --model cnn   # start from a given state_dict
     python -m posttrain.prune --preset cifar10-resnet56 --data-dir /datasets
 
 Algorithm (ours), from a trained dense model theta and n unlabeled training samples:
@@ -12,6 +12,7 @@ Algorithm (ours), from a trained dense model theta and n unlabeled training samp
      normalized holistic loss while a growing sparsity penalty drives the to-be-removed slices to ~0;
   3. phase 2: remove the channels physically, then recalibrate the kept outputs against the teacher with balanced
      per-layer learning rates lr/N ... lr/1 (``posttrain/reconstruct.py``).
+Steps 1-3 are ``posttrain.reconstruct.calibrate``, for any trained model and a batch of unlabeled samples.
 Baselines (--method): none (remove, no reconstruction), layerwise (each layer fitted to the teacher on its own,
 AdaPrune-like), holistic (phase 2 only, one learning rate, no penalty: gAP-like), l1 (Li et al.'s L1-norm filter
 ranking, the same ratio in every layer, then full retraining with labels for --retrain.epochs).
@@ -31,9 +32,9 @@ from common import distributed
 from common.data import dataset_info, load_dataset
 from common.errors import UserError
 from common.export import structured_state
-from common.metrics import count_params, flops, paired_latency_ms
-from common.models import MODELS, build_model, check_model
-from common.pretrain import DenseStart, dense_config, load_dense
+from common.metrics import count_params, final_report, flops, paired_latency_ms
+from common.models import MODEL_HELP, build_model, check_model
+from common.pretrain import DenseStart, dense_runs, given_start, load_dense, start_model
 from common.store import Run
 from common.train import (Progress, Recipe, evaluate, lr_at, make_optimizer, prepare_model, resolve_device,
                           resumable_epochs, train_epoch)
@@ -41,7 +42,7 @@ from posttrain import groups as G
 from posttrain import reconstruct as R
 
 SCRIPT = "posttrain.prune"
-# Why this script runs in one process on one GPU: it refuses more (compute), and slurm.resources gives its jobs one task
+# Why this script runs in one process on one GPU: it refuses more (validate), and slurm.resources gives its jobs one task
 ONE_PROCESS = "its calibration is not data-parallel, and its CPU latency timing needs the CPUs to itself"
 METHODS = ("ours", "none", "layerwise", "holistic", "l1")
 # Which methods use which fields: the calibration samples (all but l1), phase 2's reconstruction (all but none and
@@ -55,8 +56,9 @@ OURS = {"method": ("ours",)}
 class Config(DenseStart):
     method: str = C.opt("ours", "ours (penalty + balanced two-phase reconstruction), none, layerwise (AdaPrune-like), "
                                 "holistic (gAP-like), l1 (L1-norm + retraining with labels)", choices=METHODS)
-    model: str = C.opt("cnn", "model", choices=MODELS)
-    checkpoint: str = C.opt("", "start from this state_dict file instead of the store's dense model", content=True)
+    model: str = C.opt("cnn", MODEL_HELP)
+    # every stored run's identity holds this field (""): it stays, as another name of --dense-checkpoint
+    checkpoint: str = C.opt("", "the same as --dense-checkpoint (an older name of it)", content=True)
     ratio: float = C.opt(0.5, "fraction of all prunable channels to remove (global), in [0, 1)")
     ignore: tuple[str, ...] = C.opt((), "layer-name patterns (fnmatch) whose output channels are never removed, "
                                         "besides the classifier's (option-A ResNets: conv1,layers.*.conv2)")
@@ -77,6 +79,14 @@ class Config(DenseStart):
     retrain: Recipe = C.opt(Recipe(epochs=100, lr=0.01), "l1 baseline: retraining with labels on the full training set",
                             when={"method": ("l1",)})
     latency_batch: int = C.opt(64, "batch size of the CPU latency measurement")
+
+    def __post_init__(self):
+        """``--checkpoint FILE`` is ``--dense-checkpoint FILE``: the file is moved there, so both give the same run."""
+        if self.checkpoint:
+            if self.dense_checkpoint not in ("", self.checkpoint):
+                raise UserError(f"--checkpoint {self.checkpoint} and --dense-checkpoint {self.dense_checkpoint} name "
+                                f"two files; give one (--checkpoint is an older name of --dense-checkpoint)")
+            self.dense_checkpoint, self.checkpoint = self.checkpoint, ""
 
 
 PRESETS = {
@@ -115,7 +125,7 @@ PRESETS["imagenet-resnet50"].update({
 
 
 def validate(cfg: Config) -> None:
-    info = dataset_info(cfg.dataset)
+    info = dataset_info(cfg)
     check_model(cfg.model)
     if not 0.0 <= cfg.ratio < 1.0:
         raise UserError(f"--ratio {cfg.ratio} is outside [0, 1); give the fraction of channels to remove, e.g. 0.5")
@@ -129,30 +139,26 @@ def validate(cfg: Config) -> None:
                             f"--penalty-growth per epoch), e.g. the default 0.02")
     with torch.device("meta"):  # layer names only: no memory, no time
         G.ignored(build_model(cfg.model, info.num_classes, info.input_shape), cfg.ignore)  # every pattern matches
+    distributed.require_one_process(SCRIPT, ONE_PROCESS)
+
+
+def check_data(cfg: Config) -> None:
+    """Before the dense model is trained (the store calls it before the dependencies): the training set holds the
+    calibration samples, and Torch-Pruning can trace the architecture's channels."""
+    info = dataset_info(cfg)
+    data = load_dataset(cfg, root=cfg.data_dir, download=cfg.download, batch_size=cfg.retrain.batch_size,
+                        seed=cfg.seed, val_size=cfg.val_size, workers=cfg.workers)
+    x, _ = data.sample(cfg.samples, cfg.sample_seed)
+    G.check_traceable(build_model(cfg.model, info.num_classes, info.input_shape), x[:1], cfg.ratio, cfg.ignore)
 
 
 # ---------------------------------------------------------------------------------------------------- the model
-def dense_model(cfg: Config, device, info):
-    """The trained dense model theta: the given checkpoint, or the store's dense run (trained once, shared)."""
-    if not cfg.checkpoint:
-        return load_dense(cfg, device)
-    model = build_model(cfg.model, info.num_classes, info.input_shape)
-    try:
-        state = torch.load(cfg.checkpoint, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"--checkpoint {cfg.checkpoint}: no such file") from None
-    except Exception as exc:  # noqa: BLE001 - unreadable file
-        raise UserError(f"--checkpoint {cfg.checkpoint} is not a readable torch state_dict ({type(exc).__name__})") \
-            from None
-    state = state.get("model", state) if isinstance(state, dict) else state
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        first = str(exc).splitlines()
-        detail = (first[1].strip() if len(first) > 1 else first[0] if first else "")[:160]
-        raise UserError(f"--checkpoint {cfg.checkpoint} does not match --model {cfg.model} ({detail}); "
-                        f"pass the --model the checkpoint was trained as") from None
-    return prepare_model(model, device), None
+def dense_model(cfg: Config, run, device, info):
+    """The trained dense model theta: the user's own weights (``--dense-checkpoint``), or the store's dense run
+    (trained once, shared: the dependency of ``run``)."""
+    if given_start(cfg):
+        return prepare_model(start_model(cfg, info), device), None
+    return load_dense(cfg, run, device)
 
 
 def costs(model, input_shape) -> dict:
@@ -164,23 +170,17 @@ def channels(model) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- methods
-def calibrate(cfg: Config, teacher, student, x, run) -> tuple[list[dict], G.Plan, R.TeacherOutputs]:
-    """Steps 1-3 for the reconstruction methods (``student`` is a copy of ``teacher``; it is pruned in place).
-    Returns phase 2's per-layer update sizes, the plan and the teacher's outputs on the samples."""
-    plan = G.plan(student, x[:1], cfg.ratio, "group-l2", "global", cfg.ignore)                         # step 1
-    teacher = R.TeacherOutputs(teacher, x, plan.kept)  # its outputs on the samples, over the channels that stay
-    if cfg.method == "ours" and cfg.phase1_epochs > 0:                                       # phase 1
-        R.reconstruct(student, teacher, x, epochs=cfg.phase1_epochs, lr=cfg.lr, batch_size=cfg.batch_size,
-                      seed=cfg.sample_seed, kept=plan.kept, penalty=plan.slices(), lambda0=cfg.penalty,
-                      growth=cfg.penalty_growth, log=run.log, phase="phase1")
-    plan.remove()                                                                            # phase 2: prune ...
-    before = {n: m.weight.detach().clone() for n, m in student.named_modules()
-              if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
-    if cfg.method != "none" and cfg.phase2_epochs > 0:                                       # ... and recalibrate
-        R.reconstruct(student, teacher, x, epochs=cfg.phase2_epochs, lr=cfg.lr, batch_size=cfg.batch_size,
-                      seed=cfg.sample_seed, kept=plan.kept, balanced=cfg.method == "ours" and cfg.balanced,
-                      layerwise=cfg.method == "layerwise", log=run.log, phase="phase2")
-    return R.update_sizes(before, student), plan, teacher
+def calibrate(cfg: Config, teacher, student, x, run) -> R.Calibrated:
+    """Steps 1-3 for the reconstruction methods: ``R.calibrate`` of ``student`` (a copy of ``teacher``, pruned in
+    place) with this config's settings, logging to ``run``. The baselines switch its phases off: phase 1 is ours
+    alone, none has no phase 2, layerwise and holistic recalibrate at one learning rate."""
+    ours = cfg.method == "ours"
+    return R.calibrate(student, x, cfg.ratio, teacher=teacher, ignore=cfg.ignore,
+                       phase1_epochs=cfg.phase1_epochs if ours else 0,
+                       phase2_epochs=cfg.phase2_epochs if cfg.method != "none" else 0, lr=cfg.lr,
+                       batch_size=cfg.batch_size, penalty=cfg.penalty, penalty_growth=cfg.penalty_growth,
+                       balanced=ours and cfg.balanced, layerwise=cfg.method == "layerwise", seed=cfg.sample_seed,
+                       log=run.log)
 
 
 def l1_retrain(cfg: Config, student, data, run) -> None:
@@ -189,16 +189,18 @@ def l1_retrain(cfg: Config, student, data, run) -> None:
     optimizer = make_optimizer(student.parameters(), cfg.retrain, cfg.retrain.lr)
     steps = len(data.train)
     progress = Progress(cfg.progress)
-    for epoch in resumable_epochs(run, cfg.retrain.epochs, {"model": student, "optimizer": optimizer}):
+    loop = resumable_epochs(run, cfg.retrain.epochs, {"model": student, "optimizer": optimizer})
+    for epoch in loop:
         stats = train_epoch(student, data.train, epoch, optimizer, first_step=epoch * steps,
-                            lr_of_step=lambda s: lr_at(cfg.retrain, s / steps, cfg.retrain.epochs))
+                            lr_of_step=lambda s: lr_at(cfg.retrain, s / steps, cfg.retrain.epochs), loop=loop)
         run.log(phase="retrain", epoch=epoch + 1, train_loss=stats["loss"], train_acc=stats["acc"])
         progress.line(f"[l1 retrain] epoch {epoch + 1}/{cfg.retrain.epochs} loss {stats['loss']:.4f}")
 
 
 def dependencies(cfg: Config) -> list:
-    """The runs ``compute`` executes first (``slurm.submit`` queues them ahead): the dense model, unless given."""
-    return [] if cfg.checkpoint else [("common.pretrain", dense_config(cfg))]
+    """The runs the store executes before ``compute`` (``slurm.submit`` queues them ahead): the dense model, unless
+    given."""
+    return dense_runs(cfg)
 
 
 def planned_epochs(cfg: Config, times) -> float:
@@ -211,15 +213,12 @@ def planned_epochs(cfg: Config, times) -> float:
 
 
 def compute(cfg: Config, run: Run) -> dict:
-    distributed.require_one_process(SCRIPT, ONE_PROCESS)
     device = resolve_device(cfg.device)
-    info = dataset_info(cfg.dataset)
-    data = load_dataset(cfg.dataset, root=cfg.data_dir, download=cfg.download, device=device,
+    info = dataset_info(cfg)
+    data = load_dataset(cfg, root=cfg.data_dir, download=cfg.download, device=device,
                         batch_size=cfg.retrain.batch_size, seed=cfg.seed, val_size=cfg.val_size, workers=cfg.workers)
     x, _ = data.sample(cfg.samples, cfg.sample_seed)  # n distinct unlabeled samples; labels are never used
-    # the architecture must be traceable by Torch-Pruning: checked before any dense training
-    G.check_traceable(build_model(cfg.model, info.num_classes, info.input_shape), x[:1].cpu(), cfg.ratio, cfg.ignore)
-    teacher, _ = dense_model(cfg, device, info)
+    teacher, _ = dense_model(cfg, run, device, info)
     teacher.eval().requires_grad_(False)
     dense_acc = evaluate(teacher, data.test)["acc"]
     student = copy.deepcopy(teacher).requires_grad_(True)
@@ -232,19 +231,19 @@ def compute(cfg: Config, run: Run) -> dict:
         l1_retrain(cfg, student, data, run)
         loss_after = None
     else:
-        updates, plan, targets = calibrate(cfg, teacher, student, x, run)
+        _, plan, targets, updates = calibrate(cfg, teacher, student, x, run)
         loss_after = R.calibration_loss(student, targets, x, plan.kept)
     method_time = time.perf_counter() - start
     if cfg.method == "l1":
         retrain_time = method_time
 
-    test = evaluate(student, data.test)
     dense_cost, pruned_cost = costs(teacher, info.input_shape), costs(student, info.input_shape)
     lat = paired_latency_ms({"dense": teacher, "pruned": student}, info.input_shape, cfg.latency_batch)
     lat_dense, lat_pruned = lat["dense"], lat["pruned"]
     # the pruned architecture as data (layer sizes + tensors, common.export.load_structured): never pickled modules
     torch.save(structured_state(student), run.dir / "model.pt")
-    return {"test_acc": test["acc"], "test_loss": test["loss"], "dense_test_acc": dense_acc,
+    # costs: of the physically smaller model, beside the dense one's (params and flops, no sparsity-aware counts)
+    return {**final_report(student, data, costs=False), "dense_test_acc": dense_acc,
             "params": pruned_cost["params"], "flops": pruned_cost["flops"],
             "dense_params": dense_cost["params"], "dense_flops": dense_cost["flops"],
             "RP": dense_cost["params"] / pruned_cost["params"], "RF": dense_cost["flops"] / pruned_cost["flops"],

@@ -23,16 +23,22 @@ teacher's output on its own.
 BatchNorm: teacher and student both run in eval mode, so BN uses the dense model's running statistics (sliced to
 the kept channels by the removal) and never re-estimates them on the few calibration samples; the affine gamma/beta
 are learned like every other parameter.
+
+``calibrate`` runs the whole method (step 1's groups, phase 1, the removal, phase 2) on a batch of unlabeled samples,
+for any trained model.
 """
 from __future__ import annotations
 
+import copy
 import math
 from contextlib import contextmanager
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
 
 from common.errors import Diverged
+from posttrain import groups as G
 from posttrain.groups import RECORDED, forward_with_hooks
 
 
@@ -207,3 +213,47 @@ def update_sizes(before: dict, model: nn.Module) -> list[dict]:
             out.append({"layer": name, "update": float((w1 - w0).norm() / w0.norm().clamp_min(1e-12)),
                         "abs_update": float((w1 - w0).norm())})
     return out
+
+
+class Calibrated(NamedTuple):
+    """What ``calibrate`` returns: the pruned model, and what a report of the method reads besides it."""
+
+    model: nn.Module             # the model given, its channels removed and recalibrated
+    plan: G.Plan                 # the removed groups and, per recorded layer, the output channels that stay
+    targets: TeacherOutputs      # the dense model's outputs on the samples, over the channels that stay
+    updates: list[dict]          # phase 2's per-layer update sizes (``update_sizes``)
+
+
+def calibrate(model: nn.Module, samples: torch.Tensor, ratio: float, *, teacher: nn.Module | None = None,
+              ignore=(), phase1_epochs: int = 10, phase2_epochs: int = 10, lr: float = 3e-3, batch_size: int = 32,
+              penalty: float = 0.02, penalty_growth: float = 0.02, balanced: bool = True, layerwise: bool = False,
+              seed: int = 0, log: Callable[..., None] | None = None) -> Calibrated:
+    """Remove ``ratio`` of the prunable channels of a trained ``model`` in place, without labels or retraining:
+
+        pruned = calibrate(model, x, 0.5).model       # x: a few hundred training inputs (no labels), on model's device
+
+    Step 1 ranks the channels by group importance under one global ratio, never the classifier's outputs nor those of
+    layers matching ``ignore`` (``posttrain.groups``); phase 1 (``phase1_epochs``, 0 skips it) reconstructs the
+    teacher's outputs while the penalty lambda_j = ``penalty`` + j ``penalty_growth`` shrinks the channels to remove;
+    the removal makes the model smaller; phase 2 (``phase2_epochs``) recalibrates it at balanced per-layer learning
+    rates lr/N ... lr/1 (``balanced``; else one rate), each layer fitted on its own if ``layerwise``. Both phases: Adam
+    at ``lr``, batches of ``batch_size`` in an order drawn from ``seed``. ``teacher``: the dense model to reconstruct
+    (default: a frozen copy of ``model``, taken first); both run in eval mode. ``log(**record)`` receives every epoch's
+    record (phase, epoch, rec_loss; phase 1: penalty_coef, pruned_norm). The defaults are the tiny profile's
+    (``posttrain.prune``); its baselines switch phases off: holistic (phase1_epochs=0, balanced=False), layer-wise (the
+    same with layerwise=True), none (both phases 0).
+    """
+    model.eval().requires_grad_(True)
+    teacher = copy.deepcopy(model).requires_grad_(False) if teacher is None else teacher
+    plan = G.plan(model, samples[:1], ratio, "group-l2", "global", ignore)                           # step 1
+    targets = TeacherOutputs(teacher, samples, plan.kept)  # its outputs on the samples, over the channels that stay
+    if phase1_epochs > 0:                                                                          # phase 1
+        reconstruct(model, targets, samples, epochs=phase1_epochs, lr=lr, batch_size=batch_size, seed=seed,
+                    kept=plan.kept, penalty=plan.slices(), lambda0=penalty, growth=penalty_growth, log=log,
+                    phase="phase1")
+    plan.remove()                                                                                  # phase 2: prune ...
+    before = {n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    if phase2_epochs > 0:                                                                          # ... and recalibrate
+        reconstruct(model, targets, samples, epochs=phase2_epochs, lr=lr, batch_size=batch_size, seed=seed,
+                    kept=plan.kept, balanced=balanced, layerwise=layerwise, log=log, phase="phase2")
+    return Calibrated(model, plan, targets, update_sizes(before, model))

@@ -21,7 +21,7 @@ from common import sparsity as S
 from common.data import dataset_info, load_dataset
 from common.errors import UserError, check_sparsity
 from common.models import build_model, check_model
-from common.pretrain import Start, dense_config, load_dense
+from common.pretrain import GivenStart, dense_runs, load_dense, start_model
 from common.store import Run
 from common.train import (Progress, Recipe, evaluate, lr_at, make_optimizer, prepare_model, resolve_device,
                           resumable_epochs, train_epoch)
@@ -33,7 +33,7 @@ SCRIPT = "seqattn.oneshot"
 
 
 @dataclass
-class Config(Start):
+class Config(GivenStart):
     score: str = C.opt("attention", "block scores: softmax attention of a model trained with it, or block magnitude "
                                     "of a plainly trained model", choices=("attention", "magnitude"))
     block: int = C.opt(4, "block size B (1 = unstructured)")
@@ -48,7 +48,7 @@ class Config(Start):
 
 
 def validate(cfg: Config) -> None:
-    info = dataset_info(cfg.dataset)
+    info = dataset_info(cfg)
     check_model(cfg.model)
     if not cfg.sparsities:
         raise UserError("--sparsities is empty; give e.g. --sparsities 0.5,0.9")
@@ -69,8 +69,9 @@ def _reparam(cfg: Config, model, kind: str) -> Reparam:
 
 
 def dependencies(cfg: Config) -> list:
-    """The runs ``compute`` executes first (``slurm.submit`` queues them ahead): a magnitude score's dense model."""
-    return [("common.pretrain", dense_config(cfg))] if cfg.score == "magnitude" else []
+    """The runs the store executes before ``compute`` (``slurm.submit`` queues them ahead): a magnitude score's dense
+    model."""
+    return dense_runs(cfg) if cfg.score == "magnitude" else []
 
 
 def planned_epochs(cfg: Config, times) -> float:
@@ -82,22 +83,22 @@ def planned_epochs(cfg: Config, times) -> float:
 
 def compute(cfg: Config, run: Run) -> dict:
     device = resolve_device(cfg.device)
-    info = dataset_info(cfg.dataset)
+    info = dataset_info(cfg)
     loss_fn = loss_of(info.num_classes)
     progress = Progress(cfg.progress)
     kind = "attention" if cfg.score == "attention" else "mask"
     # The trained dense model: with the attention reparameterization (trained here), or plain (common.pretrain).
     if cfg.score == "magnitude":
-        model, _ = load_dense(cfg, device)
+        model, _ = load_dense(cfg, run, device)
         model.train()
         _reparam(cfg, model, kind)
     torch.manual_seed(cfg.seed)
-    data = load_dataset(cfg.dataset, root=cfg.data_dir, download=cfg.download, device=device,
+    data = load_dataset(cfg, root=cfg.data_dir, download=cfg.download, device=device,
                         batch_size=cfg.pretrain.batch_size, seed=cfg.seed, workers=cfg.workers)
     steps = len(data.train)
     state = {}
     if cfg.score == "attention":
-        model = prepare_model(build_model(cfg.model, info.num_classes, info.input_shape), device)
+        model = prepare_model(start_model(cfg, info), device)  # initialized, or the given weights
         _reparam(cfg, model, kind)
         optimizer = make_optimizer(model.parameters(), cfg.pretrain, cfg.pretrain.lr)  # weight decay on L too
         state = {"model": model, "optimizer": optimizer}
@@ -136,11 +137,13 @@ def compute(cfg: Config, run: Run) -> dict:
     # One checkpointed sequence of epochs: the dense training (attention), then each sparsity's fine-tuning, whose
     # pruned model and optimizer are in the checkpoints while it runs. Finished points are in the log.
     current = None  # (index of the sparsity being fine-tuned, its model, Reparam, metrics before, optimizer)
-    for epoch in resumable_epochs(run, dense_epochs + len(cfg.sparsities) * ft, state):
+    loop = resumable_epochs(run, dense_epochs + len(cfg.sparsities) * ft, state)
+    for epoch in loop:
         if epoch < dense_epochs:
             stats = train_epoch(model, data.train, epoch, optimizer, first_step=epoch * steps, loss_fn=loss_fn,
                                 lr_of_step=lambda t: lr_at(cfg.pretrain, t / steps, cfg.pretrain.epochs),
-                                progress=progress, desc=f"dense+attention {epoch + 1}/{cfg.pretrain.epochs}")
+                                progress=progress, desc=f"dense+attention {epoch + 1}/{cfg.pretrain.epochs}",
+                                loop=loop)
             run.log(epoch=epoch + 1, train_loss=stats["loss"], **({"train_acc": stats["acc"]} if info.num_classes > 1
                                                                   else {}))
             continue
@@ -155,7 +158,7 @@ def compute(cfg: Config, run: Run) -> dict:
         _, pruned, reparam, before, ft_optimizer = current
         train_epoch(pruned, data.train, e, ft_optimizer, first_step=e * steps, loss_fn=loss_fn,
                     lr_of_step=lambda t: lr_at(cfg.finetune, t / steps, cfg.finetune.epochs), progress=progress,
-                    desc=f"finetune s={s} {e + 1}/{cfg.finetune.epochs}")
+                    desc=f"finetune s={s} {e + 1}/{cfg.finetune.epochs}", loop=loop)
         if e + 1 == ft:
             point(s, pruned, reparam, before)
             del state["pruned"], state["finetune_optimizer"]  # the point is done: not in later checkpoints

@@ -9,7 +9,8 @@ again, and the store resumes the run from that checkpoint. Every requeue counts,
 by itself too (``SLURM_RESTART_COUNT``): after ``max_requeues`` of them (per run: ``slurm.resources.requeue_budget``
 sizes it from the run's estimated length unless it is set), the job gives up (the run keeps its checkpoint;
 submitting again resumes it). ``execute`` returns a finished run without computing
-anything and holds the run's lock, so two jobs never compute the same run.
+anything and holds the run's lock, so two jobs never compute the same run; it executes the run's declared dependencies
+before its ``compute``, which the submission queued ahead of this job, so it only reads them.
 A job never waits for a lock while it holds its GPU: ``slurm.submit`` queues it only once the runs it needs are done,
 and if it still finds its run, or a dependency, being computed by another live process (a job of another
 submission, a run started by hand), it fails at once with ``RunLocked`` naming that process (every DDP rank

@@ -1,16 +1,20 @@
 """BiP, Hydra, IMP and OMP: the algorithm's gradients, masks, passes per step, the scripts end to end, bad input."""
 import json
+import subprocess
+import sys
+from functools import partial
 
 import pytest
 import torch
 from torch import nn
 
-from bip.prune import BiLevelSteps
+from bip.bilevel import BiLevelSteps, bip_steps, hydra_steps
+from bip.masks import magnitude_masks
 from bip.scores import ScoredWeights
 from common import sparsity as S
 from common.models import build_model
 from common.store import collect
-from tests.conftest import one_error_line, run_cli
+from tests.conftest import ROOT, one_error_line, run_cli
 
 FAST = ["--pretrain.epochs", "4", "--progress", "off"]
 
@@ -93,7 +97,7 @@ def test_one_bip_iteration_is_two_forwards_and_two_backwards():
     w = ScoredWeights(S.prunable(model, ()), 0.8)
     others = [p for p in model.parameters() if all(p is not z for z in w.z)]
     step = BiLevelSteps(model, w, torch.optim.SGD(w.theta + others, lr=0.01), torch.optim.SGD([w.score_param], lr=0.1),
-                        1e-4, torch.device("cpu"))
+                        1e-4)
     x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
     before = [t.detach().clone() for t in w.theta]
     step.lower(x, y, 0.01)
@@ -111,7 +115,7 @@ def test_the_upper_step_returns_its_loss_and_grad_z_for_the_logged_ig_ratio():
     w = ScoredWeights(S.prunable(model, ()), 0.8)
     others = [p for p in model.parameters() if all(p is not z for z in w.z)]
     step = BiLevelSteps(model, w, torch.optim.SGD(w.theta + others, lr=0.01), torch.optim.SGD([w.score_param], lr=0.1),
-                        1e-4, torch.device("cpu"))
+                        1e-4)
     x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
     zs = {n: z.detach().clone().requires_grad_(True) for n, z in zip(w.names, w.z)}
     expected_loss = nn.functional.cross_entropy(torch.func.functional_call(model, zs, (x,)), y)
@@ -329,7 +333,7 @@ def _bn_steps(cnn):
     w = ScoredWeights(params, 0.5)
     others = [p for p in cnn.parameters() if all(p is not z for z in w.z)]
     return BiLevelSteps(cnn, w, torch.optim.SGD(w.theta + others, lr=0.01), torch.optim.SGD([w.score_param], lr=0.1),
-                        1e-4, torch.device("cpu"))
+                        1e-4)
 
 
 def test_batchnorm_running_statistics_move_once_per_iteration_by_the_lower_step(one_thread):
@@ -352,7 +356,8 @@ def test_batchnorm_running_statistics_move_once_per_iteration_by_the_lower_step(
         assert torch.allclose(loss, expected, atol=1e-6)
         assert all(torch.equal(a, b) for a, b in zip(stats(), after_lower))       # ... and leaves them alone
         assert all(int(bn.num_batches_tracked) == it + 1 and bn.track_running_stats for bn in bns)
-    step.upper(x, y, 0.1, update_stats=True)                                       # Hydra's score step: its training
+    hydra = BiLevelSteps(cnn, step.w, step.opt_theta, step.opt_m, 0.0, hydra=True)
+    hydra.upper(x, y, 0.1)                                                        # Hydra's score step: its training
     assert all(not torch.equal(a, b) for a, b in zip(stats(), after_lower))
     assert all(int(bn.num_batches_tracked) == 4 for bn in bns)
 
@@ -430,3 +435,78 @@ def test_threshold_works_under_a_float64_default_dtype(dtype):
         assert threshold.width > 0
     finally:
         torch.set_default_dtype(before)
+
+
+def _batches(n, shape, classes, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(16, *shape, generator=g), torch.randint(0, classes, (16,), generator=g)) for _ in range(n)]
+
+
+def test_bip_steps_in_a_plain_loop_keep_the_model_at_the_target_sparsity():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 40), nn.ReLU(), nn.Linear(40, 30), nn.ReLU(), nn.Linear(30, 5))
+    classifier = model[4].weight.detach().clone()
+    steps = bip_steps(model, 0.75, partial(torch.optim.SGD, lr=0.05, momentum=0.9),
+                      partial(torch.optim.SGD, lr=0.1, momentum=0.9))
+    magnitude = [m.clone() for m in steps.w.masks]
+    for x, y in _batches(30, (20,), 5):
+        steps.lower(x, y)
+        steps.upper(x, y)
+    assert steps.w.names == ["0.weight", "2.weight"]        # the classifier is not pruned, but trained with theta
+    n = 20 * 40 + 40 * 30
+    assert 1 - steps.w.density() == round(0.75 * n) / n     # exactly the global top-k
+    assert sum(int((layer.weight == 0).sum()) for layer in (model[0], model[2])) == round(0.75 * n)
+    assert any(not torch.equal(m, m0) for m, m0 in zip(steps.w.masks, magnitude))  # the scores moved the mask
+    assert not torch.equal(model[4].weight, classifier)
+
+
+def test_hydra_steps_in_a_plain_loop_learn_a_filter_mask_then_fine_tune_under_it():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1),
+                          nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+    steps = hydra_steps(model, 0.5, partial(torch.optim.SGD, lr=0.05), partial(torch.optim.SGD, lr=0.5),
+                        structure="filter", exclude=("first",))
+    assert steps.w.names == ["3.weight"] and steps.inv_gamma == 0.0
+    theta, batches = steps.w.theta[0].detach().clone(), _batches(20, (1, 8, 8), 10)
+    for x, y in batches:                                     # scores only: the weights stay, the mask moves
+        steps.upper(x, y)
+    assert torch.equal(steps.w.theta[0], theta) and int(model[1].num_batches_tracked) == 20
+    mask = steps.w.masks[0].clone()
+    for x, y in batches:                                     # fine-tuning: the weights move under the fixed mask
+        steps.lower(x, y)
+    assert torch.equal(steps.w.masks[0], mask) and not torch.equal(steps.w.theta[0], theta)
+    removed = (model[3].weight == 0).flatten(1).all(1)      # whole filters, half of them
+    assert int(removed.sum()) == 8 and (model[3].weight[~removed] != 0).flatten(1).any(1).all()
+
+
+def test_magnitude_masks_in_a_plain_loop_prune_round_by_round_within_the_last_mask():
+    """IMP's rounds with ``common.sparsity.Masks`` enforcing them; the last round starts from rewound (dense) weights,
+    where ``within`` keeps what earlier rounds pruned."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 40), nn.ReLU(), nn.Linear(40, 30), nn.ReLU(), nn.Linear(30, 5))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    masks = S.Masks(S.prunable(model, ("last",)))
+    n = 20 * 40 + 40 * 30
+    for r, sparsity in enumerate((0.2, 0.36, 0.488)):
+        before = {k: m.clone() for k, m in masks.masks.items()}
+        if r == 2:  # rewinding: the pruned weights are dense again
+            model.load_state_dict(start)
+        masks.set(magnitude_masks(model, sparsity, within=masks.masks), optimizer)
+        assert all(not (masks.masks[k] > before[k]).any() for k in before)     # pruned once, pruned for good
+        assert sum(int((m == 0).sum()) for m in masks.masks.values()) == round(sparsity * n)
+        for x, y in _batches(5, (20,), 5, seed=r):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            masks.mask_grads()
+            optimizer.step()
+            masks.apply()
+        assert sum(int((model[i].weight == 0).sum()) for i in (0, 2)) == round(sparsity * n)
+    omp = magnitude_masks(model, 0.5, scope="layer", exclude=())               # OMP per layer, every layer
+    assert [round(1 - float(m.float().mean()), 3) for m in omp.values()] == [0.5, 0.5, 0.5]
+
+
+def test_the_steps_and_masks_need_no_run_store():
+    code = "import sys, bip.bilevel, bip.masks; print('common.store' in sys.modules, 'common.config' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["False", "False"], proc.stderr

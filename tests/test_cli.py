@@ -78,7 +78,7 @@ def test_help_shows_the_defaults_the_script_uses(module, monkeypatch):
     shown = printed_defaults(text)
     expected = leaves(module.Config, module.Config())
     options = {"--" + name.replace("_", "-"): name for name in expected}
-    assert set(shown) - {"--help", "--preset", "--print-config"} == set(options)
+    assert set(shown) - {"--help", "--preset", "--config", "--print-config"} == set(options)
     for option, name in options.items():
         tp, value = expected[name]
         assert shown[option] is not None, option
@@ -167,6 +167,33 @@ def test_the_readme_template_script_runs(tmp_path, monkeypatch, capsys, one_thre
     assert (Run(module.SCRIPT, cfg).dir / "model.pt").exists()
     assert all(Run(s, c).done for s, c in module.dependencies(cfg))
     assert set(module.PRESETS) and module.ONE_PROCESS and module.validate(cfg) is None
+
+
+# ---------------------------------------------------------------------------------------------------- store hits
+def test_a_store_hit_says_so_and_warns_when_other_code_computed_it(tmp_path, monkeypatch, capsys):
+    _tiny_script(monkeypatch, lambda cfg, run: {"value": cfg.value})
+    argv = ["--value", "3", "--runs-dir", str(tmp_path)]
+    assert cli.main("tiny_script", argv) == 0
+    computed = capsys.readouterr()
+    run = Run("tiny.script", C.parse_args(Tiny, argv))
+    assert "stored:" not in computed.err
+
+    assert cli.main("tiny_script", argv) == 0
+    hit = capsys.readouterr()
+    assert hit.out == computed.out  # the same result line
+    assert hit.err.splitlines()[1:] == [f"stored: {run.dir} is done; its result was read from the store, not computed"]
+
+    result = json.loads((run.dir / "result.json").read_text())
+    code = result["provenance"]["code"]
+    result["provenance"]["code"] = {"content_hash": "0123456789abcdef", "git_commit": "f" * 40, "git_dirty": True}
+    (run.dir / "result.json").write_text(json.dumps(result))
+    assert cli.main("tiny_script", argv) == 0
+    warning = capsys.readouterr().err.splitlines()[2]
+    now = f"sources {code['content_hash']}, " + (f"commit {code['git_commit'][:10]}" if "git_commit" in code else
+                                                 "no commit")
+    assert warning.startswith(f"warning: {run.dir} was computed by other code (sources 0123456789abcdef, commit "
+                              f"ffffffffff with local changes) than this checkout's ({now}"), warning
+    assert warning.endswith(f"to compute it with this code: python -m common.runs rm {run.hash}, then run again")
 
 
 # ---------------------------------------------------------------------------------------------------- errors

@@ -143,7 +143,8 @@ def test_missing_content_file_is_one_line(tmp_path):
     missing = tmp_path / "nope.pt"
     proc = run_cli("posttrain.prune", "--checkpoint", missing, "--runs-dir", tmp_path)
     assert proc.returncode == 2
-    assert one_error_line(proc) == f"error: --checkpoint {missing}: no such file; give the path of an existing file"
+    assert one_error_line(proc) == (f"error: --dense-checkpoint {missing}: no such file; give the path of an "
+                                    "existing file")  # --checkpoint is another name of --dense-checkpoint
     with pytest.raises(UserError, match=r"^--weights .* is a folder; give the path of a file$"):
         C.canonical_json(WithFile(weights=str(tmp_path)))
 
@@ -165,3 +166,69 @@ def test_a_field_added_unless_default_keeps_earlier_hashes():
     assert C.canonical_json(After(accumulate=2)) != C.canonical_json(Before())
     assert C.canonical_json(After(names=("b",))) != C.canonical_json(Before())
     assert C.to_dict(After())["accumulate"] == 1  # config.json still shows it
+
+
+# ------------------------------------------------------------------------------------------------ --config FILE
+PRESETS = {"p": {"name": "b", "inner.lr": 1.0, "flag": True}}
+
+
+def test_config_file_round_trips_print_config_between_preset_and_flags(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        C.parse_args(Outer, ["--inner.milestones", "3,7.5", "--device", "gpu", "--print-config"])
+    printed = tmp_path / "printed.json"
+    printed.write_text(capsys.readouterr().out)
+    assert C.parse_args(Outer, ["--config", str(printed)]) == Outer(inner=Inner(milestones=(3.0, 7.5)), device="gpu")
+    partial = tmp_path / "partial.json"  # defaults < --preset < --config < flags
+    partial.write_text(json.dumps({"inner": {"lr": 0.5}, "flag": False}))
+    cfg = C.parse_args(Outer, ["--preset", "p", "--config", str(partial)], presets=PRESETS)
+    assert (cfg.name, cfg.flag, cfg.inner.lr) == ("b", False, 0.5)
+    cfg = C.parse_args(Outer, ["--inner.lr", "2", "--config", str(partial), "--preset", "p"], presets=PRESETS)
+    assert (cfg.name, cfg.flag, cfg.inner.lr) == ("b", False, 2.0)
+
+
+def test_a_runs_config_json_gives_its_hash_and_flags_override_it(tmp_path):
+    from common.store import Run, config_doc
+    from gmp import prune
+
+    cfg = C.build(prune.Config, None, None, update_every=93, target_sparsity=0.95, seed=3)  # an int, as a profile's
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config_doc(prune.SCRIPT, cfg)))
+    again = C.parse_args(prune.Config, ["--config", str(path), "--runs-dir", str(tmp_path)])
+    assert Run(prune.SCRIPT, again).hash == Run(prune.SCRIPT, cfg).hash  # the integer stays one: the same hash
+    assert again.runs_dir == str(tmp_path) and type(again.update_every) is int
+    other = C.parse_args(prune.Config, ["--config", str(path), "--seed", "4"])
+    assert Run(prune.SCRIPT, other).hash == Run(prune.SCRIPT, C.replace(cfg, seed=4)).hash
+
+
+@pytest.mark.parametrize("document, message", [
+    ({"seed": 1, "no_such_setting": 3}, "unknown setting 'no_such_setting' (no option --no-such-setting; see --help)"),
+    ({"target_sparsity": "0.9"}, "'target_sparsity' is \"0.9\", not a number"),
+    ({"script": "bip.prune", "config": {"seed": 1}}, "is the config of a bip.prune run, not of gmp.prune; run it with "
+                                                     "python -m bip.prune --config ..."),
+])
+def test_a_bad_config_file_is_one_line_and_stores_nothing(tmp_path, document, message):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(document))
+    proc = run_cli("gmp.prune", "--config", path, "--runs-dir", tmp_path / "runs")
+    assert proc.returncode == 2
+    line = one_error_line(proc)
+    assert line.startswith(f"error: --config {path}") and message in line, line
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{'name': 'b'}", "is not JSON (Expecting property name enclosed in double quotes"),
+    ("[1, 2]", "is not a JSON object of settings; give what --print-config prints or a run's config.json"),
+    ('{"inner": 0.5}', ": 'inner' is 0.5, not an object of its settings"),
+    ('{"inner": {"milestones": [1, "x"]}}', ": 'inner.milestones' is [1, \"x\"], not a list of numbers"),
+    ('{"flag": 1}', ": 'flag' is 1, not a true/false"),
+    ('{"name": "c"}', ": --name 'c' is not one of: a, b"),
+    (None, ": no such file; give the path of an existing file"),
+])
+def test_config_file_refusals(tmp_path, text, message):
+    path = tmp_path / "config.json"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(UserError) as exc:
+        C.parse_args(Outer, ["--config", str(path)])
+    assert str(exc.value).startswith(f"--config {path}") and message in str(exc.value)

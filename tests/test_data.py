@@ -1,5 +1,6 @@
 """Tests of common/data.py on tiny datasets written in their real on-disk formats."""
 
+import json
 import os
 import pickle
 import shutil
@@ -141,7 +142,8 @@ def raw(x, mean, std):
 
 
 def test_registry_and_info():
-    assert set(DATASETS) == {"digits", "fashionmnist", "cifar10", "cifar100", "tinyimagenet", "imagenet", "criteo"}
+    assert set(DATASETS) == {"digits", "fashionmnist", "cifar10", "cifar100", "tinyimagenet", "imagenet", "criteo",
+                             "imagefolder"}
     assert dataset_info("digits") == DatasetInfo("digits", 10, (1, 8, 8))
     assert dataset_info("cifar100").num_classes == 100
     assert dataset_info("tinyimagenet").input_shape == (3, 64, 64)
@@ -491,7 +493,7 @@ def normalized(x, plain):
 
 
 def test_every_dataset_describes_its_plain_input():
-    for name in DATASETS:
+    for name in set(DATASETS) - {"imagefolder"}:  # its own folder's: test_imagefolder_plain_input
         plain = plain_input(name)
         assert plain.how and (plain.mean is None) == (plain.std is None) == (name == "criteo"), name
         assert plain.range == (None if name == "criteo" else (0.0, 1.0)), name
@@ -519,6 +521,175 @@ def test_plain_images_normalized_are_the_loaders_inputs(cifar10_root, tiny_root)
     plain = torch.stack([TF.to_tensor(Image.open(tiny_root / "tiny-imagenet-200" / "val" / "images" / n).convert("RGB"))
                          for n in names])
     assert torch.allclose(normalized(plain, plain_input("tinyimagenet")), x, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- your own image folder, cached lists
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """An image folder of 3 classes: 6 training images each (JPEG and PNG, 20-25 x 16 pixels: shorter side 16) and 2
+    validation images; a class's images are its colour, a shade darker each."""
+    base = tmp_path / "mine"
+    for split, n in (("train", 6), ("val", 2)):
+        for label, name in enumerate(["cat", "dog", "emu"]):
+            for k in range(n):
+                path = base / split / name / f"{k}.{'png' if k % 2 else 'jpg'}"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (20 + k, 16), tuple(max(0, c - 10 * k) for c in COLOURS[label])).save(path)
+    return base
+
+
+@pytest.fixture
+def fresh_lists(monkeypatch):
+    """This process's memory of folder lists emptied, so that each load reads the cache file (or lists anew)."""
+    import common.data
+
+    monkeypatch.setattr(common.data, "_LISTS", {})
+    return common.data._LISTS
+
+
+class Options:
+    """The dataset fields of a run's config."""
+
+    def __init__(self, root, dataset="imagefolder", image_size=0, image_mean=(), image_std=()):
+        self.dataset, self.data_dir = dataset, str(root)
+        self.image_size, self.image_mean, self.image_std = image_size, image_mean, image_std
+
+
+def test_imagefolder_reads_classes_size_and_normalization_from_the_images(folder, fresh_lists):
+    from common.data import sample_normalization, folder_list
+
+    info = dataset_info(Options(folder))
+    assert info == DatasetInfo("imagefolder", 3, (3, 16, 16))  # the median shorter side of the images
+    data = load_dataset(Options(folder), root=str(folder), batch_size=4, workers=0)
+    assert (data.train.num_samples, data.test.num_samples) == (18, 6)
+    x, y = collect(data.test)
+    assert x.shape == (6, 3, 16, 16) and y.tolist() == [0, 0, 1, 1, 2, 2]
+    mean, std = sample_normalization(folder_list(folder), 16)
+    assert abs(float(x.mean())) < 1.5 and 0.2 < mean[0] < 0.7 and min(std) > 0.2  # standardized with computed values
+    stated = Options(folder, image_size=12, image_mean=(0.5,), image_std=(0.25,))
+    assert dataset_info(stated).input_shape == (3, 12, 12)
+    x, _ = collect(load_dataset(stated, root=str(folder), workers=0).test)
+    pixel = x[0, :, 6, 6] * 0.25 + 0.5  # the centre of the first cat: its colour, in [0, 1]
+    assert torch.allclose(pixel, torch.tensor(COLOURS[0]) / 255, atol=0.02) and x.shape == (6, 3, 12, 12)
+
+
+def test_imagefolder_plain_input(folder, fresh_lists):
+    plain = plain_input(Options(folder, image_size=16, image_mean=(0.4, 0.5, 0.6), image_std=(0.2, 0.3, 0.4)))
+    assert (plain.mean, plain.std, plain.range) == ((0.4, 0.5, 0.6), (0.2, 0.3, 0.4), (0.0, 1.0))
+    assert "Resize(18) and CenterCrop(16), shape (batch, 3, 16, 16)" in plain.how
+    x, _ = collect(load_dataset(Options(folder, image_size=16, image_mean=(0.4, 0.5, 0.6), image_std=(0.2, 0.3, 0.4)),
+                                root=str(folder), workers=0).test)
+    import torchvision.transforms as T
+
+    tf = T.Compose([T.Resize(18), T.CenterCrop(16), T.ToTensor()])
+    first = tf(Image.open(folder / "val" / "cat" / "0.jpg").convert("RGB"))
+    assert torch.allclose(normalized(first[None], plain), x[:1], atol=1e-6)
+
+
+def test_the_file_list_is_cached_and_rebuilt_when_the_folder_changes(folder, fresh_lists, monkeypatch):
+    import common.data
+    from common.data import FILE_LIST, folder_list
+
+    first = folder_list(folder)
+    assert json.loads((folder / FILE_LIST).read_text())["digest"] == first.digest
+    fresh_lists.clear()
+    real_scan = common.data._scan
+    monkeypatch.setattr(common.data, "_scan", lambda base: pytest.fail("listed again"))
+    assert load_dataset(Options(folder), root=str(folder), workers=0).train.num_samples == 18  # read from the cache
+    assert folder_list(folder).samples("train") == first.samples("train")
+    scans = []
+    monkeypatch.setattr(common.data, "_scan", lambda base: scans.append(base) or real_scan(base))
+    Image.new("RGB", (16, 16), COLOURS[1]).save(folder / "train" / "dog" / "new.png")  # a new image
+    fresh_lists.clear()
+    changed = folder_list(folder)
+    assert scans == [folder] and len(changed.splits["train"]) == 19 and changed.digest != first.digest
+    fresh_lists.clear()
+    assert folder_list(folder).digest == changed.digest and scans == [folder]  # the rewritten cache matches again
+
+
+def test_imagenet_is_listed_once(imagenet_root, fresh_lists, monkeypatch):
+    import common.data
+
+    load_dataset("imagenet", root=str(imagenet_root), workers=0)
+    assert (imagenet_root / "imagenet" / ".filelist.json").is_file()
+    fresh_lists.clear()
+    monkeypatch.setattr(common.data, "_scan", lambda base: pytest.fail("listed again"))
+    data = load_dataset("imagenet", root=str(imagenet_root), workers=0)
+    assert data.train.num_samples == 6 and collect(data.test)[1].tolist() == [0, 1, 2]
+
+
+def test_a_folder_that_cannot_hold_its_cache_keeps_it_in_the_users_cache(folder, fresh_lists, tmp_path, monkeypatch,
+                                                                           capsys):
+    import common.data
+    from common.data import FILE_LIST, folder_list
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (folder / FILE_LIST).mkdir()  # the cache's place is taken: it cannot be written there
+    listed = folder_list(folder)
+    (kept,) = (tmp_path / "cache" / "image-folder-lists").iterdir()
+    assert json.loads(kept.read_text())["folder"] == str(folder)
+    fresh_lists.clear()
+    monkeypatch.setattr(common.data, "_scan", lambda base: pytest.fail("listed again"))
+    assert folder_list(folder).digest == listed.digest and capsys.readouterr().err == ""
+
+
+def test_a_run_on_an_image_folder_is_identified_by_its_files_not_its_path(folder, fresh_lists, tmp_path):
+    from common import config as C
+    from common import pretrain
+    from common.store import config_hash
+
+    def run_hash(root, *args):
+        return config_hash(C.parse_args(pretrain.Config, ["--dataset", "imagefolder", "--data-dir", str(root), *args]))
+
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(folder, copy)
+    assert run_hash(folder) == run_hash(copy)  # the same files under another path: the same run
+    assert run_hash(folder) != run_hash(folder, "--image-size", "12")
+    (copy / "val" / "emu" / "1.png").unlink()
+    assert run_hash(folder) != run_hash(copy)
+    assert "image_size" not in C.canonical_json(pretrain.Config())  # other datasets: their hashes as before
+    with pytest.raises(UserError, match="does not apply to --dataset digits"):
+        C.parse_args(pretrain.Config, ["--image-size", "12"])
+
+
+@pytest.mark.parametrize("layout, message", [
+    ("loose", "{base}/train holds no class folders (2 images lie in it directly); put each class's images in a "
+              "folder of its own, {base}/train/<class>/"),
+    ("empty class", "{base}/train/b holds no image file (.jpg, .jpeg, .png"),
+    ("other classes", "{base}/train and {base}/val hold different class folders ('b' is in one only)"),
+    ("no val", "image folder not found: expected {base}/train/<class>/<images> and {base}/val/<class>/<images>"),
+])
+def test_an_image_folder_without_class_folders_is_one_line(tmp_path, layout, message, capsys):
+    from common import cli
+    from tests.conftest import one_error_line, run_cli
+
+    base = tmp_path / "bad"
+    if layout == "loose":
+        write_jpeg(base / "train" / "x.jpg", COLOURS[0], (8, 8))
+        write_jpeg(base / "train" / "y.jpg", COLOURS[1], (8, 8))
+        (base / "val").mkdir()
+    else:
+        for split in ("train",) + (() if layout == "no val" else ("val",)):
+            write_jpeg(base / split / "a" / "x.jpg", COLOURS[0], (8, 8))
+        if layout != "no val":
+            (base / ("train" if layout == "empty class" else "val") / "b").mkdir()
+            if layout == "empty class":
+                (base / "val" / "b").mkdir()
+                (base / "train" / "b" / "notes.txt").write_text("no images here")
+    runs = tmp_path / "runs"
+    argv = ["--dataset", "imagefolder", "--data-dir", str(base), "--runs-dir", str(runs)]
+    if layout == "loose":  # as a user runs it
+        proc = run_cli("common.pretrain", *argv)
+        assert proc.returncode == 2
+        line = one_error_line(proc)
+    else:  # the same, in this process (faster)
+        assert cli.main("common.pretrain", argv) == 2
+        err = capsys.readouterr().err
+        (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert line.startswith("error: " + message.format(base=base)), line
+    assert not runs.exists() or not list(runs.glob("*/*"))
 
 
 # ----------------------------------------------------------------------------- data-parallel shards, resumes, workers

@@ -191,15 +191,14 @@ def test_exports_are_the_same_bytes_from_two_checkouts_and_name_neither(exported
     for checkout in (ROOT, copy):
         for extra in ([], ["--format", "csr", "--layers", "all"]):
             args = ["--run", str(runs[0]), "--run", str(runs[1]), *extra]
-            # each export in a fresh process, as a user runs it: TorchScript renames a class scripted twice in one
-            # process (___torch_mangle_N), so a program's bytes depend on what the process traced before
+            # each export in a fresh process, as a user runs it
             proc = subprocess.run([sys.executable, "-m", "common.export", *args], cwd=checkout, capture_output=True,
                                   env=dict(os.environ, PYTHONPATH=str(checkout), OMP_NUM_THREADS="1"), text=True,
                                   timeout=300)
             assert proc.returncode == 0, proc.stderr
         for run in runs:
             for folder, names in (("export", ("model.pt2", "state_dict.pt", "sparsity.json")),
-                                  ("export-csr", ("model.torchscript.pt",) if run == runs[0] else ())):
+                                  ("export-csr", ("model.json", "model.pt") if run == runs[0] else ())):
                 for name in names:
                     data = (run / folder / name).read_bytes()
                     files.setdefault((run.name, folder, name), []).append(data)
@@ -207,7 +206,7 @@ def test_exports_are_the_same_bytes_from_two_checkouts_and_name_neither(exported
                     for text in [data] if archive is None else [archive.read(n) for n in archive.namelist()]:
                         for path in (ROOT, copy):  # in no record, uncompressed
                             assert str(path).encode() not in text, (run.name, folder, name, path)
-    assert len(files) == 7 and all(len(v) == 2 for v in files.values())
+    assert len(files) == 8 and all(len(v) == 2 for v in files.values())
     for key, (first, second) in files.items():
         assert first == second, key
     program = torch.export.load(runs[0] / "export" / "model.pt2")
@@ -239,21 +238,61 @@ def test_export_flag_parses_bare_and_leaves_the_run_hash_alone():
     assert config_hash(flagged) == config_hash(plain)
 
 
-def test_a_model_torch_export_cannot_capture_falls_back_to_torchscript(tmp_path, one_thread):
-    class Branchy(torch.nn.Module):  # data-dependent control flow: torch.export refuses it, tracing records a path
-        def __init__(self):
-            super().__init__()
-            self.fc = torch.nn.Linear(4, 3)
+class Branchy(torch.nn.Module):
+    """Data-dependent control flow: torch.export refuses it."""
 
-        def forward(self, x):
-            return self.fc(x) if x.sum() > -1e9 else -self.fc(x)
+    def __init__(self, num_classes, input_shape):
+        super().__init__()
+        self.fc = torch.nn.Linear(int(torch.tensor(input_shape).prod()), num_classes)
 
-    model = Branchy().eval()
-    with pytest.warns(torch.jit.TracerWarning):
-        name, fmt = E.save_program(model, torch.randn(2, 4), tmp_path)
-    assert (name, fmt) == ("model.torchscript.pt", "torchscript")
-    x = torch.randn(5, 4)
-    assert torch.equal(torch.jit.load(str(tmp_path / name))(x), model(x))
+    def forward(self, x):
+        x = x.flatten(1)
+        return self.fc(x) if x.sum() > -1e9 else -self.fc(x)
+
+
+def test_a_model_torch_export_cannot_capture_is_written_as_its_modules(tmp_path, one_thread):
+    """Its architecture (``--model tests.test_export:Branchy``, as a run names its own model) and tensors, rebuilt by
+    ``load`` with its normalization; without the architecture it cannot be written."""
+    from common.data import plain_input
+
+    torch.manual_seed(0)
+    plain = plain_input("digits")
+    model = E.PlainInputModel(Branchy(10, (1, 8, 8)), plain.mean, plain.std).eval()
+    conf = {"config": {"model": "tests.test_export:Branchy", "dataset": "digits"}}
+    example = torch.rand(2, 1, 8, 8)
+    with pytest.raises(ValueError, match="give its architecture"):
+        E.save_program(model, example, tmp_path)
+    name, fmt = E.save_program(model, example, tmp_path, E.modules_description(conf, (1, 8, 8)))
+    assert (name, fmt) == ("model.json", "modules") and sorted(p.name for p in tmp_path.iterdir()) == \
+        ["model.json", "model.pt"]
+    (tmp_path / "sparsity.json").write_text(json.dumps({"file": name, "format": fmt}))  # as export_run completes it
+    loaded = E.load(tmp_path)
+    x = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        assert type(loaded.model).__name__ == "Branchy" and torch.equal(loaded(x), model(x))
+
+
+def test_the_readmes_onnx_conversion_of_the_dense_export_gives_a_valid_onnx_model(exported, tmp_path):
+    """common/README.md's two lines, on the gmp.prune run's export: ``onnx.checker`` accepts the file, whose batch
+    dimension stays free."""
+    import onnx
+
+    from tests.conftest import ROOT
+
+    lines = ("program = torch.export.load(\"runs/gmp.prune/<hash>/export/model.pt2\")",
+             "torch.onnx.export(program, (x,), \"model.onnx\", dynamo=True)")
+    readme = (ROOT / "common" / "README.md").read_text()
+    assert all(line in readme for line in lines)
+    program = torch.export.load(exported["gmp.prune"]["dir"] / "export" / "model.pt2")
+    x = torch.rand(2, 1, 8, 8)
+    path = tmp_path / "model.onnx"
+    with contextlib.redirect_stdout(io.StringIO()):
+        torch.onnx.export(program, (x,), str(path), dynamo=True)
+    onnx.checker.check_model(str(path), full_check=True)
+    graph = onnx.load(str(path)).graph
+    assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim][1:] == [1, 8, 8]
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic: any batch size
+    assert graph.output[0].type.tensor_type.shape.dim[1].dim_value == 10
 
 
 def test_bad_runs_are_one_error_line(tmp_path, capsys):

@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -6,8 +8,8 @@ from torch import nn
 from torch.ao.pruning import CubicSL, WeightNormSparsifier
 
 from common.store import collect
-from gmp.schedule import PruningSteps, cubic_sparsity
-from tests.conftest import one_error_line, run_cli
+from gmp.schedule import GradualPruner, PruningSteps, cubic_sparsity
+from tests.conftest import ROOT, one_error_line, run_cli
 
 FAST = ["--model", "mlp", "--exclude", "last", "--pretrain.epochs", "3", "--epochs", "6", "--stabilize-epochs", "1",
         "--prune-epochs", "3", "--progress", "off"]
@@ -120,3 +122,104 @@ def test_a_run_that_misses_its_target_sparsity_is_recorded_failed(runs, monkeypa
     assert not (run_dir / "result.json").exists()
     reason = json.loads((run_dir / "failed.json").read_text())["reason"]
     assert "past the run's end (step 72)" in reason and "lengthen --epochs" in reason
+
+
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(20, 40), nn.ReLU(), nn.Linear(40, 30), nn.ReLU(), nn.Linear(30, 5))
+
+
+def _train(model, optimizer, pruner, steps, start=0):
+    """A plain training loop on random tensors, the pruner stepped once per optimizer step."""
+    g = torch.Generator().manual_seed(1)
+    for t in range(start, start + steps):
+        x, y = torch.randn(16, 20, generator=g), torch.randint(0, 5, (16,), generator=g)
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        pruner.mask_grads()
+        optimizer.step()
+        pruner.step(t)
+
+
+def test_gradual_pruner_in_a_plain_loop_follows_the_cubic_schedule_and_keeps_pruned_weights_zero():
+    model = _net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
+    records = []
+    pruner = GradualPruner(model, optimizer, final_sparsity=0.8, initial_sparsity=0.1, start_step=3, end_step=17,
+                           every=4, log=lambda **r: records.append(r))
+    assert pruner.sparsity() == 0.0 and not records and pruner.last_update == 15  # dense until step 3
+    _train(model, optimizer, pruner, 25)
+    assert [r["step"] for r in records] == [3, 7, 11, 15]
+    assert [r["target_sparsity"] for r in records] == [cubic_sparsity(t, 0.1, 0.8, 3, 3, 4) for t in (3, 7, 11, 15)]
+    assert records[0]["target_sparsity"] == pytest.approx(0.1) and records[-1]["target_sparsity"] == 0.8
+    assert list(pruner.params) == ["0.weight", "2.weight"]  # the classifier stays dense
+    for name, layer in (("0.weight", model[0]), ("2.weight", model[2])):  # per layer: exactly round(0.8 n) each
+        pruned = layer.weight == 0
+        assert int(pruned.sum()) == round(0.8 * layer.weight.numel())
+        assert torch.equal(pruned, pruner.masks.masks[name] == 0)
+        assert not optimizer.state[layer.weight]["momentum_buffer"][pruned].any()
+    assert records[-1]["layer_sparsity"] == pytest.approx({"0.weight": 0.8, "2.weight": 0.8})
+    assert pruner.sparsity() == records[-1]["sparsity"] == pytest.approx(0.8)
+    assert (model[4].weight != 0).all()
+
+
+def test_gradual_pruner_from_start_to_start_prunes_once_at_construction():
+    """One-shot pruning: start_step == end_step == 0 sets the final masks before the first step (global ranking)."""
+    model = _net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    dense = {n: p.detach().abs().clone() for n, p in model.named_parameters()}
+    pruner = GradualPruner(model, optimizer, final_sparsity=0.7, scope="global", exclude=("first", "last"))
+    assert list(pruner.params) == ["2.weight"] and pruner.sparsity() == pytest.approx(0.7, abs=1e-3)
+    threshold = dense["2.weight"].flatten().kthvalue(round(0.7 * 1200)).values
+    assert torch.equal(model[2].weight == 0, dense["2.weight"] <= threshold)  # the smallest magnitudes went
+    masks = pruner.state_dict()
+    _train(model, optimizer, pruner, 10)
+    assert all(torch.equal(masks[n], m) for n, m in pruner.masks.masks.items())  # frozen: no further update
+    assert int((model[2].weight == 0).sum()) == round(0.7 * 1200)
+
+
+@pytest.mark.parametrize("kwargs", [{"final_sparsity": 0.5, "initial_sparsity": 0.6}, {"final_sparsity": 1.0},
+                                    {"final_sparsity": 0.5, "every": 0}, {"final_sparsity": 0.5, "start_step": 5}])
+def test_gradual_pruner_refuses_an_impossible_schedule(kwargs):
+    with pytest.raises(ValueError):
+        GradualPruner(_net(), **kwargs)
+
+
+def test_the_pruner_in_a_plain_loop_gives_the_scripts_weights(runs, one_thread):
+    """gmp.prune's run and the same schedule driven by hand: the same dense start, batches, SGD and masks, so the
+    same weights, bit for bit."""
+    from common import config as C
+    from common.data import load_dataset
+    from common.pretrain import load_dense
+    from common.store import Run, execute, execute_dependencies
+    from gmp import prune
+
+    cfg = C.parse_args(prune.Config, [*FAST, "--target-sparsity", "0.8", "--device", "cpu", "--runs-dir", str(runs)])
+    execute(prune, cfg)
+    by_script = torch.load(Run(prune.SCRIPT, cfg).dir / "model.pt", weights_only=True)
+
+    model, _ = load_dense(cfg, execute_dependencies(prune, cfg), torch.device("cpu"))
+    data = load_dataset(cfg.dataset, batch_size=cfg.optim.batch_size, seed=cfg.seed, val_size=cfg.val_size)
+    steps = len(data.train)  # every stage's LR is 0.01, every weight decay 5e-4 (FAST's fine-tuning ends before 4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    pruner = GradualPruner(model, optimizer, final_sparsity=0.8, initial_sparsity=0.05, start_step=steps,
+                           end_step=4 * steps, every=steps, exclude=("last",))
+    t = 0
+    for epoch in range(6):
+        model.train()
+        for x, y in data.train.epoch(epoch):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            pruner.mask_grads()
+            optimizer.step()
+            pruner.step(t)
+            t += 1
+    assert t == 6 * steps and pruner.sparsity() == pytest.approx(0.8, abs=1e-3)
+    assert by_script.keys() == model.state_dict().keys()
+    assert all(torch.equal(by_script[k], v) for k, v in model.state_dict().items())
+
+
+def test_the_pruner_needs_no_run_store():
+    code = "import sys, gmp.schedule; print('common.store' in sys.modules, 'common.config' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["False", "False"], proc.stderr

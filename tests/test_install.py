@@ -1,18 +1,22 @@
 """The environment `make` builds is pinned: every direct dependency in requirements.txt and every installed package in
 constraints.txt has one exact version, and the environment the tests run in is that one. ``make install
 TORCH_INDEX=URL`` takes torch / torchvision from a PyTorch wheel index (a CUDA version, or the CPU), checked before
-anything is installed, and the rest from the pins."""
+anything is installed, and the rest from the pins. ``pip install -e .`` (pyproject.toml) makes the scripts run from
+any directory, and names the same packages, unpinned."""
 from __future__ import annotations
 
 import functools
 import http.server
+import importlib.util
 import os
 import re
 import shutil
+import site
 import socket
 import subprocess
 import sys
 import threading
+import tomllib
 from importlib import metadata
 from pathlib import Path
 
@@ -103,3 +107,44 @@ def test_torch_index_lists_the_pinned_versions_and_make_installs_them_from_it(in
     assert proc.returncode == 2 and f"has no torchvision {torch_index.pins()['torchvision']}" in line, line
     proc = run_cli("common.torch_index", "download.pytorch.org/whl/cpu")
     assert proc.returncode == 2 and "is not an http(s) URL" in one_error_line(proc)
+
+
+# ------------------------------------------------------------------------------------------- pip install -e .
+def test_pyproject_names_the_packages_of_requirements_unpinned():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = [*project["dependencies"], *(d for extra in project["optional-dependencies"].values() for d in extra)]
+    names = [re.match(r"[A-Za-z0-9_.\-]+", d).group(0).lower().replace("_", "-") for d in declared]
+    assert sorted(names) == sorted(set(names)) == sorted(_pins(ROOT / "requirements.txt"))
+    assert not [d for d in declared if "==" in d]  # an environment of one's own keeps its versions (its torch build)
+
+
+def test_an_editable_install_runs_the_scripts_from_any_directory(tmp_path):
+    """``pip install -e .`` into a fresh environment that sees this one's packages (nothing is downloaded: no index,
+    no build isolation), then a script run from a folder outside the repository imports this checkout."""
+    if importlib.util.find_spec("setuptools") is None:
+        pytest.skip("building the editable install offline needs setuptools (>= 64) in this environment")
+    venv, elsewhere = tmp_path / "venv", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv], check=True,
+                   timeout=60)
+    python = venv / "bin" / "python"
+    # --system-site-packages gives the base interpreter's packages, not this environment's (torch, pip, setuptools)
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], env=env,
+                             capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    Path(purelib, "this-environment.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+
+    def run(*args, cwd=elsewhere):
+        return subprocess.run([python, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=120)
+
+    before = run("-m", "bip.prune", "--help")
+    assert before.returncode == 1 and "No module named 'bip'" in before.stderr  # not importable from there yet
+    install = run("-m", "pip", "install", "--no-deps", "--no-build-isolation", "-e", ROOT, cwd=tmp_path)
+    assert install.returncode == 0, install.stdout + install.stderr
+    proc = run("-m", "bip.prune", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: python -m bip.prune") and "--config FILE" in proc.stdout
+    where = run("-c", "import bip, figures.bip, slurm; print(bip.__file__, slurm.__file__)")
+    assert where.stdout.split() == [str(ROOT / "bip" / "__init__.py"), str(ROOT / "slurm" / "__init__.py")]

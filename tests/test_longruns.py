@@ -148,7 +148,7 @@ def test_negative_checkpoint_interval_is_one_error_line(flag, tmp_path):
 
 
 def test_a_timed_checkpoint_falls_due_after_its_minutes(monkeypatch):
-    loop = T._Loop(type("R", (), {"cfg": type("Cfg", (), {"checkpoint_every_minutes": 2.0})()})(), {})
+    loop = T.resumable_epochs(type("R", (), {"cfg": type("Cfg", (), {"checkpoint_every_minutes": 2.0})()})(), 1, {})
     clock = [loop.last]
     monkeypatch.setattr(T.time, "monotonic", lambda: clock[0])
     assert not loop.due(7)

@@ -1,4 +1,5 @@
-"""Model zoo: standard parameter counts, shapes for every class count / input size, conventions."""
+"""Model zoo: standard parameter counts, shapes for every class count / input size, conventions; models from outside
+the zoo (torchvision:<name>, <package.module>:<function>)."""
 
 import pytest
 import torch
@@ -105,7 +106,8 @@ def test_unknown_model_is_a_one_line_user_error():
     with pytest.raises(UserError) as info:
         build_model("resnet21", 10, CIFAR)
     msg = str(info.value)
-    assert "unknown model 'resnet21'" in msg and "resnet20" in msg and "\n" not in msg
+    assert msg.startswith("--model 'resnet21' is not one of: mlp, cnn") and "resnet20" in msg and "\n" not in msg
+    assert "torchvision:<name>" in msg and "<package.module>:<function>" in msg
 
 
 @pytest.mark.parametrize("num_classes, input_shape", [(0, CIFAR), (10, (32, 32)), (10, (3, 0, 32))])
@@ -143,3 +145,65 @@ def test_torch_pruning_structured_pruning_applies(name, input_shape):
     pruner.step()
     assert n_params(model) < 0.6 * before
     assert model(x).shape == (2, 10)
+
+
+# --------------------------------------------------------------------------------------------- outside the zoo
+def wrong_classes(num_classes, input_shape):
+    """A builder that ignores ``num_classes`` (3 logits)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(input_shape[0] * input_shape[1] * input_shape[2], 3))
+
+
+def failing(num_classes, input_shape):
+    raise ValueError("no such width\nfor this input")
+
+
+def not_a_module(num_classes, input_shape):
+    return "a model"
+
+
+def test_torchvision_models_are_built_randomly_initialized_never_downloaded(monkeypatch):
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: pytest.fail("a download was tried"))
+    torch.manual_seed(0)
+    a = build_model("torchvision:resnet18", 10, CIFAR).eval()
+    torch.manual_seed(1)
+    b = build_model("torchvision:resnet18", 10, CIFAR)
+    assert type(a).__name__ == "ResNet" and a.fc.out_features == 10 and list(a.modules())[-1] is a.fc
+    assert not torch.equal(a.conv1.weight, b.conv1.weight)  # seeded random initializations, no published weights
+    with torch.no_grad():
+        assert a(torch.randn(2, *CIFAR)).shape == (2, 10)
+
+
+def test_torchvision_stem_adapts_to_one_channel_and_aux_heads_are_left_out():
+    model = build_model("torchvision:resnet18", 10, FASHION)
+    assert model.conv1.in_channels == 1 and (model.conv1.kernel_size, model.conv1.stride) == ((7, 7), (2, 2))
+    inception = build_model("torchvision:googlenet", 10, (3, 64, 64)).train()
+    assert inception(torch.randn(2, 3, 64, 64)).shape == (2, 10)  # a tensor while training too: no auxiliary heads
+
+
+def tiny(num_classes, input_shape):
+    """A user's own builder: function(num_classes, input_shape) -> nn.Module."""
+    return nn.Sequential(nn.Conv2d(input_shape[0], 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, num_classes))
+
+
+def test_own_function_builds_the_model():
+    model = build_model("tests.test_models:tiny", 7, DIGITS)
+    assert model.training and model(torch.randn(2, *DIGITS)).shape == (2, 7)  # checked in eval mode, handed back as built
+
+
+@pytest.mark.parametrize("name, message", [
+    ("torchvision:nonexistent", "--model torchvision:nonexistent: torchvision "),
+    ("tests.no_such_module:make", "--model tests.no_such_module:make: cannot import tests.no_such_module "
+                                  "(ModuleNotFoundError: No module named 'tests.no_such_module')"),
+    ("tests.test_models:DIGITS", "--model tests.test_models:DIGITS: tests.test_models has no function DIGITS"),
+    ("tests.test_models:wrong_classes", "--model tests.test_models:wrong_classes gives (1, 3) for one input of shape "
+                                        "(1, 8, 8); a classifier of this dataset must give (1, 10)"),
+    ("tests.test_models:failing", "--model tests.test_models:failing failed to build a model for 10 classes and inputs "
+                                  "of shape (1, 8, 8) (ValueError: no such width for this input)"),
+    ("tests.test_models:not_a_module", "--model tests.test_models:not_a_module returned str, not a torch.nn.Module"),
+    ("torchvision:vit_b_16", "--model torchvision:vit_b_16 cannot take inputs of shape (batch, 1, 8, 8) ("),
+])
+def test_a_model_from_outside_that_cannot_serve_is_one_line(name, message):
+    with pytest.raises(UserError) as info, torch.device("meta"):  # the meta device of a script's validate
+        build_model(name, 10, DIGITS)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value), str(info.value)

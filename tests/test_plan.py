@@ -197,3 +197,26 @@ def test_a_table_without_an_entry_is_a_user_error(tmp_path):
     table.write_text("[epoch_hours\n")
     with pytest.raises(UserError, match="not valid TOML"):
         cost.load_times(table)
+
+
+def test_published_dense_weights_variant_drops_the_dense_runs_and_says_what_it_saves(tmp_path):
+    """The opt-in plan variant: runs that prune an ImageNet ResNet-50 start from torchvision's published weights
+    (their dense runs leave the plan); runs that rewind keep their dense training; the default plan is unchanged."""
+    from common import config as C
+    from figures.cost import PUBLISHED, plan, with_published_dense
+    from gmp import prune as gmp
+
+    cfg = C.build(gmp.Config, dataset="imagenet", model="resnet50")
+    (script, published), = with_published_dense([("gmp.prune", cfg)])
+    assert published.dense_weights == PUBLISHED[("imagenet", "resnet50")]
+    assert not [d for d, _ in gmp.dependencies(published) if d == "common.pretrain"]
+    assert [d for d, _ in gmp.dependencies(cfg) if d == "common.pretrain"]
+    digits = C.build(gmp.Config)
+    assert with_published_dense([("gmp.prune", digits)])[0][1] is digits  # no published weights for this setup
+
+    said = []
+    runtime = {"runs_dir": str(tmp_path / "runs")}
+    faithful = plan(["fig-gmp-wd"], "paper", runtime, echo=lambda *a: None)
+    variant = plan(["fig-gmp-wd"], "paper", runtime, echo=said.append, published=True)
+    assert variant["total"] < faithful["total"]
+    assert f"instead of {faithful['total']:.1f}" in said[-1] and "saved" in said[-1]

@@ -1,6 +1,8 @@
 """Post-training structured pruning: grouping, importance, the two phases, the command line and its errors."""
 import copy
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ from common.models import build_model
 from common.store import collect
 from posttrain import groups as G
 from posttrain import reconstruct as R
-from tests.conftest import one_error_line, run_cli
+from tests.conftest import ROOT, one_error_line, run_cli
 
 X = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
 FAST = ["--model", "mlp", "--pretrain.epochs", "3", "--samples", "64", "--phase1-epochs", "3", "--phase2-epochs", "2",
@@ -273,3 +275,50 @@ def test_phase1_penalty_steps_exactly_the_removed_rows_consumer_columns_and_bn_g
         assert torch.allclose(value, want, rtol=1e-6, atol=0), name
         assert torch.equal(value != before[name], expected.get(name, torch.zeros_like(value, dtype=torch.bool))
                            & (before[name] != 0)), name
+
+
+def _small_convnet() -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1),
+                          nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):  # statistics as after training
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def test_calibrate_prunes_a_plain_model_from_unlabeled_samples_and_reconstruction_pays(one_thread):
+    model, records = _small_convnet(), []
+    dense = copy.deepcopy(model).eval()
+    out = R.calibrate(model, X, 0.5, phase1_epochs=3, phase2_epochs=3, log=lambda **r: records.append(r))
+    assert out.model is model and [m.out_channels for m in (model[0], model[3])] != [8, 16]
+    assert sum(m.out_channels for m in (model[0], model[3])) == 12            # half of the 24 prunable channels
+    assert model[8].out_features == 10 and model(X).shape == (64, 10)          # the classifier keeps its outputs
+    assert [(r["phase"], r["epoch"]) for r in records] == [("phase1", e) for e in (1, 2, 3)] + \
+        [("phase2", e) for e in (1, 2, 3)]
+    assert [p.requires_grad for p in dense.parameters()] == [True] * 10       # the teacher was a copy
+    removal_only = R.calibrate(copy.deepcopy(dense), X, 0.5, phase1_epochs=0, phase2_epochs=0)
+    assert removal_only.updates and all(u["update"] == 0.0 for u in removal_only.updates)
+    assert R.calibration_loss(model, out.targets, X, out.plan.kept) < \
+        0.7 * R.calibration_loss(removal_only.model, removal_only.targets, X, removal_only.plan.kept)
+
+
+def test_calibrate_defaults_are_the_scripts_tiny_profile():
+    """``calibrate(model, x, ratio)`` with no options is the method ``posttrain.prune`` runs by default."""
+    import inspect
+
+    from posttrain import prune
+
+    cfg, defaults = prune.Config(), inspect.signature(R.calibrate).parameters
+    fields = {"ignore": "ignore", "phase1_epochs": "phase1_epochs", "phase2_epochs": "phase2_epochs", "lr": "lr",
+              "batch_size": "batch_size", "penalty": "penalty", "penalty_growth": "penalty_growth",
+              "balanced": "balanced", "seed": "sample_seed"}
+    assert {k: defaults[k].default for k in fields} == {k: getattr(cfg, f) for k, f in fields.items()}
+    assert cfg.method == "ours" and defaults["layerwise"].default is False
+
+
+def test_calibrate_needs_no_run_store():
+    code = "import sys, posttrain.reconstruct; print('common.store' in sys.modules, 'common.config' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["False", "False"], proc.stderr

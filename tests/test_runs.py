@@ -3,17 +3,21 @@ from) computed with reduced epochs, and runs in every other state made with the 
 one with a checkpoint and no result, one whose lock a live process holds, one that only has its config)."""
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import shutil
 import socket
+import sys
 
+import numpy as np
 import pytest
 
 from common import config as C
 from common import pretrain
 from common.atomic import atomic_write_json
-from common.runs import main
-from common.store import Run, RunLock, execute, read_log
+from common.runs import main, scalars
+from common.store import Run, RunLock, config_hash, execute, read_log
 from gmp import prune
 from tests.conftest import one_error_line, run_cli, single_thread
 
@@ -116,6 +120,52 @@ def test_show_prints_config_and_result_by_hash_prefix_or_directory(store, capsys
     assert code == 0 and "failed (training loss is NaN at epoch 2)" in out and "result:" not in out
 
 
+def commands(out: str) -> list[list[str]]:
+    """The commands ``show`` printed to reproduce a run, each as its argv."""
+    return [shlex.split(ln.split(": ", 1)[1]) for ln in out.splitlines()
+            if ln.startswith(("reproduce: ", "       or: "))]
+
+
+def test_show_prints_commands_that_reproduce_the_run(store, capsys, tmp_path):
+    run = store["done"]
+    code, out, _ = cli(capsys, "show", "--runs-dir", run.root, run.hash)
+    assert code == 0
+    flags, from_file = commands(out)
+    assert flags[:3] == ["python", "-m", prune.SCRIPT] and dict(zip(flags[3::2], flags[4::2])) == {
+        "--model": "mlp", "--exclude": "last", "--pretrain.epochs": "2", "--target-sparsity": "0.5", "--epochs": "3",
+        "--prune-epochs": "1", "--finetune-lr.milestones": ""}
+    assert from_file == ["python", "-m", prune.SCRIPT, "--config", str(run.dir / "config.json")]
+    for argv in (flags, from_file):
+        assert config_hash(C.parse_args(prune.Config, argv[3:], presets=prune.PRESETS)) == run.hash
+
+    dense = store["dense"]  # the command run as a user runs it (the dense model: the quicker to compute)
+    code, out, _ = cli(capsys, "show", "--runs-dir", dense.root, dense.hash)
+    flags = commands(out)[0]
+    assert code == 0 and flags[:3] == ["python", "-m", pretrain.SCRIPT] and "--config" not in flags
+    proc = run_cli(*flags[2:], "--runs-dir", tmp_path / "runs", env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["hash"] == dense.hash and (tmp_path / "runs" / pretrain.SCRIPT / dense.hash).is_dir()
+
+
+def test_show_reproduces_a_run_built_from_a_preset_or_only_from_its_config(capsys, tmp_path):
+    """A run whose config sets a field its method ignores (as a profile's rows built from a preset may), which the
+    command line refuses as a flag: a preset that sets it gives it, and where none does only its config.json can."""
+    root = tmp_path / "runs"
+    from_preset = started(prune.SCRIPT, C.build(prune.Config, prune.PRESETS, "imagenet-resnet50", method="oneshot",
+                                                seed=3, runs_dir=str(root)))  # the preset's --update-every 0.4
+    code, out, _ = cli(capsys, "show", "--runs-dir", root, from_preset.hash)
+    assert code == 0
+    assert commands(out)[0] == ["python", "-m", prune.SCRIPT, "--preset", "imagenet-resnet50", "--seed", "3",
+                                "--method", "oneshot"]
+    assert config_hash(C.parse_args(prune.Config, commands(out)[0][3:], presets=prune.PRESETS)) == from_preset.hash
+
+    ignored = started(prune.SCRIPT, gmp_config(root, method="oneshot", update_every=2.0))
+    code, out, _ = cli(capsys, "show", "--runs-dir", root, ignored.hash)
+    assert code == 0 and commands(out) == [["python", "-m", prune.SCRIPT, "--config", str(ignored.dir / "config.json")]]
+    assert (f"(flags alone cannot give run {ignored.hash}: --update-every 2.0 does not apply to --method oneshot (it "
+            "is used with --method gmp only))") in out
+
+
 def test_log_prints_one_record_per_line(store, capsys):
     run = store["done"]
     code, out, _ = cli(capsys, "log", "--runs-dir", run.root, run.hash)
@@ -161,3 +211,50 @@ def test_rm_asks_and_never_removes_a_run_a_live_process_computes(store, tmp_path
     assert (root / prune.SCRIPT / store["done"].hash).is_dir() and locked.is_dir()
     code, _, err = cli(capsys, "rm", "--runs-dir", root, "--script", pretrain.SCRIPT, "--yes")
     assert code == 2 and "no run in" in err
+
+
+# ------------------------------------------------------------------------------------------------ tensorboard
+def test_scalars_tag_each_kind_of_record_by_its_own_step():
+    records = [{"event": "start", "time": 0.1},
+               {"epoch": 1, "step": 10, "stage": "prune", "train_loss": 0.5, "time": 1.0},
+               {"event": "prune", "step": 10, "sparsity": 0.5, "layer_sparsity": {"fc.weight": 0.4}, "done": True},
+               {"epoch": 2, "step": 20, "train_loss": 0.25, "time": 2.0},
+               {"phase": "phase2", "epoch": 1, "rec_loss": 0.1} | {"event": "phase"},
+               {"phase": "phase2", "epoch": 1, "rec_loss": 0.05} | {"event": "phase"}]
+    assert scalars(records) == [
+        ("start/time", 1, 0.1),
+        ("epoch/epoch", 10, 1.0), ("epoch/train_loss", 10, 0.5), ("epoch/time", 10, 1.0),
+        ("epoch/epoch", 20, 2.0), ("epoch/train_loss", 20, 0.25), ("epoch/time", 20, 2.0),
+        ("prune/sparsity", 10, 0.5), ("prune/layer_sparsity.fc.weight", 10, 0.4),
+        ("phase/epoch", 1, 1.0), ("phase/rec_loss", 1, 0.1), ("phase/epoch", 2, 1.0), ("phase/rec_loss", 2, 0.05)]
+
+
+def test_tensorboard_writes_the_logged_scalars(store, capsys, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = store["done"]
+    code, out, _ = cli(capsys, "tensorboard", "--runs-dir", run.root, run.hash, "--out", tmp_path / "tb")
+    assert code == 0 and out.splitlines()[-1] == f"view them: tensorboard --logdir {tmp_path / 'tb'}"
+    events = EventAccumulator(str(tmp_path / "tb" / prune.SCRIPT / run.hash))
+    events.Reload()
+    read = sorted((tag, e.step, e.value) for tag in events.Tags()["scalars"] for e in events.Scalars(tag))
+    expected = scalars(read_log(run.dir))
+    assert len(expected) > 10 and read == sorted((t, s, float(np.float32(v))) for t, s, v in expected)  # as float32
+    assert any(tag == "epoch/train_loss" for tag, _, _ in expected)
+    code, _, _ = cli(capsys, "tensorboard", "--runs-dir", run.root, run.hash, "--out", tmp_path / "tb")
+    assert code == 0 and len(list((tmp_path / "tb" / prune.SCRIPT / run.hash).iterdir())) == 1  # replaced, not added
+
+
+def test_tensorboard_refusals_are_one_line(store, capsys, tmp_path, monkeypatch):
+    run = store["done"]
+    (tmp_path / "file").write_text("")
+    code, _, err = cli(capsys, "tensorboard", "--runs-dir", run.root, "--out", tmp_path / "tb")
+    assert code == 2 and err == "error: tensorboard needs the runs to convert: hashes or directories, --script or " \
+                                "--where\n"
+    code, _, err = cli(capsys, "tensorboard", "--runs-dir", run.root, run.hash, "--out", tmp_path / "file" / "tb")
+    assert code == 2 and err.startswith(f"error: --out {tmp_path / 'file' / 'tb'}: cannot write") and \
+        len(err.splitlines()) == 1
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as where tensorboard is not installed
+    code, _, err = cli(capsys, "tensorboard", "--runs-dir", run.root, run.hash, "--out", tmp_path / "tb")
+    assert code == 2 and err == "error: writing TensorBoard event files needs the tensorboard package, which is not " \
+                                "installed: pip install tensorboard\n"

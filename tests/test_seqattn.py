@@ -1,19 +1,25 @@
-"""SequentialAttention++ and its baselines: schedule, layouts, attention, fused scale vs reference, runs, resume,
-bad input."""
+"""SequentialAttention++ and its baselines: schedule, layouts, attention, fused scale vs reference, the phase controller
+in a plain loop, runs, resume, bad input."""
+import inspect
 import json
 import math
 
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from common import config as C
 from common import sparsity as S
+from common.data import load_dataset
+from common.models import build_model
 from common.store import Run, collect, execute, read_log
+from common.train import lr_at
 from seqattn import attention, fused, oneshot, prune
 from seqattn import phases as P
 from seqattn.attention import Reparam, clip_range
 from seqattn.blocks import BlockLayers, block_sum, block_topk, scale_blocks
+from seqattn.controller import PhaseController
 from tests.conftest import one_error_line, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -200,6 +206,103 @@ def test_hard_pruning_zeroes_the_pruned_blocks_and_their_momentum_and_they_stay_
         step()
         for n, w in layers.params.items():
             assert not w[~layers.views[n].expand(masks[n]).bool()].any(), n
+
+
+# ------------------------------------------------------------------------------------------------ controller
+@pytest.mark.parametrize("method", ["sapp", "acdc", "magnitude", "powerprop"])
+def test_a_plain_training_loop_drives_the_controller_to_its_block_sparsity(method):
+    """No store, no script: an MLP on random tensors, SGD from the controller's parameter groups, one call per step."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    events = []
+    ctl = PhaseController(model, method=method, block=4, sparsity=0.75, total_steps=60, phases=(0.2, 0.2, 0.2, 0.4),
+                          log=lambda defer, **record: events.append((defer, record)))
+    optimizer = ctl.attach(torch.optim.SGD(ctl.param_groups(), lr=0.05, momentum=0.9))
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(60, 32, 64, generator=g), torch.randint(0, 10, (60, 32), generator=g)
+    for t in range(60):
+        ctl.begin_step(t)
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x[t]), y[t]).backward()
+        optimizer.step()
+    assert ctl.block_sparsity() == 0.75 and ctl.applied_sparsity() == 0.75
+    ctl.finish()
+    assert not any(parametrize.is_parametrized(m) for m in model)  # plain layers computing W_eff
+    for name, mask in ctl.reparam.masks().items():  # 64x64 and 64x32: 256 and 128 blocks of 4x4, a quarter kept
+        weight = dict(model.named_parameters())[name]
+        norms = S.BlockView(weight.shape, 4).norms(weight)
+        assert float(mask.mean()) == 0.25 and not norms[mask == 0].any(), name
+    assert model[4].weight.all()  # the classifier stays dense
+    phases = [(r["step"], r["phase"]) for _, r in events if r["event"] == "phase"]
+    expected = {"sapp": [(0, "dense"), (12, "sparsify"), (36, "sparse")],
+                "acdc": [(0, "dense"), (12, "sparse"), (24, "dense"), (36, "sparse")]}
+    assert phases == expected.get(method, [(0, "dense"), (36, "sparse")])
+    updates = [(defer, r) for defer, r in events if r["event"] == "prune"]
+    if method == "sapp":  # one mask update per step of the sparsification phase but its first, each without a sync
+        assert [r["step"] for _, r in updates] == list(range(13, 36))
+        assert all(defer and torch.is_tensor(r["sparsity"]) for defer, r in updates)
+        assert ctl.logit_sd() > 0
+    else:
+        assert all(not defer and isinstance(r["sparsity"], float) for defer, r in updates)
+        assert ctl.logit_sd() is None
+
+
+@pytest.mark.parametrize("method", ["sapp", "acdc"])
+def test_the_controller_in_a_plain_loop_gives_the_weights_the_script_computes(runs, method):
+    cfg = C.build(prune.Config, method=method, block=4, sparsity=0.9, phases=(0.25, 0.25, 0.25, 0.25),
+                  runs_dir=str(runs), **FAST)
+    execute(prune, cfg)
+    stored = torch.load(Run(prune.SCRIPT, cfg).dir / "model.pt", weights_only=True)
+    torch.manual_seed(cfg.seed)  # the script's data order and initialization
+    data = load_dataset(cfg.dataset, root=cfg.data_dir, batch_size=cfg.optim.batch_size, seed=cfg.seed)
+    model = build_model(cfg.model, data.info.num_classes, data.info.input_shape)
+    steps = len(data.train)
+    ctl = PhaseController(model, method=method, block=4, sparsity=0.9, epochs=cfg.epochs, steps_per_epoch=steps,
+                          phases=cfg.phases)
+    optimizer = ctl.attach(torch.optim.SGD(ctl.param_groups(), lr=cfg.lr.lr, momentum=cfg.optim.momentum,
+                                           weight_decay=cfg.optim.weight_decay))
+    for epoch in range(cfg.epochs):
+        for i, (x, y) in enumerate(data.train.epoch(epoch)):
+            t = epoch * steps + i
+            ctl.begin_step(t)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(cfg.lr, t / steps, cfg.epochs)
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+    ctl.finish()
+    assert model.state_dict().keys() == stored.keys()
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, stored[name]), name
+
+
+def test_the_controller_takes_the_scripts_settings_with_its_defaults(monkeypatch):
+    defaults = {n: p.default for n, p in inspect.signature(PhaseController).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    cfg = C.build(prune.Config)
+    shared = [n for n in defaults if hasattr(cfg, n) and n != "epochs"]  # the run length has no default
+    assert len(shared) == 19 and {n: defaults[n] for n in shared} == {n: getattr(cfg, n) for n in shared}
+    passed = {}
+    monkeypatch.setattr(prune, "PhaseController", lambda model, **kwargs: passed.update(kwargs))
+    prune.controller(cfg, None, 12)
+    assert set(defaults) - {"total_steps"} == set(passed) and passed["epochs"] == cfg.epochs
+    with pytest.raises(RuntimeError, match="attach the optimizer"):
+        PhaseController(nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 2)), total_steps=10).begin_step(0)
+
+
+def test_the_curve_subset_is_decoded_once_and_read_at_every_point():
+    class Split:
+        num_samples, batch_size, taken = 50, 16, []
+
+        def take(self, idx):
+            self.taken.append(idx)
+            return idx.float(), idx
+
+    split = Split()
+    subset = prune.CurveSubset(split, 40, 0)
+    first, again = list(subset.epoch(0)), list(subset.epoch(0))
+    assert len(split.taken) == 3 and all(a[0] is b[0] for a, b in zip(first, again))  # 16 + 16 + 8, held
+    assert torch.equal(torch.cat([y for _, y in again]), subset.indices)
 
 
 # ------------------------------------------------------------------------------------------------ runs

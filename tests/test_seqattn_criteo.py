@@ -94,9 +94,9 @@ def test_criteo_preset_puts_weight_decay_on_the_logits_only():
     cfg = C.build(prune.Config, prune.PRESETS, "criteo")
     with torch.device("meta"):  # shapes only
         model = CriteoNet()
-    reparam = prune.reparametrize(cfg, model, prune.KIND["sapp"])
-    optimizer = make_optimizer(prune.param_groups(cfg, model, reparam), cfg.optim, cfg.lr.lr)
-    logits = {id(p) for p in reparam.logits()}
+    ctl = prune.controller(cfg, model, steps_per_epoch=1)
+    optimizer = make_optimizer(ctl.param_groups(), cfg.optim, cfg.lr.lr)
+    logits = {id(p) for p in ctl.reparam.logits()}
     assert len(logits) == 1  # one layer block-sparsified: net.0
     decay = {all(id(p) in logits for p in g["params"]): g["weight_decay"] for g in optimizer.param_groups}
     assert decay[True] > 0 and decay[False] == 0.0

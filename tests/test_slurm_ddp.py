@@ -64,6 +64,24 @@ def test_with_batchnorm_two_processes_are_close_to_one_not_equal(tmp_path):
     assert 0 < gap <= 0.1
 
 
+def test_with_sync_bn_two_processes_match_one_process_with_batchnorm(tmp_path):
+    """--sync-bn (the same run hash): BatchNorm normalizes with the global batch's statistics, so the digits CNN after
+    an epoch of 12 steps is within 1e-5 of one process in every weight and running statistic (float rounding only:
+    over more steps it grows, as between any two summation orders of this small BatchNorm network)."""
+    args = ["--model", "cnn", "--train.epochs", "1", "--device", "cpu", "--progress", "off"]
+    result, run = one_thread_pretrain(args, tmp_path / "single")
+    proc = run_cli("torch.distributed.run", "--nproc-per-node", "2", "-m", "common.pretrain", *args, "--sync-bn",
+                   "--runs-dir", tmp_path / "ddp", env={"OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_dir = tmp_path / "ddp" / "common.pretrain" / run.hash
+    ddp = json.loads((run_dir / "result.json").read_text())
+    assert ddp["test_acc"] == pytest.approx(result["test_acc"], abs=1 / 360)
+    assert ddp["test_loss"] == pytest.approx(result["test_loss"], rel=1e-5)
+    a = torch.load(run_dir / "model.pt", weights_only=True)
+    b = torch.load(run.dir / "model.pt", weights_only=True)
+    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a if a[k].is_floating_point()) <= 1e-5
+
+
 def test_two_task_slurm_job_trains_with_ddp(cluster, logs, single, tmp_path):  # noqa: F811
     proc = run_cli("slurm.submit", "--wait", "--tasks", "2", "--time", "5", "common.pretrain", *ARGS,
                    "--runs-dir", tmp_path, timeout=300)

@@ -1,8 +1,9 @@
 """Sparse exports (python -m common.export --format csr|bsr): the sparse layers against their dense references, real
-tiny runs exported in each format and reloaded without this repository, the per-layer decisions, the bad inputs."""
+tiny runs exported in each format and reloaded by ``common.export.load`` in a fresh interpreter where any warning is an
+error, the per-layer decisions, the bad inputs (damaged exports included)."""
+import copy
 import importlib
 import json
-import os
 import subprocess
 import sys
 
@@ -14,8 +15,9 @@ from common import config as C
 from common import export as E
 from common import sparse as SP
 from common.store import config_hash
-from tests.conftest import one_error_line, run_cli, single_thread
-from tests.test_export import NO_REPOSITORY, _main, _raw_digits_test, _run_dir
+from common.errors import UserError
+from tests.conftest import ROOT, one_error_line, run_cli, single_thread
+from tests.test_export import _main, _raw_digits_test, _run_dir
 
 GMP = ["--pretrain.epochs", "2", "--epochs", "3", "--stabilize-epochs", "1", "--prune-epochs", "1",
        "--target-sparsity", "0.8", "--exclude", "last"]
@@ -32,17 +34,19 @@ EXPORTS = {  # run -> the exports made of it: (--format, --block); the dense one
     "block": [("dense", 0), ("bsr", 0)],               # the run's own 4x4 blocks
 }
 
-# A fresh interpreter that cannot import this repository: each export's logits on the plain digits test images.
-LOAD = NO_REPOSITORY + r"""
-import warnings
-warnings.simplefilter("ignore")  # torch's notices: sparse tensors in beta, TorchScript deprecated
+# A fresh interpreter (python -W error: any warning fails it) that loads each export as a user does,
+# common.export.load(folder): each export's logits on the plain digits test images and its sparse weights' layouts.
+LOAD = r"""
+import json, sys
+import torch
+from common import export, sparse
+x, y = torch.load(sys.argv[1], weights_only=True)
+out = {}
 for folder in sys.argv[2:]:
-    rep = json.load(open(f"{folder}/sparsity.json"))
-    path = f"{folder}/{rep['file']}"
-    model = torch.export.load(path).module() if rep["format"] == "torch.export" else torch.jit.load(path)
+    model = export.load(folder)
     with torch.no_grad():
         logits = model(x)
-    layouts = sorted({str(b.layout) for b in model.buffers()}) if rep["format"] == "torchscript" else []
+    layouts = sorted({str(m.matrix.weight().layout) for m in model.modules() if isinstance(m, sparse.SPARSE_LAYERS)})
     acc = (logits.argmax(1) == y).sum().item() / len(y)
     out[folder] = {"logits": logits.tolist(), "layouts": layouts, "acc": acc}
 print(json.dumps(out))
@@ -53,7 +57,7 @@ print(json.dumps(out))
 def exported(tmp_path_factory):
     """RUNS computed (``--export`` on the first: the dense export), every export of EXPORTS written by the command
     (``--layers all``: these tiny layers are faster dense, see test_faster_layers_...), reloaded in a fresh
-    interpreter."""
+    interpreter (``LOAD``)."""
     from common.data import load_dataset
 
     tmp = tmp_path_factory.mktemp("sparse")
@@ -76,9 +80,8 @@ def exported(tmp_path_factory):
                 folders[key, fmt] = dirs[key] / E.folder(fmt, block or (4 if key == "block" else 0))
     data = tmp / "digits_test.pt"
     torch.save(_raw_digits_test(load_dataset("digits", device="cpu").test), data)
-    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     every = [*folders.values(), dirs["structured"] / "export-csr"]
-    proc = subprocess.run([sys.executable, "-c", LOAD, data, *every], cwd=tmp, env=clean, capture_output=True,
+    proc = subprocess.run([sys.executable, "-W", "error", "-c", LOAD, data, *every], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     loaded = json.loads(proc.stdout)
@@ -103,14 +106,19 @@ def test_each_sparse_layer_equals_its_dense_reference(fmt, block, one_thread):
               (_pruned(nn.Conv2d(3, 6, 3, stride=2, padding=1), 0.7), (3, 9, 9)),
               (_pruned(nn.Conv2d(5, 8, (3, 2), padding=(1, 2), dilation=(1, 2), bias=False), 0.6), (5, 7, 6))]
     for layer, shape in layers:
-        eager = (SP.SparseLinear if isinstance(layer, nn.Linear) else SP.SparseConv2d)(layer, fmt, block or 1)
-        scripted = SP.sparse_layer(layer, fmt, block or 1)
+        eager = SP.sparse_layer(layer, fmt, block or 1)
+        assert isinstance(eager, SP.SparseLinear if isinstance(layer, nn.Linear) else SP.SparseConv2d)
+        state = eager.state_dict()  # what an export stores: plain tensors, the sparse weight as its parts
+        assert sorted(state) == sorted(f"matrix.{part}" for part in SP.SparseMatrix.PARTS)
+        assert all(t.layout == torch.strided for t in state.values())
+        rebuilt = SP.rebuilt_layer(copy.deepcopy(layer), json.loads(json.dumps(SP.spec(eager))),
+                                   {k.split(".")[-1]: v.clone() for k, v in state.items()})
         for n in (1, 5, SP.MIN_BSR_COLUMNS + 1):  # below and above the BSR column padding
             x = torch.randn(n, *shape)
             with torch.no_grad():
                 want, ref = layer(x), eager.reference(x)
                 assert torch.allclose(ref, want, atol=1e-6), (layer, n)  # the compressed weight is the weight
-                for got in (eager(x), scripted(x)):
+                for got in (eager(x), rebuilt(x), copy.deepcopy(eager)(x)):
                     assert got.shape == want.shape and SP.agrees(got, ref), (layer, n)
                 if isinstance(layer, nn.Conv2d):
                     assert torch.equal(eager.patches(x), eager.patches_reference(x))
@@ -122,8 +130,9 @@ def test_each_sparse_layer_equals_its_dense_reference(fmt, block, one_thread):
 
 def test_bsr_pads_a_layer_the_block_does_not_divide(one_thread):
     layer = _pruned(nn.Linear(390, 300), 0.9)
-    m = SP.SparseLinear(layer, "bsr", 8)
+    m = SP.sparse_layer(layer, "bsr", 8)
     assert m.matrix.size == [304, 392] and m.matrix.pad_k == 2
+    assert SP.spec(m) == {"kind": "linear", "format": "bsr", "block": 8, "size": [304, 392], "shape": [300, 390]}
     x = torch.randn(3, 390)
     with torch.no_grad():
         assert SP.agrees(m(x), layer(x))
@@ -142,7 +151,7 @@ def test_faster_layers_are_kept_sparse_and_slower_ones_dense(one_thread):
     assert small["sparse_ms"] >= SP.MARGIN * small["dense_ms"]
     assert last["format"] == "dense" and last["why"] == "no zero weights" and last["dense_ms"] is None
     assert abs(big["sparsity"] - 0.95) < 0.01 and big["shape"] == [1024, 1024]
-    assert isinstance(sparse[0], torch.jit.ScriptModule) and isinstance(sparse[2], nn.Linear)
+    assert isinstance(sparse[0], SP.SparseLinear) and isinstance(sparse[2], nn.Linear)
     assert model[0].weight.layout == torch.strided  # the model itself is left alone
     x = torch.randn(7, 1024)
     with torch.no_grad():
@@ -150,8 +159,24 @@ def test_faster_layers_are_kept_sparse_and_slower_ones_dense(one_thread):
     assert "2.weight (csr not faster" in SP.summary(decisions) and "4.weight" not in SP.summary(decisions)
 
 
+def test_a_sparse_layer_computes_with_the_parts_it_holds_and_refuses_indices_out_of_range(one_thread):
+    layer = _pruned(nn.Linear(12, 6), 0.5)
+    m = SP.sparse_layer(layer, "csr")
+    x = torch.randn(3, 12)
+    with torch.no_grad():
+        m(x)  # its sparse weight made
+        m.load_state_dict({k: v * 2 if k.endswith(("values", "bias")) else v for k, v in m.state_dict().items()})
+        assert SP.agrees(m(x), 2 * layer(x))  # made again from the loaded parts
+    parts = {k.split(".")[-1]: v.clone() for k, v in m.state_dict().items()}
+    parts["col"][0] = 12  # a column beyond the 6 x 12 matrix: the kernels would read out of bounds
+    with pytest.raises(RuntimeError, match="col_indices"):
+        SP.rebuilt_layer(layer, SP.spec(m), parts)
+    with pytest.raises(ValueError, match="matrix of shape"):
+        SP.rebuilt_layer(nn.Linear(13, 6), SP.spec(m), {k.split(".")[-1]: v for k, v in m.state_dict().items()})
+
+
 # ---------------------------------------------------------------------------------------------------- real runs
-def test_sparse_exports_reload_without_the_repository_and_equal_the_dense_export(exported):
+def test_sparse_exports_reload_without_warnings_and_equal_the_dense_export(exported):
     for key, formats in EXPORTS.items():
         dense = torch.tensor(exported["loaded"][key, "dense"]["logits"])
         acc = json.loads((exported["dirs"][key] / "result.json").read_text())["test_acc"]
@@ -160,9 +185,15 @@ def test_sparse_exports_reload_without_the_repository_and_equal_the_dense_export
             logits = torch.tensor(got["logits"])
             assert SP.agrees(logits, dense), (key, fmt, float((logits - dense).abs().max()))
             assert got["acc"] == acc, (key, fmt)
-            assert exported["reports"][key, fmt]["format"] == "torchscript"
-            assert exported["reports"][key, fmt]["file"] == "model.torchscript.pt"
-            assert ("torch.sparse_csr" in got["layouts"]) == (fmt == "csr"), (key, fmt, got["layouts"])
+            assert exported["reports"][key, fmt]["format"] == "modules"
+            assert exported["reports"][key, fmt]["file"] == "model.json"
+            assert got["layouts"] == [f"torch.sparse_{fmt}"], (key, fmt, got["layouts"])
+            tensors = torch.load(exported["folders"][key, fmt] / "model.pt", weights_only=True)
+            assert all(t.layout == torch.strided for t in tensors.values())  # parts, not sparse tensors
+            description = json.loads((exported["folders"][key, fmt] / "model.json").read_text())
+            assert set(description["sparse"]) == {f"model.{d['layer'][:-len('.weight')]}" for d in
+                                                  exported["reports"][key, fmt]["weights"]["layers"]
+                                                  if d["format"] == fmt}
             assert exported["reports"][key, fmt]["result"]["test_acc"] == acc
 
 
@@ -200,6 +231,39 @@ def test_a_structured_run_exports_its_physically_smaller_dense_model(exported):
 
 
 # ---------------------------------------------------------------------------------------------------- bad inputs
+def test_a_damaged_or_incomplete_sparse_export_is_one_error_and_never_runs_code(exported, tmp_path):
+    import shutil
+
+    from tests.test_no_unpickling import write_evil
+
+    folder = tmp_path / "export-csr"
+    shutil.copytree(exported["folders"]["mlp", "csr"], folder)
+    text = (folder / "model.json").read_text()
+    description = json.loads(text)
+    description["sparse"]["model.1"]["shape"] = [300, 65]  # not the model's 300 x 64 layer
+    (folder / "model.json").write_text(json.dumps(description))
+    with pytest.raises(UserError, match=r"model.pt and its model.json do not describe one model \(ValueError"):
+        E.load(folder)
+    (folder / "model.json").write_text(text)
+    tensors = torch.load(folder / "model.pt", weights_only=True)
+    tensors["model.1.matrix.col"][0] = 10 ** 6  # a column index beyond the matrix
+    torch.save(tensors, folder / "model.pt")
+    with pytest.raises(UserError, match=r"do not describe one model \(RuntimeError: .*col_indices"):
+        E.load(folder)
+    marker = tmp_path / "marker"
+    write_evil(folder / "model.pt", marker)
+    with pytest.raises(UserError, match="model.pt is refused: it is not plain tensor data"):
+        E.load(folder)
+    assert not marker.exists()
+    report = json.loads((folder / "sparsity.json").read_text())
+    (folder / "sparsity.json").write_text(json.dumps({**report, "format": "torchscript"}))  # an earlier version's
+    with pytest.raises(UserError, match="holds a torchscript export, which this version does not load"):
+        E.load(folder)
+    (folder / "sparsity.json").unlink()  # an export cut short
+    with pytest.raises(UserError, match="is not a complete export"):
+        E.load(folder)
+
+
 def test_the_readmes_csr_example_exports_a_tiny_run_as_written(exported, tmp_path):
     """common/README.md's ``--format csr`` example, run as written from a folder whose runs/ holds a tiny pruned CNN:
     none of its layers pays off sparse at batch 64 (oneDNN's convolutions win), so the export computes the dense
@@ -228,7 +292,7 @@ def test_the_readmes_csr_example_exports_a_tiny_run_as_written(exported, tmp_pat
         assert "no layer is faster csr, the program computes the dense model: " in notes[0]
         assert all(f"{d['layer']} (csr not faster" in notes[0] for d in decided)
     else:  # a layer measured faster on this machine: computed in CSR
-        assert rep["format"] == "torchscript"
+        assert rep["format"] == "modules"
 
 
 def test_a_run_without_zero_weights_is_one_error_line_naming_each_layer(exported, tmp_path):
@@ -296,7 +360,7 @@ def test_export_format_is_an_execution_setting_outside_the_run_hash(script):
 
 # ---------------------------------------------------------------------------------------------------- gpu-check
 def test_gpu_check_measures_sparse_inference_and_skips_2_4_off_cuda(one_thread):
-    from common import gpu_check
+    from figures import gpu_check
 
     result = gpu_check.sparse_inference(torch.device("cpu"), quick=True)
     assert set(result) == {"mlp_csr_90", "criteo-first-layer_bsr8_95", "semi_structured_2_4"}

@@ -492,9 +492,12 @@ class Dependent:
     SCRIPT = "fake.dependent"
 
     @staticmethod
+    def dependencies(cfg):
+        return [(Dependency, cfg)]
+
+    @staticmethod
     def compute(cfg, run):
-        store.execute(Dependency, cfg)
-        return {"value": cfg.x}
+        return {"value": run.dependency(Dependency.SCRIPT, cfg).result()["value"]}
 
 
 def test_run_time_leaves_out_the_time_of_the_runs_it_depends_on(tmp_path):

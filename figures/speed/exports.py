@@ -2,8 +2,8 @@
 tab-posttrain): each run exported as ``common.export`` would (``program``: each layer timed dense and sparse at
 batch 64, one thread, the faster kept) in its natural format: BSR in the run's own BxB blocks for block-sparse runs
 (seqattn.prune --block B > 1), CSR for the other masked runs, and for a structurally pruned run its physically
-smaller dense model. The export's program and the dense model are then timed alternately, both as TorchScript
-programs (``common.sparse.time_pair``).
+smaller dense model. The export's model and the dense model are then timed alternately, both as eager modules
+(``common.sparse.time_pair``).
 """
 from __future__ import annotations
 

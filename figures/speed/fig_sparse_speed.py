@@ -7,9 +7,12 @@ classifier dense; unstructured for CSR, BxB blocks for BSR with B = 2, 4, 8, 16,
 computed in that format (``sparsify(..., when="all")``: what the format gives, including where it loses);
 at batch 64 CSR and BSR 8x8 also "as exported": each layer sparse only where it
 measured faster than dense (at batch 64, one thread), as ``common.export`` decides. Speedup = dense (masked)
-latency / sparse latency, one forward pass in eval mode, batch 1 and 64, one and two threads, both models as
-TorchScript programs as the export runs them (``common.sparse.time_pair``: traced, timed alternately by
-``common.metrics.paired_latency_ms``, median of rounds); the ideal 1 / density is drawn as a line.
+latency / sparse latency, one forward pass in eval mode without gradients, batch 1 and 64, one and two threads, both
+models as eager ``nn.Module``s: the sparse one as ``common.export.load`` returns a sparse export (its layers
+``common.sparse``'s modules), the dense one the masked model itself, so one executor runs both sides
+(``common.sparse.time_pair``: timed alternately by ``common.metrics.paired_latency_ms``, median of rounds); the
+ideal 1 / density is drawn as a line. Until the sparse layers were eager modules, both sides were timed as
+TorchScript programs (traced, the sparse layers scripted): the committed figure was drawn so.
 No run: everything is measured when the figure is drawn, the same at every profile but smoke (on this 2-core machine
 ~50 s lightly loaded, ~3 minutes while other work keeps both cores busy); smoke, a check of the code path, measures
 the two extreme sparsities and formats of the grid only.
@@ -17,8 +20,9 @@ Timings on a machine shared with other work are noisy, two-thread ones most (a b
 parallel region); OMP_NUM_THREADS=1 in the environment makes torch's two-thread runs far slower still.
 Writes ``base.{png,pdf,csv}`` (long: one row per model, format, sparsity, batch, threads, with the weights' seed)
 and ``base-payoff.{md,tex,csv}``: per model and format, the sparsity from which the format is faster than dense (at
-that and every higher sparsity of the grid) at each batch size and thread count. The other figures' real pruned models are measured as sparse exports
-by fig-compare-structured and tab-posttrain (their ``sparse_speedup_b64`` columns).
+that and every higher sparsity of the grid) at each batch size and thread count. The other figures' real pruned
+models are measured as sparse exports by fig-compare-structured and tab-posttrain (their ``sparse_speedup_b64``
+columns).
 """
 from __future__ import annotations
 
