@@ -40,3 +40,19 @@ def test_the_papers_facts_are_in_the_repository():
     facts = (ROOT / "figures" / "reference" / "README.md").read_text()
     for paper in ("BiP", "SequentialAttention++", "GMP", "Post-training structured pruning"):
         assert f"## {paper}" in facts
+
+
+def test_common_imports_no_paper_folder():
+    """common/ sits below the paper folders and the figures: none of its modules imports them (a runner reaches a
+    script only by the name it is given, through importlib)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    above = {"bip", "gmp", "seqattn", "posttrain", "figures", "slurm"}
+    found = []
+    for path in sorted((root / "common").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            found += [f"{path.relative_to(root)}:{node.lineno} {n}" for n in names if n.split(".")[0] in above]
+    assert not found, found
