@@ -231,23 +231,25 @@ def plan(names, profile: str, runtime: dict, times_path: Path | str = TABLE, lis
     """Print each figure's work and, for several, the total with shared runs once; returns {name: hours, ...,
     "total": hours}. ``published``: the plan with the ``PUBLISHED`` dense weights standing in for the dense models
     the papers trained (an opt-in variant: the default plan is the papers' own), and what that saves."""
+    if not published:
+        return _plan(names, profile, runtime, times_path, list_runs, echo, lambda rows: rows)
+    faithful = _plan(names, profile, runtime, times_path, False, lambda *a: None, lambda rows: rows)
+    variant = _plan(names, profile, runtime, times_path, list_runs, echo, with_published_dense)
+    setups = ", ".join(f"{d} {m}: {w}" for (d, m), w in PUBLISHED.items())
+    echo(f"\nwith published dense weights ({setups}): {variant['total']:.1f} A100 GPU-hours instead of "
+         f"{faithful['total']:.1f}, {faithful['total'] - variant['total']:.1f} saved; runs that rewind to an early "
+         f"epoch still train their own dense model. The papers trained their own: the default plan stays faithful.")
+    return variant
+
+
+def _plan(names, profile: str, runtime: dict, times_path, list_runs: bool, echo, rows_of) -> dict:
+    """``plan`` of each figure's planned runs as ``rows_of`` gives them."""
     from figures.pipeline import planned_runs
 
-    if published:
-        quiet = plan(names, profile, runtime, times_path, echo=lambda *a: None)
-        own = plan(names, profile, runtime, times_path, list_runs, echo,
-                   published=None)  # None: the variant itself, printed
-        setups = ", ".join(f"{d} {m}: {w}" for (d, m), w in PUBLISHED.items())
-        echo(f"\nwith published dense weights ({setups}): {own['total']:.1f} A100 GPU-hours instead of "
-             f"{quiet['total']:.1f}, {quiet['total'] - own['total']:.1f} saved; runs that rewind to an early epoch "
-             f"still train their own dense model. The papers trained their own: the default plan stays faithful.")
-        return own
-    planned = (lambda name: with_published_dense(planned_runs(name, profile, runtime))) if published is None \
-        else (lambda name: planned_runs(name, profile, runtime))
     times = load_times(times_path)
     out, seen, union, per_figure = {}, set(), [], []
     for name in names:
-        work = items(planned(name), times)
+        work = items(rows_of(planned_runs(name, profile, runtime)), times)
         rows = summary(work)
         new = [i for i in work if (i.script, i.hash) not in seen]
         seen.update((i.script, i.hash) for i in work)
