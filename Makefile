@@ -74,9 +74,10 @@ plan-%: $(VENV)/.installed FORCE
 list: $(VENV)/.installed
 	$(PY) -m figures list
 
-# Two pytest workers, one file each at a time (module fixtures are built once), one BLAS/OpenMP thread per process:
-# the Slurm tests, which mostly wait on the cluster, run beside the rest of the suite.
-TEST_WORKERS ?= 2
+# Three pytest workers, one file each at a time (module fixtures are built once), one BLAS/OpenMP thread per process:
+# the Slurm tests, which mostly wait on the cluster, run on one worker while the two others keep two cores busy with
+# the rest of the suite (the longest files first: tests/conftest.py).
+TEST_WORKERS ?= 3
 test: $(VENV)/.installed
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 

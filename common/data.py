@@ -279,6 +279,55 @@ class Data:
         return self.train.take(indices)
 
 
+def stratified_split(labels: np.ndarray, test_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) positions of ``labels``, ``test_size`` of them in test, each class shared between the two in
+    proportion to its size.
+
+    Reproduces scikit-learn's ``train_test_split(np.arange(n), test_size=test_size, random_state=seed,
+    stratify=labels)`` (its ``StratifiedShuffleSplit``): the same positions in the same order, from the same draws of
+    ``np.random.RandomState(seed)``, so the splits made with it (digits' train/test, every ``--val-size``) and the
+    runs trained on them are unchanged, while a process that loads a dataset no longer imports scikit-learn (about
+    2.5 s of start-up each). Raises ValueError where it does: ``test_size`` not in 1..n-1, a class of one sample,
+    fewer train or test samples than classes."""
+    n = len(labels)
+    if not 0 < test_size < n:
+        raise ValueError(f"test_size {test_size} is not between 1 and {n - 1}")
+    train_size = n - test_size
+    classes, class_of, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    if counts.min() < 2:
+        raise ValueError(f"classes {classes[counts < 2].tolist()} have a single sample")
+    if min(train_size, test_size) < len(classes):
+        raise ValueError(f"{train_size} train / {test_size} test samples cannot hold each of {len(classes)} classes")
+    members = np.split(np.argsort(class_of, kind="stable"), np.cumsum(counts)[:-1])  # each class's positions, in order
+    rng = np.random.RandomState(seed)
+    to_train = _proportional(counts, train_size, rng)
+    to_test = _proportional(counts - to_train, test_size, rng)
+    train, test = [], []
+    for mine, size, k, t in zip(members, counts, to_train, to_test):
+        shuffled = mine[rng.permutation(size)]
+        train.append(shuffled[:k])
+        test.append(shuffled[k:k + t])
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
+
+
+def _proportional(counts: np.ndarray, draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """``draws`` shared among classes of ``counts`` members in proportion: each class gets the floor of its share,
+    the samples left over go to the largest fractional parts first, a tie that cannot all be served broken by
+    ``rng`` (the approximate mode of the multivariate hypergeometric, as scikit-learn allocates it)."""
+    share = counts / counts.sum() * draws
+    given = np.floor(share)
+    left = int(draws - given.sum())
+    fraction = share - given
+    for value in np.unique(fraction)[::-1]:
+        if left <= 0:
+            break
+        tied = np.flatnonzero(fraction == value)
+        served = min(len(tied), left)
+        given[rng.choice(tied, size=served, replace=False)] += 1
+        left -= served
+    return given.astype(int)
+
+
 def carve_val(labels: np.ndarray, val_size: int, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Split training positions into (train, val) with a fixed seed, independent of the
     run seed: stratified by label when possible, otherwise uniformly at random."""
@@ -286,12 +335,8 @@ def carve_val(labels: np.ndarray, val_size: int, name: str) -> tuple[np.ndarray,
     if not 0 < val_size < n:
         raise UserError(f"--val-size {val_size} is out of range for {name}, whose training set has "
                         f"{n} samples; use a value between 1 and {n - 1} (or 0 for no validation split)")
-    from sklearn.model_selection import train_test_split
-
-    positions = np.arange(n)
     try:
-        train, val = train_test_split(positions, test_size=val_size, random_state=VAL_SPLIT_SEED,
-                                      stratify=labels)
+        train, val = stratified_split(labels, val_size, VAL_SPLIT_SEED)
     except ValueError:  # too few samples per class (or val_size < num_classes) to stratify
         perm = np.random.default_rng(VAL_SPLIT_SEED).permutation(n)
         train, val = perm[val_size:], perm[:val_size]
@@ -365,17 +410,34 @@ def _missing(what: str, expected: str, hint: str = "pass --download or point --d
 # --------------------------------------------------------------------------- digits
 
 
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """(images (1797, 8, 8) float64 of pixels 0..16, labels int): what ``sklearn.datasets.load_digits()`` gives as
+    ``images`` and ``target``, read as it reads them (comma-separated floats, 64 pixels then the label per line) from
+    the file scikit-learn bundles, found without importing scikit-learn (about 2.5 s of start-up)."""
+    import gzip
+    import importlib.util
+
+    package = importlib.util.find_spec("sklearn")  # a top-level package: located, not imported
+    files = [Path(f) / "datasets" / "data" / "digits.csv.gz" for f in package.submodule_search_locations or []] \
+        if package is not None else []
+    path = next((f for f in files if f.is_file()), None)
+    if path is None:
+        expected = files[0] if files else "sklearn/datasets/data/digits.csv.gz in the installed scikit-learn"
+        raise _missing("the digits data set", expected,
+                       "(re)install scikit-learn (pip install scikit-learn), which bundles it")
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        table = np.loadtxt(f, delimiter=",")
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
+
+
 def _digits() -> tuple[Tensor, Tensor, Tensor, Tensor, tuple[Tensor, Tensor]]:
     """(plain images pixel / 16 in [0, 1] (N, 1, 8, 8), labels, train and test positions of the fixed stratified
     1437/360 split, (mean, std) of the training images): the standardization statistics are those of the whole
     1437-sample training portion (before any validation carve-out, so they do not depend on --val-size)."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    x = torch.tensor(digits.images, dtype=torch.float32).div_(16).unsqueeze(1)  # pixels 0..16 -> [0, 1]
-    y = torch.tensor(digits.target, dtype=torch.long)
-    tr, te = train_test_split(np.arange(len(y)), test_size=360, random_state=0, stratify=digits.target)
+    images, target = digits_arrays()
+    x = torch.tensor(images, dtype=torch.float32).div_(16).unsqueeze(1)  # pixels 0..16 -> [0, 1]
+    y = torch.tensor(target, dtype=torch.long)
+    tr, te = stratified_split(target, 360, 0)
     tr, te = torch.from_numpy(np.sort(tr)), torch.from_numpy(np.sort(te))
     return x, y, tr, te, (x[tr].mean(), x[tr].std())
 

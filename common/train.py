@@ -461,7 +461,8 @@ def set_deterministic(on: bool) -> None:
     if on:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
         torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(on, warn_only=on)
+    if on or torch.are_deterministic_algorithms_enabled():  # off is torch's default: not set again, since setting it
+        torch.use_deterministic_algorithms(on, warn_only=on)  # imports torch's compiler stack (~2 s at start-up)
     torch.backends.cudnn.deterministic = on
 
 

@@ -1,7 +1,10 @@
-"""Shared test helpers: run a script as a user would (a subprocess) and read what it printed."""
+"""Shared test helpers: run a script as a user would (a subprocess, or in this process for a refusal) and read what
+it printed."""
 from __future__ import annotations
 
 import contextlib
+import importlib
+import io
 import os
 import subprocess
 import sys
@@ -27,18 +30,66 @@ def one_error_line(proc: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def refused_in_a_job_of(world: int, script: str, argv, monkeypatch, capsys) -> str:
+def run_main(script, *args) -> subprocess.CompletedProcess:
+    """``python -m <script> <args>`` computed in this process, from the repository root as :func:`run_cli` runs it:
+    its exit code and what it printed, as a ``CompletedProcess``, without the seconds a new interpreter spends
+    importing torch. For a command's refusal of a bad input, whose message and exit code are the point, not the
+    process. It computes on one thread; what it may set for the whole process is restored (:func:`process_state`)."""
+    from common import cli
+
+    module = importlib.import_module(script)
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    with process_state(), contextlib.chdir(ROOT), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:  # a script's command is common.cli.main; another module's (common.export) is its own main
+            code = cli.main(script, argv) if getattr(module, "SCRIPT", None) == script else module.main(argv)
+        except SystemExit as exc:  # argparse's exit, its error line or --help already printed
+            if exc.code is not None and not isinstance(exc.code, int):
+                print(exc.code, file=sys.stderr)  # as the interpreter prints a message it exits with
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    return subprocess.CompletedProcess([sys.executable, "-m", script, *argv], code, out.getvalue(), err.getvalue())
+
+
+@contextlib.contextmanager
+def process_state():
+    """Inside: torch on one thread. Afterwards, what a run may set for the whole process is as it was before: torch's
+    threads, deterministic mode (``--deterministic``) and backend flags (a CUDA device), ``--sync-bn``, the global
+    RNG and the environment (``CUBLAS_WORKSPACE_CONFIG``, torchrun's variables)."""
+    import torch
+
+    from common import distributed
+
+    flags = [(torch.backends.cudnn, "benchmark"), (torch.backends.cudnn, "deterministic"),
+             (torch.backends.cudnn, "allow_tf32"), (torch.backends.cuda.matmul, "allow_tf32")]
+    values = [getattr(owner, name) for owner, name in flags]
+    deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    sync_bn, rng, env = bool(distributed._sync_bn), torch.get_rng_state(), dict(os.environ)
+    try:
+        with single_thread():
+            yield
+    finally:
+        for (owner, name), value in zip(flags, values):
+            setattr(owner, name, value)
+        if (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) \
+                != deterministic:  # compared first: setting it imports torch's compiler stack (seconds)
+            torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+        distributed.set_sync_batchnorm(sync_bn)
+        torch.set_rng_state(rng)
+        for name in set(os.environ) - set(env):
+            del os.environ[name]
+        os.environ.update(env)
+
+
+def refused_in_a_job_of(world: int, script: str, argv, monkeypatch) -> str:
     """Run ``script`` in this process as if it were one of ``world`` processes (WORLD_SIZE, no process group); it must
     exit with 2 and one ``error: ...`` line, which is returned."""
-    from common import cli, distributed
+    from common import distributed
 
     monkeypatch.setenv("WORLD_SIZE", str(world))
     monkeypatch.setattr(distributed, "init_from_env", lambda: False)  # the process group itself is not needed here
-    assert cli.main(script, list(argv)) == 2
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
+    proc = run_main(script, *argv)
+    assert proc.returncode == 2, proc.stderr
+    return one_error_line(proc)
 
 
 @contextlib.contextmanager
@@ -79,7 +130,15 @@ def runs(tmp_path) -> Path:
     return tmp_path / "runs"
 
 
+# The files that take longest (measured on a 2-core machine), longest first: under ``pytest -n N --dist loadfile`` a
+# worker takes the next file when it finishes one, so starting with the long ones lets the workers finish together.
+# The Slurm tests come first: they mostly wait on the cluster (a requeue after a time limit takes minutes), and the
+# other workers compute the rest of the suite meanwhile. A file not listed runs after these, in the usual order.
+LONGEST_FIRST = ("test_slurm_requeue", "test_slurm", "test_slurm_ddp", "test_compare", "test_bip_figures",
+                 "test_export", "test_store", "test_bip", "test_gmp", "test_readme_examples", "test_gpu_check",
+                 "test_longruns", "test_figures", "test_sparse_export", "test_notebooks", "test_plan")
+
+
 def pytest_collection_modifyitems(items):
-    """The Slurm tests mostly wait on the cluster (requeue after a time limit takes minutes): under ``pytest -n 2``
-    they start first, so the other worker computes the rest of the suite meanwhile."""
-    items.sort(key=lambda item: 0 if item.module.__name__.startswith("test_slurm") else 1)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.module.__name__.rpartition(".")[2], len(rank)))

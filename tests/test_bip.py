@@ -14,7 +14,7 @@ from bip.scores import ScoredWeights
 from common import sparsity as S
 from common.models import build_model
 from common.store import collect
-from tests.conftest import ROOT, one_error_line, run_cli
+from tests.conftest import ROOT, one_error_line, run_cli, run_main
 
 FAST = ["--pretrain.epochs", "4", "--progress", "off"]
 
@@ -192,7 +192,7 @@ def test_imp_reports_every_round_with_cumulative_time_and_omp_one_point(runs):
      "needs 21 rounds to reach --target-sparsity 0.99, more than --max-rounds 10"),
 ])
 def test_bad_input_is_one_line_and_nothing_is_done(runs, script, args, message):
-    proc = run_cli(script, "--runs-dir", runs, *args)
+    proc = run_main(script, "--runs-dir", runs, *args)
     assert proc.returncode == 2
     assert message in one_error_line(proc)
     assert not list(runs.glob("*/*/result.json"))
@@ -406,12 +406,12 @@ def test_the_sparsity_checked_at_the_end_is_the_one_the_projection_aims_at():
     assert w.aimed_sparsity() == pytest.approx(1 - w.density(), abs=1e-12)
 
 
-def test_bip_prune_refuses_a_job_of_several_processes(runs, monkeypatch, capsys):
+def test_bip_prune_refuses_a_job_of_several_processes(runs, monkeypatch):
     """BiP's bi-level steps are not data-parallel: under torchrun / a multi-task Slurm job (WORLD_SIZE > 1) every
     process would compute the whole run, so the script ends with one line naming the fix, before any training."""
     from tests.conftest import refused_in_a_job_of
 
-    line = refused_in_a_job_of(4, "bip.prune", ["--runs-dir", str(runs), *FAST], monkeypatch, capsys)
+    line = refused_in_a_job_of(4, "bip.prune", ["--runs-dir", str(runs), *FAST], monkeypatch)
     assert line.startswith("error: bip.prune runs in one process, on one GPU (the two levels' steps are not "
                            "data-parallel); this job has 4 processes (WORLD_SIZE=4)")
     assert "python -m slurm.submit --gpus 1" in line

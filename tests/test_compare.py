@@ -101,7 +101,13 @@ def test_method_seconds_on_hand_made_rows():
 
 @pytest.fixture
 def small_profile(monkeypatch):
-    monkeypatch.setitem(R.SETUPS, "tiny", {"cnn / digits": (None, {"model": "cnn", "pretrain.epochs": 2}, 1)})
+    """tiny shrunk to what the assertions read: one seed, the grid n = 1 and the cost point n = 2 (IMP: 2 rounds),
+    E = 1 epoch after a 1-epoch dense model (so ACDC / SA++ train 1 + 2 epochs), 437 of digits' 1437 training images
+    trained on (1000 held out), one structured and one block sparsity."""
+    monkeypatch.setitem(R.SETUPS, "tiny", {"cnn / digits": (None, {"model": "cnn", "pretrain.epochs": 1,
+                                                                    "val_size": 1000}, 1)})
+    monkeypatch.setitem(X.COST_N, "tiny", 2)
+    monkeypatch.setitem(X.SCRATCH_N, "tiny", (1, 2))
     monkeypatch.setitem(R.GRID_N, "tiny", (1, X.COST_N["tiny"]))
     monkeypatch.setitem(R.STRUCTURED, "tiny", (0.5,))
     monkeypatch.setitem(X.SEEDS, "tiny", (0,))

@@ -6,7 +6,7 @@ import pytest
 
 from common import config as C
 from common.errors import UserError
-from tests.conftest import one_error_line, run_cli
+from tests.conftest import one_error_line, run_cli, run_main
 
 
 @dataclass
@@ -55,7 +55,7 @@ def test_every_option_is_documented():
 
 
 def test_unknown_option_is_one_line(tmp_path):
-    proc = run_cli("gmp.prune", "--no-such-option", "3", "--runs-dir", tmp_path)
+    proc = run_main("gmp.prune", "--no-such-option", "3", "--runs-dir", tmp_path)
     assert proc.returncode == 2
     assert "unrecognized arguments: --no-such-option" in one_error_line(proc)
     assert not (tmp_path / "gmp.prune").exists()
@@ -141,7 +141,7 @@ def test_posttrain_checkpoint_is_keyed_by_content(tmp_path):
 
 def test_missing_content_file_is_one_line(tmp_path):
     missing = tmp_path / "nope.pt"
-    proc = run_cli("posttrain.prune", "--checkpoint", missing, "--runs-dir", tmp_path)
+    proc = run_main("posttrain.prune", "--checkpoint", missing, "--runs-dir", tmp_path)
     assert proc.returncode == 2
     assert one_error_line(proc) == (f"error: --dense-checkpoint {missing}: no such file; give the path of an "
                                     "existing file")  # --checkpoint is another name of --dense-checkpoint
@@ -209,7 +209,7 @@ def test_a_runs_config_json_gives_its_hash_and_flags_override_it(tmp_path):
 def test_a_bad_config_file_is_one_line_and_stores_nothing(tmp_path, document, message):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(document))
-    proc = run_cli("gmp.prune", "--config", path, "--runs-dir", tmp_path / "runs")
+    proc = run_main("gmp.prune", "--config", path, "--runs-dir", tmp_path / "runs")
     assert proc.returncode == 2
     line = one_error_line(proc)
     assert line.startswith(f"error: --config {path}") and message in line, line

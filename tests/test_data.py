@@ -819,3 +819,112 @@ def test_bad_workers_is_one_error_line():
                    "/nonexistent/never-made")
     assert proc.returncode == 2
     assert one_error_line(proc) == "error: --workers many is neither auto nor a number of processes >= 0"
+
+
+# ----------------------------------------------------------------------------- the stratified split, without sklearn
+
+
+def sklearn_split(labels, test_size: int, seed: int):
+    """scikit-learn's stratified split of ``labels``' positions, or None where it raises ValueError."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        return train_test_split(np.arange(len(labels)), test_size=test_size, random_state=seed, stratify=labels)
+    except ValueError:
+        return None
+
+
+def ours_or_none(labels, test_size: int, seed: int):
+    from common.data import stratified_split
+
+    try:
+        return stratified_split(labels, test_size, seed)
+    except ValueError:
+        return None
+
+
+def assert_same_split(labels, test_size: int, seed: int) -> bool:
+    """Our split equals scikit-learn's (both parts, in the same order), or both raise ValueError; True if it split."""
+    theirs, ours = sklearn_split(labels, test_size, seed), ours_or_none(labels, test_size, seed)
+    assert (theirs is None) == (ours is None), (labels, test_size, seed)
+    if theirs is not None:
+        for a, b in zip(theirs, ours):
+            assert np.array_equal(a, b) and a.dtype == b.dtype, (labels, test_size, seed)
+    return theirs is not None
+
+
+def test_stratified_split_is_scikit_learns_on_digits_and_random_labels():
+    from common.data import digits_arrays
+
+    target = digits_arrays()[1]
+    for test_size, seed in [(360, 0), (360, 1), (100, 0), (1000, 7)]:
+        assert assert_same_split(target, test_size, seed)
+    assert assert_same_split(np.repeat(np.arange(10), 7), 13, 0)  # all classes tied: the tie broken by the RNG
+    rng = np.random.default_rng(0)
+    split = refused = 0
+    for _ in range(150):  # uneven classes (Dirichlet proportions), every size from tiny to large
+        n, k = int(rng.integers(2, 300)), int(rng.integers(1, 15))
+        labels = rng.choice(k, size=n, p=rng.dirichlet(np.full(k, 0.5))) * 3 - 5  # labels need not be 0..k-1
+        ok = assert_same_split(labels, int(rng.integers(1, n)), int(rng.integers(0, 2**31)))
+        split, refused = split + ok, refused + (not ok)
+    assert split > 40 and refused > 40  # both outcomes well exercised
+
+
+def test_stratified_split_raises_where_scikit_learn_does():
+    from common.data import stratified_split
+
+    cases = [(np.array([0, 0, 1, 1, 2]), 2),      # a class of one sample
+             (np.repeat(np.arange(10), 5), 9),    # fewer test samples than classes
+             (np.repeat(np.arange(10), 5), 41),   # fewer train samples than classes
+             (np.repeat(np.arange(3), 4), 0), (np.repeat(np.arange(3), 4), 12)]  # nothing to test / to train
+    for labels, test_size in cases:
+        assert sklearn_split(labels, test_size, 0) is None
+        with pytest.raises(ValueError):
+            stratified_split(labels, test_size, 0)
+
+
+def test_stratified_split_is_scikit_learns_on_fashionmnist_validation_splits():
+    import common.data as D
+
+    folder = D.fashion_folder(Path("data"))
+    if folder is None:
+        pytest.skip("Fashion-MNIST is not installed (Debian's dataset-fashion-mnist)")
+    labels = D.read_idx(D._idx_file(folder, D.FASHION_FILES["train"][1]))
+    assert len(labels) == 60000
+    for val_size in (100, 1000, 10000):  # the --val-size values the recipes and figures use
+        assert assert_same_split(labels, val_size, D.VAL_SPLIT_SEED)
+    assert assert_same_split(labels, 1000, 3)
+
+
+def test_digits_read_directly_are_load_digits():
+    from sklearn.datasets import load_digits
+
+    from common.data import digits_arrays
+
+    images, target = digits_arrays()
+    digits = load_digits()
+    assert images.dtype == digits.images.dtype and np.array_equal(images, digits.images)
+    assert target.dtype == digits.target.dtype and np.array_equal(target, digits.target)
+
+
+def test_loading_data_imports_no_scikit_learn():
+    code = ("import sys, common.data as d; data = d.load_dataset('digits', val_size=100); "
+            "print(data.train.num_samples, data.val.num_samples, 'sklearn' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.stdout.split() == ["1337", "100", "False"], proc.stderr
+
+
+def test_digits_without_scikit_learn_is_one_error_line(tmp_path):
+    """A scikit-learn without its bundled digits file (here an empty package found first on the path)."""
+    from tests.conftest import one_error_line, run_cli
+
+    (tmp_path / "sklearn").mkdir()
+    (tmp_path / "sklearn" / "__init__.py").write_text("")
+    proc = run_cli("common.pretrain", "--dataset", "digits", "--model", "mlp", "--train.epochs", "1", "--runs-dir",
+                   tmp_path / "runs", cwd=tmp_path)
+    assert proc.returncode == 2
+    expected = tmp_path / "sklearn" / "datasets" / "data" / "digits.csv.gz"
+    assert one_error_line(proc) == (f"error: the digits data set not found: expected {expected}; (re)install "
+                                    f"scikit-learn (pip install scikit-learn), which bundles it")
+    assert not list((tmp_path / "runs").rglob("*.json"))  # nothing stored

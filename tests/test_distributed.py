@@ -21,7 +21,7 @@ from common import distributed
 from common import train as T
 from common.errors import UserError
 from common.store import Run
-from tests.conftest import one_error_line, run_cli
+from tests.conftest import one_error_line, run_main
 
 
 @pytest.fixture
@@ -289,6 +289,6 @@ def test_accumulate_one_keeps_every_stored_hash():
      "error: batch size 100 is not divisible by accumulate 3"),
 ])
 def test_a_bad_accumulation_is_one_line_and_nothing_is_stored(tmp_path, script, args, message):
-    proc = run_cli(script, *args, "--runs-dir", tmp_path / "runs")
+    proc = run_main(script, *args, "--runs-dir", tmp_path / "runs")
     assert proc.returncode == 2 and one_error_line(proc).startswith(message), proc.stderr
     assert not (tmp_path / "runs").exists()

@@ -9,7 +9,7 @@ from torch.ao.pruning import CubicSL, WeightNormSparsifier
 
 from common.store import collect
 from gmp.schedule import GradualPruner, PruningSteps, cubic_sparsity
-from tests.conftest import ROOT, one_error_line, run_cli
+from tests.conftest import ROOT, one_error_line, run_cli, run_main
 
 FAST = ["--model", "mlp", "--exclude", "last", "--pretrain.epochs", "3", "--epochs", "6", "--stabilize-epochs", "1",
         "--prune-epochs", "3", "--progress", "off"]
@@ -72,15 +72,15 @@ def test_no_weight_decay_in_finetuning_is_logged(runs):
     (["--method", "magic"], "--method 'magic' is not one of"),
 ])
 def test_bad_input_is_one_line_and_nothing_is_done(runs, args, message):
-    proc = run_cli("gmp.prune", "--runs-dir", runs, *args)
+    proc = run_main("gmp.prune", "--runs-dir", runs, *args)
     assert proc.returncode == 2
     assert message in one_error_line(proc)
     assert not list(runs.glob("*/*/result.json"))
 
 
 def test_missing_dataset_names_the_expected_folder(tmp_path, runs):
-    proc = run_cli("gmp.prune", "--dataset", "cifar10", "--model", "resnet20", "--data-dir", tmp_path / "nodata",
-                   "--runs-dir", runs)
+    proc = run_main("gmp.prune", "--dataset", "cifar10", "--model", "resnet20", "--data-dir", tmp_path / "nodata",
+                    "--runs-dir", runs)
     assert proc.returncode == 2
     line = one_error_line(proc)
     assert "CIFAR-10 not found" in line and str(tmp_path / "nodata") in line and "--download" in line

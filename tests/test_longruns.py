@@ -17,7 +17,7 @@ from common import config as C
 from common import store
 from common import train as T
 from common.store import Run, execute
-from tests.conftest import ROOT, one_error_line, run_cli
+from tests.conftest import ROOT, one_error_line, one_thread_pretrain, run_main
 
 
 class Killed(Exception):
@@ -115,8 +115,7 @@ def test_sigkilled_within_an_epoch_resumes_exactly(tmp_path):
     """A real SIGKILL once a checkpoint within an epoch is on disk; the resumed run equals an unbroken one."""
     args = ["common.pretrain", "--model", "cnn", "--train.epochs", "3", "--progress", "off", "--device", "cpu"]
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    subprocess.run([sys.executable, "-m", *args, "--runs-dir", str(tmp_path / "straight")], cwd=ROOT, env=env,
-                   check=True, capture_output=True)
+    one_thread_pretrain(args[1:], tmp_path / "straight")  # unbroken, in this process on one thread as the job
     broken = tmp_path / "broken"
     proc = subprocess.Popen([sys.executable, "-m", *args, "--checkpoint-every-steps", "1", "--runs-dir", str(broken)],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -142,7 +141,7 @@ def test_sigkilled_within_an_epoch_resumes_exactly(tmp_path):
 
 @pytest.mark.parametrize("flag", ["--checkpoint-every-minutes", "--checkpoint-every-steps"])
 def test_negative_checkpoint_interval_is_one_error_line(flag, tmp_path):
-    proc = run_cli("common.pretrain", "--model", "mlp", "--train.epochs", "1", flag, "-1", "--runs-dir", tmp_path)
+    proc = run_main("common.pretrain", "--model", "mlp", "--train.epochs", "1", flag, "-1", "--runs-dir", tmp_path)
     assert proc.returncode == 2
     assert one_error_line(proc) == f"error: {flag} -1{'.0' if 'minutes' in flag else ''} must be >= 0 (0: off)"
 

@@ -13,7 +13,7 @@ from common import export as E
 from common.data import load_dataset
 from common.errors import UserError
 from common.models import build_model
-from tests.conftest import one_error_line, one_thread_pretrain, run_cli
+from tests.conftest import one_error_line, one_thread_pretrain, run_main
 
 
 class Evil:
@@ -54,7 +54,7 @@ def copy(finished, tmp_path):
 def test_a_model_pt_that_would_run_code_is_refused_by_the_command(copy, tmp_path):
     marker = tmp_path / "marker"
     write_evil(copy / "model.pt", marker)
-    proc = run_cli("common.export", "--run", copy)
+    proc = run_main("common.export", "--run", copy)
     line = one_error_line(proc)
     assert proc.returncode == 2 and f"{copy / 'model.pt'} is refused: it is not plain tensor data" in line
     assert "delete its run directory and run the script again" in line
@@ -159,8 +159,8 @@ def test_a_cifar_batch_that_would_run_code_is_refused(tmp_path, runs):
     assert str(e.value).split("(it names ")[1].split(";")[0] in ("io.open", "builtins.open")  # what pickle calls it
     assert "re-extract the official archive there" in str(e.value) and "\n" not in str(e.value)
     assert not marker.exists()
-    proc = run_cli("common.pretrain", "--dataset", "cifar10", "--model", "resnet8", "--train.epochs", "1",
-                   "--data-dir", tmp_path / "data", "--runs-dir", runs, "--progress", "off")
+    proc = run_main("common.pretrain", "--dataset", "cifar10", "--model", "resnet8", "--train.epochs", "1",
+                    "--data-dir", tmp_path / "data", "--runs-dir", runs, "--progress", "off")
     assert proc.returncode == 2 and f"{evil} is refused: not a CIFAR python batch" in one_error_line(proc)
     assert not marker.exists()
 

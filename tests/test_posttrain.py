@@ -12,7 +12,7 @@ from common.models import build_model
 from common.store import collect
 from posttrain import groups as G
 from posttrain import reconstruct as R
-from tests.conftest import ROOT, one_error_line, run_cli
+from tests.conftest import ROOT, one_error_line, run_cli, run_main
 
 X = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
 FAST = ["--model", "mlp", "--pretrain.epochs", "3", "--samples", "64", "--phase1-epochs", "3", "--phase2-epochs", "2",
@@ -176,20 +176,20 @@ def test_methods_end_to_end(runs, one_thread):
 
 
 def test_bad_ratio_is_one_line(runs):
-    proc = run_cli("posttrain.prune", *FAST, "--ratio", "1.0", "--runs-dir", runs)
+    proc = run_main("posttrain.prune", *FAST, "--ratio", "1.0", "--runs-dir", runs)
     assert proc.returncode == 2 and "--ratio 1.0 is outside [0, 1)" in one_error_line(proc)
     assert not runs.exists()
 
 
 def test_more_samples_than_the_training_set_is_one_line(runs):
-    proc = run_cli("posttrain.prune", *FAST, "--samples", "5000", "--runs-dir", runs)
+    proc = run_main("posttrain.prune", *FAST, "--samples", "5000", "--runs-dir", runs)
     line = one_error_line(proc)
     assert proc.returncode == 2 and "cannot draw 5000 samples" in line and "1437" in line
     assert not list(runs.glob("*/*/result.json"))
 
 
 def test_untraceable_model_names_the_layer(runs):
-    proc = run_cli("posttrain.prune", *FAST, "--model", "resnet20", "--runs-dir", runs)
+    proc = run_main("posttrain.prune", *FAST, "--model", "resnet20", "--runs-dir", runs)
     line = one_error_line(proc)
     assert proc.returncode == 2 and "Torch-Pruning cannot trace" in line and "layers.1.0.shortcut" in line
     assert not list(runs.glob("*/*/result.json"))  # nothing trained, nothing done
@@ -198,7 +198,7 @@ def test_untraceable_model_names_the_layer(runs):
 def test_checkpoint_of_another_architecture_is_one_line(runs, tmp_path):
     path = tmp_path / "mlp.pt"
     torch.save(build_model("mlp", 10, (1, 8, 8)).state_dict(), path)
-    proc = run_cli("posttrain.prune", *FAST, "--model", "cnn", "--checkpoint", path, "--runs-dir", runs)
+    proc = run_main("posttrain.prune", *FAST, "--model", "cnn", "--checkpoint", path, "--runs-dir", runs)
     line = one_error_line(proc)
     assert proc.returncode == 2 and "does not match --model cnn" in line
     assert not list(runs.glob("*/*/result.json"))
@@ -218,11 +218,11 @@ def test_calibration_draw_is_seeded_without_replacement_and_unaugmented():
     assert rows == sorted(tuple(r.tolist()) for r in data.train.x.flatten(1))  # ... of the raw, unaugmented images
 
 
-def test_a_job_of_several_processes_is_one_line(runs, monkeypatch, capsys):
+def test_a_job_of_several_processes_is_one_line(runs, monkeypatch):
     """The calibration is not data-parallel (and the latency timing needs the CPUs): WORLD_SIZE > 1 is refused."""
     from tests.conftest import refused_in_a_job_of
 
-    line = refused_in_a_job_of(2, "posttrain.prune", ["--runs-dir", str(runs), *FAST], monkeypatch, capsys)
+    line = refused_in_a_job_of(2, "posttrain.prune", ["--runs-dir", str(runs), *FAST], monkeypatch)
     assert line.startswith("error: posttrain.prune runs in one process, on one GPU")
     assert "(WORLD_SIZE=2)" in line and "python -m slurm.submit --gpus 1" in line
     assert not list(runs.glob("*/*/result.json")) and not list(runs.glob("common.pretrain/*"))

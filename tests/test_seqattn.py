@@ -20,7 +20,7 @@ from seqattn import phases as P
 from seqattn.attention import Reparam, clip_range
 from seqattn.blocks import BlockLayers, block_sum, block_topk, scale_blocks
 from seqattn.controller import PhaseController
-from tests.conftest import one_error_line, run_cli
+from tests.conftest import one_error_line, run_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FAST = {"model": "mlp", "epochs": 4, "progress": "off"}
@@ -444,7 +444,7 @@ def test_oneshot_reports_every_sparsity(runs):
     (["--sparsity", "1.0"], "--sparsity 1.0 is outside [0, 1)"),
 ])
 def test_bad_input_is_one_line_and_nothing_is_done(runs, args, message):
-    proc = run_cli("seqattn.prune", "--runs-dir", runs, *args)
+    proc = run_main("seqattn.prune", "--runs-dir", runs, *args)
     assert proc.returncode == 2
     assert message in one_error_line(proc)
     assert not list(runs.glob("*/*/result.json"))

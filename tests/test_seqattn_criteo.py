@@ -18,7 +18,7 @@ from common.store import Run, collect, execute, read_log
 from common.train import evaluate, make_optimizer
 from figures.seqattn import tab_seqattn_blocks
 from seqattn import prune
-from tests.conftest import one_error_line, run_cli
+from tests.conftest import one_error_line, run_cli, run_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -139,8 +139,8 @@ def test_a_run_too_short_to_reach_its_sparsity_is_recorded_failed(tmp_path, runs
 
 def test_wrong_column_count_names_the_line(tmp_path, runs):
     write_tsv(tmp_path / "criteo" / "train.txt", n=20, bad_line=7)
-    proc = run_cli("seqattn.prune", "--preset", "criteo", "--data-dir", tmp_path, "--runs-dir", runs,
-                   "--epochs", "1", "--block", "10")
+    proc = run_main("seqattn.prune", "--preset", "criteo", "--data-dir", tmp_path, "--runs-dir", runs,
+                    "--epochs", "1", "--block", "10")
     assert proc.returncode == 2
     line = one_error_line(proc)
     assert "line 7: 39 tab-separated columns, expected 40" in line

@@ -16,7 +16,7 @@ from common import export as E
 from common import sparse as SP
 from common.store import config_hash
 from common.errors import UserError
-from tests.conftest import ROOT, one_error_line, run_cli, single_thread
+from tests.conftest import ROOT, one_error_line, run_cli, run_main, single_thread
 from tests.test_export import _main, _raw_digits_test, _run_dir
 
 GMP = ["--pretrain.epochs", "2", "--epochs", "3", "--stabilize-epochs", "1", "--prune-epochs", "1",
@@ -298,7 +298,7 @@ def test_the_readmes_csr_example_exports_a_tiny_run_as_written(exported, tmp_pat
 def test_a_run_without_zero_weights_is_one_error_line_naming_each_layer(exported, tmp_path):
     dense = next(d for d in (exported["dirs"]["mlp"].parents[1] / "common.pretrain").iterdir()
                  if json.loads((d / "config.json").read_text())["config"]["model"] == "mlp")
-    proc = run_cli("common.export", "--run", dense, "--format", "csr")
+    proc = run_main("common.export", "--run", dense, "--format", "csr")
     line = one_error_line(proc)
     assert proc.returncode == 2 and "no layer of" in line and "has zero weights, so none can be computed csr" in line
     assert "1.weight (no zero weights); 3.weight (no zero weights); 5.weight (no zero weights)" in line
@@ -325,7 +325,7 @@ def test_runs_without_a_single_final_model_are_one_error_line(exported, tmp_path
     run = exported["dirs"]["mlp"]
     for name in ("config.json", "result.json"):  # done, but its model.pt is gone
         (unfinished / name).write_bytes((run / name).read_bytes())
-    proc = run_cli("common.export", "--run", unfinished, "--format", "bsr", "--block", "4")
+    proc = run_main("common.export", "--run", unfinished, "--format", "bsr", "--block", "4")
     assert proc.returncode == 2 and "stores no final model (no model.pt)" in one_error_line(proc)
 
 
@@ -335,8 +335,8 @@ def test_block_sizes_that_cannot_apply_are_one_error_line(exported, capsys):
     assert "--block 4: give a positive block size with the bsr format" in capsys.readouterr().err
     assert E.main(["--run", run, "--format", "bsr", "--block", "-2"]) == 2
     assert "--block -2" in capsys.readouterr().err
-    proc = run_cli("gmp.prune", "--export-format", "csr", "--export-block", "8", "--runs-dir",
-                   exported["dirs"]["mlp"].parents[1])
+    proc = run_main("gmp.prune", "--export-format", "csr", "--export-block", "8", "--runs-dir",
+                    exported["dirs"]["mlp"].parents[1])
     assert proc.returncode == 2 and "--export-block 8: give a positive block size" in one_error_line(proc)
     assert E.main(["--run", run, "--format", "coo"]) == 2
     assert "--format 'coo' is not one of: dense, csr, bsr" in capsys.readouterr().err

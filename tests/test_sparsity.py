@@ -187,9 +187,9 @@ def test_a_layer_pattern_that_matches_no_layer_is_refused_naming_the_layers():
     ("seqattn.prune", "--exclude", ()), ("seqattn.oneshot", "--exclude", ()), ("posttrain.prune", "--ignore", ()),
 ])
 def test_every_script_refuses_a_layer_pattern_that_matches_nothing(runs, script, option, extra):
-    from tests.conftest import one_error_line, run_cli
+    from tests.conftest import one_error_line, run_main
 
-    proc = run_cli(script, "--model", "mlp", option, "3,clasifier", *extra, "--progress", "off", "--runs-dir", runs)
+    proc = run_main(script, "--model", "mlp", option, "3,clasifier", *extra, "--progress", "off", "--runs-dir", runs)
     assert proc.returncode == 2, proc.stderr
     line = one_error_line(proc)
     assert f"{option} clasifier: no layer of the model matches; its Conv2d/Linear layers are: 1, 3, 5;" in line

@@ -20,7 +20,7 @@ from common import store
 from common.data import process_cpus
 from common.errors import Diverged, UserError
 from slurm import snapshot
-from tests.conftest import ROOT, one_error_line
+from tests.conftest import ROOT, one_error_line, single_thread
 
 
 @dataclass
@@ -238,7 +238,7 @@ def _weights(run_dir):
 
 def _kill_after(args, log_glob, min_lines, runs_dir):
     """Start a script, SIGKILL it once a log matching ``log_glob`` has ``min_lines`` epoch lines."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", *args, "--runs-dir", str(runs_dir)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -254,17 +254,18 @@ def _kill_after(args, log_glob, min_lines, runs_dir):
 
 def test_sigkilled_run_resumes_exactly(tmp_path):
     """Kill GMP once while its dense model trains and once while it prunes; the result equals an unbroken run."""
-    args = ["gmp.prune", "--model", "cnn", "--pretrain.epochs", "8", "--epochs", "10", "--stabilize-epochs", "1",
-            "--prune-epochs", "5", "--progress", "off", "--checkpoint-epoch-minutes", "0"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    args = ["gmp.prune", "--model", "cnn", "--pretrain.epochs", "5", "--epochs", "7", "--stabilize-epochs", "1",
+            "--prune-epochs", "3", "--progress", "off", "--checkpoint-epoch-minutes", "0"]
     straight = tmp_path / "straight"
-    subprocess.run([sys.executable, "-m", *args, "--runs-dir", str(straight)], cwd=ROOT, env=env, check=True,
-                   capture_output=True)
+    from gmp import prune
+
+    with single_thread():  # the uninterrupted run, in this process on one thread as the killed ones compute
+        store.execute(prune, C.parse_args(prune.Config, [*args[1:], "--runs-dir", str(straight)]))
     broken = tmp_path / "broken"
-    _kill_after(args, "common.pretrain/*/log.jsonl", 3, broken)
-    _kill_after(args, "gmp.prune/*/log.jsonl", 4, broken)
-    proc = subprocess.run([sys.executable, "-m", *args, "--runs-dir", str(broken)], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
+    _kill_after(args, "common.pretrain/*/log.jsonl", 2, broken)  # 3 of 5 epochs to go
+    _kill_after(args, "gmp.prune/*/log.jsonl", 3, broken)  # within the pruning stage (epochs 2-4)
+    proc = subprocess.run([sys.executable, "-m", *args, "--runs-dir", str(broken)], cwd=ROOT, capture_output=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"), text=True)
     assert proc.returncode == 0, proc.stderr
     for script in ("common.pretrain", "gmp.prune"):
         (a,), (b,) = list((straight / script).iterdir()), list((broken / script).iterdir())

@@ -14,7 +14,7 @@ from common import config as C
 from common import sparsity as S
 from common.errors import UserError
 from common.store import Run, execute
-from tests.conftest import one_error_line, run_cli
+from tests.conftest import one_error_line, run_main
 from tests.test_cli import SCRIPTS
 
 
@@ -157,7 +157,7 @@ def test_snapshot_epochs_beyond_the_run_are_refused(tmp_path, capsys):
     ("bip.magnitude", "--rewind-epoch", "2.5", "invalid int or none value: '2.5'"),
 ])
 def test_a_value_of_the_wrong_type_names_its_type(script, flag, value, expected, tmp_path):
-    proc = run_cli(script, flag, value, "--runs-dir", tmp_path / "runs")
+    proc = run_main(script, flag, value, "--runs-dir", tmp_path / "runs")
     assert proc.returncode == 2 and not (tmp_path / "runs").exists()
     assert one_error_line(proc) == f"error: argument {flag}: {expected} (see python -m {script} --help)"
 
