@@ -1,7 +1,6 @@
 """A run cut by its time limit or preempted on the real Slurm cluster (see tests/test_slurm.py for the cluster):
 it checkpoints, requeues itself and resumes to the uninterrupted result. These tests wait minutes on the cluster, so
-they are a file of their own: under ``pytest -n 2`` they run beside the other Slurm tests, not after them. Each
-submits its job first and computes the uninterrupted reference in this process while the job runs."""
+they are a file of their own: under ``pytest -n 3`` they run beside the other Slurm tests, not after them."""
 from __future__ import annotations
 
 import json
@@ -56,6 +55,10 @@ def test_run_longer_than_its_time_limit_is_requeued_and_resumes_to_the_same_resu
     # 300 / (requeues + 1) ~ 5 epochs per leg.
     args = ["--model", "mlp", "--train.epochs", "300", "--train.batch-size", "16", "--progress", "off"]
     requeues, leg_s, stall = 60, 75, 4
+    # the reference first, not while the job starts: a job slowed down in its start-up can get its USR2 before it
+    # has set its handler (the signal then ends it)
+    result, local = local_result(args, tmp_path / "local-runs")
+    remote = tmp_path / "slurm-runs" / "common.pretrain" / local.hash
     said, errors = tmp_path / "submit.out", tmp_path / "submit.err"
     submit_between_time_limit_checks()
     with open(said, "w") as out, open(errors, "w") as err:
@@ -68,8 +71,6 @@ def test_run_longer_than_its_time_limit_is_requeued_and_resumes_to_the_same_resu
         return re.findall(r"requeue (\d+):", found[0].read_text()) if found else []
 
     try:
-        result, local = local_result(args, tmp_path / "local-runs")  # while the job computes
-        remote = tmp_path / "slurm-runs" / "common.pretrain" / local.hash
         progressed = time.time()
         while proc.poll() is None:
             time.sleep(5)
