@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from common import config as C
 from common import export as E
 from common.errors import UserError
 from common.store import config_hash
-from tests.conftest import one_error_line, run_cli
+from tests.conftest import one_error_line, run_cli, run_main
 
 RUNS = {  # one run per kind of model: unstructured, block-sparse, structurally pruned (their dense runs come along)
     "gmp.prune": ["--model", "mlp", "--exclude", "last", "--pretrain.epochs", "3", "--epochs", "4",
@@ -59,20 +58,6 @@ def _run_dir(stdout, runs):
     return runs / result["script"] / result["hash"]
 
 
-def _main(script, *args) -> tuple[int, str, str]:
-    """``python -m <script> <args>`` in this process with one thread (saves an interpreter start per run)."""
-    from common.cli import main
-
-    out, err, threads = io.StringIO(), io.StringIO(), torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(script, [str(a) for a in args])
-    finally:
-        torch.set_num_threads(threads)
-    return code, out.getvalue(), err.getvalue()
-
-
 def _raw_digits_test(test):
     """The digits test split as a user has it: scikit-learn's images, pixel / 16 (in [0, 1]), not normalized."""
     import numpy as np
@@ -104,7 +89,8 @@ def exported(tmp_path_factory):
             proc = run_cli(script, *args)
             code, out, err = proc.returncode, proc.stdout, proc.stderr
         else:
-            code, out, err = _main(script, *args)
+            proc = run_main(script, *args)
+            code, out, err = proc.returncode, proc.stdout, proc.stderr
         assert code == 0, err
         dirs[script] = _run_dir(out, runs)
         assert f"exported: {dirs[script] / 'export'}" in err
@@ -300,10 +286,10 @@ def test_bad_runs_are_one_error_line(tmp_path, capsys):
     assert E.main(["--run", str(tmp_path / "nothing*")]) == 2
     assert "matches no directory" in capsys.readouterr().err
     runs = tmp_path / "runs"
-    code, out, err = _main("seqattn.oneshot", "--score", "magnitude", "--sparsities", "0.9", "--finetune.epochs", "0",
-                           "--pretrain.epochs", "1", "--progress", "off", "--runs-dir", runs, "--export")
-    assert code == 2 and "stores no final model (no model.pt)" in one_error_line(SimpleNamespace(stderr=err))
-    run_dir = _run_dir(out, runs)  # the run itself is done and its metrics were printed
+    proc = run_main("seqattn.oneshot", "--score", "magnitude", "--sparsities", "0.9", "--finetune.epochs", "0",
+                    "--pretrain.epochs", "1", "--progress", "off", "--runs-dir", runs, "--export")
+    assert proc.returncode == 2 and "stores no final model (no model.pt)" in one_error_line(proc)
+    run_dir = _run_dir(proc.stdout, runs)  # the run itself is done and its metrics were printed
     assert (run_dir / "result.json").exists() and not (run_dir / "export").exists()
     with pytest.raises(UserError, match="seqattn.oneshot run .* stores no final model"):
         E.export_run(run_dir)

@@ -17,7 +17,7 @@ from common import sparse as SP
 from common.store import config_hash
 from common.errors import UserError
 from tests.conftest import ROOT, one_error_line, run_cli, run_main, single_thread
-from tests.test_export import _main, _raw_digits_test, _run_dir
+from tests.test_export import _raw_digits_test, _run_dir
 
 GMP = ["--pretrain.epochs", "2", "--epochs", "3", "--stabilize-epochs", "1", "--prune-epochs", "1",
        "--target-sparsity", "0.8", "--exclude", "last"]
@@ -65,7 +65,8 @@ def exported(tmp_path_factory):
     dirs = {}
     for key, (script, args) in RUNS.items():
         extra = ["--export-format", "csr"] if key == "structured" else []  # the script's flag
-        code, out, err = _main(script, *args, "--progress", "off", "--runs-dir", runs, *extra)
+        proc = run_main(script, *args, "--progress", "off", "--runs-dir", runs, *extra)
+        code, out, err = proc.returncode, proc.stdout, proc.stderr
         assert code == 0, err
         dirs[key] = _run_dir(out, runs)
         if extra:
