@@ -79,7 +79,7 @@ list: $(VENV)/.installed
 # the rest of the suite (the longest files first: tests/conftest.py).
 TEST_WORKERS ?= 3
 test: $(VENV)/.installed
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 # common/bench.py first, then every <folder>/bench.py (each prints ratios measured in its own single process)
 bench: $(VENV)/.installed

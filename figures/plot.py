@@ -46,12 +46,16 @@ def mark_smoke(fig, profile: str = "tiny") -> None:
              fontweight="bold")
 
 
+IMAGE_FORMATS = (".png", ".pdf")  # each figure is drawn once per format
+
+
 def save_figure(fig, base: Path) -> list[Path]:
-    """``base.png`` and ``base.pdf``, each written atomically (marked as a smoke test at a smoke profile)."""
+    """``base.png`` and ``base.pdf`` (``IMAGE_FORMATS``), each written atomically (marked as a smoke test at a smoke
+    profile)."""
     if is_smoke(base):
         mark_smoke(fig, profile_of(base))
     paths = [atomic_write(base.with_suffix(ext), lambda p: fig.savefig(p, dpi=150, bbox_inches="tight"))
-             for ext in (".png", ".pdf")]
+             for ext in IMAGE_FORMATS]
     plt.close(fig)
     return paths
 

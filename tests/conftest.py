@@ -30,17 +30,21 @@ def one_error_line(proc: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def run_main(script, *args) -> subprocess.CompletedProcess:
-    """``python -m <script> <args>`` computed in this process, from the repository root as :func:`run_cli` runs it:
-    its exit code and what it printed, as a ``CompletedProcess``, without the seconds a new interpreter spends
-    importing torch. For a command's refusal of a bad input, whose message and exit code are the point, not the
-    process. It computes on one thread; what it may set for the whole process is restored (:func:`process_state`)."""
+def run_main(script, *args, env=None) -> subprocess.CompletedProcess:
+    """``python -m <script> <args>`` computed in this process, from the repository root as :func:`run_cli` runs it
+    (``env``: variables set for the call): its exit code and what it printed, as a ``CompletedProcess``, without the
+    seconds a new interpreter spends importing torch. For a command whose result, files or message are the point,
+    not the process. It computes on one thread; what it may set for the whole process is restored
+    (:func:`process_state`)."""
     from common import cli
 
     module = importlib.import_module(script)
+    if not hasattr(module, "main"):  # a package run by its __main__ (python -m figures)
+        module = importlib.import_module(f"{script}.__main__")
     argv = [str(a) for a in args]
     out, err = io.StringIO(), io.StringIO()
     with process_state(), contextlib.chdir(ROOT), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        os.environ.update({k: str(v) for k, v in (env or {}).items()})
         try:  # a script's command is common.cli.main; another module's (common.export) is its own main
             code = cli.main(script, argv) if getattr(module, "SCRIPT", None) == script else module.main(argv)
         except SystemExit as exc:  # argparse's exit, its error line or --help already printed
@@ -111,6 +115,15 @@ def one_thread():
     make the tests many times slower when the 2 cores are shared with other jobs."""
     with single_thread():
         yield
+
+
+@pytest.fixture
+def png_only(monkeypatch):
+    """Figures drawn as PNG alone: a test that draws many figures from a store draws each once, not once per format
+    (the PDFs are drawn and checked by tests/test_figures.py)."""
+    from figures import plot
+
+    monkeypatch.setattr(plot, "IMAGE_FORMATS", (".png",))
 
 
 def one_thread_pretrain(args, runs_dir):

@@ -35,7 +35,7 @@ def small_profile(monkeypatch):
     monkeypatch.setitem(bip_runs.TICKET_TOLERANCE, "tiny", 1.0)
 
 
-def test_bip_figures_are_drawn_from_the_run_store(small_profile, tmp_path, one_thread):
+def test_bip_figures_are_drawn_from_the_run_store(small_profile, tmp_path, one_thread, png_only):
     runtime = {"runs_dir": str(tmp_path / "runs"), "progress": "off"}
     out = tmp_path / "out"
     for name in TARGETS:

@@ -23,14 +23,14 @@ def small_profile(monkeypatch):
     monkeypatch.setitem(P.TIME_DRAWS, "tiny", (0, 1))  # two timed runs per method, the fastest compared
 
 
-def test_posttrain_targets_are_drawn_from_the_run_store(small_profile, tmp_path, one_thread, capsys):
+def test_posttrain_targets_are_drawn_from_the_run_store(small_profile, tmp_path, one_thread, capsys, png_only):
     runtime = {"runs_dir": str(tmp_path / "runs"), "progress": "off", "device": "cpu"}
     out = tmp_path / "out"
     for name in ("tab-posttrain", "fig-posttrain-samples", "fig-posttrain-ablation", "fig-posttrain-balance",
                  "fig-posttrain-time"):
         paths = pipeline.make(name, "tiny", runtime=runtime, out_root=out)
         tables = {".md", ".tex"} if name.startswith("tab") else set()  # a table draws its paired differences too
-        assert {p.suffix for p in paths} == {".png", ".pdf", ".csv"} | tables, name
+        assert {p.suffix for p in paths} == {".png", ".csv"} | tables, name
         assert all(p.stat().st_size > 0 for p in paths)
     tiny = out / "tiny"
     tab = pd.read_csv(tiny / "tab-posttrain-summary.csv")

@@ -27,7 +27,7 @@ from common import pretrain
 from common.errors import UserError
 from common.store import Run, read_log
 from slurm import local_cluster, resources, snapshot
-from tests.conftest import one_error_line, one_thread_pretrain, run_cli
+from tests.conftest import one_error_line, one_thread_pretrain, run_cli, run_main
 
 TINY = ["--model", "mlp", "--train.epochs", "3", "--progress", "off"]
 
@@ -47,10 +47,10 @@ def test_resources_layer_file_then_environment_then_flags(tmp_path):
 def test_malformed_resource_config_is_one_line_error(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("partition = gpu\n")  # an unquoted string is not TOML
-    proc = run_cli("slurm.submit", "--resources", bad, "common.pretrain", *TINY, "--runs-dir", tmp_path / "runs")
+    proc = run_main("slurm.submit", "--resources", bad, "common.pretrain", *TINY, "--runs-dir", tmp_path / "runs")
     assert proc.returncode == 2 and "malformed resource config" in one_error_line(proc)
     bad.write_text('[paper]\ngpus = 4\n')
-    proc = run_cli("slurm.submit", "--resources", bad, "common.pretrain", *TINY, "--runs-dir", tmp_path / "runs")
+    proc = run_main("slurm.submit", "--resources", bad, "common.pretrain", *TINY, "--runs-dir", tmp_path / "runs")
     assert proc.returncode == 2 and "unknown key 'paper' (a [section]?)" in one_error_line(proc)
     bad.write_text('time = "two hours"\n')
     with pytest.raises(UserError, match="'time' must be a whole number"):
@@ -60,9 +60,9 @@ def test_malformed_resource_config_is_one_line_error(tmp_path):
 
 def test_cluster_slurm_without_sbatch_is_one_line_error(tmp_path):
     env = {"PATH": str(tmp_path / "empty-bin")}  # no sbatch (nor anything else) on PATH
-    proc = run_cli("figures", "fig-gmp-schedule", "--cluster", "slurm", "--runs-dir", tmp_path / "runs", env=env)
+    proc = run_main("figures", "fig-gmp-schedule", "--cluster", "slurm", "--runs-dir", tmp_path / "runs", env=env)
     assert proc.returncode == 2 and "needs Slurm's sbatch on PATH" in one_error_line(proc)
-    proc = run_cli("slurm.submit", "common.pretrain", *TINY, "--runs-dir", tmp_path / "runs", env=env)
+    proc = run_main("slurm.submit", "common.pretrain", *TINY, "--runs-dir", tmp_path / "runs", env=env)
     assert proc.returncode == 2 and "needs Slurm's sbatch on PATH" in one_error_line(proc)
     assert not list((tmp_path / "runs").rglob("result.json"))
 
@@ -92,13 +92,13 @@ def no_controller(tmp_path):
 def test_submit_when_no_controller_answers_is_one_line_error_and_leaves_nothing(no_controller, tmp_path):
     logs = tmp_path / "slurm_logs"
     args = ["slurm.submit", "common.pretrain", *TINY, "--runs-dir", tmp_path / "runs"]
-    proc = run_cli(*args, env=no_controller)
+    proc = run_main(*args, env=no_controller)
     line = one_error_line(proc)
     assert proc.returncode == 2 and "no Slurm controller answers" in line and "scontrol ping" in line, line
     assert "partition" not in line and len(proc.stderr.splitlines()) == 1, proc.stderr  # nor sbatch's own echo
     assert not logs.exists() and not (tmp_path / "runs").exists()
     (logs / "code" / "0123456789abcdef").mkdir(parents=True)  # a log root that earlier submissions made stays
-    proc = run_cli(*args, env=no_controller)
+    proc = run_main(*args, env=no_controller)
     assert proc.returncode == 2 and "no Slurm controller answers" in one_error_line(proc)
     assert [p.name for p in logs.iterdir()] == ["code"], list(logs.iterdir())
 
@@ -325,7 +325,7 @@ def test_a_bad_sbatch_option_gres_or_srun_argument_is_one_line_and_submits_nothi
     count = fake_slurm(tmp_path, monkeypatch, gres="gpu:a100:4(S:0-1)")
     mine = tmp_path / "mine.toml"
     mine.write_text(f'partition = "gpu"\n{toml}\n')
-    proc = run_cli("slurm.submit", "--resources", mine, "common.pretrain", *TINY, "--runs-dir", tmp_path / "runs")
+    proc = run_main("slurm.submit", "--resources", mine, "common.pretrain", *TINY, "--runs-dir", tmp_path / "runs")
     line = one_error_line(proc)
     assert proc.returncode == 2 and said in line, line
     assert not count.exists() and not (tmp_path / "runs").exists() and not (tmp_path / "logs").exists()
@@ -407,8 +407,8 @@ def test_a_time_limit_that_leaves_no_time_to_compute_is_a_user_error(every, betw
 
 
 def test_submit_with_too_short_a_time_limit_is_one_line_error(tmp_path):
-    proc = run_cli("slurm.submit", "--time", "20", "--gpus", "1", "gmp.prune", "--preset", "imagenet-resnet50",
-                   "--runs-dir", tmp_path / "runs", env={"PRUNING_SLURM_LOGS": str(tmp_path / "logs")})
+    proc = run_main("slurm.submit", "--time", "20", "--gpus", "1", "gmp.prune", "--preset", "imagenet-resnet50",
+                    "--runs-dir", tmp_path / "runs", env={"PRUNING_SLURM_LOGS": str(tmp_path / "logs")})
     line = one_error_line(proc)
     assert proc.returncode == 2, proc.stderr
     assert "time limit of 20 min per job" in line and "(30 min, --checkpoint-every-minutes)" in line, line
@@ -518,18 +518,18 @@ def test_a_control_character_in_any_resource_value_is_refused(bad, tmp_path):
 
 
 def test_a_control_character_is_one_error_line_before_anything_is_submitted(tmp_path):
-    proc = run_cli("slurm.submit", "--account", "proj\necho pwned", "common.pretrain", *TINY,
-                   "--runs-dir", tmp_path / "runs", env={"PRUNING_SLURM_LOGS": str(tmp_path / "logs")})
+    proc = run_main("slurm.submit", "--account", "proj\necho pwned", "common.pretrain", *TINY,
+                    "--runs-dir", tmp_path / "runs", env={"PRUNING_SLURM_LOGS": str(tmp_path / "logs")})
     assert proc.returncode == 2
     assert one_error_line(proc) == "error: command line: 'account' = 'proj\\necho pwned' holds a control character " \
                                    "('\\n'); give it as one line of plain text"
     assert not (tmp_path / "runs").exists() and not (tmp_path / "logs").exists()
-    proc = run_cli("slurm.submit", "common.pretrain", *TINY, "--runs-dir", tmp_path / "runs",
-                   env={"PRUNING_SLURM_LOGS": str(tmp_path / "logs\nx")})
+    proc = run_main("slurm.submit", "common.pretrain", *TINY, "--runs-dir", tmp_path / "runs",
+                    env={"PRUNING_SLURM_LOGS": str(tmp_path / "logs\nx")})
     assert proc.returncode == 2 and "PRUNING_SLURM_LOGS" in one_error_line(proc)
     afile = tmp_path / "data.txt"
     afile.write_text("")
-    proc = run_cli("slurm.submit", "common.pretrain", *TINY, "--runs-dir", tmp_path / "runs", "--data-dir", afile)
+    proc = run_main("slurm.submit", "common.pretrain", *TINY, "--runs-dir", tmp_path / "runs", "--data-dir", afile)
     assert proc.returncode == 2 and f"--data-dir {afile} is a file, not a folder" in one_error_line(proc)
     assert not (tmp_path / "runs").exists()
 
@@ -573,20 +573,20 @@ def test_paths_with_shell_characters_reach_the_job_unexpanded(tmp_path, monkeypa
 
 def test_dry_run_prints_the_sbatch_scripts_and_submits_nothing(tmp_path):
     env = {"PATH": str(tmp_path / "empty-bin"), "PRUNING_SLURM_LOGS": str(tmp_path / "logs")}  # no Slurm here at all
-    proc = run_cli("slurm.submit", "--dry-run", "--cpus", "2", "common.pretrain", *TINY, "--runs-dir",
-                   tmp_path / "runs", env=env)
+    proc = run_main("slurm.submit", "--dry-run", "--cpus", "2", "common.pretrain", *TINY, "--runs-dir",
+                    tmp_path / "runs", env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("#!/bin/bash") == 1 and "#SBATCH --cpus-per-task=2" in proc.stdout, proc.stdout
     srun = next(ln for ln in proc.stdout.splitlines() if ln.startswith("srun "))
     assert " --cpus-per-task 2 " in srun and "nothing submitted" in proc.stdout
-    proc = run_cli("figures", "fig-gmp-wd", "--profile", "tiny", "--cluster", "slurm", "--dry-run", "--runs-dir",
-                   tmp_path / "runs", "--out", tmp_path / "out", env=env)
+    proc = run_main("figures", "fig-gmp-wd", "--profile", "tiny", "--cluster", "slurm", "--dry-run", "--runs-dir",
+                    tmp_path / "runs", "--out", tmp_path / "out", env=env)
     assert proc.returncode == 0, proc.stderr
     # 3 dense models (one array), then each one's 6 runs as an array waiting for its task
     assert proc.stdout.count("#!/bin/bash") == 4 and "#SBATCH --array=0-2%3" in proc.stdout, proc.stdout
     assert {f"#SBATCH --dependency=afterok:JOB1_{i}" for i in range(3)} <= set(proc.stdout.splitlines())
     assert not any(p.exists() for p in (tmp_path / "runs", tmp_path / "logs", tmp_path / "out"))
-    proc = run_cli("figures", "fig-gmp-wd", "--profile", "tiny", "--dry-run", "--cluster", "local", env=env)
+    proc = run_main("figures", "fig-gmp-wd", "--profile", "tiny", "--dry-run", "--cluster", "local", env=env)
     assert proc.returncode == 2 and "use it with --cluster slurm" in one_error_line(proc)
     if shutil.which("make"):
         make = subprocess.run(["make", "-n", "fig-gmp-wd", "PROFILE=tiny", "CLUSTER=slurm", "DRY_RUN=1"],
@@ -643,7 +643,7 @@ def test_submitted_run_completes_and_equals_the_local_run(cluster, logs, tmp_pat
     assert slurm_result["test_acc"] == result["test_acc"]
     assert slurm_result["test_loss"] == pytest.approx(result["test_loss"], rel=1e-6)
     assert same_model(Run(pretrain.SCRIPT, local.cfg, tmp_path / "slurm-runs"), local)
-    again = run_cli("slurm.submit", "common.pretrain", *TINY, "--runs-dir", tmp_path / "slurm-runs")
+    again = run_main("slurm.submit", "common.pretrain", *TINY, "--runs-dir", tmp_path / "slurm-runs")
     assert again.returncode == 0 and "already done, nothing submitted" in again.stdout
 
 
@@ -665,10 +665,10 @@ def test_a_two_cpu_jobs_task_runs_on_two_cpus_and_sizes_its_threads_by_them(clus
 
 def test_unknown_partition_and_gpus_without_gpus_are_one_line_errors(cluster, logs, tmp_path):
     args = ["common.pretrain", *TINY, "--runs-dir", tmp_path / "runs"]
-    proc = run_cli("slurm.submit", "--partition", "no-such-partition", *args)
+    proc = run_main("slurm.submit", "--partition", "no-such-partition", *args)
     line = one_error_line(proc)
     assert proc.returncode == 2 and "sbatch refused the job" in line and "partition" in line.lower()
-    proc = run_cli("slurm.submit", "--gpus", "1", *args)
+    proc = run_main("slurm.submit", "--gpus", "1", *args)
     line = one_error_line(proc)
     assert proc.returncode == 2 and "which has no GPUs" in line and "gpus = 0" in line
     assert not list((tmp_path / "runs").rglob("result.json"))
