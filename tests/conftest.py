@@ -39,7 +39,7 @@ def run_main(script, *args, env=None) -> subprocess.CompletedProcess:
     from common import cli
 
     module = importlib.import_module(script)
-    if not hasattr(module, "main"):  # a package run by its __main__ (python -m figures)
+    if hasattr(module, "__path__") and not hasattr(module, "main"):  # a package run by its __main__ (figures)
         module = importlib.import_module(f"{script}.__main__")
     argv = [str(a) for a in args]
     out, err = io.StringIO(), io.StringIO()

@@ -18,7 +18,7 @@ from common import pretrain, store
 from common.cli import Runtime
 from common.errors import UserError
 from common.store import Run, execute, read_log
-from tests.conftest import ROOT, one_error_line, run_cli
+from tests.conftest import ROOT, one_error_line, run_cli, run_main
 
 PACKAGES = ("bip", "seqattn", "gmp", "posttrain")
 
@@ -198,7 +198,7 @@ def test_a_store_hit_says_so_and_warns_when_other_code_computed_it(tmp_path, mon
 
 # ---------------------------------------------------------------------------------------------------- errors
 def test_unknown_device_is_one_line(tmp_path):
-    proc = run_cli("gmp.prune", "--device", "tpu", "--runs-dir", tmp_path)
+    proc = run_main("gmp.prune", "--device", "tpu", "--runs-dir", tmp_path)
     assert proc.returncode == 2
     assert one_error_line(proc) == "error: --device tpu is not a device this code runs on; use auto, cpu, cuda or " \
                                    "cuda:N (N: a GPU index)"

@@ -97,8 +97,8 @@ def exported(tmp_path_factory):
         first[script] = torch.load(dirs[script] / "export" / "state_dict.pt", weights_only=True)
     dense = sorted((runs / "common.pretrain").iterdir())
     assert len(dense) == 2  # the mlp of gmp.prune, the cnn of posttrain.prune
-    proc = run_cli("common.export", "--run", dirs["gmp.prune"], "--run", runs / "common.pretrain" / "*",
-                   "--run", f"{dirs['seqattn.prune']},{dirs['posttrain.prune']}")
+    proc = run_main("common.export", "--run", dirs["gmp.prune"], "--run", runs / "common.pretrain" / "*",
+                    "--run", f"{dirs['seqattn.prune']},{dirs['posttrain.prune']}")
     assert proc.returncode == 0, proc.stderr
     assert [json.loads(line)["format"] for line in proc.stdout.splitlines()] == ["torch.export"] * 5
     dirs.update({f"common.pretrain/{d.name}": d for d in dense})

@@ -132,8 +132,7 @@ def test_sigkilled_within_an_epoch_resumes_exactly(tmp_path):
         time.sleep(0.02)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    done = subprocess.run([sys.executable, "-m", *args, "--runs-dir", str(broken)], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
+    done = run_main(*args, "--runs-dir", broken)  # resumed from what the killed process left on disk
     assert done.returncode == 0, done.stderr
     assert "resuming from batch" in done.stderr
     _runs_equal(tmp_path / "straight", broken, ["common.pretrain"])

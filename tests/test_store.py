@@ -20,7 +20,7 @@ from common import store
 from common.data import process_cpus
 from common.errors import Diverged, UserError
 from slurm import snapshot
-from tests.conftest import ROOT, one_error_line, single_thread
+from tests.conftest import ROOT, one_error_line, run_main, single_thread
 
 
 @dataclass
@@ -264,8 +264,7 @@ def test_sigkilled_run_resumes_exactly(tmp_path):
     broken = tmp_path / "broken"
     _kill_after(args, "common.pretrain/*/log.jsonl", 2, broken)  # 3 of 5 epochs to go
     _kill_after(args, "gmp.prune/*/log.jsonl", 3, broken)  # within the pruning stage (epochs 2-4)
-    proc = subprocess.run([sys.executable, "-m", *args, "--runs-dir", str(broken)], cwd=ROOT, capture_output=True,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"), text=True)
+    proc = run_main(*args, "--runs-dir", broken)  # resumed from what the killed processes left on disk
     assert proc.returncode == 0, proc.stderr
     for script in ("common.pretrain", "gmp.prune"):
         (a,), (b,) = list((straight / script).iterdir()), list((broken / script).iterdir())
