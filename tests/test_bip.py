@@ -14,7 +14,7 @@ from bip.scores import ScoredWeights
 from common import sparsity as S
 from common.models import build_model
 from common.store import collect
-from tests.conftest import ROOT, one_error_line, run_cli, run_main
+from tests.conftest import ROOT, one_error_line, run_main
 
 FAST = ["--pretrain.epochs", "4", "--progress", "off"]
 
@@ -130,8 +130,8 @@ def test_the_upper_step_returns_its_loss_and_grad_z_for_the_logged_ig_ratio():
 
 
 def test_rewind_replay_equals_the_stored_dense_model(runs):
-    dense = run_cli("common.pretrain", "--model", "mlp", "--train.epochs", "3", "--runs-dir", runs)
-    replay = run_cli("bip.rewind", "--model", "mlp", "--pretrain.epochs", "3", "--epoch", "3", "--runs-dir", runs)
+    dense = run_main("common.pretrain", "--model", "mlp", "--train.epochs", "3", "--runs-dir", runs)
+    replay = run_main("bip.rewind", "--model", "mlp", "--pretrain.epochs", "3", "--epoch", "3", "--runs-dir", runs)
     assert dense.returncode == 0 and replay.returncode == 0, replay.stderr
     (d,), (r,) = (runs / "common.pretrain").iterdir(), (runs / "bip.rewind").iterdir()
     a, b = (torch.load(p / "model.pt", weights_only=True) for p in (d, r))
@@ -140,8 +140,8 @@ def test_rewind_replay_equals_the_stored_dense_model(runs):
 
 def test_bip_hydra_and_retraining_end_to_end(runs):
     for method, own in (("bip", []), ("hydra", ["--finetune-epochs", "1"])):  # BiP does not fine-tune
-        proc = run_cli("bip.prune", *FAST, "--method", method, "--epochs", "2", *own,
-                       "--target-sparsity", "0.8", "--runs-dir", runs)
+        proc = run_main("bip.prune", *FAST, "--method", method, "--epochs", "2", *own,
+                        "--target-sparsity", "0.8", "--runs-dir", runs)
         assert proc.returncode == 0, proc.stderr
     df = collect(runs, "bip.prune").set_index("config.method")
     assert (df["sparsity"] - 0.8).abs().max() < 1e-4 and (df["test_acc"] > 0.5).all()
@@ -151,8 +151,8 @@ def test_bip_hydra_and_retraining_end_to_end(runs):
     assert float((weights["1.weight"] == 0).float().mean()) > 0.5             # the model is saved masked
     phases = [r["phase"] for r in map(json.loads, open(f"{df.loc['hydra', 'run_dir']}/log.jsonl")) if "phase" in r]
     assert phases == ["hydra", "hydra", "finetune"]
-    proc = run_cli("bip.retrain", *FAST, "--epochs", "2", "--target-sparsity", "0.8",
-                   "--rewind-epoch", "1", "--retrain-epochs", "1", "--runs-dir", runs)
+    proc = run_main("bip.retrain", *FAST, "--epochs", "2", "--target-sparsity", "0.8",
+                    "--rewind-epoch", "1", "--retrain-epochs", "1", "--runs-dir", runs)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["sparsity"] == pytest.approx(0.8, abs=1e-4)
@@ -161,11 +161,11 @@ def test_bip_hydra_and_retraining_end_to_end(runs):
 
 
 def test_imp_reports_every_round_with_cumulative_time_and_omp_one_point(runs):
-    proc = run_cli("bip.magnitude", *FAST, "--epochs", "1", "--target-sparsity", "0.5", "--rewind-epoch", "0",
-                   "--runs-dir", runs)
+    proc = run_main("bip.magnitude", *FAST, "--epochs", "1", "--target-sparsity", "0.5", "--rewind-epoch", "0",
+                    "--runs-dir", runs)
     assert proc.returncode == 0, proc.stderr
-    proc = run_cli("bip.magnitude", *FAST, "--method", "omp", "--epochs", "1", "--target-sparsity", "0.5",
-                   "--runs-dir", runs)
+    proc = run_main("bip.magnitude", *FAST, "--method", "omp", "--epochs", "1", "--target-sparsity", "0.5",
+                    "--runs-dir", runs)
     assert proc.returncode == 0, proc.stderr
     df = collect(runs, "bip.magnitude")
     imp = df[df["config.method"] == "imp"].sort_values("round")
@@ -386,8 +386,8 @@ def test_structured_masks_rank_units_by_the_sum_of_their_signed_scores(structure
 
 def test_bip_run_that_misses_its_target_sparsity_is_recorded_failed(runs):
     """--score-init 0: every score ties at the threshold, all of them are pruned; the run fails, with the cause."""
-    proc = run_cli("bip.prune", *FAST, "--epochs", "1", "--score-init", "0", "--target-sparsity", "0.5",
-                   "--runs-dir", runs)
+    proc = run_main("bip.prune", *FAST, "--epochs", "1", "--score-init", "0", "--target-sparsity", "0.5",
+                    "--runs-dir", runs)
     assert proc.returncode == 3, proc.stderr
     line = one_error_line(proc)
     assert "misses the target 0.5000" in line and "--score-init 0" in line

@@ -6,7 +6,7 @@ import pytest
 
 from common import config as C
 from common.errors import UserError
-from tests.conftest import one_error_line, run_cli, run_main
+from tests.conftest import one_error_line, run_main
 
 
 @dataclass
@@ -45,7 +45,7 @@ def test_bad_choice_and_unknown_field():
 
 
 def test_every_option_is_documented():
-    proc = run_cli("gmp.prune", "--help")
+    proc = run_main("gmp.prune", "--help")
     assert proc.returncode == 0
     for flag in ("--method", "--target-sparsity", "--stabilize-epochs", "--prune-epochs", "--update-every",
                  "--update-unit", "--scope", "--exclude", "--finetune-weight-decay", "--prune-lr.schedule",

@@ -661,9 +661,8 @@ def test_a_run_on_an_image_folder_is_identified_by_its_files_not_its_path(folder
     ("other classes", "{base}/train and {base}/val hold different class folders ('b' is in one only)"),
     ("no val", "image folder not found: expected {base}/train/<class>/<images> and {base}/val/<class>/<images>"),
 ])
-def test_an_image_folder_without_class_folders_is_one_line(tmp_path, layout, message, capsys):
-    from common import cli
-    from tests.conftest import one_error_line, run_cli
+def test_an_image_folder_without_class_folders_is_one_line(tmp_path, layout, message):
+    from tests.conftest import one_error_line, run_main
 
     base = tmp_path / "bad"
     if layout == "loose":
@@ -679,15 +678,9 @@ def test_an_image_folder_without_class_folders_is_one_line(tmp_path, layout, mes
                 (base / "val" / "b").mkdir()
                 (base / "train" / "b" / "notes.txt").write_text("no images here")
     runs = tmp_path / "runs"
-    argv = ["--dataset", "imagefolder", "--data-dir", str(base), "--runs-dir", str(runs)]
-    if layout == "loose":  # as a user runs it
-        proc = run_cli("common.pretrain", *argv)
-        assert proc.returncode == 2
-        line = one_error_line(proc)
-    else:  # the same, in this process (faster)
-        assert cli.main("common.pretrain", argv) == 2
-        err = capsys.readouterr().err
-        (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    proc = run_main("common.pretrain", "--dataset", "imagefolder", "--data-dir", base, "--runs-dir", runs)
+    assert proc.returncode == 2
+    line = one_error_line(proc)
     assert line.startswith("error: " + message.format(base=base)), line
     assert not runs.exists() or not list(runs.glob("*/*"))
 
@@ -813,10 +806,10 @@ def test_workers_and_threads_follow_the_cpu_affinity_not_the_jobs_cpu_count(monk
 
 
 def test_bad_workers_is_one_error_line():
-    from tests.conftest import one_error_line, run_cli
+    from tests.conftest import one_error_line, run_main
 
-    proc = run_cli("common.pretrain", "--model", "mlp", "--train.epochs", "1", "--workers", "many", "--runs-dir",
-                   "/nonexistent/never-made")
+    proc = run_main("common.pretrain", "--model", "mlp", "--train.epochs", "1", "--workers", "many", "--runs-dir",
+                    "/nonexistent/never-made")
     assert proc.returncode == 2
     assert one_error_line(proc) == "error: --workers many is neither auto nor a number of processes >= 0"
 

@@ -1,7 +1,6 @@
 """Fashion-MNIST (common/data.py): the official IDX files, written small in their real format, read through the real
 loader from every place it looks; the real files too where Debian's dataset-fashion-mnist put them."""
 import gzip
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import torch
 from common import data as D
 from common.data import load_dataset, plain_input
 from common.errors import DatasetMissing, UserError
-from tests.conftest import one_error_line
+from tests.conftest import one_error_line, run_main
 
 NAMES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
@@ -134,19 +133,11 @@ def test_fetch_says_in_one_line_what_it_did(tmp_path, no_debian, monkeypatch):
     assert str(e.value).startswith("Fashion-MNIST: apt-get is not available, and downloading") and "\n" not in str(e.value)
 
 
-def test_a_script_without_the_data_fails_in_one_line(tmp_path):
+def test_a_script_without_the_data_fails_in_one_line(tmp_path, monkeypatch):
     """Exit code 2 and one line naming where the files were looked for (Debian's location pointed elsewhere)."""
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
-    code = ("import sys, pathlib; import common.data as D; D.FASHION_DEBIAN = pathlib.Path(sys.argv[1]); "
-            "from common.cli import main; raise SystemExit(main('common.pretrain', sys.argv[2:]))")
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "none"), "--dataset", "fashionmnist",
-                           "--data-dir", str(tmp_path), "--runs-dir", str(tmp_path / "runs"), "--device", "cpu"],
-                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
-                          timeout=120)
+    monkeypatch.setattr(D, "FASHION_DEBIAN", tmp_path / "none")
+    proc = run_main("common.pretrain", "--dataset", "fashionmnist", "--data-dir", tmp_path, "--runs-dir",
+                    tmp_path / "runs", "--device", "cpu")
     assert proc.returncode == 2, proc.stderr
     line = one_error_line(proc)
     assert "Fashion-MNIST not found" in line and str(tmp_path / "FashionMNIST" / "raw") in line

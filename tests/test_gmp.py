@@ -9,7 +9,7 @@ from torch.ao.pruning import CubicSL, WeightNormSparsifier
 
 from common.store import collect
 from gmp.schedule import GradualPruner, PruningSteps, cubic_sparsity
-from tests.conftest import ROOT, one_error_line, run_cli, run_main
+from tests.conftest import ROOT, one_error_line, run_main
 
 FAST = ["--model", "mlp", "--exclude", "last", "--pretrain.epochs", "3", "--epochs", "6", "--stabilize-epochs", "1",
         "--prune-epochs", "3", "--progress", "off"]
@@ -37,7 +37,7 @@ def test_update_points():
 
 def test_gmp_and_oneshot_end_to_end(runs):
     for method in ("gmp", "oneshot"):
-        proc = run_cli("gmp.prune", *FAST, "--method", method, "--target-sparsity", "0.8", "--runs-dir", runs)
+        proc = run_main("gmp.prune", *FAST, "--method", method, "--target-sparsity", "0.8", "--runs-dir", runs)
         assert proc.returncode == 0, proc.stderr
     df = collect(runs, "gmp.prune")
     assert set(df["config.method"]) == {"gmp", "oneshot"}
@@ -50,12 +50,13 @@ def test_gmp_and_oneshot_end_to_end(runs):
     assert len(prunes) == 4 and prunes[0]["step"] == 12 and prunes[-1]["target_sparsity"] == pytest.approx(0.8)
     weights = torch.load(f"{gmp_dir}/model.pt", weights_only=True)
     assert float((weights["1.weight"] == 0).float().mean()) == pytest.approx(0.8, abs=1e-3)
-    again = run_cli("gmp.prune", *FAST, "--method", "gmp", "--target-sparsity", "0.8", "--runs-dir", runs)
-    assert again.returncode == 0 and json.loads(again.stdout)["hash"] == df[df["config.method"] == "gmp"]["hash"].iloc[0]
+    again = run_main("gmp.prune", *FAST, "--method", "gmp", "--target-sparsity", "0.8", "--runs-dir", runs)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["hash"] == df[df["config.method"] == "gmp"]["hash"].iloc[0]
 
 
 def test_no_weight_decay_in_finetuning_is_logged(runs):
-    proc = run_cli("gmp.prune", *FAST, "--finetune-weight-decay", "0", "--runs-dir", runs)
+    proc = run_main("gmp.prune", *FAST, "--finetune-weight-decay", "0", "--runs-dir", runs)
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = (runs / "gmp.prune").iterdir()
     epochs = [json.loads(x) for x in open(run_dir / "log.jsonl") if '"epoch"' in x]
@@ -88,7 +89,7 @@ def test_missing_dataset_names_the_expected_folder(tmp_path, runs):
 
 
 def test_nan_loss_records_a_failed_run(runs):
-    proc = run_cli("gmp.prune", *FAST, "--pretrain.lr", "1e30", "--runs-dir", runs)
+    proc = run_main("gmp.prune", *FAST, "--pretrain.lr", "1e30", "--runs-dir", runs)
     assert proc.returncode == 3
     assert "run failed: training loss became" in one_error_line(proc)
     (run_dir,) = (runs / "common.pretrain").iterdir()
@@ -97,11 +98,11 @@ def test_nan_loss_records_a_failed_run(runs):
 
 
 def test_corrupt_checkpoint_reruns_from_scratch(runs):
-    ok = run_cli("common.pretrain", "--model", "mlp", "--train.epochs", "2", "--runs-dir", runs)
+    ok = run_main("common.pretrain", "--model", "mlp", "--train.epochs", "2", "--runs-dir", runs)
     (run_dir,) = (runs / "common.pretrain").iterdir()
     (run_dir / "result.json").unlink()
     (run_dir / "checkpoint.pt").write_bytes(b"\x80\x02not a checkpoint")
-    proc = run_cli("common.pretrain", "--model", "mlp", "--train.epochs", "2", "--runs-dir", runs)
+    proc = run_main("common.pretrain", "--model", "mlp", "--train.epochs", "2", "--runs-dir", runs)
     assert proc.returncode == 0 and "corrupt or truncated" in proc.stderr and "Traceback" not in proc.stderr
     assert json.loads(proc.stdout.splitlines()[-1])["test_acc"] == json.loads(ok.stdout.splitlines()[-1])["test_acc"]
 

@@ -11,7 +11,7 @@ from figures import cost, pipeline
 from figures.bip import runs as bip_runs
 from figures.gmp import fig_gmp_schedule as gmp_schedule
 from common.store import JOB_FILE
-from tests.conftest import one_error_line, run_cli
+from tests.conftest import one_error_line, run_main
 
 
 def quiet(*_):
@@ -166,8 +166,8 @@ def test_curves_are_the_tables_own_runs_on_a_fixed_training_subset(tmp_path):
 
 
 def test_plan_prints_each_figure_and_the_total(tmp_path):
-    proc = run_cli("figures", "plan", "fig-gmp-wd", "fig-gmp-vs-oneshot", "--profile", "tiny", "--runs-dir", tmp_path,
-                   "--runs")
+    proc = run_main("figures", "plan", "fig-gmp-wd", "fig-gmp-vs-oneshot", "--profile", "tiny", "--runs-dir", tmp_path,
+                    "--runs")
     assert proc.returncode == 0, proc.stderr
     assert "fig-gmp-wd [tiny]:" in proc.stdout and "A100-h" in proc.stdout and "missing" in proc.stdout
     assert "kept once done" in proc.stdout and "checkpoint writes" in proc.stdout and "critical path" in proc.stdout
@@ -180,7 +180,7 @@ def test_plan_prints_each_figure_and_the_total(tmp_path):
     (("plan",), "plan needs the figures to plan"),
 ])
 def test_bad_plans_are_one_line_errors(tmp_path, args, message):
-    proc = run_cli("figures", *args, "--runs-dir", tmp_path)
+    proc = run_main("figures", *args, "--runs-dir", tmp_path)
     assert proc.returncode == 2 and message in one_error_line(proc)
 
 

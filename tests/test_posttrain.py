@@ -12,7 +12,7 @@ from common.models import build_model
 from common.store import collect
 from posttrain import groups as G
 from posttrain import reconstruct as R
-from tests.conftest import ROOT, one_error_line, run_cli, run_main
+from tests.conftest import ROOT, one_error_line, run_main
 
 X = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
 FAST = ["--model", "mlp", "--pretrain.epochs", "3", "--samples", "64", "--phase1-epochs", "3", "--phase2-epochs", "2",
@@ -151,7 +151,7 @@ def test_layerwise_reconstruction_cuts_every_layer_off_from_later_errors():
 
 
 def test_methods_end_to_end(runs, one_thread):
-    proc = run_cli("posttrain.prune", *FAST, "--ratio", "0.5", "--runs-dir", runs)  # ours, as a user runs it
+    proc = run_main("posttrain.prune", *FAST, "--ratio", "0.5", "--runs-dir", runs)  # ours, from its command line
     assert proc.returncode == 0, proc.stderr
     from common import config as C
     from common.store import execute
@@ -202,7 +202,7 @@ def test_checkpoint_of_another_architecture_is_one_line(runs, tmp_path):
     line = one_error_line(proc)
     assert proc.returncode == 2 and "does not match --model cnn" in line
     assert not list(runs.glob("*/*/result.json"))
-    ok = run_cli("posttrain.prune", *FAST, "--checkpoint", path, "--runs-dir", runs)  # the matching --model mlp
+    ok = run_main("posttrain.prune", *FAST, "--checkpoint", path, "--runs-dir", runs)  # the matching --model mlp
     assert ok.returncode == 0, ok.stderr
     assert not (runs / "common.pretrain").exists()  # the given weights were used, no dense model trained
 

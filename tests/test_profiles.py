@@ -9,7 +9,7 @@ import pytest
 
 from figures import FIGURES, pipeline, profiles
 from figures.__main__ import main as figures_main
-from tests.conftest import ROOT, one_error_line, run_cli
+from tests.conftest import ROOT, one_error_line, run_main
 
 
 def make_n(*args) -> str:
@@ -49,7 +49,7 @@ def test_cluster_auto_is_the_local_pool_on_more_than_one_core(monkeypatch, tmp_p
 
 @pytest.mark.parametrize("argv", [["fig-gmp-wd", "--device", "tpu"], ["plan", "all", "--device", "cuda0"]])
 def test_an_unknown_device_is_refused_before_anything_runs(argv, tmp_path):
-    proc = run_cli("figures", *argv, "--runs-dir", tmp_path)
+    proc = run_main("figures", *argv, "--runs-dir", tmp_path)
     assert proc.returncode == 2 and "unknown device" in one_error_line(proc)
     assert not any(tmp_path.iterdir())
 

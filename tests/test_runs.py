@@ -19,7 +19,7 @@ from common.atomic import atomic_write_json
 from common.runs import main, scalars
 from common.store import Run, RunLock, config_hash, execute, read_log
 from gmp import prune
-from tests.conftest import one_error_line, run_cli, single_thread
+from tests.conftest import one_error_line, run_main, single_thread
 
 
 def gmp_config(runs_dir, **changes):
@@ -142,7 +142,7 @@ def test_show_prints_commands_that_reproduce_the_run(store, capsys, tmp_path):
     code, out, _ = cli(capsys, "show", "--runs-dir", dense.root, dense.hash)
     flags = commands(out)[0]
     assert code == 0 and flags[:3] == ["python", "-m", pretrain.SCRIPT] and "--config" not in flags
-    proc = run_cli(*flags[2:], "--runs-dir", tmp_path / "runs", env={"OMP_NUM_THREADS": "1"})
+    proc = run_main(*flags[2:], "--runs-dir", tmp_path / "runs")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["hash"] == dense.hash and (tmp_path / "runs" / pretrain.SCRIPT / dense.hash).is_dir()
 
@@ -185,7 +185,7 @@ def test_a_bad_run_name_is_one_error_line(store, tmp_path):
                           (("log", "xyz", "--runs-dir", root), "neither a run directory nor a run's hash"),
                           (("log", store["started"].hash, "--runs-dir", root), "has no log.jsonl"),
                           (("show", "abcd", "--runs-dir", tmp_path / "runs"), "starts the hashes of 2 runs")):
-        proc = run_cli("common.runs", *args)
+        proc = run_main("common.runs", *args)
         assert proc.returncode == 2 and message in one_error_line(proc), proc.stderr
 
 

@@ -18,7 +18,7 @@ from common.store import Run, collect, execute, read_log
 from common.train import evaluate, make_optimizer
 from figures.seqattn import tab_seqattn_blocks
 from seqattn import prune
-from tests.conftest import one_error_line, run_cli, run_main
+from tests.conftest import one_error_line, run_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -127,8 +127,8 @@ def test_sapp_on_criteo_sparsifies_only_the_first_dense_layer(tmp_path, runs):
 
 def test_a_run_too_short_to_reach_its_sparsity_is_recorded_failed(tmp_path, runs):
     write_tsv(tmp_path / "criteo" / "train.txt", n=210)  # 180 training examples: one batch of 256, one step
-    proc = run_cli("seqattn.prune", "--preset", "criteo", "--data-dir", tmp_path, "--runs-dir", runs, "--epochs", "1",
-                   "--block", "10", "--sparsity", "0.9", "--optim.batch-size", "256", "--progress", "off")
+    proc = run_main("seqattn.prune", "--preset", "criteo", "--data-dir", tmp_path, "--runs-dir", runs, "--epochs", "1",
+                    "--block", "10", "--sparsity", "0.9", "--optim.batch-size", "256", "--progress", "off")
     assert proc.returncode == 3
     line = one_error_line(proc)
     assert "final sparsity 0.0000 misses the target 0.9000" in line and "raise --epochs" in line
