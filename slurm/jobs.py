@@ -32,6 +32,8 @@ from pathlib import Path
 
 import submitit
 
+from slurm import jobstart
+
 STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)  # the time-limit warning / a preemption; SIGTERM: preemption as well
 STOP_GRACE_S = 45.0  # a stop no training loop acted on within this many seconds requeues the job from its checkpoint
 
@@ -116,6 +118,9 @@ class Job(submitit.helpers.Checkpointable):
             signal.signal(signum, on_signal)
         signal.signal(signal.SIGALRM, lambda signum, frame: requeue(
             int(os.environ.get("SLURM_PROCID", "0") or 0), signal.SIGUSR2, frame))
+        early = os.environ.pop(jobstart.EARLY_SIGNAL, None)
+        if early:  # it came while this job's Python started (slurm.jobstart held it): acted on now
+            on_signal(signal.Signals[early], None)
         return requeue
 
     def checkpoint(self, *args, **kwargs):

@@ -21,8 +21,10 @@ import importlib
 import io
 import os
 import re
+import shlex
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,12 +103,16 @@ def parameters(res: R.Resources, label: str, code: Path, after=()) -> dict:
                                **({"kill-on-invalid-dep": "yes"} if after else {})})
 
 
+# how a job's Python starts: stop signals held from its first line (slurm/jobstart.py), then submitit's entry point
+JOB_PYTHON = f"{shlex.quote(sys.executable)} -u -m slurm.jobstart"
+
+
 def executor(res: R.Resources, label: str, folder: Path, code: Path, after=(), max_requeues: int = 0):
     """A submitit executor for jobs of ``res`` (``parameters``) that logs to ``folder``. submitit stops requeuing a
     job after ``max_requeues`` timeouts (the largest budget of its jobs); each ``Job`` stops at its own budget first."""
     import submitit
 
-    ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=max_requeues)
+    ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=max_requeues, python=JOB_PYTHON)
     ex.update_parameters(**parameters(res, label, code, after))
     return ex
 
@@ -121,7 +127,7 @@ def preview(res: R.Resources, label: str, folder: Path, code: Path, after, n: in
         def affinity(cls) -> int:  # submitit's check that srun exists: nothing is submitted
             return 1
 
-    ex = Preview(folder=folder)
+    ex = Preview(folder=folder, python=JOB_PYTHON)
     ex.update_parameters(**parameters(res, label, code, after))
     if n > 1:
         ex.parameters["map_count"] = n  # as submitit's own submission of an array

@@ -27,7 +27,7 @@ from common import pretrain
 from common.errors import UserError
 from common.store import Run, read_log
 from slurm import local_cluster, resources, snapshot
-from tests.conftest import one_error_line, one_thread_pretrain, run_cli, run_main
+from tests.conftest import ROOT, one_error_line, one_thread_pretrain, run_cli, run_main
 
 TINY = ["--model", "mlp", "--train.epochs", "3", "--progress", "off"]
 
@@ -471,6 +471,56 @@ def test_every_requeue_counts_toward_the_budget_those_slurm_made_too(monkeypatch
     assert job.checkpoint() is not None and job.requeues == 2
     monkeypatch.delenv("SLURM_RESTART_COUNT")
     assert job.checkpoint() is not None and job.requeues == 3 and job.checkpoint() is None
+
+
+PROBE = """import os, sys
+print("ready", flush=True)
+sys.stdin.readline()  # the stop signal comes meanwhile, before any handler of the job's own
+print(os.environ.get("PRUNING_EARLY_STOP_SIGNAL"), sys.argv[1:], flush=True)
+"""
+
+
+@pytest.mark.parametrize("start", [[], ["-u", "-m", "slurm.jobstart", "-u"]], ids=["plain", "jobstart"])
+def test_a_stop_signal_in_a_jobs_first_seconds_is_held_and_noted_not_fatal(start, tmp_path):
+    """A job's Python starts through slurm.jobstart (submit.JOB_PYTHON): a USR2 that comes before the job has set any
+    handler is noted in the environment for the job's handlers; a Python started plainly dies of it."""
+    import signal
+
+    from slurm import submit
+
+    assert submit.JOB_PYTHON.endswith(" -u -m slurm.jobstart")
+    (tmp_path / "probe.py").write_text(PROBE)
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
+    proc = subprocess.Popen([sys.executable, *start, "-m", "probe", "FOLDER"], cwd=ROOT, env=env, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == "ready\n"
+    proc.send_signal(signal.SIGUSR2)
+    time.sleep(0.2)
+    out, err = proc.communicate("go\n", timeout=60)
+    if start:
+        assert proc.returncode == 0 and out == "SIGUSR2 ['FOLDER']\n", err
+    else:
+        assert proc.returncode == -signal.SIGUSR2
+
+
+def test_a_stop_signal_noted_before_the_jobs_handlers_is_acted_on_once_they_are_set(monkeypatch):
+    import signal
+
+    from common import train
+    from slurm import jobs, jobstart
+
+    requeued = []
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGUSR2, signal.SIGTERM, signal.SIGALRM)}
+    signal.signal(signal.SIGUSR2, lambda signum, frame: requeued.append(signum))  # stands in for submitit's
+    monkeypatch.setenv(jobstart.EARLY_SIGNAL, "SIGUSR2")
+    try:
+        jobs.Job(pretrain.SCRIPT, None).catch_stop_signals()  # no training loop yet: requeued now
+        assert requeued == [signal.SIGUSR2] and jobstart.EARLY_SIGNAL not in os.environ
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+        train.clear_stop()
 
 
 def test_a_stop_signal_sets_the_flag_in_a_loop_and_requeues_at_once_outside_one(monkeypatch):
