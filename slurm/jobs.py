@@ -64,6 +64,7 @@ class Job(submitit.helpers.Checkpointable):
         print(f"job {env.job_id} task {env.global_rank}/{env.num_tasks} requeue {self.requeues}: "
               f"{self.script} {run.dir} ({'done' if run.done else 'computing'}); code {code}", flush=True)
         print(f"job {env.job_id} task {env.global_rank}: {describe_cpus()}", flush=True)
+        self.act_on_an_early_stop_signal()
         try:
             with distributed.group(env.global_rank, env.num_tasks, env.local_rank, env.hostnames[0]):
                 result = execute(self.script, cfg)
@@ -118,10 +119,15 @@ class Job(submitit.helpers.Checkpointable):
             signal.signal(signum, on_signal)
         signal.signal(signal.SIGALRM, lambda signum, frame: requeue(
             int(os.environ.get("SLURM_PROCID", "0") or 0), signal.SIGUSR2, frame))
-        early = os.environ.pop(jobstart.EARLY_SIGNAL, None)
-        if early:  # it came while this job's Python started (slurm.jobstart held it): acted on now
-            on_signal(signal.Signals[early], None)
         return requeue
+
+    @staticmethod
+    def act_on_an_early_stop_signal() -> None:
+        """A stop signal that came while this job's Python started (``slurm.jobstart`` held it) is raised again, to
+        the handlers :meth:`catch_stop_signals` set."""
+        early = os.environ.pop(jobstart.EARLY_SIGNAL, None)
+        if early:
+            signal.raise_signal(signal.Signals[early])
 
     def checkpoint(self, *args, **kwargs):
         """Requeue (the run store holds the state) unless this job has been requeued ``max_requeues`` times: by

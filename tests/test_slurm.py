@@ -514,8 +514,13 @@ def test_a_stop_signal_noted_before_the_jobs_handlers_is_acted_on_once_they_are_
     signal.signal(signal.SIGUSR2, lambda signum, frame: requeued.append(signum))  # stands in for submitit's
     monkeypatch.setenv(jobstart.EARLY_SIGNAL, "SIGUSR2")
     try:
-        jobs.Job(pretrain.SCRIPT, None).catch_stop_signals()  # no training loop yet: requeued now
+        job = jobs.Job(pretrain.SCRIPT, None)
+        job.catch_stop_signals()
+        assert not requeued
+        job.act_on_an_early_stop_signal()  # no training loop yet: requeued now
         assert requeued == [signal.SIGUSR2] and jobstart.EARLY_SIGNAL not in os.environ
+        job.act_on_an_early_stop_signal()
+        assert requeued == [signal.SIGUSR2]
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         for s, handler in handlers.items():

@@ -55,8 +55,8 @@ def test_run_longer_than_its_time_limit_is_requeued_and_resumes_to_the_same_resu
     # 300 / (requeues + 1) ~ 5 epochs per leg.
     args = ["--model", "mlp", "--train.epochs", "300", "--train.batch-size", "16", "--progress", "off"]
     requeues, leg_s, stall = 60, 75, 4
-    # the reference first, not while the job starts: a job slowed down in its start-up can get its USR2 before it
-    # has set its handler (the signal then ends it)
+    # the reference first, not while the legs compute: it would slow their few seconds each. A USR2 that comes
+    # during a leg's start-up is held (slurm.jobstart) and requeues the job once its handlers are set
     result, local = local_result(args, tmp_path / "local-runs")
     remote = tmp_path / "slurm-runs" / "common.pretrain" / local.hash
     said, errors = tmp_path / "submit.out", tmp_path / "submit.err"
