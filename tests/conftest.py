@@ -147,6 +147,7 @@ def runs(tmp_path) -> Path:
 # worker takes the next file when it finishes one, so starting with the long ones lets the workers finish together.
 # The Slurm tests come first: they mostly wait on the cluster (a requeue after a time limit takes minutes), and the
 # other workers compute the rest of the suite meanwhile. A file not listed runs after these, in the usual order.
+# (``--no-loadscope-reorder``, in the Makefile: xdist would otherwise hand out the files with most tests first.)
 LONGEST_FIRST = ("test_slurm_requeue", "test_slurm", "test_slurm_ddp", "test_compare", "test_bip_figures",
                  "test_export", "test_store", "test_bip", "test_gmp", "test_readme_examples", "test_gpu_check",
                  "test_longruns", "test_figures", "test_sparse_export", "test_notebooks", "test_plan")
