@@ -33,8 +33,7 @@ from pathlib import Path
 import submitit
 
 from slurm import jobstart
-
-STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)  # the time-limit warning / a preemption; SIGTERM: preemption as well
+from slurm.jobstart import STOP_SIGNALS  # defined where a job's Python starts: held there from its first line
 STOP_GRACE_S = 45.0  # a stop no training loop acted on within this many seconds requeues the job from its checkpoint
 
 

@@ -1,12 +1,12 @@
 """How a job's Python starts: ``python -u -m slurm.jobstart -u -m submitit.core._submit FOLDER`` (submitit's own
 command after this module's name, ``submit.executor``'s ``python``).
 
-A stop signal (``jobs.STOP_SIGNALS``: the time-limit warning USR2, a preemption's SIGTERM) that reaches a Python
-process before any handler is set ends it at once, and the job ends without a result and without a requeue. Before
-submitit has loaded the job (which imports torch: seconds) there is no handler, and a job that starts near its time
-limit's warning (the warning comes on the controller's time-limit checks, every 30 s) can be in that window. So this
-module, which imports nothing heavy, holds those signals first: one that comes is noted in the environment
-(``EARLY_SIGNAL``) and acted on once the job's own handlers are set (``jobs.Job.catch_stop_signals``). Then it runs
+A stop signal (``STOP_SIGNALS``: the time-limit warning USR2, a preemption's SIGTERM) that reaches a Python process
+before any handler is set ends it at once, and the job ends without a result and without a requeue. Before submitit
+has loaded the job (which imports torch: seconds) there is no handler, and a job that starts near its time limit's
+warning (the warning comes on the controller's time-limit checks, every 30 s) can be in that window. So this module,
+which imports nothing heavy, holds those signals first: one that comes is noted in the environment (``EARLY_SIGNAL``)
+and raised again once the job's own handlers are set (``jobs.Job.act_on_an_early_stop_signal``). Then it runs
 submitit's entry point as ``python -m`` would.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import signal
 import sys
 
 EARLY_SIGNAL = "PRUNING_EARLY_STOP_SIGNAL"  # the name of the first stop signal that came before the job's handlers
-HELD = (signal.SIGUSR2, signal.SIGTERM)  # jobs.STOP_SIGNALS, named here without importing jobs (submitit, torch)
+STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)  # the time-limit warning / a preemption; SIGTERM: preemption as well
 
 
 def hold(signum, frame) -> None:
@@ -25,7 +25,7 @@ def hold(signum, frame) -> None:
 
 
 def main(argv: list[str]) -> None:
-    for signum in HELD:
+    for signum in STOP_SIGNALS:
         signal.signal(signum, hold)
     args = list(argv)
     while args[:1] == ["-u"]:  # the interpreter's flag, repeated in submitit's command: ours has it

@@ -6,6 +6,7 @@ and stop afterwards only what they started. Without either they skip.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -474,9 +475,10 @@ def test_every_requeue_counts_toward_the_budget_those_slurm_made_too(monkeypatch
 
 
 PROBE = """import os, sys
+from slurm import jobstart
 print("ready", flush=True)
 sys.stdin.readline()  # the stop signal comes meanwhile, before any handler of the job's own
-print(os.environ.get("PRUNING_EARLY_STOP_SIGNAL"), sys.argv[1:], flush=True)
+print(os.environ.get(jobstart.EARLY_SIGNAL), sys.argv[1:], flush=True)
 """
 
 
@@ -503,17 +505,33 @@ def test_a_stop_signal_in_a_jobs_first_seconds_is_held_and_noted_not_fatal(start
         assert proc.returncode == -signal.SIGUSR2
 
 
-def test_a_stop_signal_noted_before_the_jobs_handlers_is_acted_on_once_they_are_set(monkeypatch):
+@contextlib.contextmanager
+def submitits_requeue_stood_in_for():
+    """Inside: USR2's handler records the signals it gets (a list, yielded), standing in for submitit's
+    checkpoint-and-requeue. Afterwards: the process's handlers, the alarm and the stop flag as they were."""
     import signal
 
     from common import train
-    from slurm import jobs, jobstart
 
     requeued = []
     handlers = {s: signal.getsignal(s) for s in (signal.SIGUSR2, signal.SIGTERM, signal.SIGALRM)}
-    signal.signal(signal.SIGUSR2, lambda signum, frame: requeued.append(signum))  # stands in for submitit's
-    monkeypatch.setenv(jobstart.EARLY_SIGNAL, "SIGUSR2")
+    signal.signal(signal.SIGUSR2, lambda signum, frame: requeued.append(signum))
     try:
+        yield requeued
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+        train.clear_stop()
+
+
+def test_a_stop_signal_noted_before_the_jobs_handlers_is_acted_on_once_they_are_set(monkeypatch):
+    import signal
+
+    from slurm import jobs, jobstart
+
+    monkeypatch.setenv(jobstart.EARLY_SIGNAL, "SIGUSR2")
+    with submitits_requeue_stood_in_for() as requeued:
         job = jobs.Job(pretrain.SCRIPT, None)
         job.catch_stop_signals()
         assert not requeued
@@ -521,11 +539,6 @@ def test_a_stop_signal_noted_before_the_jobs_handlers_is_acted_on_once_they_are_
         assert requeued == [signal.SIGUSR2] and jobstart.EARLY_SIGNAL not in os.environ
         job.act_on_an_early_stop_signal()
         assert requeued == [signal.SIGUSR2]
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        for s, handler in handlers.items():
-            signal.signal(s, handler)
-        train.clear_stop()
 
 
 def test_a_stop_signal_sets_the_flag_in_a_loop_and_requeues_at_once_outside_one(monkeypatch):
@@ -534,10 +547,7 @@ def test_a_stop_signal_sets_the_flag_in_a_loop_and_requeues_at_once_outside_one(
     from common import train
     from slurm import jobs
 
-    requeued = []
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGUSR2, signal.SIGTERM, signal.SIGALRM)}
-    signal.signal(signal.SIGUSR2, lambda signum, frame: requeued.append(signum))  # stands in for submitit's
-    try:
+    with submitits_requeue_stood_in_for() as requeued:
         jobs.Job(pretrain.SCRIPT, None).catch_stop_signals()
         monkeypatch.setattr(train, "in_loop", lambda: True)
         os.kill(os.getpid(), signal.SIGTERM)  # a preemption without USR2: no longer ignored
@@ -547,11 +557,6 @@ def test_a_stop_signal_sets_the_flag_in_a_loop_and_requeues_at_once_outside_one(
         monkeypatch.setattr(train, "in_loop", lambda: False)
         os.kill(os.getpid(), signal.SIGUSR2)  # nothing to stop at a step boundary: requeued now, as before
         assert requeued == [signal.SIGUSR2] and not train.stop_requested()
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        for s, handler in handlers.items():
-            signal.signal(s, handler)
-        train.clear_stop()
 
 
 @pytest.mark.parametrize("bad", ["\n", "\r", "\t", "\x00", "\x1b", "\x85"])

@@ -15,9 +15,8 @@ import pytest
 
 from common import pretrain
 from common.store import Run, read_log
+from tests.conftest import ROOT
 from tests.test_slurm import cluster, local_result, logs, same_model  # noqa: F401 - the cluster fixtures
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def submit_between_time_limit_checks() -> None:
