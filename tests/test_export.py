@@ -85,12 +85,8 @@ def exported(tmp_path_factory):
     dirs, first = {}, {}
     for script, args in RUNS.items():  # the first one as a user runs it, the others in this process
         args = [*args, "--progress", "off", "--runs-dir", runs, "--export"]
-        if script == "gmp.prune":
-            proc = run_cli(script, *args)
-            code, out, err = proc.returncode, proc.stdout, proc.stderr
-        else:
-            proc = run_main(script, *args)
-            code, out, err = proc.returncode, proc.stdout, proc.stderr
+        proc = run_cli(script, *args) if script == "gmp.prune" else run_main(script, *args)
+        code, out, err = proc.returncode, proc.stdout, proc.stderr
         assert code == 0, err
         dirs[script] = _run_dir(out, runs)
         assert f"exported: {dirs[script] / 'export'}" in err
