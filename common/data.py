@@ -458,9 +458,8 @@ FASHION_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 FASHION_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """One IDX file (optionally gzipped): the big-endian header (two zero bytes, type 0x08 = uint8, the number of
-    dimensions, then each dimension as a uint32), then the uint8 data."""
+def _idx_bytes(path: Path) -> bytes:
+    """One IDX file's bytes (inflated when gzipped), refused unless they are a whole IDX file of uint8."""
     import gzip
 
     opener = gzip.open if path.suffix == ".gz" else open
@@ -470,16 +469,30 @@ def read_idx(path: Path) -> np.ndarray:
     except (OSError, EOFError) as e:
         raise UserError(f"{path} cannot be read as an IDX file ({type(e).__name__}: {' '.join(str(e).split())}); "
                         f"fetch the official file again") from None
+    _idx_layout(path, raw)
+    return raw
+
+
+def _idx_layout(path: Path, raw: bytes) -> tuple[tuple[int, ...], int]:
+    """An IDX file's shape and the offset of its data, from its header, checked against the bytes that follow."""
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise UserError(f"{path} is not an IDX file of uint8 (its header is {raw[:4].hex() or 'empty'}, expected "
                         f"0000 08 <ndim>); fetch the official file again")
     ndim = raw[3]
+    offset = 4 + 4 * ndim
     shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
-    if data.size != math.prod(shape):
-        raise UserError(f"{path} holds {data.size} bytes of data where its header {shape} says "
+    if len(raw) - offset != math.prod(shape):
+        raise UserError(f"{path} holds {max(len(raw) - offset, 0)} bytes of data where its header {shape} says "
                         f"{math.prod(shape)}; the file is truncated, fetch it again")
-    return data.reshape(shape)
+    return shape, offset
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """One IDX file (optionally gzipped): the big-endian header (two zero bytes, type 0x08 = uint8, the number of
+    dimensions, then each dimension as a uint32), then the uint8 data."""
+    raw = _idx_bytes(path)
+    shape, offset = _idx_layout(path, raw)
+    return np.frombuffer(raw, np.uint8, offset=offset).reshape(shape)
 
 
 def fashion_folder(root: Path) -> Path | None:
@@ -543,8 +556,6 @@ def unpack_fashionmnist(root) -> str | None:
     them has only the gzipped ones (Debian's package): every run then reads 55 MB of plain IDX files instead of
     inflating 30 MB (~0.6 s a run on a laptop core). Returns one line saying so, or None when there is nothing to do
     (no files found, or plain ones already read first)."""
-    import gzip
-
     from common.atomic import atomic_write
 
     folder = fashion_folder(root)
@@ -557,9 +568,7 @@ def unpack_fashionmnist(root) -> str | None:
     target.mkdir(parents=True, exist_ok=True)
     for name in names:
         if not (target / name).is_file():
-            read_idx(_idx_file(folder, name))  # refuses a damaged file before a copy of it is made
-            with gzip.open(_idx_file(folder, name), "rb") as f:
-                raw = f.read()
+            raw = _idx_bytes(_idx_file(folder, name))  # inflated once; a damaged file is refused, not copied
             atomic_write(target / name, lambda tmp, raw=raw: Path(tmp).write_bytes(raw))
     return f"Fashion-MNIST: plain copies of {folder}'s gzipped files in {target} (read faster by every run)"
 
