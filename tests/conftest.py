@@ -97,16 +97,21 @@ def refused_in_a_job_of(world: int, script: str, argv, monkeypatch) -> str:
 
 
 @contextlib.contextmanager
-def single_thread():
-    """torch on one thread inside the block (as a 1-CPU job computes), the previous count restored afterwards."""
+def torch_threads(count: int):
+    """torch on ``count`` threads inside the block, the previous count restored afterwards."""
     import torch
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(count)
     try:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def single_thread():
+    """torch on one thread inside the block (as a 1-CPU job computes)."""
+    return torch_threads(1)
 
 
 @pytest.fixture
@@ -126,15 +131,15 @@ def png_only(monkeypatch):
     monkeypatch.setattr(plot, "IMAGE_FORMATS", (".png",))
 
 
-def one_thread_pretrain(args, runs_dir):
-    """A ``common.pretrain`` run computed in this process with one thread (as a 1-CPU job computes it):
-    (its result, its ``Run``)."""
+def one_thread_pretrain(args, runs_dir, threads: int = 1):
+    """A ``common.pretrain`` run computed in this process with one thread (as a 1-CPU job computes it), or with
+    ``threads``: (its result, its ``Run``)."""
     from common import config as C
     from common import pretrain
     from common.store import Run, execute
 
     cfg = C.parse_args(pretrain.Config, [*args, "--runs-dir", str(runs_dir)])
-    with single_thread():
+    with torch_threads(threads):
         return execute(pretrain, cfg), Run(pretrain.SCRIPT, cfg)
 
 

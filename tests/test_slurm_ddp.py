@@ -64,12 +64,21 @@ def test_with_batchnorm_two_processes_are_close_to_one_not_equal(tmp_path):
     assert 0 < gap <= 0.1
 
 
+def largest_difference(a: dict, b: dict) -> float:
+    """The largest absolute difference between two state dicts' floating-point tensors."""
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a if a[k].is_floating_point())
+
+
 def test_with_sync_bn_two_processes_match_one_process_with_batchnorm(tmp_path):
     """--sync-bn (the same run hash): BatchNorm normalizes with the global batch's statistics, so the digits CNN after
-    an epoch of 12 steps is within 1e-5 of one process in every weight and running statistic (float rounding only:
-    over more steps it grows, as between any two summation orders of this small BatchNorm network)."""
+    an epoch of 12 steps is as close to one process as one process is to itself on 2 threads instead of 1 (another
+    summation order), or within 1e-5. Float rounding grows over the steps of this small BatchNorm network, and the CPU
+    kernels' summation orders differ between machines: this run with --sync-bn has been within 1e-5 of one process on
+    one machine and 3.4e-4 from it on another, where one process on 2 threads was 3.4e-4 from itself on 1 thread and
+    DDP without --sync-bn (each rank's own batch statistics) 1.5e-2."""
     args = ["--model", "cnn", "--train.epochs", "1", "--device", "cpu", "--progress", "off"]
     result, run = one_thread_pretrain(args, tmp_path / "single")
+    _, run_2 = one_thread_pretrain(args, tmp_path / "single-2-threads", threads=2)
     proc = run_cli("torch.distributed.run", "--nproc-per-node", "2", "-m", "common.pretrain", *args, "--sync-bn",
                    "--runs-dir", tmp_path / "ddp", env={"OMP_NUM_THREADS": "1"}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -77,9 +86,10 @@ def test_with_sync_bn_two_processes_match_one_process_with_batchnorm(tmp_path):
     ddp = json.loads((run_dir / "result.json").read_text())
     assert ddp["test_acc"] == pytest.approx(result["test_acc"], abs=1 / 360)
     assert ddp["test_loss"] == pytest.approx(result["test_loss"], rel=1e-5)
-    a = torch.load(run_dir / "model.pt", weights_only=True)
-    b = torch.load(run.dir / "model.pt", weights_only=True)
-    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a if a[k].is_floating_point()) <= 1e-5
+    a, b, b_2 = (torch.load(d / "model.pt", weights_only=True) for d in (run_dir, run.dir, run_2.dir))
+    rounding = largest_difference(b, b_2)
+    assert rounding < 1e-3  # the summation orders' noise stays far below what unsynchronized BatchNorm gives
+    assert largest_difference(a, b) <= max(1e-5, rounding)
 
 
 def test_two_task_slurm_job_trains_with_ddp(cluster, logs, single, tmp_path):  # noqa: F811

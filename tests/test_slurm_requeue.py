@@ -4,6 +4,7 @@ they are a file of their own: under ``pytest -n 3`` they run beside the other Sl
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -42,17 +43,28 @@ def submit(args, runs: Path, *options, stdout, stderr) -> subprocess.Popen:
                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
 
 
+def epochs_lasting(seconds: float, args: list[str], runs: Path, *, at_least: int) -> int:
+    """How many epochs of the run ``args`` one thread computes in about ``seconds`` on this machine today (at least
+    ``at_least``), from a 20-epoch run of it timed here: its start-up and data loading count as epochs, so the runs
+    it sizes come out a little shorter than ``seconds``."""
+    probe, _ = local_result([*args, "--train.epochs", "20"], runs)
+    return max(at_least, math.ceil(seconds * 20 / probe["run_time"]))
+
+
 def test_run_longer_than_its_time_limit_is_requeued_and_resumes_to_the_same_result(cluster, logs, tmp_path):
     # 1-minute limit with the warning 55 s before it: slurmctld delivers USR2 on its next 30-s check, 5-35 s into
-    # each job (we submit mid-way between two checks: 8-22 s, which on a fast idle machine leaves the first leg at
-    # most ~19 s of computing after its start-up); the run needs longer (~21 s on a fast idle core), so it is cut at
-    # least once. A requeued job waits for its old credential to expire before it starts again (local_cluster.py:
-    # cred_expire=10 s), so a leg lasts ~30 s (one time-limit check to the next), of which it computes 5-15 s.
+    # each job (we submit mid-way between two checks: 8-22 s, which leaves the first leg at most ~19 s of computing
+    # after its start-up); the run is sized to ~45 s of one core's computing here (at least 300 epochs; machines this
+    # test runs on have computed 300 epochs in 18-50 s), so it is cut at least once. A requeued job waits for its old
+    # credential to expire before it starts again (local_cluster.py: cred_expire=10 s), so a leg lasts ~30 s (one
+    # time-limit check to the next), of which it computes 5-15 s.
     # The wait follows the run's measured progress, not the clock: it goes on while the legs add epochs to the run's
     # log (on a loaded machine a leg's start-up eats its few seconds and it adds fewer), and fails when `stall` legs
     # in a row add none. The budget of requeues is not what stops it: it leaves room for runs of
-    # 300 / (requeues + 1) ~ 5 epochs per leg.
-    args = ["--model", "mlp", "--train.epochs", "300", "--train.batch-size", "16", "--progress", "off"]
+    # epochs / (requeues + 1) epochs per leg.
+    base = ["--model", "mlp", "--train.batch-size", "16", "--progress", "off"]
+    epochs = epochs_lasting(45, base, tmp_path / "probe-runs", at_least=300)
+    args = [*base, "--train.epochs", str(epochs)]
     requeues, leg_s, stall = 60, 75, 4
     # the reference first, not while the legs compute: it would slow their few seconds each. A USR2 that comes
     # during a leg's start-up is held (slurm.jobstart) and requeues the job once its handlers are set
@@ -77,8 +89,9 @@ def test_run_longer_than_its_time_limit_is_requeued_and_resumes_to_the_same_resu
             if (now := epochs_done(remote)) > done:
                 done, progressed = now, time.time()
             if time.time() - progressed > stall * leg_s:
-                pytest.fail(f"the run stopped progressing: epoch {done} of 300 after {len(legs())} legs, none added "
-                            f"in the last {stall * leg_s} s ({stall} legs)\n{said.read_text()}{errors.read_text()}")
+                pytest.fail(f"the run stopped progressing: epoch {done} of {epochs} after {len(legs())} legs, none "
+                            f"added in the last {stall * leg_s} s ({stall} legs)\n"
+                            f"{said.read_text()}{errors.read_text()}")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -89,7 +102,7 @@ def test_run_longer_than_its_time_limit_is_requeued_and_resumes_to_the_same_resu
     job = re.search(r"submitted job (\d+)", said.read_text()).group(1)
     log = next(logs.glob(f"*/{job}_0_log.out")).read_text()
     assert len(legs()) >= 2 and legs()[:2] == ["0", "1"], log  # cut by the time limit, requeued, started again
-    assert [r["epoch"] for r in read_log(remote) if "epoch" in r] == list(range(1, 301))  # resumed, none lost/repeated
+    assert [r["epoch"] for r in read_log(remote) if "epoch" in r] == list(range(1, epochs + 1))  # none lost/repeated
     assert any(r.get("event") == "resume" for r in read_log(remote))
     slurm_result = json.loads((remote / "result.json").read_text())
     assert slurm_result["test_acc"] == result["test_acc"]
