@@ -458,8 +458,10 @@ FASHION_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 FASHION_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 
 
-def _idx_bytes(path: Path) -> bytes:
-    """One IDX file's bytes (inflated when gzipped), refused unless they are a whole IDX file of uint8."""
+def _idx_bytes(path: Path) -> tuple[bytes, tuple[int, ...], int]:
+    """One IDX file's bytes (inflated when gzipped), its shape and the offset of its data, from its big-endian header
+    (two zero bytes, type 0x08 = uint8, the number of dimensions, then each dimension as a uint32); refused unless
+    the bytes are a whole IDX file of uint8."""
     import gzip
 
     opener = gzip.open if path.suffix == ".gz" else open
@@ -469,29 +471,23 @@ def _idx_bytes(path: Path) -> bytes:
     except (OSError, EOFError) as e:
         raise UserError(f"{path} cannot be read as an IDX file ({type(e).__name__}: {' '.join(str(e).split())}); "
                         f"fetch the official file again") from None
-    _idx_layout(path, raw)
-    return raw
-
-
-def _idx_layout(path: Path, raw: bytes) -> tuple[tuple[int, ...], int]:
-    """An IDX file's shape and the offset of its data, from its header, checked against the bytes that follow."""
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise UserError(f"{path} is not an IDX file of uint8 (its header is {raw[:4].hex() or 'empty'}, expected "
                         f"0000 08 <ndim>); fetch the official file again")
-    ndim = raw[3]
-    offset = 4 + 4 * ndim
-    shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    offset = 4 + 4 * raw[3]
+    if len(raw) < offset:
+        raise UserError(f"{path} holds {len(raw)} bytes, less than its header of {offset}; the file is truncated, "
+                        f"fetch it again")
+    shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=raw[3], offset=4))
     if len(raw) - offset != math.prod(shape):
-        raise UserError(f"{path} holds {max(len(raw) - offset, 0)} bytes of data where its header {shape} says "
+        raise UserError(f"{path} holds {len(raw) - offset} bytes of data where its header {shape} says "
                         f"{math.prod(shape)}; the file is truncated, fetch it again")
-    return shape, offset
+    return raw, shape, offset
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """One IDX file (optionally gzipped): the big-endian header (two zero bytes, type 0x08 = uint8, the number of
-    dimensions, then each dimension as a uint32), then the uint8 data."""
-    raw = _idx_bytes(path)
-    shape, offset = _idx_layout(path, raw)
+    """One IDX file (optionally gzipped) as an array of uint8 (:func:`_idx_bytes` checks it)."""
+    raw, shape, offset = _idx_bytes(path)
     return np.frombuffer(raw, np.uint8, offset=offset).reshape(shape)
 
 
@@ -568,7 +564,7 @@ def unpack_fashionmnist(root) -> str | None:
     target.mkdir(parents=True, exist_ok=True)
     for name in names:
         if not (target / name).is_file():
-            raw = _idx_bytes(_idx_file(folder, name))  # inflated once; a damaged file is refused, not copied
+            raw, _, _ = _idx_bytes(_idx_file(folder, name))  # inflated once; a damaged file is refused
             atomic_write(target / name, lambda tmp, raw=raw: Path(tmp).write_bytes(raw))
     return f"Fashion-MNIST: plain copies of {folder}'s gzipped files in {target} (read faster by every run)"
 

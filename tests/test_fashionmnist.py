@@ -83,6 +83,7 @@ def test_missing_files_name_every_place_looked(tmp_path, no_debian):
 @pytest.mark.parametrize("damage, expected", [
     (lambda raw: b"\x00\x00\x0d\x03" + raw[4:], "not an IDX file of uint8"),
     (lambda raw: raw[:-5], "truncated"),
+    (lambda raw: raw[:10], "less than its header of 16; the file is truncated"),
 ])
 def test_damaged_files_are_one_line_errors(tmp_path, no_debian, damage, expected):
     write_fashion(tmp_path, gz=False)
@@ -173,3 +174,15 @@ def test_gzipped_files_get_plain_copies_that_load_the_same(tmp_path, monkeypatch
         assert torch.equal(getattr(before, split).x, getattr(after, split).x)
         assert torch.equal(getattr(before, split).y, getattr(after, split).y)
     assert D.unpack_fashionmnist(root) is None
+
+
+def test_a_damaged_gzipped_file_is_refused_not_copied(tmp_path, monkeypatch):
+    debian = tmp_path / "debian"
+    write_fashion(debian)
+    path = debian / f"{NAMES['test'][0]}.gz"
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:-5]))
+    monkeypatch.setattr(D, "FASHION_DEBIAN", debian)
+    with pytest.raises(UserError, match="the file is truncated") as e:
+        D.unpack_fashionmnist(tmp_path / "data")
+    assert str(path) in str(e.value)
+    assert not (tmp_path / "data" / "FashionMNIST" / "raw" / NAMES["test"][0]).exists()

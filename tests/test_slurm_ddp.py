@@ -47,6 +47,11 @@ def test_torchrun_two_cpu_processes_match_one_process(single, tmp_path):
     assert_matches(run_dir, single)
 
 
+def largest_difference(a: dict, b: dict) -> float:
+    """The largest absolute difference between two state dicts' floating-point tensors."""
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a if a[k].is_floating_point())
+
+
 def test_with_batchnorm_two_processes_are_close_to_one_not_equal(tmp_path):
     """Each rank's BatchNorm normalizes with its own shard's batch statistics (DDP without SyncBatchNorm): the digits
     CNN after 3 epochs is within the stated 0.1 per weight and 3 test images of one process, and not equal to it."""
@@ -60,13 +65,8 @@ def test_with_batchnorm_two_processes_are_close_to_one_not_equal(tmp_path):
     assert ddp["test_acc"] == pytest.approx(result["test_acc"], abs=3 / 360)
     a = torch.load(run_dir / "model.pt", weights_only=True)
     b = torch.load(run.dir / "model.pt", weights_only=True)
-    gap = max(float((a[k].float() - b[k].float()).abs().max()) for k in a if a[k].is_floating_point())
+    gap = largest_difference(a, b)
     assert 0 < gap <= 0.1
-
-
-def largest_difference(a: dict, b: dict) -> float:
-    """The largest absolute difference between two state dicts' floating-point tensors."""
-    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a if a[k].is_floating_point())
 
 
 def test_with_sync_bn_two_processes_match_one_process_with_batchnorm(tmp_path):
